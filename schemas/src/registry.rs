@@ -1,0 +1,314 @@
+//! The schema registry abstraction and its implementations.
+//!
+//! - [`SchemaRegistry`]: the two calls the bus needs (register a schema under a subject and get
+//!   its id; fetch a schema by id) plus the subject operations the REST server exposes.
+//! - [`MemoryRegistry`]: in-process, for tests and the embedded mode; enforces each subject's
+//!   compatibility rule like the Confluent registry does.
+//! - [`ConfluentRegistry`]: a client of the Confluent REST API (Confluent Schema Registry,
+//!   Karapace, Apicurio's compatibility API, or choreo's own server), built on
+//!   `schema_registry_converter`.
+//! - [`CachedRegistry`]: caches ids and parsed schemas in front of either, so the hot path never
+//!   calls the registry twice for the same schema.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use apache_avro::Schema;
+use async_trait::async_trait;
+use dashmap::DashMap;
+use schema_registry_converter::async_impl::schema_registry::{
+    SrSettings, get_schema_by_id, post_schema,
+};
+use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+
+use crate::compat::Compatibility;
+use crate::error::RegistryError;
+
+/// One registered version of a subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectVersion {
+    /// The subject.
+    pub subject: String,
+    /// 1-based version within the subject.
+    pub version: u32,
+    /// The global schema id.
+    pub id: u32,
+    /// The schema text.
+    pub schema: String,
+}
+
+/// A schema registry speaking Confluent's model: subjects, versions, global ids.
+#[async_trait]
+pub trait SchemaRegistry: Send + Sync + fmt::Debug {
+    /// Registers `schema` under `subject` (idempotent) and returns its global id.
+    async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError>;
+    /// The schema text registered under `id`.
+    async fn schema_by_id(&self, id: u32) -> Result<String, RegistryError>;
+}
+
+/// The in-process registry.
+#[derive(Debug, Default)]
+pub struct MemoryRegistry {
+    inner: Mutex<MemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    /// Schema texts by id (index = id - 1).
+    schemas: Vec<String>,
+    /// Parsed canonical form → id, so one schema under two subjects has one id.
+    by_canonical: HashMap<String, u32>,
+    /// Subject → ids of its versions in order.
+    subjects: HashMap<String, Vec<u32>>,
+    /// The global compatibility level.
+    global: Compatibility,
+    /// Per-subject overrides.
+    per_subject: HashMap<String, Compatibility>,
+}
+
+impl MemoryRegistry {
+    /// An empty registry with the BACKWARD global rule.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        // A poisoned lock only means another thread panicked mid-call; the maps stay consistent
+        // because every mutation below happens after all checks.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers under the subject's rule; the bus and the REST server both come here.
+    pub fn register_schema(&self, subject: &str, text: &str) -> Result<SubjectVersion, RegistryError> {
+        let schema =
+            Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
+        let canonical = schema.canonical_form();
+        let mut st = self.lock();
+        if let Some(&id) = st.by_canonical.get(&canonical) {
+            if let Some(pos) = st.subjects.get(subject).and_then(|v| v.iter().position(|x| *x == id)) {
+                return Ok(SubjectVersion {
+                    subject: subject.to_owned(),
+                    version: u32::try_from(pos + 1).unwrap_or(u32::MAX),
+                    id,
+                    schema: st.schemas[(id - 1) as usize].clone(),
+                });
+            }
+        }
+        let rule = st.per_subject.get(subject).copied().unwrap_or(st.global);
+        let previous: Vec<Schema> = st
+            .subjects
+            .get(subject)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| Schema::parse_str(&st.schemas[(*id - 1) as usize]).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let prev_refs: Vec<&Schema> = previous.iter().collect();
+        rule.check(&prev_refs, &schema).map_err(|reason| RegistryError::Incompatible {
+            subject: subject.to_owned(),
+            rule: rule.to_string(),
+            reason,
+        })?;
+        let id = match st.by_canonical.get(&canonical) {
+            Some(&id) => id,
+            None => {
+                st.schemas.push(text.to_owned());
+                let id = u32::try_from(st.schemas.len()).unwrap_or(u32::MAX);
+                st.by_canonical.insert(canonical, id);
+                id
+            }
+        };
+        let versions = st.subjects.entry(subject.to_owned()).or_default();
+        versions.push(id);
+        let version = u32::try_from(versions.len()).unwrap_or(u32::MAX);
+        Ok(SubjectVersion { subject: subject.to_owned(), version, id, schema: text.to_owned() })
+    }
+
+    /// Every subject, sorted.
+    pub fn subjects(&self) -> Vec<String> {
+        let mut s: Vec<String> = self.lock().subjects.keys().cloned().collect();
+        s.sort();
+        s
+    }
+
+    /// The versions of a subject, oldest first.
+    pub fn versions(&self, subject: &str) -> Result<Vec<SubjectVersion>, RegistryError> {
+        let st = self.lock();
+        let ids = st
+            .subjects
+            .get(subject)
+            .ok_or_else(|| RegistryError::UnknownSubject(subject.to_owned()))?;
+        Ok(ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| SubjectVersion {
+                subject: subject.to_owned(),
+                version: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                id: *id,
+                schema: st.schemas[(*id - 1) as usize].clone(),
+            })
+            .collect())
+    }
+
+    /// The version of `subject` whose schema is `text`, if registered.
+    pub fn lookup(&self, subject: &str, text: &str) -> Result<Option<SubjectVersion>, RegistryError> {
+        let canonical = Schema::parse_str(text)
+            .map_err(|e| RegistryError::InvalidSchema(e.to_string()))?
+            .canonical_form();
+        let id = self.lock().by_canonical.get(&canonical).copied();
+        Ok(self.versions(subject)?.into_iter().find(|v| Some(v.id) == id))
+    }
+
+    /// Whether `text` could be registered under `subject` now.
+    pub fn check(&self, subject: &str, text: &str) -> Result<(), RegistryError> {
+        let schema =
+            Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
+        let rule = self.compatibility(Some(subject));
+        let previous: Vec<Schema> = match self.versions(subject) {
+            Ok(v) => v.iter().filter_map(|v| Schema::parse_str(&v.schema).ok()).collect(),
+            Err(_) => Vec::new(),
+        };
+        let refs: Vec<&Schema> = previous.iter().collect();
+        rule.check(&refs, &schema).map_err(|reason| RegistryError::Incompatible {
+            subject: subject.to_owned(),
+            rule: rule.to_string(),
+            reason,
+        })
+    }
+
+    /// The rule in force for a subject (or the global one).
+    pub fn compatibility(&self, subject: Option<&str>) -> Compatibility {
+        let st = self.lock();
+        subject.and_then(|s| st.per_subject.get(s).copied()).unwrap_or(st.global)
+    }
+
+    /// Sets the rule for a subject (or the global one).
+    pub fn set_compatibility(&self, subject: Option<&str>, rule: Compatibility) {
+        let mut st = self.lock();
+        match subject {
+            Some(s) => {
+                st.per_subject.insert(s.to_owned(), rule);
+            }
+            None => st.global = rule,
+        }
+    }
+
+    /// The schema text of an id.
+    pub fn get(&self, id: u32) -> Option<String> {
+        let st = self.lock();
+        id.checked_sub(1).and_then(|i| st.schemas.get(i as usize)).cloned()
+    }
+}
+
+#[async_trait]
+impl SchemaRegistry for MemoryRegistry {
+    async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        self.register_schema(subject, schema).map(|v| v.id)
+    }
+
+    async fn schema_by_id(&self, id: u32) -> Result<String, RegistryError> {
+        self.get(id).ok_or(RegistryError::UnknownId(id))
+    }
+}
+
+/// A client of a registry speaking the Confluent REST API.
+pub struct ConfluentRegistry {
+    url: String,
+    settings: SrSettings,
+}
+
+impl fmt::Debug for ConfluentRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfluentRegistry").field("url", &self.url).finish()
+    }
+}
+
+impl ConfluentRegistry {
+    /// A client of the registry at `url` (e.g. `http://localhost:8081`).
+    pub fn new(url: &str) -> Self {
+        Self { url: url.to_owned(), settings: SrSettings::new(url.to_owned()) }
+    }
+
+    /// A client with basic authentication (Confluent Cloud's API key and secret).
+    pub fn with_basic_auth(url: &str, user: &str, password: &str) -> Result<Self, RegistryError> {
+        let settings = SrSettings::new_builder(url.to_owned())
+            .set_basic_authorization(user, Some(password))
+            .build()
+            .map_err(|e| RegistryError::Transport { message: e.error, retryable: false })?;
+        Ok(Self { url: url.to_owned(), settings })
+    }
+}
+
+fn transport(e: schema_registry_converter::error::SRCError) -> RegistryError {
+    let message = match &e.cause {
+        Some(cause) => format!("{}: {cause}", e.error),
+        None => e.error.clone(),
+    };
+    RegistryError::Transport { message, retryable: e.retriable }
+}
+
+#[async_trait]
+impl SchemaRegistry for ConfluentRegistry {
+    async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_owned());
+        post_schema(&self.settings, subject.to_owned(), supplied)
+            .await
+            .map(|r| r.id)
+            .map_err(transport)
+    }
+
+    async fn schema_by_id(&self, id: u32) -> Result<String, RegistryError> {
+        get_schema_by_id(id, &self.settings).await.map(|r| r.schema).map_err(transport)
+    }
+}
+
+/// Caches ids and parsed schemas in front of a registry.
+#[derive(Debug, Clone)]
+pub struct CachedRegistry {
+    inner: Arc<dyn SchemaRegistry>,
+    ids: Arc<DashMap<(String, String), u32>>,
+    schemas: Arc<DashMap<u32, Arc<Schema>>>,
+}
+
+impl CachedRegistry {
+    /// Wraps a registry.
+    pub fn new(inner: Arc<dyn SchemaRegistry>) -> Self {
+        Self { inner, ids: Arc::default(), schemas: Arc::default() }
+    }
+
+    /// The registry behind the cache.
+    pub fn inner(&self) -> &Arc<dyn SchemaRegistry> {
+        &self.inner
+    }
+
+    /// Registers (once per subject and text) and returns the id.
+    pub async fn id_for(&self, subject: &str, text: &str) -> Result<u32, RegistryError> {
+        let key = (subject.to_owned(), text.to_owned());
+        if let Some(id) = self.ids.get(&key) {
+            return Ok(*id);
+        }
+        let id = self.inner.register(subject, text).await?;
+        self.ids.insert(key, id);
+        Ok(id)
+    }
+
+    /// The parsed schema of an id (fetched once).
+    pub async fn schema(&self, id: u32) -> Result<Arc<Schema>, RegistryError> {
+        if let Some(s) = self.schemas.get(&id) {
+            return Ok(Arc::clone(&s));
+        }
+        let text = self.inner.schema_by_id(id).await?;
+        let schema = Arc::new(
+            Schema::parse_str(&text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?,
+        );
+        self.schemas.insert(id, Arc::clone(&schema));
+        Ok(schema)
+    }
+
+    /// The parsed schema of an id if it is already cached (no I/O).
+    pub fn cached(&self, id: u32) -> Option<Arc<Schema>> {
+        self.schemas.get(&id).map(|s| Arc::clone(&s))
+    }
+}

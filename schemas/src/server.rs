@@ -1,0 +1,231 @@
+//! The in-process registry served over the subset of the Confluent REST API that the official
+//! serializers (Java, Python, Go, .NET, Node) call, so a service in any language can register and
+//! fetch schemas against choreo's embedded mode unchanged.
+//!
+//! Routes: `POST /subjects/{s}/versions`, `POST /subjects/{s}` (look-up), `GET /schemas/ids/{id}`,
+//! `GET /schemas/ids/{id}/schema`, `GET /subjects`, `GET /subjects/{s}/versions`,
+//! `GET /subjects/{s}/versions/{v|latest}`, `GET|PUT /config`, `GET|PUT /config/{s}`,
+//! `POST /compatibility/subjects/{s}/versions/{v|latest}`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::compat::Compatibility;
+use crate::error::RegistryError;
+use crate::registry::{MemoryRegistry, SubjectVersion};
+
+const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+/// The router serving `registry`; mount it at the root of a listener.
+pub fn router(registry: Arc<MemoryRegistry>) -> Router {
+    Router::new()
+        .route("/subjects", get(subjects))
+        .route("/subjects/{subject}", post(lookup))
+        .route("/subjects/{subject}/versions", get(versions).post(register))
+        .route("/subjects/{subject}/versions/{version}", get(version))
+        .route("/schemas/ids/{id}", get(by_id))
+        .route("/schemas/ids/{id}/schema", get(raw_by_id))
+        .route("/config", get(get_global).put(put_global))
+        .route("/config/{subject}", get(get_subject_config).put(put_subject_config))
+        .route("/compatibility/subjects/{subject}/versions/{version}", post(compatible))
+        .with_state(registry)
+}
+
+/// Binds `addr` and serves the registry until the task is dropped; returns the bound address.
+pub async fn serve(
+    registry: Arc<MemoryRegistry>,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = router(registry);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "schema registry server stopped");
+        }
+    });
+    Ok((local, task))
+}
+
+struct ApiError(StatusCode, u32, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        reply(self.0, json!({"error_code": self.1, "message": self.2}))
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match &e {
+            RegistryError::UnknownId(_) => ApiError(StatusCode::NOT_FOUND, 40403, e.to_string()),
+            RegistryError::UnknownSubject(_) => {
+                ApiError(StatusCode::NOT_FOUND, 40401, e.to_string())
+            }
+            RegistryError::InvalidSchema(_) => {
+                ApiError(StatusCode::UNPROCESSABLE_ENTITY, 42201, e.to_string())
+            }
+            RegistryError::Incompatible { .. } => ApiError(StatusCode::CONFLICT, 409, e.to_string()),
+            RegistryError::Transport { .. } => {
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, 50001, e.to_string())
+            }
+        }
+    }
+}
+
+fn reply(status: StatusCode, body: Value) -> Response {
+    (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+}
+
+fn ok(body: Value) -> Response {
+    reply(StatusCode::OK, body)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SchemaBody {
+    schema: String,
+    #[serde(default)]
+    schema_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigBody {
+    compatibility: Compatibility,
+}
+
+fn check_type(body: &SchemaBody) -> Result<(), ApiError> {
+    match body.schema_type.as_deref() {
+        None | Some("AVRO") => Ok(()),
+        Some(other) => Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42201,
+            format!("schema type {other} is not supported; this registry holds Avro schemas"),
+        )),
+    }
+}
+
+fn version_json(v: &SubjectVersion) -> Value {
+    json!({"subject": v.subject, "version": v.version, "id": v.id, "schema": v.schema})
+}
+
+fn pick(reg: &MemoryRegistry, subject: &str, version: &str) -> Result<SubjectVersion, ApiError> {
+    let all = reg.versions(subject)?;
+    let found = if version == "latest" || version == "-1" {
+        all.last().cloned()
+    } else {
+        version.parse::<u32>().ok().and_then(|n| all.iter().find(|v| v.version == n).cloned())
+    };
+    found.ok_or_else(|| {
+        ApiError(StatusCode::NOT_FOUND, 40402, format!("version {version} of {subject} not found"))
+    })
+}
+
+async fn subjects(State(reg): State<Arc<MemoryRegistry>>) -> Response {
+    ok(json!(reg.subjects()))
+}
+
+async fn register(
+    State(reg): State<Arc<MemoryRegistry>>,
+    Path(subject): Path<String>,
+    Json(body): Json<SchemaBody>,
+) -> Result<Response, ApiError> {
+    check_type(&body)?;
+    let v = reg.register_schema(&subject, &body.schema)?;
+    Ok(ok(json!({"id": v.id})))
+}
+
+async fn lookup(
+    State(reg): State<Arc<MemoryRegistry>>,
+    Path(subject): Path<String>,
+    Json(body): Json<SchemaBody>,
+) -> Result<Response, ApiError> {
+    check_type(&body)?;
+    match reg.lookup(&subject, &body.schema)? {
+        Some(v) => Ok(ok(version_json(&v))),
+        None => Err(ApiError(StatusCode::NOT_FOUND, 40403, "schema not found".into())),
+    }
+}
+
+async fn versions(
+    State(reg): State<Arc<MemoryRegistry>>,
+    Path(subject): Path<String>,
+) -> Result<Response, ApiError> {
+    let v: Vec<u32> = reg.versions(&subject)?.iter().map(|v| v.version).collect();
+    Ok(ok(json!(v)))
+}
+
+async fn version(
+    State(reg): State<Arc<MemoryRegistry>>,
+    Path((subject, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    Ok(ok(version_json(&pick(&reg, &subject, &version)?)))
+}
+
+async fn by_id(
+    State(reg): State<Arc<MemoryRegistry>>,
+    Path(id): Path<u32>,
+) -> Result<Response, ApiError> {
+    let schema = reg.get(id).ok_or(RegistryError::UnknownId(id))?;
+    Ok(ok(json!({"schema": schema})))
+}
+
+async fn raw_by_id(
+    State(reg): State<Arc<MemoryRegistry>>,
+    Path(id): Path<u32>,
+) -> Result<Response, ApiError> {
+    let schema = reg.get(id).ok_or(RegistryError::UnknownId(id))?;
+    Ok(reply(StatusCode::OK, serde_json::from_str(&schema).unwrap_or(Value::String(schema))))
+}
+
+async fn get_global(State(reg): State<Arc<MemoryRegistry>>) -> Response {
+    ok(json!({"compatibilityLevel": reg.compatibility(None)}))
+}
+
+async fn put_global(
+    State(reg): State<Arc<MemoryRegistry>>,
+    Json(body): Json<ConfigBody>,
+) -> Response {
+    reg.set_compatibility(None, body.compatibility);
+    ok(json!({"compatibility": body.compatibility}))
+}
+
+async fn get_subject_config(
+    State(reg): State<Arc<MemoryRegistry>>,
+    Path(subject): Path<String>,
+) -> Response {
+    ok(json!({"compatibilityLevel": reg.compatibility(Some(&subject))}))
+}
+
+async fn put_subject_config(
+    State(reg): State<Arc<MemoryRegistry>>,
+    Path(subject): Path<String>,
+    Json(body): Json<ConfigBody>,
+) -> Response {
+    reg.set_compatibility(Some(&subject), body.compatibility);
+    ok(json!({"compatibility": body.compatibility}))
+}
+
+async fn compatible(
+    State(reg): State<Arc<MemoryRegistry>>,
+    Path((subject, _version)): Path<(String, String)>,
+    Json(body): Json<SchemaBody>,
+) -> Result<Response, ApiError> {
+    check_type(&body)?;
+    match reg.check(&subject, &body.schema) {
+        Ok(()) => Ok(ok(json!({"is_compatible": true}))),
+        Err(RegistryError::Incompatible { reason, .. }) => {
+            Ok(ok(json!({"is_compatible": false, "messages": [reason]})))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
