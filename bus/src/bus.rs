@@ -1,0 +1,223 @@
+//! The [`Bus`] handle: publishing typed events, and the entry point to subscribers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use choreo_schemas::{Event, SchemaRegistry};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use tracing::Instrument;
+
+use crate::codec::Codec;
+use crate::config::BusConfig;
+use crate::envelope::{Envelope, now_rfc3339};
+use crate::error::BusError;
+use crate::subscriber::{Context, SubscriberBuilder};
+use crate::telemetry;
+use crate::trace::TraceParent;
+
+/// A cheap, clonable handle to the bus: one idempotent producer, one codec and registry cache.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: BusConfig,
+    producer: FutureProducer,
+    codec: Codec,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("bootstrap_servers", &self.inner.config.bootstrap_servers)
+            .field("source", &self.inner.config.source)
+            .finish()
+    }
+}
+
+/// Where a published event landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+    /// The event id (`ce_id`).
+    pub id: String,
+}
+
+/// Per-publish options; the defaults give a fresh id, no cause, and a new trace.
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// The event id; a random UUID when unset. Set a deterministic id to make re-publishing
+    /// idempotent for deduplicating consumers.
+    pub id: Option<String>,
+    /// The id of the event that caused this one.
+    pub causation_id: Option<String>,
+    /// The trace to continue.
+    pub traceparent: Option<TraceParent>,
+    /// Overrides the event type's default topic.
+    pub topic: Option<String>,
+}
+
+impl PublishOptions {
+    /// Options for an event caused by the one a handler is handling: same trace, causation id =
+    /// the handled event's id.
+    pub fn caused_by(ctx: &Context) -> Self {
+        Self {
+            id: None,
+            causation_id: Some(ctx.envelope.id.clone()).filter(|s| !s.is_empty()),
+            traceparent: Some(ctx.trace),
+            topic: None,
+        }
+    }
+
+    /// Sets the event id.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Sets the topic.
+    pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+}
+
+impl Bus {
+    /// Connects a bus (the producer is created now; the broker is contacted lazily).
+    pub fn new(config: BusConfig, registry: Arc<dyn SchemaRegistry>) -> Result<Self, BusError> {
+        config.validate()?;
+        telemetry::describe();
+        let producer: FutureProducer = config
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", config.delivery_timeout_ms.to_string())
+            .create()
+            .map_err(|e| BusError::kafka("creating the producer", e))?;
+        Ok(Self { inner: Arc::new(Inner { config, producer, codec: Codec::new(registry) }) })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BusConfig {
+        &self.inner.config
+    }
+
+    /// The codec (and through it, the registry cache).
+    pub fn codec(&self) -> &Codec {
+        &self.inner.codec
+    }
+
+    /// Publishes `event` to its topic with the correlation id as key; returns once the broker
+    /// acknowledged it (acks=all, idempotent producer).
+    pub async fn publish<T: Event>(&self, event: &T) -> Result<Delivery, BusError> {
+        self.publish_with(event, PublishOptions::default()).await
+    }
+
+    /// Publishes with explicit options (id, cause, trace, topic).
+    pub async fn publish_with<T: Event>(
+        &self,
+        event: &T,
+        options: PublishOptions,
+    ) -> Result<Delivery, BusError> {
+        let topic = options.topic.clone().unwrap_or_else(|| T::TOPIC.to_owned());
+        let value = self.inner.codec.encode(&topic, event).await?;
+        let envelope = Envelope {
+            id: options.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            source: self.inner.config.source.clone(),
+            event_type: T::TYPE.to_owned(),
+            time: now_rfc3339(),
+            correlation_id: event.correlation_id().to_owned(),
+            causation_id: options.causation_id,
+            traceparent: Some(options.traceparent.map_or_else(TraceParent::new_root, |t| t.child())),
+        };
+        self.publish_envelope(&topic, &envelope, &value).await
+    }
+
+    /// Publishes an already-encoded value with an envelope (used by the saga coordinator).
+    pub async fn publish_envelope(
+        &self,
+        topic: &str,
+        envelope: &Envelope,
+        value: &[u8],
+    ) -> Result<Delivery, BusError> {
+        let span = tracing::info_span!(
+            "choreo.publish",
+            otel.name = %format!("{topic} publish"),
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation.type = "publish",
+            messaging.destination.name = %topic,
+            messaging.message.id = %envelope.id,
+            messaging.kafka.message.key = %envelope.correlation_id,
+            correlation_id = %envelope.correlation_id,
+            event_type = %envelope.event_type,
+            trace_id = %envelope.traceparent.map(|t| t.trace_id_hex()).unwrap_or_default(),
+        );
+        let delivery = self
+            .send_raw(topic, Some(&envelope.correlation_id), value, envelope.to_headers())
+            .instrument(span)
+            .await;
+        let labels = [("topic", topic.to_owned()), ("type", envelope.event_type.clone())];
+        match delivery {
+            Ok((partition, offset)) => {
+                metrics::counter!(telemetry::PUBLISHED, &labels).increment(1);
+                Ok(Delivery { topic: topic.to_owned(), partition, offset, id: envelope.id.clone() })
+            }
+            Err(e) => {
+                metrics::counter!(telemetry::PUBLISH_FAILED, &labels).increment(1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends one record and waits for the acknowledgement; returns (partition, offset).
+    pub async fn send_raw(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        value: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<(i32, i64), BusError> {
+        let started = Instant::now();
+        let mut record = FutureRecord::<str, [u8]>::to(topic).payload(value).headers(headers);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        let result = self
+            .inner
+            .producer
+            .send(record, Timeout::After(self.inner.config.delivery_timeout()))
+            .await;
+        match result {
+            Ok(d) => {
+                tracing::debug!(partition = d.partition, offset = d.offset,
+                    elapsed_ms = started.elapsed().as_millis() as u64, "delivered");
+                Ok((d.partition, d.offset))
+            }
+            Err((e, _)) => Err(BusError::Delivery {
+                topic: topic.to_owned(),
+                correlation_id: key.unwrap_or_default().to_owned(),
+                source: e,
+            }),
+        }
+    }
+
+    /// Starts building a subscriber in consumer group `group`.
+    pub fn subscriber(&self, group: &str) -> SubscriberBuilder {
+        SubscriberBuilder::new(self.clone(), group)
+    }
+
+    /// Waits until every queued record is acknowledged.
+    pub fn flush(&self, timeout: std::time::Duration) -> Result<(), BusError> {
+        self.inner.producer.flush(Timeout::After(timeout)).map_err(|e| BusError::kafka("flush", e))
+    }
+}

@@ -1,0 +1,88 @@
+//! Bus configuration: where the brokers are, who we are, and librdkafka settings passed through.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+use crate::error::BusError;
+
+/// Settings of a [`crate::Bus`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// Kafka bootstrap servers, `host:port[,host:port…]`.
+    pub bootstrap_servers: String,
+    /// The `ce_source` of events this process publishes, e.g. `/services/payments`.
+    #[serde(default = "default_source")]
+    pub source: String,
+    /// How long a publish may wait for the broker's acknowledgement, in milliseconds.
+    #[serde(default = "default_delivery_timeout_ms")]
+    pub delivery_timeout_ms: u64,
+    /// Extra librdkafka settings for every client, e.g. `security.protocol = "SASL_SSL"`,
+    /// `sasl.mechanism`, `sasl.username`, `ssl.ca.location`.
+    #[serde(default)]
+    pub client: BTreeMap<String, String>,
+}
+
+fn default_source() -> String {
+    "/choreo".into()
+}
+
+fn default_delivery_timeout_ms() -> u64 {
+    30_000
+}
+
+impl BusConfig {
+    /// A configuration for these bootstrap servers with every default.
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            source: default_source(),
+            delivery_timeout_ms: default_delivery_timeout_ms(),
+            client: BTreeMap::new(),
+        }
+    }
+
+    /// Sets `ce_source`.
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
+
+    /// Adds a librdkafka setting.
+    pub fn with_client_setting(mut self, key: &str, value: &str) -> Self {
+        self.client.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// The delivery timeout.
+    pub fn delivery_timeout(&self) -> Duration {
+        Duration::from_millis(self.delivery_timeout_ms)
+    }
+
+    /// Checks what can be checked without a broker.
+    pub fn validate(&self) -> Result<(), BusError> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(BusError::Config("bootstrap_servers is empty".into()));
+        }
+        if self.source.trim().is_empty() {
+            return Err(BusError::Config("source (ce_source) is empty".into()));
+        }
+        if self.delivery_timeout_ms == 0 {
+            return Err(BusError::Config("delivery_timeout_ms must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// A librdkafka configuration with the bootstrap servers and pass-through settings.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        for (k, v) in &self.client {
+            c.set(k, v);
+        }
+        c
+    }
+}

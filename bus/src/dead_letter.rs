@@ -1,0 +1,147 @@
+//! Dead letters: a record that cannot be handled goes, unchanged, to `<topic><suffix>`
+//! (`orders.dlq` by default) with headers that say why, which handler, where it came from, when,
+//! and after how many attempts. Sending is rate-limited by a token bucket, so a flood of poison
+//! slows the partition down instead of drowning the cluster; the source offset is stored only
+//! after the dead letter is acknowledged.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use tokio::sync::Mutex;
+
+use crate::bus::Bus;
+use crate::envelope::now_rfc3339;
+use crate::error::BusError;
+use crate::telemetry;
+
+/// Header names added to a dead letter.
+pub mod header {
+    /// Human-readable reason.
+    pub const REASON: &str = "choreo_dlq_reason";
+    /// Stable kind: `missing_key`, `wrong_magic_byte`, `truncated`, `unknown_schema_id`,
+    /// `unknown_event_type`, `malformed_avro`, `handler_permanent`, `retries_exhausted`.
+    pub const KIND: &str = "choreo_dlq_kind";
+    /// The handler that failed (empty for decode failures).
+    pub const HANDLER: &str = "choreo_dlq_handler";
+    /// The consumer group.
+    pub const GROUP: &str = "choreo_dlq_group";
+    /// Original topic.
+    pub const TOPIC: &str = "choreo_dlq_topic";
+    /// Original partition.
+    pub const PARTITION: &str = "choreo_dlq_partition";
+    /// Original offset.
+    pub const OFFSET: &str = "choreo_dlq_offset";
+    /// Original record timestamp (ms since epoch; empty if none).
+    pub const TIMESTAMP: &str = "choreo_dlq_timestamp";
+    /// Attempts made.
+    pub const ATTEMPTS: &str = "choreo_dlq_attempts";
+    /// When it was dead-lettered (RFC 3339).
+    pub const TIME: &str = "choreo_dlq_time";
+}
+
+/// Where dead letters go and how fast.
+#[derive(Debug, Clone)]
+pub struct DeadLetterPolicy {
+    /// Appended to the source topic's name.
+    pub topic_suffix: String,
+    /// Dead letters per second per subscriber, at most (bursts up to the same number).
+    pub max_per_second: u32,
+}
+
+impl Default for DeadLetterPolicy {
+    fn default() -> Self {
+        Self { topic_suffix: ".dlq".into(), max_per_second: 100 }
+    }
+}
+
+/// Why a record is dead-lettered.
+#[derive(Debug, Clone)]
+pub(crate) struct Reason {
+    pub(crate) kind: &'static str,
+    pub(crate) message: String,
+    pub(crate) handler: Option<String>,
+    pub(crate) attempts: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct DeadLetters {
+    bus: Bus,
+    group: String,
+    policy: DeadLetterPolicy,
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl DeadLetters {
+    pub(crate) fn new(bus: Bus, group: &str, policy: DeadLetterPolicy) -> Self {
+        let tokens = f64::from(policy.max_per_second.max(1));
+        Self { bus, group: group.to_owned(), policy, bucket: Mutex::new((tokens, Instant::now())) }
+    }
+
+    async fn take_token(&self) {
+        let rate = f64::from(self.policy.max_per_second.max(1));
+        loop {
+            let wait = {
+                let mut b = self.bucket.lock().await;
+                let now = Instant::now();
+                b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(rate);
+                b.1 = now;
+                if b.0 >= 1.0 {
+                    b.0 -= 1.0;
+                    return;
+                }
+                Duration::from_secs_f64((1.0 - b.0) / rate)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The dead-letter topic of a source topic.
+    pub(crate) fn topic_for(&self, source: &str) -> String {
+        format!("{source}{}", self.policy.topic_suffix)
+    }
+
+    pub(crate) async fn send(&self, msg: &OwnedMessage, reason: &Reason) -> Result<(), BusError> {
+        self.take_token().await;
+        let mut headers = OwnedHeaders::new();
+        if let Some(h) = msg.headers() {
+            for x in h.iter() {
+                headers = headers.insert(Header { key: x.key, value: x.value });
+            }
+        }
+        let ts = msg.timestamp().to_millis().map(|t| t.to_string()).unwrap_or_default();
+        let fields = [
+            (header::REASON, reason.message.clone()),
+            (header::KIND, reason.kind.to_owned()),
+            (header::HANDLER, reason.handler.clone().unwrap_or_default()),
+            (header::GROUP, self.group.clone()),
+            (header::TOPIC, msg.topic().to_owned()),
+            (header::PARTITION, msg.partition().to_string()),
+            (header::OFFSET, msg.offset().to_string()),
+            (header::TIMESTAMP, ts),
+            (header::ATTEMPTS, reason.attempts.to_string()),
+            (header::TIME, now_rfc3339()),
+        ];
+        for (k, v) in &fields {
+            headers = headers.insert(Header { key: k, value: Some(v.as_str()) });
+        }
+        let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
+        let topic = self.topic_for(msg.topic());
+        self.bus
+            .send_raw(&topic, key.as_deref(), msg.payload().unwrap_or_default(), headers)
+            .await?;
+        metrics::counter!(telemetry::DEAD_LETTERED, "topic" => msg.topic().to_owned(),
+            "reason" => reason.kind).increment(1);
+        tracing::warn!(
+            messaging.destination.name = msg.topic(),
+            messaging.kafka.destination.partition = msg.partition(),
+            messaging.kafka.message.offset = msg.offset(),
+            correlation_id = key.as_deref().unwrap_or(""),
+            dead_letter_topic = %topic,
+            kind = reason.kind,
+            reason = %reason.message,
+            "dead-lettered"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,180 @@
+//! The record envelope: the CloudEvents Kafka binary binding headers plus the correlation
+//! extension and W3C `traceparent`. This is the wire contract every language speaks.
+//!
+//! | header | meaning |
+//! |---|---|
+//! | `ce_specversion` | `1.0` |
+//! | `ce_id` | the event id (deduplication key) |
+//! | `ce_source` | the emitting service, a URI reference |
+//! | `ce_type` | the Avro full name of the event |
+//! | `ce_time` | RFC 3339 time of the event |
+//! | `ce_subject` | the correlation id (also the record key) |
+//! | `ce_correlationid` | the correlation id (CloudEvents correlation extension) |
+//! | `ce_causationid` | the id of the event that caused this one, if any |
+//! | `content-type` | `application/avro` |
+//! | `traceparent` | W3C trace context |
+
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+use crate::trace::TraceParent;
+
+/// Header names of the envelope.
+pub mod header {
+    /// CloudEvents spec version.
+    pub const SPECVERSION: &str = "ce_specversion";
+    /// Event id.
+    pub const ID: &str = "ce_id";
+    /// Event source.
+    pub const SOURCE: &str = "ce_source";
+    /// Event type.
+    pub const TYPE: &str = "ce_type";
+    /// Event time.
+    pub const TIME: &str = "ce_time";
+    /// Subject (the correlation id).
+    pub const SUBJECT: &str = "ce_subject";
+    /// Correlation id (extension).
+    pub const CORRELATION_ID: &str = "ce_correlationid";
+    /// Causation id (extension).
+    pub const CAUSATION_ID: &str = "ce_causationid";
+    /// Content type of the value.
+    pub const CONTENT_TYPE: &str = "content-type";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+}
+
+/// The content type of a choreo record value.
+pub const AVRO_CONTENT_TYPE: &str = "application/avro";
+
+/// The envelope of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// `ce_id`.
+    pub id: String,
+    /// `ce_source`.
+    pub source: String,
+    /// `ce_type`.
+    pub event_type: String,
+    /// `ce_time`, RFC 3339.
+    pub time: String,
+    /// `ce_correlationid` / `ce_subject`.
+    pub correlation_id: String,
+    /// `ce_causationid`.
+    pub causation_id: Option<String>,
+    /// `traceparent`.
+    pub traceparent: Option<TraceParent>,
+}
+
+impl Envelope {
+    /// Kafka headers for this envelope.
+    pub fn to_headers(&self) -> OwnedHeaders {
+        let tp = self.traceparent.map(|t| t.to_string());
+        let mut h = OwnedHeaders::new_with_capacity(10)
+            .insert(Header { key: header::SPECVERSION, value: Some("1.0") })
+            .insert(Header { key: header::ID, value: Some(self.id.as_str()) })
+            .insert(Header { key: header::SOURCE, value: Some(self.source.as_str()) })
+            .insert(Header { key: header::TYPE, value: Some(self.event_type.as_str()) })
+            .insert(Header { key: header::TIME, value: Some(self.time.as_str()) })
+            .insert(Header { key: header::SUBJECT, value: Some(self.correlation_id.as_str()) })
+            .insert(Header {
+                key: header::CORRELATION_ID,
+                value: Some(self.correlation_id.as_str()),
+            })
+            .insert(Header { key: header::CONTENT_TYPE, value: Some(AVRO_CONTENT_TYPE) });
+        if let Some(c) = &self.causation_id {
+            h = h.insert(Header { key: header::CAUSATION_ID, value: Some(c.as_str()) });
+        }
+        if let Some(tp) = &tp {
+            h = h.insert(Header { key: header::TRACEPARENT, value: Some(tp.as_str()) });
+        }
+        h
+    }
+
+    /// Reads the envelope of a consumed record. Missing headers become empty strings (a record
+    /// from a producer that sets no CloudEvents headers is still handled; its type comes from
+    /// the writer schema); `key` fills the correlation id when the headers do not carry one.
+    pub fn from_headers<H: Headers>(headers: Option<&H>, key: Option<&str>) -> Self {
+        let get = |name: &str| -> Option<String> {
+            headers.and_then(|h| {
+                h.iter()
+                    .filter(|x| x.key == name)
+                    .last()
+                    .and_then(|x| x.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            })
+        };
+        Envelope {
+            id: get(header::ID).unwrap_or_default(),
+            source: get(header::SOURCE).unwrap_or_default(),
+            event_type: get(header::TYPE).unwrap_or_default(),
+            time: get(header::TIME).unwrap_or_default(),
+            correlation_id: get(header::CORRELATION_ID)
+                .or_else(|| get(header::SUBJECT))
+                .or_else(|| key.map(str::to_owned))
+                .unwrap_or_default(),
+            causation_id: get(header::CAUSATION_ID),
+            traceparent: get(header::TRACEPARENT).and_then(|t| TraceParent::parse(&t)),
+        }
+    }
+}
+
+/// The current time as RFC 3339 with millisecond precision, UTC.
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339_from_millis(i64::try_from(now.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Formats milliseconds since the Unix epoch as RFC 3339 (UTC).
+pub fn rfc3339_from_millis(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip() {
+        let e = Envelope {
+            id: "id-1".into(),
+            source: "/orders".into(),
+            event_type: "io.choreo.orders.OrderPlaced".into(),
+            time: now_rfc3339(),
+            correlation_id: "order-1".into(),
+            causation_id: Some("cause".into()),
+            traceparent: Some(TraceParent::new_root()),
+        };
+        let h = e.to_headers();
+        assert_eq!(Envelope::from_headers(Some(&h), None), e);
+        let specversion = h.iter().find(|x| x.key == header::SPECVERSION).and_then(|x| x.value);
+        assert_eq!(specversion, Some(&b"1.0"[..]));
+    }
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339_from_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_from_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339_from_millis(1_795_219_200_000), "2026-11-21T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,64 @@
+//! # choreo-bus
+//!
+//! Typed, versioned events over Kafka. A service publishes an [`Event`] with one call and
+//! subscribes typed handlers to topics; the bus handles the wire format, retries, dead letters,
+//! deduplication, ordering, offsets, shutdown and rebalances.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use choreo_bus::{Bus, BusConfig, HandlerError};
+//! use choreo_schemas::{MemoryRegistry, event::{Money, PaymentAuthorized}};
+//!
+//! let bus = Bus::new(BusConfig::new("localhost:9092").with_source("/payments"),
+//!     Arc::new(MemoryRegistry::new()))?;
+//! bus.publish(&PaymentAuthorized { order_id: "o-1".into(), payment_id: "p-1".into(),
+//!     amount: Money { amount_minor: 1999, currency: "EUR".into() } }).await?;
+//! let sub = bus.subscriber("shipping")
+//!     .handle("record-payment", |e: PaymentAuthorized, ctx| async move {
+//!         println!("{} paid ({})", e.order_id, ctx.envelope.id);
+//!         Ok::<_, HandlerError>(())
+//!     })
+//!     .start()?;
+//! sub.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//!
+//! - [`bus`]: the [`Bus`] handle and publishing.
+//! - [`subscriber`]: subscribers, per-partition workers, offset discipline, rebalance drain.
+//! - [`codec`]: Avro in the Confluent framing (magic byte, schema id) against a registry.
+//! - [`envelope`]: CloudEvents Kafka binary headers, correlation and causation ids.
+//! - [`trace`]: W3C `traceparent`.
+//! - [`dead_letter`]: dead-letter topics, their headers, the rate limit.
+//! - [`dedup`]: the [`DedupStore`] trait and the bounded in-memory default.
+//! - [`retry`]: exponential backoff with jitter.
+//! - [`telemetry`]: metric names.
+//! - [`embedded`]: an in-process Kafka-protocol broker (librdkafka's mock cluster).
+//! - [`config`] and [`error`].
+
+pub mod bus;
+pub mod codec;
+pub mod config;
+pub mod dead_letter;
+pub mod dedup;
+pub mod embedded;
+pub mod envelope;
+pub mod error;
+pub mod retry;
+pub mod subscriber;
+pub mod telemetry;
+pub mod trace;
+
+pub use bus::{Bus, Delivery, PublishOptions};
+pub use choreo_schemas::{Event, SchemaRegistry};
+pub use config::BusConfig;
+pub use dead_letter::DeadLetterPolicy;
+pub use dedup::{DedupStore, MemoryDedup};
+pub use embedded::EmbeddedBroker;
+pub use envelope::Envelope;
+pub use error::{BusError, DecodeError, HandlerError};
+pub use retry::RetryPolicy;
+pub use subscriber::{Context, Subscription, Unhandled};
+pub use trace::TraceParent;

@@ -1,0 +1,31 @@
+//! Metric names, described once. Labels are low-cardinality: topic, event type, handler, reason.
+
+/// Events published (labels: topic, type).
+pub const PUBLISHED: &str = "choreo_bus_published_total";
+/// Publish failures (labels: topic, type).
+pub const PUBLISH_FAILED: &str = "choreo_bus_publish_failed_total";
+/// Records consumed (labels: topic, type).
+pub const CONSUMED: &str = "choreo_bus_consumed_total";
+/// Handler latency in seconds (labels: handler, outcome).
+pub const HANDLER_SECONDS: &str = "choreo_bus_handler_seconds";
+/// Handler retries (labels: handler).
+pub const RETRIES: &str = "choreo_bus_retries_total";
+/// Records dead-lettered (labels: topic, reason).
+pub const DEAD_LETTERED: &str = "choreo_bus_dead_lettered_total";
+/// Duplicates dropped by event id (labels: handler).
+pub const DUPLICATES: &str = "choreo_bus_duplicates_total";
+/// Consumer lag in records (labels: topic, partition).
+pub const CONSUMER_LAG: &str = "choreo_bus_consumer_lag";
+
+/// Registers descriptions with the installed `metrics` recorder.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(PUBLISHED, Unit::Count, "Events published and acknowledged by the broker");
+    describe_counter!(PUBLISH_FAILED, Unit::Count, "Events the broker did not acknowledge");
+    describe_counter!(CONSUMED, Unit::Count, "Records taken from the broker by subscribers");
+    describe_histogram!(HANDLER_SECONDS, Unit::Seconds, "Time a handler took per attempt");
+    describe_counter!(RETRIES, Unit::Count, "Handler attempts retried after a retryable error");
+    describe_counter!(DEAD_LETTERED, Unit::Count, "Records sent to a dead-letter topic");
+    describe_counter!(DUPLICATES, Unit::Count, "Records dropped as duplicates by event id");
+    describe_gauge!(CONSUMER_LAG, Unit::Count, "Records behind the partition's high watermark");
+}
