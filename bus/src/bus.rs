@@ -99,11 +99,20 @@ impl Bus {
             .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            // The Java client's partitioner, so that keys land on the same partitions whichever
+            // language produced them (co-partitioning depends on it).
+            .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
             .set("message.timeout.ms", config.delivery_timeout_ms.to_string())
             .create()
             .map_err(|e| BusError::kafka("creating the producer", e))?;
-        Ok(Self { inner: Arc::new(Inner { config, producer, codec: Codec::new(registry) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                producer,
+                codec: Codec::new(registry),
+            }),
+        })
     }
 
     /// The configuration.
@@ -131,13 +140,19 @@ impl Bus {
         let topic = options.topic.clone().unwrap_or_else(|| T::TOPIC.to_owned());
         let value = self.inner.codec.encode(&topic, event).await?;
         let envelope = Envelope {
-            id: options.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            id: options
+                .id
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             source: self.inner.config.source.clone(),
             event_type: T::TYPE.to_owned(),
             time: now_rfc3339(),
             correlation_id: event.correlation_id().to_owned(),
             causation_id: options.causation_id,
-            traceparent: Some(options.traceparent.map_or_else(TraceParent::new_root, |t| t.child())),
+            traceparent: Some(
+                options
+                    .traceparent
+                    .map_or_else(TraceParent::new_root, |t| t.child()),
+            ),
         };
         self.publish_envelope(&topic, &envelope, &value).await
     }
@@ -163,14 +178,27 @@ impl Bus {
             trace_id = %envelope.traceparent.map(|t| t.trace_id_hex()).unwrap_or_default(),
         );
         let delivery = self
-            .send_raw(topic, Some(&envelope.correlation_id), value, envelope.to_headers())
+            .send_raw(
+                topic,
+                Some(&envelope.correlation_id),
+                value,
+                envelope.to_headers(),
+            )
             .instrument(span)
             .await;
-        let labels = [("topic", topic.to_owned()), ("type", envelope.event_type.clone())];
+        let labels = [
+            ("topic", topic.to_owned()),
+            ("type", envelope.event_type.clone()),
+        ];
         match delivery {
             Ok((partition, offset)) => {
                 metrics::counter!(telemetry::PUBLISHED, &labels).increment(1);
-                Ok(Delivery { topic: topic.to_owned(), partition, offset, id: envelope.id.clone() })
+                Ok(Delivery {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                    id: envelope.id.clone(),
+                })
             }
             Err(e) => {
                 metrics::counter!(telemetry::PUBLISH_FAILED, &labels).increment(1);
@@ -188,7 +216,9 @@ impl Bus {
         headers: OwnedHeaders,
     ) -> Result<(i32, i64), BusError> {
         let started = Instant::now();
-        let mut record = FutureRecord::<str, [u8]>::to(topic).payload(value).headers(headers);
+        let mut record = FutureRecord::<str, [u8]>::to(topic)
+            .payload(value)
+            .headers(headers);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -199,8 +229,12 @@ impl Bus {
             .await;
         match result {
             Ok(d) => {
-                tracing::debug!(partition = d.partition, offset = d.offset,
-                    elapsed_ms = started.elapsed().as_millis() as u64, "delivered");
+                tracing::debug!(
+                    partition = d.partition,
+                    offset = d.offset,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "delivered"
+                );
                 Ok((d.partition, d.offset))
             }
             Err((e, _)) => Err(BusError::Delivery {
@@ -218,6 +252,9 @@ impl Bus {
 
     /// Waits until every queued record is acknowledged.
     pub fn flush(&self, timeout: std::time::Duration) -> Result<(), BusError> {
-        self.inner.producer.flush(Timeout::After(timeout)).map_err(|e| BusError::kafka("flush", e))
+        self.inner
+            .producer
+            .flush(Timeout::After(timeout))
+            .map_err(|e| BusError::kafka("flush", e))
     }
 }

@@ -79,7 +79,9 @@ impl WriterSchema {
 impl Codec {
     /// A codec over `registry` (wrapped in a cache).
     pub fn new(registry: Arc<dyn SchemaRegistry>) -> Self {
-        Self { registry: CachedRegistry::new(registry) }
+        Self {
+            registry: CachedRegistry::new(registry),
+        }
     }
 
     /// The registry cache.
@@ -208,7 +210,10 @@ mod tests {
             order_id: "o-1".into(),
             customer_id: "c".into(),
             items: vec![],
-            total: Money { amount_minor: 100, currency: "EUR".into() },
+            total: Money {
+                amount_minor: 100,
+                currency: "EUR".into(),
+            },
             shipping_address: "a".into(),
         }
     }
@@ -231,15 +236,27 @@ mod tests {
     async fn each_undecodable_kind_is_named() {
         let codec = Codec::new(Arc::new(MemoryRegistry::new()));
         let good = codec.encode("orders", &v1()).await.expect("encode");
-        assert_eq!(unframe(&[]), Err(DecodeError::Truncated("empty value".into())));
-        assert_eq!(unframe(&[7, 0, 0, 0, 1]), Err(DecodeError::WrongMagicByte(7)));
-        assert!(matches!(unframe(&[0, 0, 1]), Err(DecodeError::Truncated(_))));
+        assert_eq!(
+            unframe(&[]),
+            Err(DecodeError::Truncated("empty value".into()))
+        );
+        assert_eq!(
+            unframe(&[7, 0, 0, 0, 1]),
+            Err(DecodeError::WrongMagicByte(7))
+        );
+        assert!(matches!(
+            unframe(&[0, 0, 1]),
+            Err(DecodeError::Truncated(_))
+        ));
         let unknown = frame(4242, &good[5..]);
         assert_eq!(
             codec.decode::<OrderPlaced>(&unknown).await,
             Err(DecodeError::UnknownSchemaId(4242))
         );
         let cut = &good[..good.len() - 3];
-        assert!(matches!(codec.decode::<OrderPlaced>(cut).await, Err(DecodeError::Truncated(_))));
+        assert!(matches!(
+            codec.decode::<OrderPlaced>(cut).await,
+            Err(DecodeError::Truncated(_))
+        ));
     }
 }

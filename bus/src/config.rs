@@ -71,7 +71,9 @@ impl BusConfig {
             return Err(BusError::Config("source (ce_source) is empty".into()));
         }
         if self.delivery_timeout_ms == 0 {
-            return Err(BusError::Config("delivery_timeout_ms must be positive".into()));
+            return Err(BusError::Config(
+                "delivery_timeout_ms must be positive".into(),
+            ));
         }
         Ok(())
     }

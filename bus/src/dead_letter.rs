@@ -51,7 +51,10 @@ pub struct DeadLetterPolicy {
 
 impl Default for DeadLetterPolicy {
     fn default() -> Self {
-        Self { topic_suffix: ".dlq".into(), max_per_second: 100 }
+        Self {
+            topic_suffix: ".dlq".into(),
+            max_per_second: 100,
+        }
     }
 }
 
@@ -75,7 +78,12 @@ pub(crate) struct DeadLetters {
 impl DeadLetters {
     pub(crate) fn new(bus: Bus, group: &str, policy: DeadLetterPolicy) -> Self {
         let tokens = f64::from(policy.max_per_second.max(1));
-        Self { bus, group: group.to_owned(), policy, bucket: Mutex::new((tokens, Instant::now())) }
+        Self {
+            bus,
+            group: group.to_owned(),
+            policy,
+            bucket: Mutex::new((tokens, Instant::now())),
+        }
     }
 
     async fn take_token(&self) {
@@ -106,10 +114,17 @@ impl DeadLetters {
         let mut headers = OwnedHeaders::new();
         if let Some(h) = msg.headers() {
             for x in h.iter() {
-                headers = headers.insert(Header { key: x.key, value: x.value });
+                headers = headers.insert(Header {
+                    key: x.key,
+                    value: x.value,
+                });
             }
         }
-        let ts = msg.timestamp().to_millis().map(|t| t.to_string()).unwrap_or_default();
+        let ts = msg
+            .timestamp()
+            .to_millis()
+            .map(|t| t.to_string())
+            .unwrap_or_default();
         let fields = [
             (header::REASON, reason.message.clone()),
             (header::KIND, reason.kind.to_owned()),
@@ -123,15 +138,24 @@ impl DeadLetters {
             (header::TIME, now_rfc3339()),
         ];
         for (k, v) in &fields {
-            headers = headers.insert(Header { key: k, value: Some(v.as_str()) });
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_str()),
+            });
         }
         let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
         let topic = self.topic_for(msg.topic());
         self.bus
-            .send_raw(&topic, key.as_deref(), msg.payload().unwrap_or_default(), headers)
+            .send_raw(
+                &topic,
+                key.as_deref(),
+                msg.payload().unwrap_or_default(),
+                headers,
+            )
             .await?;
         metrics::counter!(telemetry::DEAD_LETTERED, "topic" => msg.topic().to_owned(),
-            "reason" => reason.kind).increment(1);
+            "reason" => reason.kind)
+        .increment(1);
         tracing::warn!(
             messaging.destination.name = msg.topic(),
             messaging.kafka.destination.partition = msg.partition(),

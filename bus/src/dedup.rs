@@ -41,7 +41,10 @@ impl Default for MemoryDedup {
 impl MemoryDedup {
     /// A store remembering at most `capacity` ids.
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { capacity: capacity.max(1), inner: Mutex::new((HashSet::new(), VecDeque::new())) }
+        Self {
+            capacity: capacity.max(1),
+            inner: Mutex::new((HashSet::new(), VecDeque::new())),
+        }
     }
 
     /// How many ids are remembered now.

@@ -70,12 +70,18 @@ impl EmbeddedBroker {
                     }
                 }
             })
-            .map_err(|e| BusError::Config(format!("cannot start the embedded broker thread: {e}")))?;
+            .map_err(|e| {
+                BusError::Config(format!("cannot start the embedded broker thread: {e}"))
+            })?;
         let bootstrap = ready_rx
             .recv()
             .map_err(|_| BusError::Config("the embedded broker thread died".into()))?
             .map_err(|e| BusError::Config(format!("cannot start the embedded broker: {e}")))?;
-        Ok(Self { bootstrap, tx, thread: Some(thread) })
+        Ok(Self {
+            bootstrap,
+            tx,
+            thread: Some(thread),
+        })
     }
 
     /// The bootstrap address other clients connect to.
@@ -83,7 +89,10 @@ impl EmbeddedBroker {
         &self.bootstrap
     }
 
-    fn ask(&self, make: impl FnOnce(mpsc::Sender<Result<(), String>>) -> Command) -> Result<(), BusError> {
+    fn ask(
+        &self,
+        make: impl FnOnce(mpsc::Sender<Result<(), String>>) -> Command,
+    ) -> Result<(), BusError> {
         let (tx, rx) = mpsc::channel();
         self.tx
             .send(make(tx))

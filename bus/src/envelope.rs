@@ -69,22 +69,49 @@ impl Envelope {
     pub fn to_headers(&self) -> OwnedHeaders {
         let tp = self.traceparent.map(|t| t.to_string());
         let mut h = OwnedHeaders::new_with_capacity(10)
-            .insert(Header { key: header::SPECVERSION, value: Some("1.0") })
-            .insert(Header { key: header::ID, value: Some(self.id.as_str()) })
-            .insert(Header { key: header::SOURCE, value: Some(self.source.as_str()) })
-            .insert(Header { key: header::TYPE, value: Some(self.event_type.as_str()) })
-            .insert(Header { key: header::TIME, value: Some(self.time.as_str()) })
-            .insert(Header { key: header::SUBJECT, value: Some(self.correlation_id.as_str()) })
+            .insert(Header {
+                key: header::SPECVERSION,
+                value: Some("1.0"),
+            })
+            .insert(Header {
+                key: header::ID,
+                value: Some(self.id.as_str()),
+            })
+            .insert(Header {
+                key: header::SOURCE,
+                value: Some(self.source.as_str()),
+            })
+            .insert(Header {
+                key: header::TYPE,
+                value: Some(self.event_type.as_str()),
+            })
+            .insert(Header {
+                key: header::TIME,
+                value: Some(self.time.as_str()),
+            })
+            .insert(Header {
+                key: header::SUBJECT,
+                value: Some(self.correlation_id.as_str()),
+            })
             .insert(Header {
                 key: header::CORRELATION_ID,
                 value: Some(self.correlation_id.as_str()),
             })
-            .insert(Header { key: header::CONTENT_TYPE, value: Some(AVRO_CONTENT_TYPE) });
+            .insert(Header {
+                key: header::CONTENT_TYPE,
+                value: Some(AVRO_CONTENT_TYPE),
+            });
         if let Some(c) = &self.causation_id {
-            h = h.insert(Header { key: header::CAUSATION_ID, value: Some(c.as_str()) });
+            h = h.insert(Header {
+                key: header::CAUSATION_ID,
+                value: Some(c.as_str()),
+            });
         }
         if let Some(tp) = &tp {
-            h = h.insert(Header { key: header::TRACEPARENT, value: Some(tp.as_str()) });
+            h = h.insert(Header {
+                key: header::TRACEPARENT,
+                value: Some(tp.as_str()),
+            });
         }
         h
     }
@@ -167,14 +194,23 @@ mod tests {
         };
         let h = e.to_headers();
         assert_eq!(Envelope::from_headers(Some(&h), None), e);
-        let specversion = h.iter().find(|x| x.key == header::SPECVERSION).and_then(|x| x.value);
+        let specversion = h
+            .iter()
+            .find(|x| x.key == header::SPECVERSION)
+            .and_then(|x| x.value);
         assert_eq!(specversion, Some(&b"1.0"[..]));
     }
 
     #[test]
     fn rfc3339_matches_known_instants() {
         assert_eq!(rfc3339_from_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_from_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339_from_millis(1_795_219_200_000), "2026-11-21T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_from_millis(951_782_400_123),
+            "2000-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            rfc3339_from_millis(1_795_219_200_000),
+            "2026-11-21T00:00:00.000Z"
+        );
     }
 }

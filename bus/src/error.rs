@@ -40,7 +40,10 @@ pub enum BusError {
 
 impl BusError {
     pub(crate) fn kafka(context: impl Into<String>, source: KafkaError) -> Self {
-        BusError::Kafka { context: context.into(), source }
+        BusError::Kafka {
+            context: context.into(),
+            source,
+        }
     }
 }
 

@@ -27,8 +27,12 @@ impl RetryPolicy {
     /// The backoff ceiling before attempt `attempt + 1` (attempt is 1-based): initial × 2^(n-1),
     /// capped.
     pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(30)).unwrap_or(u32::MAX);
-        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1).min(30))
+            .unwrap_or(u32::MAX);
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
     }
 
     /// The backoff before attempt `attempt + 1`: uniformly random in [ceiling/2, ceiling]
@@ -37,7 +41,11 @@ impl RetryPolicy {
         let ceiling = self.ceiling(attempt);
         let half = ceiling / 2;
         let span = u64::try_from((ceiling - half).as_micros()).unwrap_or(u64::MAX);
-        half + Duration::from_micros(if span == 0 { 0 } else { rand::random::<u64>() % (span + 1) })
+        half + Duration::from_micros(if span == 0 {
+            0
+        } else {
+            rand::random::<u64>() % (span + 1)
+        })
     }
 }
 
@@ -59,7 +67,10 @@ mod tests {
         assert_eq!(p.ceiling(40), Duration::from_secs(1));
         for attempt in 1..8 {
             let b = p.backoff(attempt);
-            assert!(b >= p.ceiling(attempt) / 2 && b <= p.ceiling(attempt), "{b:?}");
+            assert!(
+                b >= p.ceiling(attempt) / 2 && b <= p.ceiling(attempt),
+                "{b:?}"
+            );
         }
     }
 }

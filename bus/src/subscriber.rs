@@ -73,7 +73,9 @@ impl Context {
 
     /// Publishes an event caused by this one: same trace, `ce_causationid` = this event's id.
     pub async fn publish<T: Event>(&self, event: &T) -> Result<Delivery, BusError> {
-        self.bus.publish_with(event, PublishOptions::caused_by(self)).await
+        self.bus
+            .publish_with(event, PublishOptions::caused_by(self))
+            .await
     }
 }
 
@@ -81,7 +83,12 @@ type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Sen
 
 trait Handler: Send + Sync {
     fn name(&self) -> &str;
-    fn call(&self, writer: &Schema, body: &[u8], ctx: Context) -> Result<HandlerFuture, DecodeError>;
+    fn call(
+        &self,
+        writer: &Schema,
+        body: &[u8],
+        ctx: Context,
+    ) -> Result<HandlerFuture, DecodeError>;
 }
 
 struct TypedHandler<T, F> {
@@ -100,7 +107,12 @@ where
         &self.name
     }
 
-    fn call(&self, writer: &Schema, body: &[u8], ctx: Context) -> Result<HandlerFuture, DecodeError> {
+    fn call(
+        &self,
+        writer: &Schema,
+        body: &[u8],
+        ctx: Context,
+    ) -> Result<HandlerFuture, DecodeError> {
         let event = decode_body::<T>(writer, body)?;
         Ok(Box::pin((self.f)(event, ctx)))
     }
@@ -175,14 +187,20 @@ impl SubscriberBuilder {
         F: Fn(T, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        let h = TypedHandler::<T, F> { name: name.to_owned(), f, _event: PhantomData };
-        self.handlers.insert((topic.to_owned(), T::TYPE.to_owned()), Arc::new(h));
+        let h = TypedHandler::<T, F> {
+            name: name.to_owned(),
+            f,
+            _event: PhantomData,
+        };
+        self.handlers
+            .insert((topic.to_owned(), T::TYPE.to_owned()), Arc::new(h));
         self
     }
 
     /// Skips event type `event_type` on `topic` without dead-lettering it.
     pub fn ignore(mut self, topic: &str, event_type: &str) -> Self {
-        self.ignored.insert((topic.to_owned(), event_type.to_owned()));
+        self.ignored
+            .insert((topic.to_owned(), event_type.to_owned()));
         self
     }
 
@@ -231,7 +249,10 @@ impl SubscriberBuilder {
     /// Joins the group, subscribes to every topic a handler names, and starts handling.
     pub fn start(self) -> Result<Subscription, BusError> {
         if self.handlers.is_empty() {
-            return Err(BusError::Config(format!("subscriber {} has no handler", self.group)));
+            return Err(BusError::Config(format!(
+                "subscriber {} has no handler",
+                self.group
+            )));
         }
         let topics: Vec<String> = {
             let mut t: Vec<String> = self.handlers.keys().map(|(t, _)| t.clone()).collect();
@@ -257,7 +278,9 @@ impl SubscriberBuilder {
             cfg.set(k, v);
         }
         let consumer: StreamConsumer<SubscriberContext> = cfg
-            .create_with_context(SubscriberContext { shared: Arc::clone(&shared) })
+            .create_with_context(SubscriberContext {
+                shared: Arc::clone(&shared),
+            })
             .map_err(|e| BusError::kafka("creating the consumer", e))?;
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer
@@ -283,7 +306,13 @@ impl SubscriberBuilder {
             self.queue_depth,
         ));
         tracing::info!(group = %self.group, ?topics, "subscriber started");
-        Ok(Subscription { group: self.group, consumer, shared, cancel, dispatcher })
+        Ok(Subscription {
+            group: self.group,
+            consumer,
+            shared,
+            cancel,
+            dispatcher,
+        })
     }
 }
 
@@ -299,7 +328,9 @@ pub struct Subscription {
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription").field("group", &self.group).finish()
+        f.debug_struct("Subscription")
+            .field("group", &self.group)
+            .finish()
     }
 }
 
@@ -385,7 +416,9 @@ impl ClientContext for SubscriberContext {
 
 impl ConsumerContext for SubscriberContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else { return };
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
         let revoked = partitions(tpl);
         let workers: Vec<Worker> = {
             let mut assigned = lock(&self.shared.assigned);
@@ -409,11 +442,16 @@ impl ConsumerContext for SubscriberContext {
                 while !*done {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        tracing::warn!("revocation drain timed out; unfinished records will be redelivered");
+                        tracing::warn!(
+                            "revocation drain timed out; unfinished records will be redelivered"
+                        );
                         w.task.abort();
                         break;
                     }
-                    done = cv.wait_timeout(done, left).map(|r| r.0).unwrap_or_else(|e| e.into_inner().0);
+                    done = cv
+                        .wait_timeout(done, left)
+                        .map(|r| r.0)
+                        .unwrap_or_else(|e| e.into_inner().0);
                 }
             }
         };
@@ -421,7 +459,9 @@ impl ConsumerContext for SubscriberContext {
         // another thread while this one waits for the workers.
         match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
-            Ok(_) => tracing::warn!("drain on revocation needs the multi-thread runtime; in-flight records will be redelivered"),
+            Ok(_) => tracing::warn!(
+                "drain on revocation needs the multi-thread runtime; in-flight records will be redelivered"
+            ),
             Err(_) => wait(),
         }
         if let Err(e) = commit_stored(consumer) {
@@ -440,7 +480,10 @@ impl ConsumerContext for SubscriberContext {
 }
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
-    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
 }
 
 async fn dispatch(
@@ -492,8 +535,12 @@ fn spawn_worker(
     let (tx, mut rx) = mpsc::channel::<OwnedMessage>(depth);
     let stop = CancellationToken::new();
     let done = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-    let (consumer, processor, stop2, done2) =
-        (Arc::clone(consumer), Arc::clone(processor), stop.clone(), Arc::clone(&done));
+    let (consumer, processor, stop2, done2) = (
+        Arc::clone(consumer),
+        Arc::clone(processor),
+        stop.clone(),
+        Arc::clone(&done),
+    );
     let task = tokio::spawn(async move {
         loop {
             let msg = tokio::select! {
@@ -512,7 +559,12 @@ fn spawn_worker(
         *lock(flag) = true;
         cv.notify_all();
     });
-    Worker { tx, stop, task, done }
+    Worker {
+        tx,
+        stop,
+        task,
+        done,
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -538,10 +590,20 @@ impl Processor {
     async fn process(&self, msg: &OwnedMessage, stop: &CancellationToken) -> Outcome {
         let topic = msg.topic();
         let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
-            return self.poison(msg, DecodeError::MissingKey, None, 0, stop).await;
+            return self
+                .poison(msg, DecodeError::MissingKey, None, 0, stop)
+                .await;
         };
         let Some(value) = msg.payload() else {
-            return self.poison(msg, DecodeError::Truncated("no value".into()), None, 0, stop).await;
+            return self
+                .poison(
+                    msg,
+                    DecodeError::Truncated("no value".into()),
+                    None,
+                    0,
+                    stop,
+                )
+                .await;
         };
         // The writer schema: poison if unknown, retried if the registry is unreachable.
         let mut attempt = 0;
@@ -557,7 +619,12 @@ impl Processor {
                     }
                 }
                 Err(Err(e)) => {
-                    let reason = Reason { kind: "registry_unavailable", message: e.to_string(), handler: None, attempts: attempt };
+                    let reason = Reason {
+                        kind: "registry_unavailable",
+                        message: e.to_string(),
+                        handler: None,
+                        attempts: attempt,
+                    };
                     return self.dead_letter(msg, &reason, stop).await;
                 }
             }
@@ -569,15 +636,26 @@ impl Processor {
             if self.ignored.contains(&route) || self.unhandled == Unhandled::Skip {
                 return Outcome::Done;
             }
-            return self.poison(msg, DecodeError::UnknownEventType(event_type), None, 0, stop).await;
+            return self
+                .poison(
+                    msg,
+                    DecodeError::UnknownEventType(event_type),
+                    None,
+                    0,
+                    stop,
+                )
+                .await;
         };
         let envelope = Envelope::from_headers(msg.headers(), Some(&key));
         if !envelope.id.is_empty() && self.dedup.seen(handler.name(), &envelope.id).await {
-            metrics::counter!(telemetry::DUPLICATES, "handler" => handler.name().to_owned()).increment(1);
+            metrics::counter!(telemetry::DUPLICATES, "handler" => handler.name().to_owned())
+                .increment(1);
             tracing::debug!(event_id = %envelope.id, correlation_id = %key, "duplicate dropped");
             return Outcome::Done;
         }
-        let trace = envelope.traceparent.map_or_else(TraceParent::new_root, |t| t.child());
+        let trace = envelope
+            .traceparent
+            .map_or_else(TraceParent::new_root, |t| t.child());
         let body = &value[5..];
         let mut attempt = 0;
         loop {
@@ -596,7 +674,9 @@ impl Processor {
             let fut = match handler.call(&writer.schema, body, ctx) {
                 Ok(f) => f,
                 Err(decode) => {
-                    return self.poison(msg, decode, Some(handler.name()), attempt, stop).await;
+                    return self
+                        .poison(msg, decode, Some(handler.name()), attempt, stop)
+                        .await;
                 }
             };
             let span = tracing::info_span!(
@@ -643,7 +723,12 @@ impl Processor {
                     return Outcome::Done;
                 }
                 Err(HandlerError::Permanent(m)) => {
-                    let reason = Reason { kind: "handler_permanent", message: m, handler: Some(handler.name().to_owned()), attempts: attempt };
+                    let reason = Reason {
+                        kind: "handler_permanent",
+                        message: m,
+                        handler: Some(handler.name().to_owned()),
+                        attempts: attempt,
+                    };
                     return self.dead_letter(msg, &reason, stop).await;
                 }
                 Err(HandlerError::Retryable(m)) if attempt >= self.retry.max_attempts => {
@@ -656,7 +741,8 @@ impl Processor {
                     return self.dead_letter(msg, &reason, stop).await;
                 }
                 Err(HandlerError::Retryable(m)) => {
-                    metrics::counter!(telemetry::RETRIES, "handler" => handler.name().to_owned()).increment(1);
+                    metrics::counter!(telemetry::RETRIES, "handler" => handler.name().to_owned())
+                        .increment(1);
                     let backoff = self.retry.backoff(attempt);
                     tracing::info!(handler = handler.name(), attempt, error = %m, backoff_ms = backoff.as_millis() as u64, correlation_id = %key, "retrying");
                     if !self.sleep(backoff, stop).await {
@@ -683,13 +769,23 @@ impl Processor {
         attempts: u32,
         stop: &CancellationToken,
     ) -> Outcome {
-        let reason = Reason { kind: error.kind(), message: error.to_string(), handler: handler.map(str::to_owned), attempts };
+        let reason = Reason {
+            kind: error.kind(),
+            message: error.to_string(),
+            handler: handler.map(str::to_owned),
+            attempts,
+        };
         self.dead_letter(msg, &reason, stop).await
     }
 
     /// Sends to the dead-letter topic, retrying until acknowledged or stopped: the source offset
     /// moves on only once the dead letter is durable.
-    async fn dead_letter(&self, msg: &OwnedMessage, reason: &Reason, stop: &CancellationToken) -> Outcome {
+    async fn dead_letter(
+        &self,
+        msg: &OwnedMessage,
+        reason: &Reason,
+        stop: &CancellationToken,
+    ) -> Outcome {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -697,7 +793,13 @@ impl Processor {
                 Ok(()) => return Outcome::Done,
                 Err(e) => {
                     tracing::error!(error = %e, attempt, "dead letter not acknowledged; retrying");
-                    if !self.sleep(self.retry.backoff(attempt.min(self.retry.max_attempts)), stop).await {
+                    if !self
+                        .sleep(
+                            self.retry.backoff(attempt.min(self.retry.max_attempts)),
+                            stop,
+                        )
+                        .await
+                    {
                         return Outcome::Interrupted;
                     }
                 }

@@ -20,12 +20,44 @@ pub const CONSUMER_LAG: &str = "choreo_bus_consumer_lag";
 /// Registers descriptions with the installed `metrics` recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(PUBLISHED, Unit::Count, "Events published and acknowledged by the broker");
-    describe_counter!(PUBLISH_FAILED, Unit::Count, "Events the broker did not acknowledge");
-    describe_counter!(CONSUMED, Unit::Count, "Records taken from the broker by subscribers");
-    describe_histogram!(HANDLER_SECONDS, Unit::Seconds, "Time a handler took per attempt");
-    describe_counter!(RETRIES, Unit::Count, "Handler attempts retried after a retryable error");
-    describe_counter!(DEAD_LETTERED, Unit::Count, "Records sent to a dead-letter topic");
-    describe_counter!(DUPLICATES, Unit::Count, "Records dropped as duplicates by event id");
-    describe_gauge!(CONSUMER_LAG, Unit::Count, "Records behind the partition's high watermark");
+    describe_counter!(
+        PUBLISHED,
+        Unit::Count,
+        "Events published and acknowledged by the broker"
+    );
+    describe_counter!(
+        PUBLISH_FAILED,
+        Unit::Count,
+        "Events the broker did not acknowledge"
+    );
+    describe_counter!(
+        CONSUMED,
+        Unit::Count,
+        "Records taken from the broker by subscribers"
+    );
+    describe_histogram!(
+        HANDLER_SECONDS,
+        Unit::Seconds,
+        "Time a handler took per attempt"
+    );
+    describe_counter!(
+        RETRIES,
+        Unit::Count,
+        "Handler attempts retried after a retryable error"
+    );
+    describe_counter!(
+        DEAD_LETTERED,
+        Unit::Count,
+        "Records sent to a dead-letter topic"
+    );
+    describe_counter!(
+        DUPLICATES,
+        Unit::Count,
+        "Records dropped as duplicates by event id"
+    );
+    describe_gauge!(
+        CONSUMER_LAG,
+        Unit::Count,
+        "Records behind the partition's high watermark"
+    );
 }

@@ -20,12 +20,20 @@ pub struct TraceParent {
 impl TraceParent {
     /// A new trace, sampled.
     pub fn new_root() -> Self {
-        Self { trace_id: nonzero_u128(), span_id: nonzero_u64(), flags: 1 }
+        Self {
+            trace_id: nonzero_u128(),
+            span_id: nonzero_u64(),
+            flags: 1,
+        }
     }
 
     /// A child span in the same trace.
     pub fn child(&self) -> Self {
-        Self { trace_id: self.trace_id, span_id: nonzero_u64(), flags: self.flags }
+        Self {
+            trace_id: self.trace_id,
+            span_id: nonzero_u64(),
+            flags: self.flags,
+        }
     }
 
     /// Parses a header value; `None` when it is not a valid version-00 traceparent.
@@ -38,7 +46,11 @@ impl TraceParent {
         let trace_id = u128::from_str_radix(t, 16).ok()?;
         let span_id = u64::from_str_radix(p, 16).ok()?;
         let flags = u8::from_str_radix(f, 16).ok()?;
-        (trace_id != 0 && span_id != 0).then_some(Self { trace_id, span_id, flags })
+        (trace_id != 0 && span_id != 0).then_some(Self {
+            trace_id,
+            span_id,
+            flags,
+        })
     }
 
     /// The trace id as 32 hex digits.
@@ -49,7 +61,11 @@ impl TraceParent {
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+        write!(
+            f,
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
     }
 }
 
@@ -87,9 +103,13 @@ mod tests {
         let w3c = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let p = TraceParent::parse(w3c).expect("spec example");
         assert_eq!(p.to_string(), w3c);
-        for bad in ["", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-xyz-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"] {
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-xyz-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
             assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
         }
     }

@@ -72,12 +72,19 @@ impl TestBroker {
 
 /// Creates topics through the admin API, ignoring "already exists".
 pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
-    let new: Vec<NewTopic<'_>> =
-        topics.iter().map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1))).collect();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
-    for r in admin.create_topics(new.iter(), &opts).await.context("CreateTopics")? {
+    for r in admin
+        .create_topics(new.iter(), &opts)
+        .await
+        .context("CreateTopics")?
+    {
         match r {
             Ok(_) => {}
             Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -97,7 +104,12 @@ pub async fn real_broker() -> anyhow::Result<TestBroker> {
     if let Ok(bootstrap) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
         if !bootstrap.trim().is_empty() {
             eprintln!("real tier: external broker at {bootstrap}");
-            return Ok(TestBroker { bootstrap, kind: BrokerKind::External, child: None, _container: None });
+            return Ok(TestBroker {
+                bootstrap,
+                kind: BrokerKind::External,
+                child: None,
+                _container: None,
+            });
         }
     }
     if docker_engine_answers().await {
@@ -118,7 +130,10 @@ async fn docker_engine_answers() -> bool {
 async fn testcontainers_kafka() -> anyhow::Result<TestBroker> {
     use testcontainers::runners::AsyncRunner;
     use testcontainers_modules::kafka::apache::{KAFKA_PORT, Kafka};
-    let container = Kafka::default().start().await.context("starting Apache Kafka in Docker")?;
+    let container = Kafka::default()
+        .start()
+        .await
+        .context("starting Apache Kafka in Docker")?;
     let port = container.get_host_port_ipv4(KAFKA_PORT).await?;
     let bootstrap = format!("127.0.0.1:{port}");
     eprintln!("real tier: Apache Kafka (testcontainers) at {bootstrap}");
@@ -147,7 +162,10 @@ pub async fn nisshi_binary() -> anyhow::Result<PathBuf> {
         .await
         .with_context(|| format!("running {}", script.display()))?;
     if !out.status.success() {
-        bail!("{} failed: no real broker for the real tier", script.display());
+        bail!(
+            "{} failed: no real broker for the real tier",
+            script.display()
+        );
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
@@ -177,7 +195,12 @@ async fn nisshi() -> anyhow::Result<TestBroker> {
     let bootstrap = format!("127.0.0.1:{port}");
     wait_for_port(&bootstrap).await?;
     eprintln!("real tier: nisshi at {bootstrap}");
-    Ok(TestBroker { bootstrap, kind: BrokerKind::Nisshi, child: Some(child), _container: None })
+    Ok(TestBroker {
+        bootstrap,
+        kind: BrokerKind::Nisshi,
+        child: Some(child),
+        _container: None,
+    })
 }
 
 async fn wait_for_port(addr: &str) -> anyhow::Result<()> {
@@ -215,5 +238,10 @@ pub async fn hosted_mock(mock_bin: &str, topics: &[(&str, i32)]) -> anyhow::Resu
     })
     .await
     .context("the mock broker did not start within 30 s")??;
-    Ok(TestBroker { bootstrap, kind: BrokerKind::HostedMock, child: Some(child), _container: None })
+    Ok(TestBroker {
+        bootstrap,
+        kind: BrokerKind::HostedMock,
+        child: Some(child),
+        _container: None,
+    })
 }

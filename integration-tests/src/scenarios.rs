@@ -10,8 +10,12 @@ use anyhow::{Context as _, bail, ensure};
 use choreo_bus::dead_letter::header as dlq;
 use choreo_bus::envelope::header;
 use choreo_bus::subscriber::Context;
-use choreo_bus::{Bus, BusConfig, EmbeddedBroker, HandlerError, PublishOptions, RetryPolicy, TraceParent};
-use choreo_schemas::event::{Money, OrderPlaced, OrderPlacedV1, PaymentAuthorized, PaymentDeclined};
+use choreo_bus::{
+    Bus, BusConfig, EmbeddedBroker, HandlerError, PublishOptions, RetryPolicy, TraceParent,
+};
+use choreo_schemas::event::{
+    Money, OrderPlaced, OrderPlacedV1, PaymentAuthorized, PaymentDeclined,
+};
 use choreo_schemas::{Event, SchemaRegistry};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
@@ -55,7 +59,10 @@ impl Env {
 
     /// A bus with source `source`.
     pub fn bus(&self, source: &str) -> anyhow::Result<Bus> {
-        Ok(Bus::new(BusConfig::new(&self.bootstrap).with_source(source), Arc::clone(&self.registry))?)
+        Ok(Bus::new(
+            BusConfig::new(&self.bootstrap).with_source(source),
+            Arc::clone(&self.registry),
+        )?)
     }
 
     /// A subscriber builder tuned for tests (short session timeout, fast retries).
@@ -73,14 +80,19 @@ impl Env {
 
     /// A plain producer for raw (possibly malformed) records.
     pub fn raw_producer(&self) -> anyhow::Result<FutureProducer> {
-        Ok(ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create()?)
+        Ok(ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()?)
     }
 
     /// Reads `n` records from `topic` from the beginning with a plain consumer.
     pub async fn read(&self, topic: &str, n: usize) -> anyhow::Result<Vec<OwnedMessage>> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
-            .set("group.id", format!("reader-{}", uuid::Uuid::new_v4().simple()))
+            .set(
+                "group.id",
+                format!("reader-{}", uuid::Uuid::new_v4().simple()),
+            )
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .set("session.timeout.ms", "6000")
@@ -93,7 +105,10 @@ impl Env {
             match tokio::time::timeout(left, consumer.recv()).await {
                 Ok(Ok(m)) => out.push(m.detach()),
                 Ok(Err(e)) => tracing::warn!(error = %e, "reader"),
-                Err(_) => bail!("read {} of {n} records from {topic} within {PATIENCE:?}", out.len()),
+                Err(_) => bail!(
+                    "read {} of {n} records from {topic} within {PATIENCE:?}",
+                    out.len()
+                ),
             }
         }
         Ok(out)
@@ -113,16 +128,26 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) -> anyhow::R
 }
 
 fn eur(cents: i64) -> Money {
-    Money { amount_minor: cents, currency: "EUR".into() }
+    Money {
+        amount_minor: cents,
+        currency: "EUR".into(),
+    }
 }
 
 fn payment(order: &str, seq: i64) -> PaymentAuthorized {
-    PaymentAuthorized { order_id: order.into(), payment_id: format!("pay-{seq}"), amount: eur(seq) }
+    PaymentAuthorized {
+        order_id: order.into(),
+        payment_id: format!("pay-{seq}"),
+        amount: eur(seq),
+    }
 }
 
 fn header_str(m: &OwnedMessage, key: &str) -> Option<String> {
     m.headers().and_then(|h| {
-        h.iter().find(|x| x.key == key).and_then(|x| x.value).map(|v| String::from_utf8_lossy(v).into_owned())
+        h.iter()
+            .find(|x| x.key == key)
+            .and_then(|x| x.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     })
 }
 
@@ -138,7 +163,9 @@ pub async fn round_trip_with_every_header(env: &Env) -> anyhow::Result<()> {
         .handle_on(&topic, "capture", move |e: OrderPlaced, ctx| {
             let sink = Arc::clone(&sink);
             async move {
-                sink.lock().map_err(|_| HandlerError::permanent("lock"))?.push((e, ctx));
+                sink.lock()
+                    .map_err(|_| HandlerError::permanent("lock"))?
+                    .push((e, ctx));
                 Ok(())
             }
         })
@@ -153,24 +180,43 @@ pub async fn round_trip_with_every_header(env: &Env) -> anyhow::Result<()> {
     };
     let parent = TraceParent::new_root();
     let delivery = bus
-        .publish_with(&event, PublishOptions {
-            causation_id: Some("cause-1".into()),
-            traceparent: Some(parent),
-            ..PublishOptions::default()
-        }.with_topic(&topic))
+        .publish_with(
+            &event,
+            PublishOptions {
+                causation_id: Some("cause-1".into()),
+                traceparent: Some(parent),
+                ..PublishOptions::default()
+            }
+            .with_topic(&topic),
+        )
         .await?;
-    eventually("the event is handled", || seen.lock().map(|v| !v.is_empty()).unwrap_or(false)).await?;
+    eventually("the event is handled", || {
+        seen.lock().map(|v| !v.is_empty()).unwrap_or(false)
+    })
+    .await?;
     let (got, ctx) = seen.lock().map_err(|_| anyhow::anyhow!("lock"))?[0].clone();
     ensure!(got == event, "typed event round-trips");
     ensure!(ctx.envelope.id == delivery.id, "ce_id");
     ensure!(ctx.envelope.source == "/tests/orders", "ce_source");
     ensure!(ctx.envelope.event_type == OrderPlaced::TYPE, "ce_type");
     ensure!(ctx.envelope.correlation_id == "order-42", "correlation id");
-    ensure!(ctx.envelope.causation_id.as_deref() == Some("cause-1"), "ce_causationid");
+    ensure!(
+        ctx.envelope.causation_id.as_deref() == Some("cause-1"),
+        "ce_causationid"
+    );
     let tp = ctx.envelope.traceparent.context("traceparent present")?;
-    ensure!(tp.trace_id == parent.trace_id && tp.span_id != parent.span_id, "same trace, child span");
-    ensure!(ctx.trace.trace_id == parent.trace_id, "the handler continues the trace");
-    ensure!((ctx.topic.as_str(), ctx.partition, ctx.offset) == (topic.as_str(), delivery.partition, delivery.offset));
+    ensure!(
+        tp.trace_id == parent.trace_id && tp.span_id != parent.span_id,
+        "same trace, child span"
+    );
+    ensure!(
+        ctx.trace.trace_id == parent.trace_id,
+        "the handler continues the trace"
+    );
+    ensure!(
+        (ctx.topic.as_str(), ctx.partition, ctx.offset)
+            == (topic.as_str(), delivery.partition, delivery.offset)
+    );
     sub.shutdown().await?;
 
     // The raw record, as another language's client sees it.
@@ -180,7 +226,10 @@ pub async fn round_trip_with_every_header(env: &Env) -> anyhow::Result<()> {
     ensure!(value[0] == 0, "magic byte 0");
     let id = u32::from_be_bytes([value[1], value[2], value[3], value[4]]);
     ensure!(id == ctx.schema_id, "big-endian schema id");
-    ensure!(env.registry.schema_by_id(id).await.is_ok(), "schema id is registered");
+    ensure!(
+        env.registry.schema_by_id(id).await.is_ok(),
+        "schema id is registered"
+    );
     for (k, want) in [
         (header::SPECVERSION, Some("1.0".to_owned())),
         (header::ID, Some(delivery.id.clone())),
@@ -191,11 +240,23 @@ pub async fn round_trip_with_every_header(env: &Env) -> anyhow::Result<()> {
         (header::CAUSATION_ID, Some("cause-1".to_owned())),
         (header::CONTENT_TYPE, Some("application/avro".to_owned())),
     ] {
-        ensure!(header_str(&raw, k) == want, "header {k}: {:?} != {want:?}", header_str(&raw, k));
+        ensure!(
+            header_str(&raw, k) == want,
+            "header {k}: {:?} != {want:?}",
+            header_str(&raw, k)
+        );
     }
     let time = header_str(&raw, header::TIME).context("ce_time")?;
-    ensure!(time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T', "RFC 3339 ce_time: {time}");
-    ensure!(header_str(&raw, header::TRACEPARENT).and_then(|t| TraceParent::parse(&t)).is_some(), "traceparent");
+    ensure!(
+        time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+        "RFC 3339 ce_time: {time}"
+    );
+    ensure!(
+        header_str(&raw, header::TRACEPARENT)
+            .and_then(|t| TraceParent::parse(&t))
+            .is_some(),
+        "traceparent"
+    );
     Ok(())
 }
 
@@ -208,7 +269,11 @@ pub async fn ordering_per_partition_under_concurrency(env: &Env) -> anyhow::Resu
     let seen: Arc<Mutex<HashMap<String, Vec<i64>>>> = Arc::default();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let max_in_flight = Arc::new(AtomicUsize::new(0));
-    let (sink, cur, max) = (Arc::clone(&seen), Arc::clone(&in_flight), Arc::clone(&max_in_flight));
+    let (sink, cur, max) = (
+        Arc::clone(&seen),
+        Arc::clone(&in_flight),
+        Arc::clone(&max_in_flight),
+    );
     let sub = env
         .subscriber(&bus, "ordering")
         .handle_on(&topic, "ordered", move |e: PaymentAuthorized, _ctx| {
@@ -216,8 +281,15 @@ pub async fn ordering_per_partition_under_concurrency(env: &Env) -> anyhow::Resu
             async move {
                 let now = cur.fetch_add(1, Ordering::SeqCst) + 1;
                 max.fetch_max(now, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(u64::try_from(e.amount.amount_minor % 3).unwrap_or(0))).await;
-                sink.lock().map_err(|_| HandlerError::permanent("lock"))?.entry(e.order_id).or_default().push(e.amount.amount_minor);
+                tokio::time::sleep(Duration::from_millis(
+                    u64::try_from(e.amount.amount_minor % 3).unwrap_or(0),
+                ))
+                .await;
+                sink.lock()
+                    .map_err(|_| HandlerError::permanent("lock"))?
+                    .entry(e.order_id)
+                    .or_default()
+                    .push(e.amount.amount_minor);
                 cur.fetch_sub(1, Ordering::SeqCst);
                 Ok(())
             }
@@ -228,7 +300,11 @@ pub async fn ordering_per_partition_under_concurrency(env: &Env) -> anyhow::Resu
         for k in 0..KEYS {
             let (bus, topic) = (bus.clone(), topic.clone());
             sends.push(async move {
-                bus.publish_with(&payment(&format!("order-{k}"), seq), PublishOptions::default().with_topic(topic)).await
+                bus.publish_with(
+                    &payment(&format!("order-{k}"), seq),
+                    PublishOptions::default().with_topic(topic),
+                )
+                .await
             });
             // Per key, publish strictly in sequence: wait for this round before the next.
         }
@@ -238,7 +314,9 @@ pub async fn ordering_per_partition_under_concurrency(env: &Env) -> anyhow::Resu
     }
     let total = KEYS * usize::try_from(PER_KEY)?;
     eventually("every event is handled", || {
-        seen.lock().map(|m| m.values().map(Vec::len).sum::<usize>() >= total).unwrap_or(false)
+        seen.lock()
+            .map(|m| m.values().map(Vec::len).sum::<usize>() >= total)
+            .unwrap_or(false)
     })
     .await?;
     sub.shutdown().await?;
@@ -247,7 +325,10 @@ pub async fn ordering_per_partition_under_concurrency(env: &Env) -> anyhow::Resu
         let want: Vec<i64> = (0..PER_KEY).collect();
         ensure!(*seqs == want, "{key} handled in publish order: {seqs:?}");
     }
-    ensure!(max_in_flight.load(Ordering::SeqCst) > 1, "partitions were handled concurrently");
+    ensure!(
+        max_in_flight.load(Ordering::SeqCst) > 1,
+        "partitions were handled concurrently"
+    );
     Ok(())
 }
 
@@ -265,19 +346,37 @@ pub async fn retryable_failure_then_success(env: &Env) -> anyhow::Result<()> {
             async move {
                 a.fetch_add(1, Ordering::SeqCst);
                 if ctx.attempt < 3 {
-                    return Err(HandlerError::retryable(format!("downstream timeout (attempt {})", ctx.attempt)));
+                    return Err(HandlerError::retryable(format!(
+                        "downstream timeout (attempt {})",
+                        ctx.attempt
+                    )));
                 }
                 s.fetch_add(1, Ordering::SeqCst);
                 Ok(())
             }
         })
         .start()?;
-    bus.publish_with(&payment("order-r", 1), PublishOptions::default().with_topic(&topic)).await?;
+    bus.publish_with(
+        &payment("order-r", 1),
+        PublishOptions::default().with_topic(&topic),
+    )
+    .await?;
     // A second record proves the partition moved on after the retried one.
-    bus.publish_with(&payment("order-r", 2), PublishOptions::default().with_topic(&topic)).await?;
-    eventually("both records handled", || succeeded.load(Ordering::SeqCst) == 2).await?;
+    bus.publish_with(
+        &payment("order-r", 2),
+        PublishOptions::default().with_topic(&topic),
+    )
+    .await?;
+    eventually("both records handled", || {
+        succeeded.load(Ordering::SeqCst) == 2
+    })
+    .await?;
     sub.shutdown().await?;
-    ensure!(attempts.load(Ordering::SeqCst) == 6, "two records × three attempts, got {}", attempts.load(Ordering::SeqCst));
+    ensure!(
+        attempts.load(Ordering::SeqCst) == 6,
+        "two records × three attempts, got {}",
+        attempts.load(Ordering::SeqCst)
+    );
     Ok(())
 }
 
@@ -298,7 +397,9 @@ pub async fn poison_goes_to_the_dead_letter_topic(env: &Env) -> anyhow::Result<(
                     "permanent" => Err(HandlerError::permanent("card network says no")),
                     "flaky-forever" => Err(HandlerError::retryable("still down")),
                     _ => {
-                        sink.lock().map_err(|_| HandlerError::permanent("lock"))?.push(e.payment_id);
+                        sink.lock()
+                            .map_err(|_| HandlerError::permanent("lock"))?
+                            .push(e.payment_id);
                         Ok(())
                     }
                 }
@@ -307,20 +408,38 @@ pub async fn poison_goes_to_the_dead_letter_topic(env: &Env) -> anyhow::Result<(
         .handle_on(&topic, "declines", move |e: PaymentDeclined, _ctx| {
             let sink = Arc::clone(&sink2);
             async move {
-                sink.lock().map_err(|_| HandlerError::permanent("lock"))?.push(e.reason);
+                sink.lock()
+                    .map_err(|_| HandlerError::permanent("lock"))?
+                    .push(e.reason);
                 Ok(())
             }
         })
         .start()?;
     // A good record first, so the schemas are registered and the raw bodies below are real.
-    bus.publish_with(&payment("o", 0), PublishOptions::default().with_topic(&topic).with_id("good-0")).await?;
+    bus.publish_with(
+        &payment("o", 0),
+        PublishOptions::default()
+            .with_topic(&topic)
+            .with_id("good-0"),
+    )
+    .await?;
     let good = env.read(&topic, 1).await?.remove(0);
     let good_value = good.payload().context("value")?.to_vec();
     let id = u32::from_be_bytes([good_value[1], good_value[2], good_value[3], good_value[4]]);
     // An event type the subscriber has no handler for, framed correctly.
-    let unknown_type = bus.codec().encode(&topic, &OrderPlacedV1 {
-        order_id: "o".into(), customer_id: "c".into(), items: vec![], total: eur(1), shipping_address: "a".into(),
-    }).await?;
+    let unknown_type = bus
+        .codec()
+        .encode(
+            &topic,
+            &OrderPlacedV1 {
+                order_id: "o".into(),
+                customer_id: "c".into(),
+                items: vec![],
+                total: eur(1),
+                shipping_address: "a".into(),
+            },
+        )
+        .await?;
     let raw = env.raw_producer()?;
     let mut wrong_magic = good_value.clone();
     wrong_magic[0] = 7;
@@ -335,22 +454,50 @@ pub async fn poison_goes_to_the_dead_letter_topic(env: &Env) -> anyhow::Result<(
         ("unknown_event_type", Some("o"), unknown_type),
     ];
     for (kind, key, value) in &cases {
-        let headers = OwnedHeaders::new().insert(Header { key: "case", value: Some(*kind) });
-        let mut rec = FutureRecord::<str, [u8]>::to(&topic).payload(value).headers(headers);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "case",
+            value: Some(*kind),
+        });
+        let mut rec = FutureRecord::<str, [u8]>::to(&topic)
+            .payload(value)
+            .headers(headers);
         if let Some(k) = key {
             rec = rec.key(k);
         }
-        raw.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+        raw.send(rec, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)?;
     }
-    bus.publish_with(&payment("o", 1).with_payment_id("permanent"), PublishOptions::default().with_topic(&topic)).await?;
-    bus.publish_with(&payment("o", 2).with_payment_id("flaky-forever"), PublishOptions::default().with_topic(&topic)).await?;
-    bus.publish_with(&PaymentDeclined { order_id: "o".into(), reason: "after-the-poison".into() }, PublishOptions::default().with_topic(&topic)).await?;
+    bus.publish_with(
+        &payment("o", 1).with_payment_id("permanent"),
+        PublishOptions::default().with_topic(&topic),
+    )
+    .await?;
+    bus.publish_with(
+        &payment("o", 2).with_payment_id("flaky-forever"),
+        PublishOptions::default().with_topic(&topic),
+    )
+    .await?;
+    bus.publish_with(
+        &PaymentDeclined {
+            order_id: "o".into(),
+            reason: "after-the-poison".into(),
+        },
+        PublishOptions::default().with_topic(&topic),
+    )
+    .await?;
     eventually("the record after the poison is handled", || {
-        handled.lock().map(|v| v.iter().any(|x| x == "after-the-poison")).unwrap_or(false)
+        handled
+            .lock()
+            .map(|v| v.iter().any(|x| x == "after-the-poison"))
+            .unwrap_or(false)
     })
     .await?;
     sub.shutdown().await?;
-    ensure!(*handled.lock().map_err(|_| anyhow::anyhow!("lock"))? == vec!["pay-0".to_owned(), "after-the-poison".to_owned()]);
+    ensure!(
+        *handled.lock().map_err(|_| anyhow::anyhow!("lock"))?
+            == vec!["pay-0".to_owned(), "after-the-poison".to_owned()]
+    );
 
     let dead = env.read(&format!("{topic}.dlq"), 7).await?;
     let mut by_kind: BTreeMap<String, &OwnedMessage> = BTreeMap::new();
@@ -358,24 +505,65 @@ pub async fn poison_goes_to_the_dead_letter_topic(env: &Env) -> anyhow::Result<(
         by_kind.insert(header_str(m, dlq::KIND).context("kind header")?, m);
     }
     for (kind, key, value) in &cases {
-        let m = by_kind.get(*kind).with_context(|| format!("{kind} is dead-lettered; got {:?}", by_kind.keys()))?;
-        ensure!(header_str(m, "case").as_deref() == Some(*kind), "original headers kept");
-        ensure!(m.payload() == Some(value.as_slice()), "{kind}: original value kept");
-        ensure!(m.key().map(|k| String::from_utf8_lossy(k).into_owned()).as_deref() == *key, "{kind}: original key kept");
-        ensure!(header_str(m, dlq::TOPIC).as_deref() == Some(topic.as_str()), "{kind}: source topic");
-        ensure!(header_str(m, dlq::PARTITION).as_deref() == Some("0"), "{kind}: source partition");
-        ensure!(header_str(m, dlq::OFFSET).and_then(|o| o.parse::<i64>().ok()).is_some(), "{kind}: source offset");
-        ensure!(header_str(m, dlq::TIMESTAMP).is_some_and(|t| t.parse::<i64>().is_ok()), "{kind}: source timestamp");
-        ensure!(header_str(m, dlq::REASON).is_some_and(|r| !r.is_empty()), "{kind}: reason");
+        let m = by_kind
+            .get(*kind)
+            .with_context(|| format!("{kind} is dead-lettered; got {:?}", by_kind.keys()))?;
+        ensure!(
+            header_str(m, "case").as_deref() == Some(*kind),
+            "original headers kept"
+        );
+        ensure!(
+            m.payload() == Some(value.as_slice()),
+            "{kind}: original value kept"
+        );
+        ensure!(
+            m.key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .as_deref()
+                == *key,
+            "{kind}: original key kept"
+        );
+        ensure!(
+            header_str(m, dlq::TOPIC).as_deref() == Some(topic.as_str()),
+            "{kind}: source topic"
+        );
+        ensure!(
+            header_str(m, dlq::PARTITION).as_deref() == Some("0"),
+            "{kind}: source partition"
+        );
+        ensure!(
+            header_str(m, dlq::OFFSET)
+                .and_then(|o| o.parse::<i64>().ok())
+                .is_some(),
+            "{kind}: source offset"
+        );
+        ensure!(
+            header_str(m, dlq::TIMESTAMP).is_some_and(|t| t.parse::<i64>().is_ok()),
+            "{kind}: source timestamp"
+        );
+        ensure!(
+            header_str(m, dlq::REASON).is_some_and(|r| !r.is_empty()),
+            "{kind}: reason"
+        );
         ensure!(header_str(m, dlq::TIME).is_some(), "{kind}: time");
     }
-    let offsets: HashSet<String> = dead.iter().filter_map(|m| header_str(m, dlq::OFFSET)).collect();
-    ensure!(offsets.len() == 7, "each dead letter points at its own source offset");
-    let permanent = by_kind.get("handler_permanent").context("permanent error dead-lettered")?;
+    let offsets: HashSet<String> = dead
+        .iter()
+        .filter_map(|m| header_str(m, dlq::OFFSET))
+        .collect();
+    ensure!(
+        offsets.len() == 7,
+        "each dead letter points at its own source offset"
+    );
+    let permanent = by_kind
+        .get("handler_permanent")
+        .context("permanent error dead-lettered")?;
     ensure!(header_str(permanent, dlq::HANDLER).as_deref() == Some("payments"));
     ensure!(header_str(permanent, dlq::ATTEMPTS).as_deref() == Some("1"));
     ensure!(header_str(permanent, dlq::REASON).is_some_and(|r| r.contains("card network says no")));
-    let exhausted = by_kind.get("retries_exhausted").context("exhausted retry dead-lettered")?;
+    let exhausted = by_kind
+        .get("retries_exhausted")
+        .context("exhausted retry dead-lettered")?;
     ensure!(header_str(exhausted, dlq::ATTEMPTS).as_deref() == Some("3"));
     ensure!(header_str(exhausted, dlq::HANDLER).as_deref() == Some("payments"));
     Ok(())
@@ -403,18 +591,33 @@ pub async fn duplicate_event_id_handled_once(env: &Env) -> anyhow::Result<()> {
         .handle_on(&topic, "once", move |e: PaymentAuthorized, _ctx| {
             let sink = Arc::clone(&sink);
             async move {
-                sink.lock().map_err(|_| HandlerError::permanent("lock"))?.push(e.payment_id);
+                sink.lock()
+                    .map_err(|_| HandlerError::permanent("lock"))?
+                    .push(e.payment_id);
                 Ok(())
             }
         })
         .start()?;
     let opts = || PublishOptions::default().with_topic(&topic);
-    bus.publish_with(&payment("o", 1), opts().with_id("same-id")).await?;
-    bus.publish_with(&payment("o", 1), opts().with_id("same-id")).await?;
-    bus.publish_with(&payment("o", 2), opts().with_id("other-id")).await?;
-    eventually("the last record is handled", || count.lock().map(|v| v.contains(&"pay-2".to_owned())).unwrap_or(false)).await?;
+    bus.publish_with(&payment("o", 1), opts().with_id("same-id"))
+        .await?;
+    bus.publish_with(&payment("o", 1), opts().with_id("same-id"))
+        .await?;
+    bus.publish_with(&payment("o", 2), opts().with_id("other-id"))
+        .await?;
+    eventually("the last record is handled", || {
+        count
+            .lock()
+            .map(|v| v.contains(&"pay-2".to_owned()))
+            .unwrap_or(false)
+    })
+    .await?;
     sub.shutdown().await?;
-    ensure!(*count.lock().map_err(|_| anyhow::anyhow!("lock"))? == vec!["pay-1".to_owned(), "pay-2".to_owned()], "the duplicate was dropped");
+    ensure!(
+        *count.lock().map_err(|_| anyhow::anyhow!("lock"))?
+            == vec!["pay-1".to_owned(), "pay-2".to_owned()],
+        "the duplicate was dropped"
+    );
     Ok(())
 }
 
@@ -430,20 +633,34 @@ pub async fn v1_event_read_by_v2_reader(env: &Env) -> anyhow::Result<()> {
         .handle_on(&topic, "v2-reader", move |e: OrderPlaced, _ctx| {
             let sink = Arc::clone(&sink);
             async move {
-                sink.lock().map_err(|_| HandlerError::permanent("lock"))?.push(e);
+                sink.lock()
+                    .map_err(|_| HandlerError::permanent("lock"))?
+                    .push(e);
                 Ok(())
             }
         })
         .start()?;
     old_service
         .publish_with(
-            &OrderPlacedV1 { order_id: "o-v1".into(), customer_id: "c".into(), items: vec![], total: eur(5), shipping_address: "a".into() },
+            &OrderPlacedV1 {
+                order_id: "o-v1".into(),
+                customer_id: "c".into(),
+                items: vec![],
+                total: eur(5),
+                shipping_address: "a".into(),
+            },
             PublishOptions::default().with_topic(&topic),
         )
         .await?;
-    eventually("the v1 event is handled by the v2 reader", || got.lock().map(|v| !v.is_empty()).unwrap_or(false)).await?;
+    eventually("the v1 event is handled by the v2 reader", || {
+        got.lock().map(|v| !v.is_empty()).unwrap_or(false)
+    })
+    .await?;
     sub.shutdown().await?;
     let e = got.lock().map_err(|_| anyhow::anyhow!("lock"))?[0].clone();
-    ensure!(e.order_id == "o-v1" && e.channel == "web", "v1 read as v2 with the default: {e:?}");
+    ensure!(
+        e.order_id == "o-v1" && e.channel == "web",
+        "v1 read as v2 with the default: {e:?}"
+    );
     Ok(())
 }

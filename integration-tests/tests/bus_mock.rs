@@ -20,32 +20,44 @@ fn env() -> Env {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn round_trip_with_every_header() {
-    scenarios::round_trip_with_every_header(&env()).await.expect("scenario");
+    scenarios::round_trip_with_every_header(&env())
+        .await
+        .expect("scenario");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ordering_per_partition_under_concurrency() {
-    scenarios::ordering_per_partition_under_concurrency(&env()).await.expect("scenario");
+    scenarios::ordering_per_partition_under_concurrency(&env())
+        .await
+        .expect("scenario");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retryable_failure_then_success() {
-    scenarios::retryable_failure_then_success(&env()).await.expect("scenario");
+    scenarios::retryable_failure_then_success(&env())
+        .await
+        .expect("scenario");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_goes_to_the_dead_letter_topic() {
-    scenarios::poison_goes_to_the_dead_letter_topic(&env()).await.expect("scenario");
+    scenarios::poison_goes_to_the_dead_letter_topic(&env())
+        .await
+        .expect("scenario");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn duplicate_event_id_handled_once() {
-    scenarios::duplicate_event_id_handled_once(&env()).await.expect("scenario");
+    scenarios::duplicate_event_id_handled_once(&env())
+        .await
+        .expect("scenario");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn v1_event_read_by_v2_reader() {
-    scenarios::v1_event_read_by_v2_reader(&env()).await.expect("scenario");
+    scenarios::v1_event_read_by_v2_reader(&env())
+        .await
+        .expect("scenario");
 }
 
 /// A publish issued while the only broker is down is delivered once it is back (the idempotent
@@ -56,17 +68,35 @@ async fn publish_survives_a_broker_outage() {
     let broker = env.embedded.clone().expect("embedded");
     let topic = env.topic("outage", 1).await.expect("topic");
     let bus = env.bus("/tests/outage").expect("bus");
-    let e = PaymentAuthorized { order_id: "o".into(), payment_id: "p".into(), amount: Money { amount_minor: 1, currency: "EUR".into() } };
-    bus.publish_with(&e, PublishOptions::default().with_topic(&topic)).await.expect("first publish");
+    let e = PaymentAuthorized {
+        order_id: "o".into(),
+        payment_id: "p".into(),
+        amount: Money {
+            amount_minor: 1,
+            currency: "EUR".into(),
+        },
+    };
+    bus.publish_with(&e, PublishOptions::default().with_topic(&topic))
+        .await
+        .expect("first publish");
     broker.broker_down(1).expect("down");
     let pending = {
         let (bus, topic, e) = (bus.clone(), topic.clone(), e.clone());
-        tokio::spawn(async move { bus.publish_with(&e, PublishOptions::default().with_topic(topic)).await })
+        tokio::spawn(async move {
+            bus.publish_with(&e, PublishOptions::default().with_topic(topic))
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!pending.is_finished(), "not acknowledged while the broker is down");
+    assert!(
+        !pending.is_finished(),
+        "not acknowledged while the broker is down"
+    );
     broker.broker_up(1).expect("up");
-    let d = pending.await.expect("task").expect("delivered after the outage");
+    let d = pending
+        .await
+        .expect("task")
+        .expect("delivered after the outage");
     assert_eq!(d.offset, 1);
     let got = env.read(&topic, 2).await.expect("both records present");
     assert_eq!(got.len(), 2);

@@ -21,10 +21,15 @@ struct Real {
 }
 
 async fn real() -> Real {
-    let broker = real_broker().await.expect("a real broker for the real tier (this tier never skips)");
-    let (addr, server) = choreo_schemas::server::serve(Arc::new(MemoryRegistry::new()), "127.0.0.1:0".parse().expect("addr"))
+    let broker = real_broker()
         .await
-        .expect("registry server");
+        .expect("a real broker for the real tier (this tier never skips)");
+    let (addr, server) = choreo_schemas::server::serve(
+        Arc::new(MemoryRegistry::new()),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("registry server");
     let registry_url = format!("http://{addr}");
     Real {
         env: Env {
@@ -40,32 +45,44 @@ async fn real() -> Real {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn round_trip_with_every_header() {
-    scenarios::round_trip_with_every_header(&real().await.env).await.expect("scenario");
+    scenarios::round_trip_with_every_header(&real().await.env)
+        .await
+        .expect("scenario");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ordering_per_partition_under_concurrency() {
-    scenarios::ordering_per_partition_under_concurrency(&real().await.env).await.expect("scenario");
+    scenarios::ordering_per_partition_under_concurrency(&real().await.env)
+        .await
+        .expect("scenario");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retryable_failure_then_success() {
-    scenarios::retryable_failure_then_success(&real().await.env).await.expect("scenario");
+    scenarios::retryable_failure_then_success(&real().await.env)
+        .await
+        .expect("scenario");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_goes_to_the_dead_letter_topic() {
-    scenarios::poison_goes_to_the_dead_letter_topic(&real().await.env).await.expect("scenario");
+    scenarios::poison_goes_to_the_dead_letter_topic(&real().await.env)
+        .await
+        .expect("scenario");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn duplicate_event_id_handled_once() {
-    scenarios::duplicate_event_id_handled_once(&real().await.env).await.expect("scenario");
+    scenarios::duplicate_event_id_handled_once(&real().await.env)
+        .await
+        .expect("scenario");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn v1_event_read_by_v2_reader() {
-    scenarios::v1_event_read_by_v2_reader(&real().await.env).await.expect("scenario");
+    scenarios::v1_event_read_by_v2_reader(&real().await.env)
+        .await
+        .expect("scenario");
 }
 
 fn handled_ids(path: &std::path::Path) -> Vec<String> {
@@ -90,9 +107,15 @@ async fn consumer_killed_mid_batch_loses_nothing() {
         let e = PaymentAuthorized {
             order_id: format!("order-{}", i % 50),
             payment_id: format!("p-{i}"),
-            amount: Money { amount_minor: i64::try_from(i).expect("small"), currency: "EUR".into() },
+            amount: Money {
+                amount_minor: i64::try_from(i).expect("small"),
+                currency: "EUR".into(),
+            },
         };
-        let d = bus.publish_with(&e, PublishOptions::default().with_topic(&topic)).await.expect("publish");
+        let d = bus
+            .publish_with(&e, PublishOptions::default().with_topic(&topic))
+            .await
+            .expect("publish");
         ids.insert(d.id);
     }
     let dir = std::env::temp_dir().join(format!("choreo-kill-{}", uuid::Uuid::new_v4().simple()));
@@ -101,7 +124,16 @@ async fn consumer_killed_mid_batch_loses_nothing() {
     let group = format!("kill-{}", uuid::Uuid::new_v4().simple());
     let spawn = || {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_choreo-test-consumer"))
-            .args(["--bootstrap", &env.bootstrap, "--registry", &real.registry_url, "--topic", &topic, "--group", &group])
+            .args([
+                "--bootstrap",
+                &env.bootstrap,
+                "--registry",
+                &real.registry_url,
+                "--topic",
+                &topic,
+                "--group",
+                &group,
+            ])
             .arg("--out")
             .arg(&out)
             .args(["--work-ms", "5"])
@@ -112,7 +144,11 @@ async fn consumer_killed_mid_batch_loses_nothing() {
     let mut first = spawn();
     let deadline = Instant::now() + PATIENCE;
     while handled_ids(&out).len() < N / 4 {
-        assert!(Instant::now() < deadline, "the first consumer handled {} events", handled_ids(&out).len());
+        assert!(
+            Instant::now() < deadline,
+            "the first consumer handled {} events",
+            handled_ids(&out).len()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     first.start_kill().expect("SIGKILL");
@@ -126,7 +162,11 @@ async fn consumer_killed_mid_batch_loses_nothing() {
         if ids.is_subset(&seen) {
             break;
         }
-        assert!(Instant::now() < deadline, "after restart, {} of {N} events handled", ids.intersection(&seen).count());
+        assert!(
+            Instant::now() < deadline,
+            "after restart, {} of {N} events handled",
+            ids.intersection(&seen).count()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     second.start_kill().expect("stop");
@@ -134,6 +174,9 @@ async fn consumer_killed_mid_batch_loses_nothing() {
     let all = handled_ids(&out);
     let unique: HashSet<&String> = all.iter().collect();
     assert_eq!(unique.len(), N, "every event handled, nothing extra");
-    eprintln!("kill test: {N} events, {at_kill} handled before SIGKILL, {} re-handled after restart (at-least-once)", all.len() - N);
+    eprintln!(
+        "kill test: {N} events, {at_kill} handled before SIGKILL, {} re-handled after restart (at-least-once)",
+        all.len() - N
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -40,7 +40,9 @@ pub struct SchemaVersion {
 impl EventInfo {
     /// The newest schema version (the one writers use and readers resolve to).
     pub fn latest(&self) -> &SchemaVersion {
-        self.versions.last().expect("an event has at least one version")
+        self.versions
+            .last()
+            .expect("an event has at least one version")
     }
 
     /// Subject under TopicRecordNameStrategy: `<topic>-<full name>`.
@@ -87,23 +89,74 @@ struct CatalogEntry {
 /// The reference order domain, compiled in.
 const REFERENCE_CATALOG: &str = include_str!("../catalog.toml");
 const REFERENCE_SCHEMAS: &[(&str, &str)] = &[
-    ("cancel_shipment.v1.avsc", include_str!("../avro/cancel_shipment.v1.avsc")),
-    ("inventory_released.v1.avsc", include_str!("../avro/inventory_released.v1.avsc")),
-    ("inventory_reserved.v1.avsc", include_str!("../avro/inventory_reserved.v1.avsc")),
-    ("inventory_unavailable.v1.avsc", include_str!("../avro/inventory_unavailable.v1.avsc")),
-    ("order_cancelled.v1.avsc", include_str!("../avro/order_cancelled.v1.avsc")),
-    ("order_confirmed.v1.avsc", include_str!("../avro/order_confirmed.v1.avsc")),
-    ("order_placed.v1.avsc", include_str!("../avro/order_placed.v1.avsc")),
-    ("order_placed.v2.avsc", include_str!("../avro/order_placed.v2.avsc")),
-    ("payment_authorized.v1.avsc", include_str!("../avro/payment_authorized.v1.avsc")),
-    ("payment_declined.v1.avsc", include_str!("../avro/payment_declined.v1.avsc")),
-    ("payment_refunded.v1.avsc", include_str!("../avro/payment_refunded.v1.avsc")),
-    ("refund_payment.v1.avsc", include_str!("../avro/refund_payment.v1.avsc")),
-    ("release_inventory.v1.avsc", include_str!("../avro/release_inventory.v1.avsc")),
-    ("shipment_cancelled.v1.avsc", include_str!("../avro/shipment_cancelled.v1.avsc")),
-    ("shipment_failed.v1.avsc", include_str!("../avro/shipment_failed.v1.avsc")),
-    ("shipment_requested.v1.avsc", include_str!("../avro/shipment_requested.v1.avsc")),
-    ("shipment_scheduled.v1.avsc", include_str!("../avro/shipment_scheduled.v1.avsc")),
+    (
+        "cancel_shipment.v1.avsc",
+        include_str!("../avro/cancel_shipment.v1.avsc"),
+    ),
+    (
+        "inventory_released.v1.avsc",
+        include_str!("../avro/inventory_released.v1.avsc"),
+    ),
+    (
+        "inventory_reserved.v1.avsc",
+        include_str!("../avro/inventory_reserved.v1.avsc"),
+    ),
+    (
+        "inventory_unavailable.v1.avsc",
+        include_str!("../avro/inventory_unavailable.v1.avsc"),
+    ),
+    (
+        "order_cancelled.v1.avsc",
+        include_str!("../avro/order_cancelled.v1.avsc"),
+    ),
+    (
+        "order_confirmed.v1.avsc",
+        include_str!("../avro/order_confirmed.v1.avsc"),
+    ),
+    (
+        "order_placed.v1.avsc",
+        include_str!("../avro/order_placed.v1.avsc"),
+    ),
+    (
+        "order_placed.v2.avsc",
+        include_str!("../avro/order_placed.v2.avsc"),
+    ),
+    (
+        "payment_authorized.v1.avsc",
+        include_str!("../avro/payment_authorized.v1.avsc"),
+    ),
+    (
+        "payment_declined.v1.avsc",
+        include_str!("../avro/payment_declined.v1.avsc"),
+    ),
+    (
+        "payment_refunded.v1.avsc",
+        include_str!("../avro/payment_refunded.v1.avsc"),
+    ),
+    (
+        "refund_payment.v1.avsc",
+        include_str!("../avro/refund_payment.v1.avsc"),
+    ),
+    (
+        "release_inventory.v1.avsc",
+        include_str!("../avro/release_inventory.v1.avsc"),
+    ),
+    (
+        "shipment_cancelled.v1.avsc",
+        include_str!("../avro/shipment_cancelled.v1.avsc"),
+    ),
+    (
+        "shipment_failed.v1.avsc",
+        include_str!("../avro/shipment_failed.v1.avsc"),
+    ),
+    (
+        "shipment_requested.v1.avsc",
+        include_str!("../avro/shipment_requested.v1.avsc"),
+    ),
+    (
+        "shipment_scheduled.v1.avsc",
+        include_str!("../avro/shipment_scheduled.v1.avsc"),
+    ),
 ];
 
 impl Catalog {
@@ -156,7 +209,9 @@ impl Catalog {
                 reason,
             };
             if entry.versions.is_empty() {
-                return Err(catalog_err(format!("event {name} lists no schema versions")));
+                return Err(catalog_err(format!(
+                    "event {name} lists no schema versions"
+                )));
             }
             let mut versions = Vec::new();
             for (i, schema_file) in entry.versions.iter().enumerate() {

@@ -69,6 +69,12 @@ pub enum RegistryError {
 impl RegistryError {
     /// Whether trying the same call again may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, RegistryError::Transport { retryable: true, .. })
+        matches!(
+            self,
+            RegistryError::Transport {
+                retryable: true,
+                ..
+            }
+        )
     }
 }

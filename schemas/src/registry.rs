@@ -80,13 +80,21 @@ impl MemoryRegistry {
     }
 
     /// Registers under the subject's rule; the bus and the REST server both come here.
-    pub fn register_schema(&self, subject: &str, text: &str) -> Result<SubjectVersion, RegistryError> {
+    pub fn register_schema(
+        &self,
+        subject: &str,
+        text: &str,
+    ) -> Result<SubjectVersion, RegistryError> {
         let schema =
             Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
         let canonical = schema.canonical_form();
         let mut st = self.lock();
         if let Some(&id) = st.by_canonical.get(&canonical) {
-            if let Some(pos) = st.subjects.get(subject).and_then(|v| v.iter().position(|x| *x == id)) {
+            if let Some(pos) = st
+                .subjects
+                .get(subject)
+                .and_then(|v| v.iter().position(|x| *x == id))
+            {
                 return Ok(SubjectVersion {
                     subject: subject.to_owned(),
                     version: u32::try_from(pos + 1).unwrap_or(u32::MAX),
@@ -106,11 +114,12 @@ impl MemoryRegistry {
             })
             .unwrap_or_default();
         let prev_refs: Vec<&Schema> = previous.iter().collect();
-        rule.check(&prev_refs, &schema).map_err(|reason| RegistryError::Incompatible {
-            subject: subject.to_owned(),
-            rule: rule.to_string(),
-            reason,
-        })?;
+        rule.check(&prev_refs, &schema)
+            .map_err(|reason| RegistryError::Incompatible {
+                subject: subject.to_owned(),
+                rule: rule.to_string(),
+                reason,
+            })?;
         let id = match st.by_canonical.get(&canonical) {
             Some(&id) => id,
             None => {
@@ -123,7 +132,12 @@ impl MemoryRegistry {
         let versions = st.subjects.entry(subject.to_owned()).or_default();
         versions.push(id);
         let version = u32::try_from(versions.len()).unwrap_or(u32::MAX);
-        Ok(SubjectVersion { subject: subject.to_owned(), version, id, schema: text.to_owned() })
+        Ok(SubjectVersion {
+            subject: subject.to_owned(),
+            version,
+            id,
+            schema: text.to_owned(),
+        })
     }
 
     /// Every subject, sorted.
@@ -153,12 +167,19 @@ impl MemoryRegistry {
     }
 
     /// The version of `subject` whose schema is `text`, if registered.
-    pub fn lookup(&self, subject: &str, text: &str) -> Result<Option<SubjectVersion>, RegistryError> {
+    pub fn lookup(
+        &self,
+        subject: &str,
+        text: &str,
+    ) -> Result<Option<SubjectVersion>, RegistryError> {
         let canonical = Schema::parse_str(text)
             .map_err(|e| RegistryError::InvalidSchema(e.to_string()))?
             .canonical_form();
         let id = self.lock().by_canonical.get(&canonical).copied();
-        Ok(self.versions(subject)?.into_iter().find(|v| Some(v.id) == id))
+        Ok(self
+            .versions(subject)?
+            .into_iter()
+            .find(|v| Some(v.id) == id))
     }
 
     /// Whether `text` could be registered under `subject` now.
@@ -167,21 +188,27 @@ impl MemoryRegistry {
             Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
         let rule = self.compatibility(Some(subject));
         let previous: Vec<Schema> = match self.versions(subject) {
-            Ok(v) => v.iter().filter_map(|v| Schema::parse_str(&v.schema).ok()).collect(),
+            Ok(v) => v
+                .iter()
+                .filter_map(|v| Schema::parse_str(&v.schema).ok())
+                .collect(),
             Err(_) => Vec::new(),
         };
         let refs: Vec<&Schema> = previous.iter().collect();
-        rule.check(&refs, &schema).map_err(|reason| RegistryError::Incompatible {
-            subject: subject.to_owned(),
-            rule: rule.to_string(),
-            reason,
-        })
+        rule.check(&refs, &schema)
+            .map_err(|reason| RegistryError::Incompatible {
+                subject: subject.to_owned(),
+                rule: rule.to_string(),
+                reason,
+            })
     }
 
     /// The rule in force for a subject (or the global one).
     pub fn compatibility(&self, subject: Option<&str>) -> Compatibility {
         let st = self.lock();
-        subject.and_then(|s| st.per_subject.get(s).copied()).unwrap_or(st.global)
+        subject
+            .and_then(|s| st.per_subject.get(s).copied())
+            .unwrap_or(st.global)
     }
 
     /// Sets the rule for a subject (or the global one).
@@ -198,7 +225,9 @@ impl MemoryRegistry {
     /// The schema text of an id.
     pub fn get(&self, id: u32) -> Option<String> {
         let st = self.lock();
-        id.checked_sub(1).and_then(|i| st.schemas.get(i as usize)).cloned()
+        id.checked_sub(1)
+            .and_then(|i| st.schemas.get(i as usize))
+            .cloned()
     }
 }
 
@@ -221,14 +250,19 @@ pub struct ConfluentRegistry {
 
 impl fmt::Debug for ConfluentRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConfluentRegistry").field("url", &self.url).finish()
+        f.debug_struct("ConfluentRegistry")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
 impl ConfluentRegistry {
     /// A client of the registry at `url` (e.g. `http://localhost:8081`).
     pub fn new(url: &str) -> Self {
-        Self { url: url.to_owned(), settings: SrSettings::new(url.to_owned()) }
+        Self {
+            url: url.to_owned(),
+            settings: SrSettings::new(url.to_owned()),
+        }
     }
 
     /// A client with basic authentication (Confluent Cloud's API key and secret).
@@ -236,8 +270,14 @@ impl ConfluentRegistry {
         let settings = SrSettings::new_builder(url.to_owned())
             .set_basic_authorization(user, Some(password))
             .build()
-            .map_err(|e| RegistryError::Transport { message: e.error, retryable: false })?;
-        Ok(Self { url: url.to_owned(), settings })
+            .map_err(|e| RegistryError::Transport {
+                message: e.error,
+                retryable: false,
+            })?;
+        Ok(Self {
+            url: url.to_owned(),
+            settings,
+        })
     }
 }
 
@@ -246,7 +286,10 @@ fn transport(e: schema_registry_converter::error::SRCError) -> RegistryError {
         Some(cause) => format!("{}: {cause}", e.error),
         None => e.error.clone(),
     };
-    RegistryError::Transport { message, retryable: e.retriable }
+    RegistryError::Transport {
+        message,
+        retryable: e.retriable,
+    }
 }
 
 #[async_trait]
@@ -260,7 +303,10 @@ impl SchemaRegistry for ConfluentRegistry {
     }
 
     async fn schema_by_id(&self, id: u32) -> Result<String, RegistryError> {
-        get_schema_by_id(id, &self.settings).await.map(|r| r.schema).map_err(transport)
+        get_schema_by_id(id, &self.settings)
+            .await
+            .map(|r| r.schema)
+            .map_err(transport)
     }
 }
 
@@ -275,7 +321,11 @@ pub struct CachedRegistry {
 impl CachedRegistry {
     /// Wraps a registry.
     pub fn new(inner: Arc<dyn SchemaRegistry>) -> Self {
-        Self { inner, ids: Arc::default(), schemas: Arc::default() }
+        Self {
+            inner,
+            ids: Arc::default(),
+            schemas: Arc::default(),
+        }
     }
 
     /// The registry behind the cache.

@@ -34,8 +34,14 @@ pub fn router(registry: Arc<MemoryRegistry>) -> Router {
         .route("/schemas/ids/{id}", get(by_id))
         .route("/schemas/ids/{id}/schema", get(raw_by_id))
         .route("/config", get(get_global).put(put_global))
-        .route("/config/{subject}", get(get_subject_config).put(put_subject_config))
-        .route("/compatibility/subjects/{subject}/versions/{version}", post(compatible))
+        .route(
+            "/config/{subject}",
+            get(get_subject_config).put(put_subject_config),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions/{version}",
+            post(compatible),
+        )
         .with_state(registry)
 }
 
@@ -73,7 +79,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::InvalidSchema(_) => {
                 ApiError(StatusCode::UNPROCESSABLE_ENTITY, 42201, e.to_string())
             }
-            RegistryError::Incompatible { .. } => ApiError(StatusCode::CONFLICT, 409, e.to_string()),
+            RegistryError::Incompatible { .. } => {
+                ApiError(StatusCode::CONFLICT, 409, e.to_string())
+            }
             RegistryError::Transport { .. } => {
                 ApiError(StatusCode::INTERNAL_SERVER_ERROR, 50001, e.to_string())
             }
@@ -82,7 +90,12 @@ impl From<RegistryError> for ApiError {
 }
 
 fn reply(status: StatusCode, body: Value) -> Response {
-    (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn ok(body: Value) -> Response {
@@ -123,10 +136,17 @@ fn pick(reg: &MemoryRegistry, subject: &str, version: &str) -> Result<SubjectVer
     let found = if version == "latest" || version == "-1" {
         all.last().cloned()
     } else {
-        version.parse::<u32>().ok().and_then(|n| all.iter().find(|v| v.version == n).cloned())
+        version
+            .parse::<u32>()
+            .ok()
+            .and_then(|n| all.iter().find(|v| v.version == n).cloned())
     };
     found.ok_or_else(|| {
-        ApiError(StatusCode::NOT_FOUND, 40402, format!("version {version} of {subject} not found"))
+        ApiError(
+            StatusCode::NOT_FOUND,
+            40402,
+            format!("version {version} of {subject} not found"),
+        )
     })
 }
 
@@ -152,7 +172,11 @@ async fn lookup(
     check_type(&body)?;
     match reg.lookup(&subject, &body.schema)? {
         Some(v) => Ok(ok(version_json(&v))),
-        None => Err(ApiError(StatusCode::NOT_FOUND, 40403, "schema not found".into())),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            40403,
+            "schema not found".into(),
+        )),
     }
 }
 
@@ -184,7 +208,10 @@ async fn raw_by_id(
     Path(id): Path<u32>,
 ) -> Result<Response, ApiError> {
     let schema = reg.get(id).ok_or(RegistryError::UnknownId(id))?;
-    Ok(reply(StatusCode::OK, serde_json::from_str(&schema).unwrap_or(Value::String(schema))))
+    Ok(reply(
+        StatusCode::OK,
+        serde_json::from_str(&schema).unwrap_or(Value::String(schema)),
+    ))
 }
 
 async fn get_global(State(reg): State<Arc<MemoryRegistry>>) -> Response {

@@ -14,50 +14,93 @@ const SUBJECT: &str = "orders-io.choreo.orders.OrderPlaced";
 #[tokio::test]
 async fn ids_are_stable_and_versions_accumulate() {
     let reg = MemoryRegistry::new();
-    let a = reg.register(SUBJECT, OrderPlacedV1::schema_text()).await.expect("v1");
-    let again = reg.register(SUBJECT, OrderPlacedV1::schema_text()).await.expect("v1 again");
+    let a = reg
+        .register(SUBJECT, OrderPlacedV1::schema_text())
+        .await
+        .expect("v1");
+    let again = reg
+        .register(SUBJECT, OrderPlacedV1::schema_text())
+        .await
+        .expect("v1 again");
     assert_eq!(a, again, "registering twice gives the same id");
-    let b = reg.register(SUBJECT, OrderPlaced::schema_text()).await.expect("v2 is BACKWARD");
+    let b = reg
+        .register(SUBJECT, OrderPlaced::schema_text())
+        .await
+        .expect("v2 is BACKWARD");
     assert_ne!(a, b);
     assert_eq!(reg.versions(SUBJECT).expect("subject").len(), 2);
     // Same schema under another subject keeps its global id.
-    let c = reg.register("other-io.choreo.orders.OrderPlaced", OrderPlacedV1::schema_text()).await.expect("other");
+    let c = reg
+        .register(
+            "other-io.choreo.orders.OrderPlaced",
+            OrderPlacedV1::schema_text(),
+        )
+        .await
+        .expect("other");
     assert_eq!(a, c);
-    assert_eq!(reg.schema_by_id(b).await.expect("by id"), OrderPlaced::schema_text());
-    assert!(matches!(reg.schema_by_id(99).await, Err(RegistryError::UnknownId(99))));
+    assert_eq!(
+        reg.schema_by_id(b).await.expect("by id"),
+        OrderPlaced::schema_text()
+    );
+    assert!(matches!(
+        reg.schema_by_id(99).await,
+        Err(RegistryError::UnknownId(99))
+    ));
 }
 
 #[tokio::test]
 async fn an_incompatible_schema_is_refused_with_the_field() {
     let reg = MemoryRegistry::new();
-    reg.register(SUBJECT, OrderPlacedV1::schema_text()).await.expect("v1");
+    reg.register(SUBJECT, OrderPlacedV1::schema_text())
+        .await
+        .expect("v1");
     let broken = OrderPlaced::schema_text().replace("\"default\": \"web\",", "");
     let err = reg.register(SUBJECT, &broken).await.expect_err("refused");
     assert!(matches!(err, RegistryError::Incompatible { .. }), "{err}");
     assert!(err.to_string().contains("channel"), "{err}");
     reg.set_compatibility(Some(SUBJECT), Compatibility::None);
-    reg.register(SUBJECT, &broken).await.expect("NONE accepts anything");
+    reg.register(SUBJECT, &broken)
+        .await
+        .expect("NONE accepts anything");
 }
 
 #[tokio::test]
 async fn the_rest_api_serves_the_confluent_client() {
     let reg = Arc::new(MemoryRegistry::new());
-    let (addr, task) = choreo_schemas::server::serve(Arc::clone(&reg), "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("bind");
+    let (addr, task) =
+        choreo_schemas::server::serve(Arc::clone(&reg), "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
     let client = ConfluentRegistry::new(&format!("http://{addr}"));
-    let id = client.register(SUBJECT, OrderPlacedV1::schema_text()).await.expect("register over REST");
+    let id = client
+        .register(SUBJECT, OrderPlacedV1::schema_text())
+        .await
+        .expect("register over REST");
     assert_eq!(reg.get(id).as_deref(), Some(OrderPlacedV1::schema_text()));
     let text = client.schema_by_id(id).await.expect("fetch over REST");
     assert_eq!(
-        apache_avro::Schema::parse_str(&text).expect("parses").canonical_form(),
+        apache_avro::Schema::parse_str(&text)
+            .expect("parses")
+            .canonical_form(),
         OrderPlacedV1::schema().canonical_form()
     );
     let broken = OrderPlaced::schema_text().replace("\"default\": \"web\",", "");
-    let err = client.register(SUBJECT, &broken).await.expect_err("409 over REST");
-    assert!(err.to_string().contains("409") || err.to_string().contains("ncompatible"), "{err}");
+    let err = client
+        .register(SUBJECT, &broken)
+        .await
+        .expect_err("409 over REST");
+    assert!(
+        err.to_string().contains("409") || err.to_string().contains("ncompatible"),
+        "{err}"
+    );
     let cached = CachedRegistry::new(Arc::new(client));
-    assert_eq!(cached.id_for(SUBJECT, OrderPlacedV1::schema_text()).await.expect("id"), id);
+    assert_eq!(
+        cached
+            .id_for(SUBJECT, OrderPlacedV1::schema_text())
+            .await
+            .expect("id"),
+        id
+    );
     assert!(cached.schema(id).await.is_ok());
     assert!(cached.cached(id).is_some());
     task.abort();

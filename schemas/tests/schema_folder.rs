@@ -30,14 +30,23 @@ fn sample(schema: &Schema, depth: u32) -> Value {
         S::String => Value::String(format!("s{depth}")),
         S::Bytes => Value::Bytes(vec![1, 2, 3]),
         S::TimestampMillis => Value::TimestampMillis(1_700_000_000_000),
-        S::Array(a) => Value::Array(vec![sample(&a.items, depth + 1), sample(&a.items, depth + 2)]),
+        S::Array(a) => Value::Array(vec![
+            sample(&a.items, depth + 1),
+            sample(&a.items, depth + 2),
+        ]),
         S::Map(m) => Value::Map([("k".to_owned(), sample(&m.types, depth + 1))].into()),
         S::Union(u) => {
             let v = &u.variants()[u.variants().len() - 1];
-            Value::Union((u.variants().len() - 1) as u32, Box::new(sample(v, depth + 1)))
+            Value::Union(
+                (u.variants().len() - 1) as u32,
+                Box::new(sample(v, depth + 1)),
+            )
         }
         S::Record(r) => Value::Record(
-            r.fields.iter().map(|f| (f.name.clone(), sample(&f.schema, depth + 1))).collect(),
+            r.fields
+                .iter()
+                .map(|f| (f.name.clone(), sample(&f.schema, depth + 1)))
+                .collect(),
         ),
         S::Enum(e) => Value::Enum(0, e.symbols[0].clone()),
         S::Ref { .. } => Value::Record(vec![
@@ -64,14 +73,19 @@ fn roundtrip_value(schema: &Schema, value: Value) -> Value {
 #[test]
 fn every_schema_file_is_listed_parses_and_round_trips_a_sample() {
     let catalog = Catalog::load(folder()).expect("catalog loads");
-    let listed: BTreeSet<String> =
-        catalog.events().flat_map(|e| e.versions.iter().map(|v| v.file.clone())).collect();
+    let listed: BTreeSet<String> = catalog
+        .events()
+        .flat_map(|e| e.versions.iter().map(|v| v.file.clone()))
+        .collect();
     let on_disk: BTreeSet<String> = std::fs::read_dir(folder().join("avro"))
         .expect("avro folder")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".avsc"))
         .collect();
-    assert_eq!(listed, on_disk, "every .avsc file is in catalog.toml and vice versa");
+    assert_eq!(
+        listed, on_disk,
+        "every .avsc file is in catalog.toml and vice versa"
+    );
     for event in catalog.events() {
         for v in &event.versions {
             let value = sample(&v.schema, 0);
@@ -85,7 +99,11 @@ fn every_schema_file_is_listed_parses_and_round_trips_a_sample() {
 fn compiled_in_catalog_matches_the_folder() {
     let disk = Catalog::load(folder()).expect("catalog loads");
     let built = Catalog::reference();
-    let names = |c: &Catalog| c.events().map(|e| (e.name.clone(), e.topic.clone(), e.versions.len())).collect::<Vec<_>>();
+    let names = |c: &Catalog| {
+        c.events()
+            .map(|e| (e.name.clone(), e.topic.clone(), e.versions.len()))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(names(&disk), names(&built));
 }
 
@@ -93,7 +111,9 @@ fn compiled_in_catalog_matches_the_folder() {
 fn each_new_version_is_compatible_with_the_previous_ones() {
     let catalog = Catalog::load(folder()).expect("catalog loads");
     let rule: Compatibility = match std::env::var("CHOREO_SCHEMA_COMPATIBILITY") {
-        Ok(s) => s.parse().expect("CHOREO_SCHEMA_COMPATIBILITY is a compatibility level"),
+        Ok(s) => s
+            .parse()
+            .expect("CHOREO_SCHEMA_COMPATIBILITY is a compatibility level"),
         Err(_) => catalog.compatibility(),
     };
     let mut evolved = 0;
@@ -101,7 +121,10 @@ fn each_new_version_is_compatible_with_the_previous_ones() {
         for n in 1..event.versions.len() {
             let previous: Vec<&Schema> = event.versions[..n].iter().map(|v| &v.schema).collect();
             if let Err(why) = rule.check(&previous, &event.versions[n].schema) {
-                panic!("{} ({}) breaks {rule}: {why}", event.versions[n].file, event.name);
+                panic!(
+                    "{} ({}) breaks {rule}: {why}",
+                    event.versions[n].file, event.name
+                );
             }
             evolved += 1;
         }
@@ -114,15 +137,25 @@ fn a_breaking_change_is_reported_with_the_field_that_breaks_it() {
     let v1 = Schema::parse_str(OrderPlacedV1::schema_text()).expect("v1");
     // v2 without the default on `channel`: a v2 reader cannot read v1 data.
     let broken_text = OrderPlaced::schema_text().replace("\"default\": \"web\",", "");
-    assert_ne!(broken_text, OrderPlaced::schema_text(), "the default was removed");
+    assert_ne!(
+        broken_text,
+        OrderPlaced::schema_text(),
+        "the default was removed"
+    );
     let broken = Schema::parse_str(&broken_text).expect("still valid Avro");
-    let err = Compatibility::Backward.check(&[&v1], &broken).expect_err("must break BACKWARD");
+    let err = Compatibility::Backward
+        .check(&[&v1], &broken)
+        .expect_err("must break BACKWARD");
     assert!(err.contains("channel"), "names the field: {err}");
     // Adding a field with a default is BACKWARD and FORWARD compatible, so FULL too.
     let v2 = Schema::parse_str(OrderPlaced::schema_text()).expect("v2");
-    Compatibility::FullTransitive.check(&[&v1], &v2).expect("FULL_TRANSITIVE holds");
+    Compatibility::FullTransitive
+        .check(&[&v1], &v2)
+        .expect("FULL_TRANSITIVE holds");
     // Without the default, FORWARD still holds (an old reader ignores the new field).
-    Compatibility::Forward.check(&[&v1], &broken).expect("FORWARD holds");
+    Compatibility::Forward
+        .check(&[&v1], &broken)
+        .expect("FORWARD holds");
 }
 
 fn typed_roundtrip<T: Event + PartialEq + std::fmt::Debug>(event: T) {
@@ -136,15 +169,21 @@ fn typed_roundtrip<T: Event + PartialEq + std::fmt::Debug>(event: T) {
         .expect("reader")
         .read_value(&mut bytes.as_slice())
         .unwrap_or_else(|e| panic!("{} decodes: {e}", T::TYPE));
-    let back: T = apache_avro::from_value(&value).unwrap_or_else(|e| panic!("{} maps: {e}", T::TYPE));
+    let back: T =
+        apache_avro::from_value(&value).unwrap_or_else(|e| panic!("{} maps: {e}", T::TYPE));
     assert_eq!(back, event);
     let catalog = Catalog::reference();
-    let info = catalog.event(T::TYPE).unwrap_or_else(|| panic!("{} in catalog", T::TYPE));
+    let info = catalog
+        .event(T::TYPE)
+        .unwrap_or_else(|| panic!("{} in catalog", T::TYPE));
     assert_eq!(info.topic, T::TOPIC, "{} topic", T::TYPE);
 }
 
 fn eur(cents: i64) -> Money {
-    Money { amount_minor: cents, currency: "EUR".into() }
+    Money {
+        amount_minor: cents,
+        currency: "EUR".into(),
+    }
 }
 
 #[test]
@@ -153,7 +192,11 @@ fn every_rust_type_round_trips_through_its_schema() {
     typed_roundtrip(OrderPlaced {
         order_id: id(),
         customer_id: "c-1".into(),
-        items: vec![LineItem { sku: "sku-1".into(), quantity: 2, unit_price: eur(1000) }],
+        items: vec![LineItem {
+            sku: "sku-1".into(),
+            quantity: 2,
+            unit_price: eur(1000),
+        }],
         total: eur(2000),
         shipping_address: "1 Main St".into(),
         channel: "mobile".into(),
@@ -165,35 +208,80 @@ fn every_rust_type_round_trips_through_its_schema() {
         total: eur(0),
         shipping_address: "1 Main St".into(),
     });
-    typed_roundtrip(PaymentAuthorized { order_id: id(), payment_id: "p".into(), amount: eur(5) });
-    typed_roundtrip(PaymentDeclined { order_id: id(), reason: "card expired".into() });
-    typed_roundtrip(RefundPayment { order_id: id(), payment_id: "p".into(), amount: eur(5), reason: "r".into() });
-    typed_roundtrip(PaymentRefunded { order_id: id(), payment_id: "p".into() });
+    typed_roundtrip(PaymentAuthorized {
+        order_id: id(),
+        payment_id: "p".into(),
+        amount: eur(5),
+    });
+    typed_roundtrip(PaymentDeclined {
+        order_id: id(),
+        reason: "card expired".into(),
+    });
+    typed_roundtrip(RefundPayment {
+        order_id: id(),
+        payment_id: "p".into(),
+        amount: eur(5),
+        reason: "r".into(),
+    });
+    typed_roundtrip(PaymentRefunded {
+        order_id: id(),
+        payment_id: "p".into(),
+    });
     typed_roundtrip(InventoryReserved {
         order_id: id(),
         reservation_id: "r".into(),
-        items: vec![ReservedItem { sku: "s".into(), quantity: 1 }],
+        items: vec![ReservedItem {
+            sku: "s".into(),
+            quantity: 1,
+        }],
     });
-    typed_roundtrip(InventoryUnavailable { order_id: id(), reason: "r".into(), missing_skus: vec!["s".into()] });
-    typed_roundtrip(ReleaseInventory { order_id: id(), reservation_id: "r".into(), reason: "r".into() });
-    typed_roundtrip(InventoryReleased { order_id: id(), reservation_id: "r".into() });
-    typed_roundtrip(ShipmentRequested { order_id: id(), shipping_address: "a".into() });
+    typed_roundtrip(InventoryUnavailable {
+        order_id: id(),
+        reason: "r".into(),
+        missing_skus: vec!["s".into()],
+    });
+    typed_roundtrip(ReleaseInventory {
+        order_id: id(),
+        reservation_id: "r".into(),
+        reason: "r".into(),
+    });
+    typed_roundtrip(InventoryReleased {
+        order_id: id(),
+        reservation_id: "r".into(),
+    });
+    typed_roundtrip(ShipmentRequested {
+        order_id: id(),
+        shipping_address: "a".into(),
+    });
     typed_roundtrip(ShipmentScheduled {
         order_id: id(),
         shipment_id: "s".into(),
         carrier: "dhl".into(),
         estimated_delivery_ms: 1_700_000_000_000,
     });
-    typed_roundtrip(ShipmentFailed { order_id: id(), reason: "r".into() });
-    typed_roundtrip(CancelShipment { order_id: id(), shipment_id: "s".into(), reason: "r".into() });
-    typed_roundtrip(ShipmentCancelled { order_id: id(), shipment_id: "s".into() });
+    typed_roundtrip(ShipmentFailed {
+        order_id: id(),
+        reason: "r".into(),
+    });
+    typed_roundtrip(CancelShipment {
+        order_id: id(),
+        shipment_id: "s".into(),
+        reason: "r".into(),
+    });
+    typed_roundtrip(ShipmentCancelled {
+        order_id: id(),
+        shipment_id: "s".into(),
+    });
     typed_roundtrip(OrderConfirmed {
         order_id: id(),
         payment_id: "p".into(),
         reservation_id: "r".into(),
         shipment_id: "s".into(),
     });
-    typed_roundtrip(OrderCancelled { order_id: id(), reason: "r".into() });
+    typed_roundtrip(OrderCancelled {
+        order_id: id(),
+        reason: "r".into(),
+    });
 }
 
 #[test]
@@ -230,7 +318,11 @@ fn a_broken_catalog_is_rejected_with_file_and_line() {
         "compatibility = \"BACKWARD\"\n\n[events.\"x.Y\"]\ntopic = \"t\"\nversions = [\"y.avsc\"]\n",
     )
     .expect("write");
-    std::fs::write(dir.join("avro/y.avsc"), r#"{"type":"record","name":"Z","namespace":"x","fields":[]}"#).expect("write");
+    std::fs::write(
+        dir.join("avro/y.avsc"),
+        r#"{"type":"record","name":"Z","namespace":"x","fields":[]}"#,
+    )
+    .expect("write");
     let err = Catalog::load(&dir).expect_err("name mismatch").to_string();
     assert!(err.contains("catalog.toml:3:"), "{err}");
     assert!(err.contains("defines x.Z"), "{err}");

@@ -30,12 +30,21 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     let out = Arc::new(Mutex::new(
-        std::fs::OpenOptions::new().create(true).append(true).open(&args.out)?,
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&args.out)?,
     ));
-    let bus = Bus::new(BusConfig::new(&args.bootstrap), Arc::new(ConfluentRegistry::new(&args.registry)))?;
+    let bus = Bus::new(
+        BusConfig::new(&args.bootstrap),
+        Arc::new(ConfluentRegistry::new(&args.registry)),
+    )?;
     let work = Duration::from_millis(args.work_ms);
     let sub = bus
         .subscriber(&args.group)
@@ -44,8 +53,11 @@ async fn main() -> anyhow::Result<()> {
             let out = Arc::clone(&out);
             async move {
                 tokio::time::sleep(work).await;
-                let mut f = out.lock().map_err(|_| HandlerError::permanent("poisoned"))?;
-                writeln!(f, "{} {}", ctx.envelope.id, e.order_id).map_err(HandlerError::retryable)?;
+                let mut f = out
+                    .lock()
+                    .map_err(|_| HandlerError::permanent("poisoned"))?;
+                writeln!(f, "{} {}", ctx.envelope.id, e.order_id)
+                    .map_err(HandlerError::retryable)?;
                 f.flush().map_err(HandlerError::retryable)?;
                 Ok(())
             }

@@ -1,0 +1,490 @@
+//! Load generator: publish → handle throughput through the bus, against plain rdkafka on the same
+//! broker in the same run.
+//!
+//! ```text
+//! cargo run --release -p choreo-bus --example throughput -- [--bootstrap-servers HOST:PORT]
+//!     [--events N] [--partitions P] [--window W] [--rounds R]
+//! ```
+//!
+//! Without `--bootstrap-servers` it starts an in-process [`EmbeddedBroker`] (librdkafka's mock
+//! cluster), which shares the CPU with the clients: the absolute figures are then a property of
+//! this machine, the ratio is the interesting part.
+//!
+//! Each phase uses a fresh topic and consumer group, publishes a warm-up record and waits for it
+//! to be consumed (so the group has its assignment), then starts the clock:
+//!
+//! - baseline: a plain idempotent `FutureProducer` (acks=all, linger.ms=5, as the bus's) sends N
+//!   pre-serialized payloads of the bus's value size with a key; a plain `StreamConsumer`
+//!   (read_committed, manual offset store, as the bus's) counts them.
+//! - bus: `Bus::publish_with` N `PaymentAuthorized` events; a subscriber handler counts them
+//!   (Avro decode against a `MemoryRegistry`, CloudEvents envelope, dedup, per-partition workers).
+//!
+//! Both publish with the same number of sends in flight (`--window`). The clock runs from the
+//! first send to the last receipt. Publish → receipt latency is measured from a send timestamp
+//! carried in the record (the first 8 payload bytes in the baseline, `amount.amount_minor` in
+//! the bus's events).
+
+use std::future;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use choreo_bus::codec::{encode_body, frame};
+use choreo_bus::{Bus, BusConfig, EmbeddedBroker, Event, HandlerError, PublishOptions};
+use choreo_schemas::MemoryRegistry;
+use choreo_schemas::event::{Money, PaymentAuthorized};
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt, stream};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Message};
+use tokio::sync::mpsc;
+
+/// Publish → handle throughput of the choreo bus against plain rdkafka.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Kafka bootstrap servers; default: start an in-process embedded broker.
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// Events per phase.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Partitions of each phase's topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Sends in flight at once, in both phases.
+    #[arg(long, default_value_t = 1_000)]
+    window: usize,
+    /// Rounds of (baseline, bus); with more than one, the ratio is of the medians.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Replication factor of the topics on an external cluster (-1: the broker's default).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    replication_factor: i32,
+    /// Gives up on a phase after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+/// Where the topics are created.
+enum Cluster {
+    Embedded(EmbeddedBroker),
+    External {
+        admin: AdminClient<DefaultClientContext>,
+        replication: i32,
+    },
+}
+
+impl Cluster {
+    async fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
+        match self {
+            Self::Embedded(broker) => broker
+                .create_topic(topic, partitions)
+                .with_context(|| format!("creating topic {topic} on the embedded broker")),
+            Self::External { admin, replication } => {
+                let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(*replication));
+                let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+                let results = admin
+                    .create_topics([&new], &opts)
+                    .await
+                    .with_context(|| format!("creating topic {topic}"))?;
+                for r in results {
+                    r.map_err(|(t, code)| anyhow!("creating topic {t}: {code}"))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What one phase measured.
+#[derive(Debug)]
+struct Phase {
+    /// First send to last receipt.
+    elapsed: Duration,
+    /// First send to last acknowledgement.
+    acked: Duration,
+    /// Publish → receipt, nanoseconds, sorted.
+    latencies_ns: Vec<u64>,
+}
+
+impl Phase {
+    fn rate(&self, events: usize) -> f64 {
+        events as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        let n = self.latencies_ns.len();
+        if n == 0 {
+            return f64::NAN;
+        }
+        let i = ((n as f64 * p).ceil() as usize).clamp(1, n) - 1;
+        self.latencies_ns[i] as f64 / 1e6
+    }
+
+    fn report(&self, label: &str, events: usize) {
+        println!(
+            "{label}: {events} events in {:.3} s = {:.0} events/s \
+             (all acked after {:.3} s; publish→receipt p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms)",
+            self.elapsed.as_secs_f64(),
+            self.rate(events),
+            self.acked.as_secs_f64(),
+            self.percentile_ms(0.50),
+            self.percentile_ms(0.99),
+            self.percentile_ms(1.0),
+        );
+    }
+}
+
+/// Nanoseconds since `t0`.
+fn nanos_since(t0: Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn payment(i: usize, amount_minor: i64) -> PaymentAuthorized {
+    PaymentAuthorized {
+        order_id: format!("order-{i:08}"),
+        payment_id: format!("pay-{i:08}"),
+        amount: Money {
+            amount_minor,
+            currency: "EUR".into(),
+        },
+    }
+}
+
+/// A send-timestamp-sized amount (a few seconds in ns) so both phases carry the same value size.
+const TYPICAL_NS: i64 = 5_000_000_000;
+
+/// Receives `n` latencies, or fails at `deadline`.
+async fn collect(
+    rx: &mut mpsc::UnboundedReceiver<u64>,
+    n: usize,
+    deadline: tokio::time::Instant,
+    what: &str,
+) -> anyhow::Result<Vec<u64>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(ns)) => out.push(ns),
+            Ok(None) => bail!(
+                "{what}: the consumer stopped after {} of {n} records",
+                out.len()
+            ),
+            Err(_) => bail!("{what}: timed out after {} of {n} records", out.len()),
+        }
+    }
+    Ok(out)
+}
+
+fn producer_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
+    c
+}
+
+fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.commit.interval.ms", "1000")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false");
+    c
+}
+
+async fn baseline(
+    args: &Args,
+    cluster: &Cluster,
+    bootstrap: &str,
+    run: &str,
+) -> anyhow::Result<Phase> {
+    let topic = format!("throughput-baseline-{run}");
+    cluster.create_topic(&topic, args.partitions).await?;
+    let producer: FutureProducer = producer_config(bootstrap)
+        .create()
+        .context("creating the baseline producer")?;
+    let consumer: StreamConsumer = consumer_config(bootstrap, &format!("{topic}-group"))
+        .create()
+        .context("creating the baseline consumer")?;
+    consumer
+        .subscribe(&[&topic])
+        .context("subscribing the baseline consumer")?;
+
+    // The payloads, serialized before the clock starts: the bus's value, byte for byte in size.
+    let payloads: Vec<(String, Vec<u8>)> = (0..args.events)
+        .map(|i| {
+            let e = payment(i, TYPICAL_NS);
+            let body = encode_body(PaymentAuthorized::schema(), &e).map_err(|e| anyhow!(e))?;
+            Ok((e.order_id, frame(1, &body)))
+        })
+        .collect::<anyhow::Result<_>>()?;
+
+    let t0 = Instant::now();
+    let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
+    let consuming = tokio::spawn(async move {
+        loop {
+            match consumer.recv().await {
+                Ok(m) => {
+                    let now = nanos_since(t0);
+                    let sent = m
+                        .payload()
+                        .and_then(|p| p.first_chunk::<8>())
+                        .map_or(now, |b| u64::from_le_bytes(*b));
+                    if let Err(e) = consumer.store_offset_from_message(&m) {
+                        tracing::warn!(error = %e, "baseline: offset not stored");
+                    }
+                    if tx.send(now.saturating_sub(sent)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "baseline: consumer error"),
+            }
+        }
+    });
+    let timeout = Duration::from_secs(args.timeout_secs);
+
+    // Warm-up: one record through, so the group has its assignment before the clock starts.
+    let mut warm = vec![0u8; payloads.first().map_or(8, |(_, p)| p.len())];
+    if let Some(head) = warm.first_chunk_mut::<8>() {
+        *head = nanos_since(t0).to_le_bytes();
+    }
+    producer
+        .send(
+            FutureRecord::to(&topic).key("warm-up").payload(&warm),
+            Timeout::After(timeout),
+        )
+        .await
+        .map_err(|(e, _)| anyhow!("baseline warm-up: {e}"))?;
+    collect(
+        &mut rx,
+        1,
+        tokio::time::Instant::now() + timeout,
+        "baseline warm-up",
+    )
+    .await?;
+
+    let start = Instant::now();
+    let window = args.window;
+    let producing = tokio::spawn(async move {
+        stream::iter(payloads)
+            .map(|(key, mut payload)| {
+                let (producer, topic) = (producer.clone(), topic.clone());
+                async move {
+                    if let Some(head) = payload.first_chunk_mut::<8>() {
+                        *head = nanos_since(t0).to_le_bytes();
+                    }
+                    let record = FutureRecord::to(&topic).key(&key).payload(&payload);
+                    producer
+                        .send(record, Timeout::After(Duration::from_secs(30)))
+                        .await
+                        .map(|_| ())
+                        .map_err(|(e, _)| anyhow!("baseline send: {e}"))
+                }
+            })
+            .buffer_unordered(window)
+            .try_for_each(|()| future::ready(Ok(())))
+            .await?;
+        anyhow::Ok(start.elapsed())
+    });
+    let received = collect(
+        &mut rx,
+        args.events,
+        tokio::time::Instant::now() + timeout,
+        "baseline",
+    );
+    let mut latencies_ns = received.await?;
+    let elapsed = start.elapsed();
+    let acked = producing.await.context("the baseline producer task")??;
+    consuming.abort();
+    let _ = consuming.await;
+    latencies_ns.sort_unstable();
+    Ok(Phase {
+        elapsed,
+        acked,
+        latencies_ns,
+    })
+}
+
+async fn through_bus(
+    args: &Args,
+    cluster: &Cluster,
+    bootstrap: &str,
+    run: &str,
+) -> anyhow::Result<Phase> {
+    let topic = format!("throughput-bus-{run}");
+    cluster.create_topic(&topic, args.partitions).await?;
+    let registry = std::sync::Arc::new(MemoryRegistry::new());
+    let bus = Bus::new(
+        BusConfig::new(bootstrap).with_source("/throughput"),
+        registry,
+    )?;
+
+    let t0 = Instant::now();
+    let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
+    let subscription = bus
+        .subscriber(&format!("{topic}-group"))
+        .handle_on(&topic, "count", move |e: PaymentAuthorized, _ctx| {
+            let now = nanos_since(t0);
+            let sent = u64::try_from(e.amount.amount_minor).unwrap_or(now);
+            let sent_ok = tx.send(now.saturating_sub(sent)).is_ok();
+            async move {
+                if sent_ok {
+                    Ok(())
+                } else {
+                    Err(HandlerError::Permanent("no collector".into()))
+                }
+            }
+        })
+        .start()?;
+    let timeout = Duration::from_secs(args.timeout_secs);
+
+    // Warm-up: one event through (registers the schema, joins the group) before the clock starts.
+    let options = || PublishOptions::default().with_topic(topic.clone());
+    let warm = payment(99_999_999, i64::try_from(nanos_since(t0))?);
+    bus.publish_with(&warm, options())
+        .await
+        .context("bus warm-up")?;
+    collect(
+        &mut rx,
+        1,
+        tokio::time::Instant::now() + timeout,
+        "bus warm-up",
+    )
+    .await?;
+
+    let start = Instant::now();
+    let (window, events) = (args.window, args.events);
+    let publishing = {
+        let (bus, topic) = (bus.clone(), topic.clone());
+        tokio::spawn(async move {
+            stream::iter(0..events)
+                .map(|i| {
+                    let (bus, topic) = (bus.clone(), topic.clone());
+                    async move {
+                        let sent = i64::try_from(nanos_since(t0)).unwrap_or(i64::MAX);
+                        let event = payment(i, sent);
+                        bus.publish_with(&event, PublishOptions::default().with_topic(topic))
+                            .await
+                            .map(|_| ())
+                            .context("bus publish")
+                    }
+                })
+                .buffer_unordered(window)
+                .try_for_each(|()| future::ready(Ok(())))
+                .await?;
+            anyhow::Ok(start.elapsed())
+        })
+    };
+    let received = collect(
+        &mut rx,
+        args.events,
+        tokio::time::Instant::now() + timeout,
+        "bus",
+    );
+    let mut latencies_ns = received.await?;
+    let elapsed = start.elapsed();
+    let acked = publishing.await.context("the bus publisher task")??;
+    subscription
+        .shutdown()
+        .await
+        .context("shutting the subscriber down")?;
+    latencies_ns.sort_unstable();
+    Ok(Phase {
+        elapsed,
+        acked,
+        latencies_ns,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let args = Args::parse();
+    if args.events == 0 || args.partitions < 1 || args.window == 0 || args.rounds == 0 {
+        bail!("--events, --partitions, --window and --rounds must be positive");
+    }
+
+    let (cluster, bootstrap, where_) = match &args.bootstrap_servers {
+        Some(b) => {
+            let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                .set("bootstrap.servers", b)
+                .create()
+                .context("creating the admin client")?;
+            let cluster = Cluster::External {
+                admin,
+                replication: args.replication_factor,
+            };
+            (cluster, b.clone(), format!("broker {b}"))
+        }
+        None => {
+            let broker = EmbeddedBroker::start(1)?;
+            let b = broker.bootstrap_servers().to_owned();
+            let where_ = format!("embedded broker at {b} (librdkafka mock cluster, in process)");
+            (Cluster::Embedded(broker), b, where_)
+        }
+    };
+    let size = frame(
+        1,
+        &encode_body(PaymentAuthorized::schema(), &payment(0, TYPICAL_NS))
+            .map_err(|e| anyhow!(e))?,
+    )
+    .len();
+    println!(
+        "{where_}; {} events per phase, {} partitions, {} sends in flight, {size}-byte values",
+        args.events, args.partitions, args.window
+    );
+
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let (mut base_rates, mut bus_rates) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            println!("round {round}:");
+        }
+        let id = format!("{run}-{round}");
+        let b = baseline(&args, &cluster, &bootstrap, &id).await?;
+        b.report("baseline (plain rdkafka)", args.events);
+        let c = through_bus(&args, &cluster, &bootstrap, &id).await?;
+        c.report(
+            "choreo bus (Avro + envelope + dedup + per-partition workers)",
+            args.events,
+        );
+        let (br, cr) = (b.rate(args.events), c.rate(args.events));
+        if args.rounds > 1 {
+            println!("ratio bus/baseline (round {round}): {:.2}", cr / br);
+        }
+        base_rates.push(br);
+        bus_rates.push(cr);
+    }
+    let (br, cr) = (median(base_rates), median(bus_rates));
+    if args.rounds > 1 {
+        println!(
+            "median of {} rounds: baseline {br:.0} events/s, choreo bus {cr:.0} events/s",
+            args.rounds
+        );
+    }
+    println!("ratio bus/baseline: {:.2}", cr / br);
+    Ok(())
+}

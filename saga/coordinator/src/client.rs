@@ -1,0 +1,638 @@
+//! `choreo sagas …`: the command-line client of the operator API ([`crate::http`]).
+//!
+//! ```text
+//! choreo sagas list [--definition D] [--status S] [--min-age 5m] [--max-age 1h] [--limit N]
+//! choreo sagas get DEFINITION CORRELATION_ID
+//! choreo sagas abort DEFINITION CORRELATION_ID --reason TEXT
+//! choreo sagas retry DEFINITION CORRELATION_ID --step STEP
+//! choreo sagas skip DEFINITION CORRELATION_ID --step STEP
+//! choreo sagas resume DEFINITION CORRELATION_ID
+//! ```
+//!
+//! Every subcommand takes `--api URL` (default `http://127.0.0.1:8080`, or `$CHOREO_API`),
+//! `--json` (print the API's JSON as is) and `--operator NAME` (recorded with a command;
+//! default `$CHOREO_OPERATOR`, else `$USER`).
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use choreo_saga::{Command, CompensationState, SagaState, format_duration};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::http::{CommandAccepted, ErrorBody, ListResponse, OPERATOR_HEADER};
+
+/// The API address used when neither `--api` nor `$CHOREO_API` is given.
+pub const DEFAULT_API: &str = "http://127.0.0.1:8080";
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `choreo sagas …`: watch and act on sagas through a coordinator's operator API.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct SagasArgs {
+    /// The operator API of any coordinator replica.
+    #[arg(long, global = true, env = "CHOREO_API", default_value = DEFAULT_API)]
+    pub api: String,
+    /// Print the API's JSON answer instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Who is acting, recorded with a command [default: $USER].
+    #[arg(long, global = true, env = "CHOREO_OPERATOR")]
+    pub operator: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: SagasCommand,
+}
+
+/// The `choreo sagas` subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum SagasCommand {
+    /// List sagas, newest first, with the number of sagas in each status.
+    List(ListArgs),
+    /// Show one saga: status, steps, pending deadlines and timeline.
+    Get(SagaRef),
+    /// Abort a pending or running saga: its completed steps are compensated.
+    Abort {
+        /// The saga.
+        #[command(flatten)]
+        saga: SagaRef,
+        /// Why (recorded in the timeline, and available to compensations as `saga.reason`).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Emit a step's unacknowledged or stuck compensation again, with a fresh retry budget.
+    Retry {
+        /// The saga.
+        #[command(flatten)]
+        saga: SagaRef,
+        /// The step whose compensation to retry.
+        #[arg(long)]
+        step: String,
+    },
+    /// Running: count a step as done without its success event. Compensating or needing an
+    /// operator: count the step's compensation as done (handled by hand).
+    Skip {
+        /// The saga.
+        #[command(flatten)]
+        saga: SagaRef,
+        /// The step.
+        #[arg(long)]
+        step: String,
+    },
+    /// Leave needs_operator: stuck compensations wait for their acknowledgement again.
+    Resume(SagaRef),
+}
+
+/// One saga, named by its definition and correlation id.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct SagaRef {
+    /// The saga definition's name, e.g. `order`.
+    pub definition: String,
+    /// The saga's correlation id, e.g. the order id.
+    pub correlation_id: String,
+}
+
+/// Filters of `choreo sagas list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct ListArgs {
+    /// Only sagas of this definition.
+    #[arg(long)]
+    pub definition: Option<String>,
+    /// Only sagas in this status: pending, running, compensating, completed, compensated,
+    /// needs_operator.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only sagas created at least this long ago, e.g. `5m`.
+    #[arg(long)]
+    pub min_age: Option<String>,
+    /// Only sagas created at most this long ago, e.g. `1h`.
+    #[arg(long)]
+    pub max_age: Option<String>,
+    /// At most this many sagas [API default: 100].
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+/// Runs a `choreo sagas …` command and prints its answer.
+pub async fn run(args: SagasArgs) -> anyhow::Result<()> {
+    let api = args.api.as_str();
+    let operator = args
+        .operator
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|o| !o.trim().is_empty());
+    let out = match &args.command {
+        SagasCommand::List(q) if args.json => {
+            pretty(&get_json::<serde_json::Value>(&list_url(api, q)?).await?)?
+        }
+        SagasCommand::List(q) => list(api, q).await?,
+        SagasCommand::Get(s) if args.json => pretty(
+            &get_json::<serde_json::Value>(&saga_url(
+                api,
+                &s.definition,
+                &s.correlation_id,
+                false,
+            )?)
+            .await?,
+        )?,
+        SagasCommand::Get(s) => get(api, &s.definition, &s.correlation_id).await?,
+        SagasCommand::Abort { saga, reason } => {
+            act(
+                &args,
+                operator.as_deref(),
+                saga,
+                Command::Abort {
+                    reason: reason.clone(),
+                },
+            )
+            .await?
+        }
+        SagasCommand::Retry { saga, step } => {
+            act(
+                &args,
+                operator.as_deref(),
+                saga,
+                Command::Retry { step: step.clone() },
+            )
+            .await?
+        }
+        SagasCommand::Skip { saga, step } => {
+            act(
+                &args,
+                operator.as_deref(),
+                saga,
+                Command::Skip { step: step.clone() },
+            )
+            .await?
+        }
+        SagasCommand::Resume(saga) => {
+            act(&args, operator.as_deref(), saga, Command::Resume).await?
+        }
+    };
+    println!("{}", out.trim_end());
+    Ok(())
+}
+
+async fn act(
+    args: &SagasArgs,
+    operator: Option<&str>,
+    saga: &SagaRef,
+    command: Command,
+) -> anyhow::Result<String> {
+    let (api, def, id) = (
+        args.api.as_str(),
+        saga.definition.as_str(),
+        saga.correlation_id.as_str(),
+    );
+    if args.json {
+        pretty(&post_command(api, def, id, &command, operator).await?)
+    } else {
+        send_command_as(api, def, id, command, operator).await
+    }
+}
+
+/// `choreo sagas list`: the matching sagas as a table, after the count of sagas per status.
+pub async fn list(api: &str, query: &ListArgs) -> anyhow::Result<String> {
+    let answer: ListResponse = get_json(&list_url(api, query)?).await?;
+    Ok(render_list(&answer, now_ms()))
+}
+
+/// `choreo sagas get`: one saga's status, steps, pending deadlines and timeline.
+pub async fn get(api: &str, definition: &str, correlation_id: &str) -> anyhow::Result<String> {
+    let state: SagaState = get_json(&saga_url(api, definition, correlation_id, false)?).await?;
+    Ok(render_saga(&state, now_ms()))
+}
+
+/// Sends an operator command (without an operator name); answers what was accepted.
+pub async fn send_command(
+    api: &str,
+    definition: &str,
+    correlation_id: &str,
+    command: Command,
+) -> anyhow::Result<String> {
+    send_command_as(api, definition, correlation_id, command, None).await
+}
+
+/// Sends an operator command on behalf of `operator`; answers what was accepted.
+pub async fn send_command_as(
+    api: &str,
+    definition: &str,
+    correlation_id: &str,
+    command: Command,
+    operator: Option<&str>,
+) -> anyhow::Result<String> {
+    let accepted = post_command(api, definition, correlation_id, &command, operator).await?;
+    Ok(format!(
+        "{} accepted for {definition}/{correlation_id} (command {}); it shows in the saga's timeline \
+         once applied: choreo sagas get {definition} {correlation_id}",
+        command_name(&command),
+        accepted.command_id
+    ))
+}
+
+async fn post_command(
+    api: &str,
+    definition: &str,
+    correlation_id: &str,
+    command: &Command,
+    operator: Option<&str>,
+) -> anyhow::Result<CommandAccepted> {
+    let url = saga_url(api, definition, correlation_id, true)?;
+    let mut req = client()?.post(url.clone()).json(command);
+    if let Some(op) = operator {
+        req = req.header(OPERATOR_HEADER, op);
+    }
+    let resp = req.send().await.with_context(|| unreachable_api(api))?;
+    read_json(resp, &url).await
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Abort { .. } => "abort",
+        Command::Retry { .. } => "retry",
+        Command::Skip { .. } => "skip",
+        Command::Resume => "resume",
+    }
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .context("cannot create an HTTP client")
+}
+
+fn unreachable_api(api: &str) -> String {
+    format!("cannot reach the choreo API at {api} (set --api or CHOREO_API)")
+}
+
+fn base_url(api: &str) -> anyhow::Result<reqwest::Url> {
+    let url = reqwest::Url::parse(api)
+        .with_context(|| format!("\"{api}\" is not a URL (e.g. {DEFAULT_API})"))?;
+    if url.cannot_be_a_base() || !matches!(url.scheme(), "http" | "https") {
+        bail!("\"{api}\" is not an http:// or https:// URL");
+    }
+    Ok(url)
+}
+
+fn with_segments(api: &str, segments: &[&str]) -> anyhow::Result<reqwest::Url> {
+    let mut url = base_url(api)?;
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("\"{api}\" cannot be a base URL"))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+fn list_url(api: &str, q: &ListArgs) -> anyhow::Result<reqwest::Url> {
+    let mut url = with_segments(api, &["api", "sagas"])?;
+    {
+        let mut pairs = url.query_pairs_mut();
+        for (k, v) in [
+            ("definition", q.definition.clone()),
+            ("status", q.status.clone()),
+            ("min_age", q.min_age.clone()),
+            ("max_age", q.max_age.clone()),
+            ("limit", q.limit.map(|l| l.to_string())),
+        ] {
+            if let Some(v) = v {
+                pairs.append_pair(k, &v);
+            }
+        }
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    Ok(url)
+}
+
+fn saga_url(
+    api: &str,
+    definition: &str,
+    correlation_id: &str,
+    commands: bool,
+) -> anyhow::Result<reqwest::Url> {
+    let mut segments = vec!["api", "sagas", definition, correlation_id];
+    if commands {
+        segments.push("commands");
+    }
+    with_segments(api, &segments)
+}
+
+async fn get_json<T: DeserializeOwned>(url: &reqwest::Url) -> anyhow::Result<T> {
+    let resp = client()?
+        .get(url.clone())
+        .send()
+        .await
+        .with_context(|| unreachable_api(url.origin().ascii_serialization().as_str()))?;
+    read_json(resp, url).await
+}
+
+async fn read_json<T: DeserializeOwned>(
+    resp: reqwest::Response,
+    url: &reqwest::Url,
+) -> anyhow::Result<T> {
+    let status = resp.status();
+    let body = resp
+        .bytes()
+        .await
+        .with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() {
+        let why = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_owned());
+        bail!("the API answered {status}: {why}");
+    }
+    serde_json::from_slice(&body)
+        .with_context(|| format!("{url} answered something that is not the expected JSON"))
+}
+
+fn pretty<T: Serialize>(v: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(v)?)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A serde enum's name as the API writes it (`needs_operator`, `compensation_ack`).
+fn snake<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+/// `ms` since the epoch as `2026-11-21 10:00:00.123Z` (UTC).
+pub fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// A span of `ms` milliseconds, coarse: `42s`, `5m12s`, `3h4m`, `2d3h`.
+pub fn format_age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{}m", s / 3600, s / 60 % 60),
+        _ => format!("{}d{}h", s / 86_400, s / 3600 % 24),
+    }
+}
+
+/// Lays out rows as columns separated by two spaces (the last column unpadded).
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let last = cells.len().saturating_sub(1);
+        for (i, cell) in cells.iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push('\n');
+    };
+    line(header.to_vec(), &mut out);
+    for row in rows {
+        line(row.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+/// The text of `choreo sagas list`.
+pub fn render_list(answer: &ListResponse, now_ms: u64) -> String {
+    let mut out = String::new();
+    let counts: Vec<String> = answer
+        .counts
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    let total: usize = answer.counts.values().sum();
+    let _ = writeln!(out, "{} (total {total})", counts.join(" · "));
+    out.push('\n');
+    if answer.sagas.is_empty() {
+        out.push_str("no saga matches\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = answer
+        .sagas
+        .iter()
+        .map(|s| {
+            vec![
+                s.saga_id.clone(),
+                s.status.to_string(),
+                format!("v{}", s.version),
+                format_age(now_ms.saturating_sub(s.created_at)),
+                format!("{} ago", format_age(now_ms.saturating_sub(s.updated_at))),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["SAGA", "STATUS", "VERSION", "AGE", "UPDATED"],
+        &rows,
+    ));
+    out
+}
+
+fn compensation_text(c: &CompensationState) -> String {
+    match c {
+        CompensationState::NotStarted => "-".into(),
+        CompensationState::Emitted { attempts, .. } => {
+            format!("emitted, awaiting ack (attempt {attempts})")
+        }
+        CompensationState::Done { .. } => "done".into(),
+        CompensationState::Acknowledged { at, .. } => format!("acknowledged {}", format_time(at.0)),
+        CompensationState::Stuck {
+            attempts, reason, ..
+        } => format!("STUCK after {attempts} attempts: {reason}"),
+        CompensationState::Skipped => "skipped by an operator".into(),
+    }
+}
+
+/// The text of `choreo sagas get`.
+pub fn render_saga(s: &SagaState, now_ms: u64) -> String {
+    let mut out = String::new();
+    let at = |ms: u64| {
+        format!(
+            "{} ({} ago)",
+            format_time(ms),
+            format_age(now_ms.saturating_sub(ms))
+        )
+    };
+    let _ = writeln!(out, "saga        {}", s.saga_id);
+    let _ = writeln!(out, "status      {}", s.status);
+    let _ = writeln!(out, "definition  {} v{}", s.definition, s.version);
+    let _ = writeln!(out, "created     {}", at(s.created_at.0));
+    if let Some(started) = s.started_at {
+        let _ = writeln!(out, "started     {}", at(started.0));
+    }
+    let _ = writeln!(out, "updated     {}", at(s.updated_at.0));
+    if let Some(reason) = &s.abort_reason {
+        let _ = writeln!(out, "aborted     {reason}");
+    }
+    if !s.pending.is_empty() {
+        let _ = writeln!(
+            out,
+            "buffered    {} event(s) waiting for the start event",
+            s.pending.len()
+        );
+    }
+    for (step, reason) in s.needs_operator() {
+        let _ = writeln!(
+            out,
+            "NEEDS AN OPERATOR: step {step}: {reason} (choreo sagas retry|skip|resume {} {})",
+            s.definition, s.correlation_id
+        );
+    }
+
+    out.push('\n');
+    let rows: Vec<Vec<String>> = s
+        .steps
+        .iter()
+        .map(|st| {
+            vec![
+                if st.late {
+                    format!("{} (late)", st.name)
+                } else {
+                    st.name.clone()
+                },
+                snake(&st.status),
+                st.started_at
+                    .map(|t| format_time(t.0))
+                    .unwrap_or_else(|| "-".into()),
+                st.finished_at
+                    .map(|t| format_time(t.0))
+                    .unwrap_or_else(|| "-".into()),
+                compensation_text(&st.compensation),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["STEP", "STATUS", "STARTED", "FINISHED", "COMPENSATION"],
+        &rows,
+    ));
+
+    out.push_str("\nDEADLINES\n");
+    if s.deadlines.is_empty() {
+        out.push_str("  none pending\n");
+    }
+    let mut deadlines: Vec<_> = s.deadlines.iter().collect();
+    deadlines.sort_by_key(|d| d.at);
+    for d in deadlines {
+        let when = if d.at.0 >= now_ms {
+            format!(
+                "in {}",
+                format_duration(
+                    Duration::from_millis(d.at.0 - now_ms).max(Duration::from_millis(1))
+                )
+            )
+        } else {
+            format!("overdue by {}", format_age(now_ms - d.at.0))
+        };
+        let _ = writeln!(out, "  {}  {}  {when}", format_time(d.at.0), d.kind);
+    }
+
+    out.push_str("\nTIMELINE (oldest first)\n");
+    if s.timeline.dropped > 0 {
+        let _ = writeln!(out, "  … {} older entries dropped", s.timeline.dropped);
+    }
+    if s.timeline.entries.is_empty() {
+        out.push_str("  empty\n");
+    }
+    for e in &s.timeline.entries {
+        let _ = writeln!(
+            out,
+            "  {}  {:<9} {}",
+            format_time(e.at.0),
+            snake(&e.kind),
+            e.what
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00.000Z");
+        assert_eq!(format_time(951_782_400_123), "2000-02-29 00:00:00.123Z");
+        assert_eq!(format_time(1_795_262_461_005), "2026-11-21 12:01:01.005Z");
+    }
+
+    #[test]
+    fn ages_are_coarse() {
+        assert_eq!(format_age(250), "250ms");
+        assert_eq!(format_age(42_000), "42s");
+        assert_eq!(format_age(312_000), "5m12s");
+        assert_eq!(format_age(3 * 3_600_000 + 4 * 60_000), "3h4m");
+        assert_eq!(format_age(2 * 86_400_000 + 3 * 3_600_000), "2d3h");
+    }
+
+    #[test]
+    fn urls_encode_segments_and_filters() {
+        let url = saga_url("http://h:1/base/", "order", "a/b c", true).expect("url");
+        assert_eq!(
+            url.as_str(),
+            "http://h:1/base/api/sagas/order/a%2Fb%20c/commands"
+        );
+        let q = ListArgs {
+            status: Some("needs_operator".into()),
+            limit: Some(5),
+            ..ListArgs::default()
+        };
+        let url = list_url("http://h:1", &q).expect("url");
+        assert_eq!(
+            url.as_str(),
+            "http://h:1/api/sagas?status=needs_operator&limit=5"
+        );
+        let url = list_url("http://h:1", &ListArgs::default()).expect("url");
+        assert_eq!(url.as_str(), "http://h:1/api/sagas");
+        assert!(base_url("localhost:8080").is_err());
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+    }
+}

@@ -1,0 +1,707 @@
+//! The coordinator's configuration: one typed tree, layered.
+//!
+//! 1. embedded defaults (every field has one; [`Config::default`]);
+//! 2. a TOML file (`choreo.toml`, see `deploy/choreo.example.toml`): every section and every
+//!    field is optional, unknown ones are rejected;
+//! 3. environment overrides `CHOREO__<SECTION>__<KEY>`, e.g. `CHOREO__KAFKA__BOOTSTRAP_SERVERS`
+//!    or `CHOREO__COORDINATOR__GUARANTEE=effectively_once`. A value is read as a TOML scalar
+//!    or array when it parses as one (`6`, `true`, `["a", "b"]`), else as a string; a list may
+//!    also be written comma-separated. librdkafka settings go through
+//!    `CHOREO__KAFKA__CLIENT__<NAME>`, where `_` in the name stands for `.`
+//!    (`CHOREO__KAFKA__CLIENT__SASL_PASSWORD` sets `sasl.password`).
+//!
+//! The result is validated ([`Config::validate`]). Every error says where the offending value
+//! came from — `choreo.toml:7: ...`, `environment variable CHOREO__COORDINATOR__PARTITIONS:
+//! ...` — and why.
+//!
+//! Relative paths (`coordinator.definitions`, `coordinator.catalog`) are relative to the working
+//! directory of the process.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use choreo_saga::{format_duration, parse_duration};
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::coordinator::Guarantee;
+
+/// The prefix of environment overrides; sections and keys are separated by `__`.
+pub const ENV_PREFIX: &str = "CHOREO__";
+
+/// The label used in errors when no configuration file was given.
+pub const NO_FILE: &str = "<defaults>";
+
+/// librdkafka settings the coordinator sets itself; `kafka.client` may not override them.
+const MANAGED_CLIENT_SETTINGS: &[(&str, &str)] = &[
+    ("bootstrap.servers", "use kafka.bootstrap_servers"),
+    ("group.id", "use kafka.group_id"),
+    (
+        "transactional.id",
+        "it is derived from coordinator.instance_id",
+    ),
+    ("enable.idempotence", "it follows coordinator.guarantee"),
+    (
+        "isolation.level",
+        "the coordinator always reads committed records",
+    ),
+    (
+        "enable.auto.commit",
+        "the coordinator commits offsets itself",
+    ),
+    (
+        "enable.auto.offset.store",
+        "the coordinator stores offsets itself",
+    ),
+];
+
+/// The whole configuration of a coordinator process.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How to reach Kafka.
+    pub kafka: KafkaConfig,
+    /// Where event schemas are registered.
+    pub registry: RegistryConfig,
+    /// The saga coordinator itself.
+    pub coordinator: CoordinatorConfig,
+    /// The operator API and web page.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[kafka]`: how to reach Kafka.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub bootstrap_servers: String,
+    /// The consumer group every replica joins; partitions are shared out among its members.
+    pub group_id: String,
+    /// Extra librdkafka settings for every client the coordinator creates (TLS, SASL…), e.g.
+    /// `"security.protocol" = "SASL_SSL"`. Numbers and booleans are accepted and passed as text.
+    #[serde(deserialize_with = "de_client_settings")]
+    pub client: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "localhost:9092".into(),
+            group_id: "choreo-coordinator".into(),
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The bus configuration of the coordinator's clients: these brokers and `client`
+    /// settings, with `source` as the `ce_source` of the events it emits.
+    pub fn bus_config(&self, source: &str) -> choreo_bus::BusConfig {
+        let mut bus =
+            choreo_bus::BusConfig::new(self.bootstrap_servers.clone()).with_source(source);
+        bus.client.clone_from(&self.client);
+        bus
+    }
+}
+
+/// `[registry]`: where event schemas are registered.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// A schema registry speaking the Confluent REST API (Confluent Schema Registry, Karapace,
+    /// Apicurio), e.g. `http://registry:8081`. Unset: the in-process registry, filled from the
+    /// catalog.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Serve the in-process registry over the Confluent REST API on this address, so that
+    /// other services' serializers can use it. Unset: not served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[coordinator]`: the saga coordinator itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinatorConfig {
+    /// Saga definition files, or folders of them (`*.toml`). Empty: the compiled-in reference
+    /// order saga.
+    pub definitions: Vec<PathBuf>,
+    /// A schemas folder holding `catalog.toml`. Unset: the compiled-in reference catalog.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<PathBuf>,
+    /// `exactly_once` (Kafka transactions) or `effectively_once` (at-least-once with
+    /// deduplicated effects, for brokers without transactions).
+    pub guarantee: Guarantee,
+    /// This replica's name, stable across restarts (it seeds the transactional id, so that a
+    /// restarted replica fences its previous incarnation). Default: `$HOSTNAME`, else
+    /// `choreo-0`.
+    pub instance_id: String,
+    /// Partitions of the topics the coordinator creates at start-up (changelog, commands).
+    pub partitions: i32,
+    /// Replication factor of the topics the coordinator creates at start-up.
+    pub replication_factor: i32,
+    /// The compacted topic that holds every saga's latest state.
+    pub changelog_topic: String,
+    /// The topic operator commands travel on.
+    pub commands_topic: String,
+    /// At most this many inputs are applied in one transaction.
+    pub batch_max_records: usize,
+    /// How long a batch waits for more inputs before it commits, e.g. `"10ms"`.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub batch_linger: Duration,
+    /// How long a finished saga (completed or compensated) is kept before it is deleted
+    /// (a changelog tombstone), e.g. `"1h"`.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub completed_retention: Duration,
+    /// On shutdown or rebalance, how long in-flight work may take to drain, e.g. `"30s"`.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            definitions: Vec::new(),
+            catalog: None,
+            guarantee: Guarantee::ExactlyOnce,
+            instance_id: default_instance_id(std::env::var("HOSTNAME").ok()),
+            partitions: 6,
+            replication_factor: 1,
+            changelog_topic: "choreo.saga-state".into(),
+            commands_topic: "choreo.saga-commands".into(),
+            batch_max_records: 500,
+            batch_linger: Duration::from_millis(10),
+            completed_retention: Duration::from_secs(3600),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn default_instance_id(hostname: Option<String>) -> String {
+    hostname
+        .filter(|h| !h.trim().is_empty())
+        .unwrap_or_else(|| "choreo-0".into())
+}
+
+/// `[http]`: the operator API and web page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Where the operator API, the web page, `/metrics`, `/healthz` and `/readyz` listen.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: a level (`info`) or directives (`info,rdkafka=warn`).
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Why a configuration could not be loaded. Each variant says where the bad value came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the configuration file: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a value in it has the wrong type or an unknown name.
+    #[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    File {
+        /// The file.
+        file: String,
+        /// The 1-based line, when known.
+        line: Option<usize>,
+        /// What is wrong, prefixed by the field's path when known.
+        message: String,
+    },
+    /// An environment override is malformed or does not fit the configuration.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable, e.g. `CHOREO__COORDINATOR__PARTITIONS`.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is well-formed but not acceptable.
+    #[error("{origin}: {field}: {reason}")]
+    Invalid {
+        /// Where the value came from: `file:line`, `environment variable NAME`, or `default`.
+        origin: String,
+        /// The field's path, e.g. `coordinator.partitions`.
+        field: String,
+        /// Why it is not acceptable.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `path` when given, then the process
+    /// environment's `CHOREO__…` overrides; validated.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        match path {
+            Some(p) => {
+                let label = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    file: label.clone(),
+                    source,
+                })?;
+                Self::from_toml_str(&label, &text, env)
+            }
+            None => Self::from_toml_str(NO_FILE, "", env),
+        }
+    }
+
+    /// Loads the configuration from `text` (named `file_label` in errors) and the environment
+    /// `env` (only `CHOREO__…` variables and `HOSTNAME` are read); validated. Does not touch
+    /// the process environment.
+    pub fn from_toml_str(
+        file_label: &str,
+        text: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut overrides = BTreeMap::new();
+        let mut hostname = None;
+        for (k, v) in env {
+            if k == "HOSTNAME" {
+                hostname = Some(v);
+            } else if k.starts_with(ENV_PREFIX) {
+                overrides.insert(k, v);
+            }
+        }
+
+        // The file alone: its errors carry a span, hence a line.
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| file_error(file_label, text, &e))?;
+        let mut origins = file_origins(file_label, text);
+
+        // Then each override in turn, so that an error names its variable.
+        let mut table: toml::Table = text.parse().map_err(|e| file_error(file_label, text, &e))?;
+        for (var, raw) in &overrides {
+            let path = env_path(var)?;
+            let mut first_error = None;
+            let mut applied = false;
+            for candidate in env_candidates(raw) {
+                let mut attempt = table.clone();
+                insert_path(&mut attempt, &path, candidate).map_err(|message| {
+                    ConfigError::Env {
+                        var: var.clone(),
+                        message,
+                    }
+                })?;
+                match toml::Value::Table(attempt.clone()).try_into::<Config>() {
+                    Ok(c) => {
+                        config = c;
+                        table = attempt;
+                        applied = true;
+                        break;
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if !applied {
+                let message = first_error
+                    .map(|e| describe_toml_error(&e))
+                    .unwrap_or_default();
+                return Err(ConfigError::Env {
+                    var: var.clone(),
+                    message,
+                });
+            }
+            origins.insert(path.join("."), format!("environment variable {var}"));
+        }
+
+        let instance_set = table
+            .get("coordinator")
+            .and_then(|c| c.get("instance_id"))
+            .is_some();
+        if !instance_set {
+            config.coordinator.instance_id = default_instance_id(hostname);
+        }
+
+        config.validate_with(&|field| {
+            origins
+                .get(field)
+                .cloned()
+                .unwrap_or_else(|| "default".to_owned())
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what types cannot: non-empty names, positive counts, valid topic names, distinct
+    /// topics, a usable log filter, a registry URL with a scheme, and no `kafka.client` setting
+    /// that the coordinator manages itself.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_with(&|_| "configuration".to_owned())
+    }
+
+    fn validate_with(&self, origin: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let invalid = |field: &str, reason: String| ConfigError::Invalid {
+            origin: origin(field),
+            field: field.to_owned(),
+            reason,
+        };
+        let non_empty = |field: &str, value: &str| {
+            if value.trim().is_empty() {
+                Err(invalid(field, "must not be empty".into()))
+            } else {
+                Ok(())
+            }
+        };
+        non_empty("kafka.bootstrap_servers", &self.kafka.bootstrap_servers)?;
+        non_empty("kafka.group_id", &self.kafka.group_id)?;
+        for (key, why) in MANAGED_CLIENT_SETTINGS {
+            if self.kafka.client.contains_key(*key) {
+                let field = format!("kafka.client.{key}");
+                return Err(invalid(
+                    &field,
+                    format!("is set by the coordinator, not here: {why}"),
+                ));
+            }
+        }
+        if let Some(url) = &self.registry.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "registry.url",
+                format!("\"{url}\" is not an http:// or https:// URL"),
+            ));
+        }
+        let c = &self.coordinator;
+        non_empty("coordinator.instance_id", &c.instance_id)?;
+        if c.instance_id
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control())
+        {
+            return Err(invalid(
+                "coordinator.instance_id",
+                format!("\"{}\" must not contain whitespace", c.instance_id),
+            ));
+        }
+        if c.partitions < 1 {
+            return Err(invalid(
+                "coordinator.partitions",
+                format!("must be at least 1 (got {})", c.partitions),
+            ));
+        }
+        if c.replication_factor < 1 || c.replication_factor > i32::from(i16::MAX) {
+            return Err(invalid(
+                "coordinator.replication_factor",
+                format!(
+                    "must be between 1 and {} (got {})",
+                    i16::MAX,
+                    c.replication_factor
+                ),
+            ));
+        }
+        check_topic(&c.changelog_topic).map_err(|r| invalid("coordinator.changelog_topic", r))?;
+        check_topic(&c.commands_topic).map_err(|r| invalid("coordinator.commands_topic", r))?;
+        if c.changelog_topic == c.commands_topic {
+            return Err(invalid(
+                "coordinator.commands_topic",
+                format!(
+                    "must differ from coordinator.changelog_topic (both \"{}\")",
+                    c.commands_topic
+                ),
+            ));
+        }
+        if c.batch_max_records == 0 {
+            return Err(invalid(
+                "coordinator.batch_max_records",
+                "must be at least 1".into(),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid(
+                "log.level",
+                format!("\"{}\" is not a log filter: {e}", self.log.level),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, every field written (what `choreo` actually runs with).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+}
+
+fn check_topic(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("\"{name}\" is not a valid topic name"));
+    }
+    if name.len() > 249 {
+        return Err(format!("\"{name}\" is longer than 249 characters"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "\"{name}\" contains '{bad}' (topic names use letters, digits, '.', '_' and '-')"
+        ));
+    }
+    Ok(())
+}
+
+/// The 1-based line of byte offset `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    let at = at.min(text.len());
+    text.as_bytes()[..at]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// A `toml` error's message, prefixed by the path of the field it concerns when known.
+fn describe_toml_error(e: &toml::de::Error) -> String {
+    // Without its input, `Display` renders the message and then "in `a.b`" (the field's
+    // path); `keys` has no accessor of its own.
+    let mut bare = e.clone();
+    bare.set_input(None);
+    let rendered = bare.to_string();
+    let path = rendered
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("in `").and_then(|l| l.strip_suffix('`')))
+        .filter(|p| !p.is_empty());
+    let message = e.message().trim_end();
+    match path {
+        Some(p) => format!("{p}: {message}"),
+        None => message.to_owned(),
+    }
+}
+
+fn file_error(file: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    ConfigError::File {
+        file: file.to_owned(),
+        line: e.span().map(|s| line_of(text, s.start)),
+        message: describe_toml_error(e),
+    }
+}
+
+/// Where each `section.key` (and `kafka.client.<name>`) of the file is written: `file:line`.
+fn file_origins(file: &str, text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Ok(doc) = toml::de::DeTable::parse(text) else {
+        return out;
+    };
+    for (section, value) in doc.get_ref() {
+        let Some(table) = value.get_ref().as_table() else {
+            continue;
+        };
+        for (key, value) in table {
+            let path = format!("{}.{}", section.get_ref(), key.get_ref());
+            let line = line_of(text, key.span().start);
+            out.insert(path.clone(), format!("{file}:{line}"));
+            if let Some(inner) = value.get_ref().as_table() {
+                for (k, _) in inner {
+                    let line = line_of(text, k.span().start);
+                    out.insert(format!("{path}.{}", k.get_ref()), format!("{file}:{line}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `CHOREO__KAFKA__BOOTSTRAP_SERVERS` → `["kafka", "bootstrap_servers"]`;
+/// `CHOREO__KAFKA__CLIENT__SASL_PASSWORD` → `["kafka", "client", "sasl.password"]`.
+fn env_path(var: &str) -> Result<Vec<String>, ConfigError> {
+    let rest = var.strip_prefix(ENV_PREFIX).unwrap_or(var);
+    let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+    let bad = |message: String| ConfigError::Env {
+        var: var.to_owned(),
+        message,
+    };
+    if parts.iter().any(String::is_empty) {
+        return Err(bad(format!(
+            "expected {ENV_PREFIX}<SECTION>__<KEY>, e.g. CHOREO__KAFKA__BOOTSTRAP_SERVERS"
+        )));
+    }
+    match parts.as_slice() {
+        [_, _] => Ok(parts),
+        [section, key, name] if section == "kafka" && key == "client" => {
+            Ok(vec![section.clone(), key.clone(), name.replace('_', ".")])
+        }
+        _ => Err(bad(format!(
+            "expected {ENV_PREFIX}<SECTION>__<KEY> (or CHOREO__KAFKA__CLIENT__<SETTING>), e.g. CHOREO__KAFKA__BOOTSTRAP_SERVERS"
+        ))),
+    }
+}
+
+/// The readings of an override's value, in the order they are tried: as TOML, as a plain
+/// string, as a comma-separated list of strings.
+fn env_candidates(raw: &str) -> Vec<toml::Value> {
+    let mut out = Vec::with_capacity(3);
+    if let Ok(mut t) = format!("v = {raw}").parse::<toml::Table>()
+        && let Some(v) = t.remove("v")
+        && !v.is_str()
+    {
+        out.push(v);
+    }
+    out.push(toml::Value::String(raw.to_owned()));
+    out.push(toml::Value::Array(
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| toml::Value::String(s.to_owned()))
+            .collect(),
+    ));
+    out
+}
+
+fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("empty key".into());
+    };
+    let mut t = table;
+    for p in parents {
+        let entry = t
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{p} is not a table in the configuration file"))?;
+    }
+    t.insert(last.clone(), value);
+    Ok(())
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration written as a string, e.g. \"10ms\", \"30s\", \"5m\", \"1h\"")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
+            parse_duration(s).map_err(|_| {
+                let digits = s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic());
+                if digits.parse::<u64>() == Ok(0) {
+                    E::custom(format!("\"{s}\" must be greater than zero"))
+                } else {
+                    E::custom(format!(
+                        "\"{s}\" is not a duration (write an integer and a unit: 250ms, 30s, 5m, 1h, 2d)"
+                    ))
+                }
+            })
+        }
+    }
+    d.deserialize_str(V)
+}
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+/// `kafka.client`: a table of strings; numbers and booleans are accepted and kept as text.
+fn de_client_settings<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Setting {
+        Text(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let raw = BTreeMap::<String, Setting>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Setting::Text(s) => s,
+                Setting::Int(i) => i.to_string(),
+                Setting::Float(f) => f.to_string(),
+                Setting::Bool(b) => b.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_one_based() {
+        assert_eq!(line_of("a\nb\nc", 0), 1);
+        assert_eq!(line_of("a\nb\nc", 2), 2);
+        assert_eq!(line_of("a\nb\nc", 99), 3);
+    }
+
+    #[test]
+    fn env_paths() {
+        assert_eq!(
+            env_path("CHOREO__KAFKA__BOOTSTRAP_SERVERS").expect("valid"),
+            vec!["kafka", "bootstrap_servers"]
+        );
+        assert_eq!(
+            env_path("CHOREO__KAFKA__CLIENT__SASL_PASSWORD").expect("valid"),
+            vec!["kafka", "client", "sasl.password"]
+        );
+        assert!(env_path("CHOREO__KAFKA").is_err());
+        assert!(env_path("CHOREO__A__B__C").is_err());
+        assert!(env_path("CHOREO____B").is_err());
+    }
+
+    #[test]
+    fn candidates() {
+        let c = env_candidates("6");
+        assert_eq!(c[0], toml::Value::Integer(6));
+        assert_eq!(c[1], toml::Value::String("6".into()));
+        let c = env_candidates("localhost:9092");
+        assert_eq!(c[0], toml::Value::String("localhost:9092".into()));
+    }
+}

@@ -1,0 +1,408 @@
+//! `choreo`: the saga coordinator, its one-command embedded mode, and the operator CLI.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use choreo_bus::{Bus, BusConfig, EmbeddedBroker};
+use choreo_coordinator::config::{Config, LogFormat};
+use choreo_coordinator::demo::{Demo, DemoOptions};
+use choreo_coordinator::http::{self, ApiState};
+use choreo_coordinator::{
+    CoordinatorHandle, CoordinatorOptions, Guarantee, client, start, telemetry,
+};
+use choreo_saga::{Definition, Definitions};
+use choreo_schemas::{Catalog, ConfluentRegistry, MemoryRegistry, SchemaRegistry};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "choreo",
+    version,
+    about = "A choreography event bus on Kafka with a saga coordinator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Everything in one process: an embedded Kafka-protocol broker (or --bootstrap-servers), the
+    /// schema registry, the coordinator with the order saga, and demo services placing orders.
+    Dev(DevArgs),
+    /// Run a coordinator replica against a Kafka cluster (production).
+    Run {
+        /// The configuration file (see deploy/choreo.example.toml); `CHOREO__…` variables
+        /// override it.
+        #[arg(long, short, env = "CHOREO_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Watch and act on sagas through a coordinator's operator API.
+    Sagas(client::SagasArgs),
+    /// Drive sagas through a broker and print throughput and latency against a baseline.
+    Loadgen(choreo_coordinator::loadgen::LoadgenArgs),
+}
+
+#[derive(clap::Args)]
+struct DevArgs {
+    /// Use this Kafka cluster instead of the embedded broker.
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// The processing guarantee (a broker without transactions needs effectively_once).
+    #[arg(long, value_enum, default_value_t = GuaranteeArg::ExactlyOnce)]
+    guarantee: GuaranteeArg,
+    /// The operator API and web page.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// The schema registry (Confluent REST API), for other languages' serializers.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    registry: SocketAddr,
+    /// Orders placed per second by the demo.
+    #[arg(long, default_value_t = 2.0)]
+    orders_per_second: f64,
+    /// Share of payments declined.
+    #[arg(long, default_value_t = 0.1)]
+    decline_rate: f64,
+    /// Share of orders out of stock.
+    #[arg(long, default_value_t = 0.1)]
+    stockout_rate: f64,
+    /// Share of shipments that fail.
+    #[arg(long, default_value_t = 0.05)]
+    shipping_failure_rate: f64,
+    /// Share of requests a demo service never answers (deadlines fire, then compensation).
+    #[arg(long, default_value_t = 0.05)]
+    silent_rate: f64,
+    /// Partitions of the saga topics.
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration_secs: Option<u64>,
+    /// Stop placing orders after this many.
+    #[arg(long)]
+    max_orders: Option<u64>,
+    /// Saga definition files instead of the compiled-in order saga.
+    #[arg(long = "definition")]
+    definitions: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GuaranteeArg {
+    ExactlyOnce,
+    EffectivelyOnce,
+}
+
+fn init_logs(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn load_definitions(paths: &[PathBuf], catalog: &Catalog) -> anyhow::Result<Definitions> {
+    let mut defs = Definitions::new();
+    if paths.is_empty() {
+        defs.insert(Definition::reference_order_saga(catalog)?)?;
+        return Ok(defs);
+    }
+    for p in paths {
+        if p.is_dir() {
+            for d in Definitions::load_dir(p, catalog)?.iter() {
+                defs.insert(d.as_ref().clone())?;
+            }
+        } else {
+            defs.insert(Definition::load(p, catalog)?)?;
+        }
+    }
+    Ok(defs)
+}
+
+/// Registers every schema version of the catalog, so that services in any language find them.
+async fn register_catalog(registry: &dyn SchemaRegistry, catalog: &Catalog) -> anyhow::Result<()> {
+    for e in catalog.events() {
+        for v in &e.versions {
+            registry
+                .register(&e.subject(), &v.text)
+                .await
+                .with_context(|| format!("registering {}", v.file))?;
+        }
+    }
+    Ok(())
+}
+
+struct Services {
+    coordinator: CoordinatorHandle,
+    api_addr: SocketAddr,
+    api_stop: CancellationToken,
+    api_task: tokio::task::JoinHandle<()>,
+}
+
+async fn serve_api(coordinator: CoordinatorHandle, addr: SocketAddr) -> anyhow::Result<Services> {
+    let metrics = telemetry::install_prometheus().ok();
+    let state = ApiState {
+        view: coordinator.view(),
+        sink: Arc::new(coordinator.commands()),
+        ready: coordinator.readiness(),
+        metrics,
+    };
+    let api_stop = CancellationToken::new();
+    let (api_addr, api_task) = http::serve(state, addr, api_stop.clone()).await?;
+    Ok(Services {
+        coordinator,
+        api_addr,
+        api_stop,
+        api_task,
+    })
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    init_logs("warn,choreo_coordinator=info,choreo=info", LogFormat::Text);
+    let catalog = Arc::new(Catalog::reference());
+    let definitions = Arc::new(load_definitions(&args.definitions, &catalog)?);
+    let embedded = match &args.bootstrap_servers {
+        Some(_) => None,
+        None => Some(EmbeddedBroker::start(1)?),
+    };
+    let bootstrap = args
+        .bootstrap_servers
+        .clone()
+        .or_else(|| embedded.as_ref().map(|b| b.bootstrap_servers().to_owned()))
+        .context("no broker")?;
+    let memory = Arc::new(MemoryRegistry::new());
+    register_catalog(memory.as_ref(), &catalog).await?;
+    let (registry_addr, _registry_task) =
+        choreo_schemas::server::serve(Arc::clone(&memory), args.registry)
+            .await
+            .with_context(|| format!("cannot serve the schema registry on {}", args.registry))?;
+    let registry: Arc<dyn SchemaRegistry> = memory;
+
+    let mut opts = CoordinatorOptions::new(
+        BusConfig::new(&bootstrap),
+        definitions,
+        Arc::clone(&catalog),
+        Arc::clone(&registry),
+    );
+    opts.partitions = args.partitions;
+    opts.instance_id = "dev-0".into();
+    opts.group_id = "choreo-dev-coordinator".into();
+    opts.guarantee = match args.guarantee {
+        GuaranteeArg::ExactlyOnce => Guarantee::ExactlyOnce,
+        GuaranteeArg::EffectivelyOnce => Guarantee::EffectivelyOnce,
+    };
+    if let Some(b) = &embedded {
+        // The mock cluster does not answer CreateTopics: create the topics through it.
+        for t in opts.required_topics()? {
+            b.create_topic(&t.name, t.partitions)?;
+        }
+        opts.create_topics = false;
+    }
+    println!("choreo dev");
+    println!(
+        "  kafka bootstrap servers  {bootstrap}{}",
+        if embedded.is_some() {
+            "  (embedded; other programs can connect)"
+        } else {
+            ""
+        }
+    );
+    println!("  schema registry          http://{registry_addr}");
+    let coordinator = start(opts).await?;
+    let services = serve_api(coordinator, args.http).await?;
+    println!("  operator web page        http://{}/", services.api_addr);
+    println!(
+        "  saga API                 http://{}/api/sagas",
+        services.api_addr
+    );
+    println!(
+        "  metrics                  http://{}/metrics",
+        services.api_addr
+    );
+    println!(
+        "  try: choreo sagas list --api http://{}",
+        services.api_addr
+    );
+    println!();
+
+    let bus = Bus::new(
+        BusConfig::new(&bootstrap).with_source("/choreo/dev/demo"),
+        Arc::clone(&registry),
+    )?;
+    let demo = Demo::start(
+        &bus,
+        DemoOptions {
+            orders_per_second: args.orders_per_second,
+            max_orders: args.max_orders,
+            decline_rate: args.decline_rate,
+            stockout_rate: args.stockout_rate,
+            shipping_failure_rate: args.shipping_failure_rate,
+            silent_rate: args.silent_rate,
+        },
+    )
+    .await?;
+
+    let view = services.coordinator.view();
+    let stop = async {
+        match args.duration_secs {
+            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+            None => std::future::pending().await,
+        }
+    };
+    let report = async {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let counts: Vec<String> = view
+                .counts()
+                .iter()
+                .map(|(s, n)| {
+                    format!(
+                        "{}={n}",
+                        serde_json::to_value(s)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            println!(
+                "orders placed: {:>5}   sagas: {}",
+                demo.orders_placed(),
+                if counts.is_empty() {
+                    "none yet".into()
+                } else {
+                    counts.join("  ")
+                }
+            );
+        }
+    };
+    let mut coordinator_failed = None;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = stop => {}
+        () = report => {}
+        r = wait_coordinator(&services) => coordinator_failed = Some(r),
+    }
+    println!("stopping…");
+    demo.shutdown().await;
+    let summary: Vec<String> = view
+        .counts()
+        .iter()
+        .map(|(s, n)| format!("{s:?}={n}"))
+        .collect();
+    services.api_stop.cancel();
+    let _ = services.api_task.await;
+    let result = services.coordinator.shutdown().await;
+    println!("final saga counts: {}", summary.join(" "));
+    if let Some(Err(e)) = coordinator_failed {
+        return Err(e);
+    }
+    result.map_err(Into::into)
+}
+
+async fn wait_coordinator(services: &Services) -> anyhow::Result<()> {
+    while !services.coordinator.is_finished() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("the coordinator stopped unexpectedly (see the log above)")
+}
+
+async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = Config::load(config.as_deref())?;
+    init_logs(&cfg.log.level, cfg.log.format);
+    let catalog = Arc::new(match &cfg.coordinator.catalog {
+        Some(dir) => Catalog::load(dir)?,
+        None => Catalog::reference(),
+    });
+    let definitions = Arc::new(load_definitions(&cfg.coordinator.definitions, &catalog)?);
+    let registry: Arc<dyn SchemaRegistry> = match &cfg.registry.url {
+        Some(url) => Arc::new(ConfluentRegistry::new(url)),
+        None => {
+            let memory = Arc::new(MemoryRegistry::new());
+            register_catalog(memory.as_ref(), &catalog).await?;
+            if let Some(addr) = cfg.registry.listen {
+                let (a, _) = choreo_schemas::server::serve(Arc::clone(&memory), addr).await?;
+                tracing::info!(addr = %a, "schema registry served");
+            }
+            memory
+        }
+    };
+    let mut opts = CoordinatorOptions::new(
+        cfg.kafka.bus_config("/choreo/coordinator"),
+        definitions,
+        catalog,
+        registry,
+    );
+    opts.group_id.clone_from(&cfg.kafka.group_id);
+    opts.instance_id.clone_from(&cfg.coordinator.instance_id);
+    opts.guarantee = cfg.coordinator.guarantee;
+    opts.partitions = cfg.coordinator.partitions;
+    opts.replication_factor = cfg.coordinator.replication_factor;
+    opts.changelog_topic
+        .clone_from(&cfg.coordinator.changelog_topic);
+    opts.commands_topic
+        .clone_from(&cfg.coordinator.commands_topic);
+    opts.batch_max_records = cfg.coordinator.batch_max_records;
+    opts.batch_linger = cfg.coordinator.batch_linger;
+    opts.completed_retention = cfg.coordinator.completed_retention;
+    let coordinator = start(opts).await?;
+    let services = serve_api(coordinator, cfg.http.listen).await?;
+    tracing::info!(api = %services.api_addr, "coordinator running");
+    let mut failed = None;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        r = wait_coordinator(&services) => failed = Some(r),
+    }
+    services.api_stop.cancel();
+    let _ = services.api_task.await;
+    let result = services.coordinator.shutdown().await;
+    if let Some(Err(e)) = failed {
+        return Err(e);
+    }
+    result.map_err(Into::into)
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Dev(args) => dev(args).await,
+        Cmd::Run { config } => run(config).await,
+        Cmd::Sagas(args) => client::run(args).await,
+        Cmd::Loadgen(args) => {
+            init_logs("warn", LogFormat::Text);
+            choreo_coordinator::loadgen::run(args).await
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("choreo: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

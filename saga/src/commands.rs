@@ -1,0 +1,135 @@
+//! Operator commands: abort, retry a stuck compensation, skip a step, resume.
+
+use serde::{Deserialize, Serialize};
+
+use crate::apply::Cx;
+use crate::deadlines::DeadlineKind;
+use crate::state::{CompensationState, Status, StepStatus, TimelineKind};
+
+/// What an operator can ask of one saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Give up now and compensate what completed (Pending or Running sagas).
+    Abort {
+        /// Why; recorded and available to mappings as `saga.reason`.
+        reason: String,
+    },
+    /// Emit a step's unacknowledged (or stuck) compensation again — same event id — with a
+    /// fresh retry budget.
+    Retry {
+        /// The step.
+        step: String,
+    },
+    /// While running: the step counts as done without its success event (it will not be
+    /// compensated) and the steps after it start. While compensating or needing an operator:
+    /// the step's compensation counts as done (handled by hand).
+    Skip {
+        /// The step.
+        step: String,
+    },
+    /// Leave NeedsOperator: every stuck compensation waits for its acknowledgement again, with
+    /// a fresh retry budget, without being re-emitted now (e.g. the service that acknowledges
+    /// it was down and is back).
+    Resume,
+}
+
+impl Cx<'_> {
+    pub(crate) fn on_command(&mut self, command: &Command) {
+        self.note(TimelineKind::Command, format!("{command:?}"));
+        match command {
+            Command::Abort { reason } => self.cmd_abort(reason),
+            Command::Retry { step } => self.cmd_retry(step),
+            Command::Skip { step } => self.cmd_skip(step),
+            Command::Resume => self.cmd_resume(),
+        }
+    }
+
+    fn step_or_reject(&mut self, step: &str) -> Option<usize> {
+        let found = self.def.step_index(step);
+        if found.is_none() {
+            self.reject(format!("saga {} has no step \"{step}\"", self.def.name()));
+        }
+        found
+    }
+
+    fn cmd_abort(&mut self, reason: &str) {
+        let status = self.state.status;
+        if !matches!(status, Status::Pending | Status::Running) {
+            self.reject(format!("cannot abort a saga that is {status}"));
+            return;
+        }
+        self.abort(format!("aborted by an operator: {reason}"));
+    }
+
+    fn cmd_retry(&mut self, step: &str) {
+        let Some(i) = self.step_or_reject(step) else {
+            return;
+        };
+        match self.state.steps[i].compensation {
+            CompensationState::Emitted { .. } | CompensationState::Stuck { .. } => {
+                self.reemit(i, 1);
+                self.recompute();
+            }
+            ref other => {
+                let what = format!("step \"{step}\" has no compensation to retry ({other:?})");
+                self.reject(what);
+            }
+        }
+    }
+
+    fn cmd_skip(&mut self, step: &str) {
+        let Some(i) = self.step_or_reject(step) else {
+            return;
+        };
+        let s = &self.state.steps[i];
+        match self.state.status {
+            Status::Running if !matches!(s.status, StepStatus::Completed | StepStatus::Skipped) => {
+                self.state.steps[i].status = StepStatus::Skipped;
+                self.state.steps[i].finished_at = Some(self.now);
+                self.cancel_deadline(&DeadlineKind::Step(step.to_owned()));
+                self.after_skip();
+            }
+            Status::Compensating | Status::NeedsOperator
+                if s.status == StepStatus::Completed && !s.compensation.is_settled() =>
+            {
+                self.state.steps[i].compensation = CompensationState::Skipped;
+                self.cancel_deadline(&DeadlineKind::CompensationAck(step.to_owned()));
+                self.recompute();
+            }
+            status => {
+                let what = format!(
+                    "cannot skip step \"{step}\" ({:?}) of a saga that is {status}",
+                    s.status
+                );
+                self.reject(what.to_lowercase());
+            }
+        }
+    }
+
+    fn cmd_resume(&mut self) {
+        if self.state.status != Status::NeedsOperator {
+            let status = self.state.status;
+            self.reject(format!(
+                "only a saga that needs an operator can resume; this one is {status}"
+            ));
+            return;
+        }
+        let def = self.def;
+        for (i, step) in def.steps().iter().enumerate() {
+            if let CompensationState::Stuck { event_id, .. } = self.state.steps[i].compensation
+                && let Some(c) = &step.compensation
+            {
+                self.state.steps[i].compensation = CompensationState::Emitted {
+                    event_id,
+                    attempts: 1,
+                };
+                self.set_deadline(
+                    DeadlineKind::CompensationAck(step.name.clone()),
+                    self.now.plus(c.ack_deadline),
+                );
+            }
+        }
+        self.recompute();
+    }
+}

@@ -1,0 +1,128 @@
+//! What goes into [`crate::apply`] ([`Input`]) and what comes out ([`Action`]).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::commands::Command;
+use crate::deadlines::{Deadline, DeadlineKind, Millis};
+use crate::state::Status;
+
+/// A consumed event, decoded by the runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The event's id (CloudEvents `ce_id`); two inputs with the same id are one event.
+    pub id: String,
+    /// The event type (Avro full name, `ce_type`).
+    pub event_type: String,
+    /// The saga's correlation id (see [`crate::Definition::correlation_id`]).
+    pub correlation_id: String,
+    /// The event's own time (`ce_time`), for the timeline; decisions use `now`.
+    pub time: Millis,
+    /// The event's data (Avro decoded into JSON).
+    pub data: Value,
+}
+
+/// One input to the state machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Input {
+    /// An event the saga consumes.
+    Event(Event),
+    /// A deadline of [`crate::SagaState::deadlines`] is due. Deadlines that are no longer
+    /// pending, or not yet due at `now`, are ignored.
+    Deadline {
+        /// Which deadline.
+        kind: DeadlineKind,
+    },
+    /// An operator command.
+    Command(Command),
+}
+
+/// Why the saga emits an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmitKind {
+    /// A step started (`on_start`).
+    StepStart,
+    /// A step's compensation.
+    Compensation,
+    /// Every step completed (`on_complete`).
+    Completed,
+    /// The aborted saga is compensated (`on_abort`).
+    Aborted,
+}
+
+impl EmitKind {
+    /// The kind's name inside deterministic event ids.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmitKind::StepStart => "start",
+            EmitKind::Compensation => "compensate",
+            EmitKind::Completed => "completed",
+            EmitKind::Aborted => "aborted",
+        }
+    }
+}
+
+/// An event to produce.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Emit {
+    /// Deterministic id: UUIDv5 of (saga id, step, kind) — see [`crate::event_id`]. A
+    /// re-emission carries the same id.
+    pub event_id: Uuid,
+    /// Event type (Avro full name).
+    pub event_type: String,
+    /// Topic, from the catalog.
+    pub topic: String,
+    /// Record key: the correlation id.
+    pub key: String,
+    /// The step it concerns (`None` for saga-level events).
+    pub step: Option<String>,
+    /// Why it is emitted.
+    pub kind: EmitKind,
+    /// 1 for the first emission, then 2, 3… for re-emissions.
+    pub attempt: u32,
+    /// A JSON object with every field of the event's latest schema.
+    pub data: Value,
+}
+
+/// What the runtime must do after an `apply`, in order, once the new state is durable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Produce an event.
+    Emit(Emit),
+    /// Add (or move) a deadline in the index.
+    SetDeadline(Deadline),
+    /// Remove a deadline from the index.
+    CancelDeadline {
+        /// Which one.
+        kind: DeadlineKind,
+    },
+    /// The saga changed status (for metrics, logs and the operator view).
+    Status {
+        /// Before.
+        from: Status,
+        /// After.
+        to: Status,
+        /// Why.
+        reason: String,
+    },
+    /// The input was not usable (wrong saga, unknown event type, a command that does not
+    /// apply now). The state is unchanged unless said otherwise in the timeline.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Action {
+    /// The emitted event, if this is an emission.
+    pub fn as_emit(&self) -> Option<&Emit> {
+        match self {
+            Action::Emit(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! choreo's saga core: declarative saga definitions and the pure state machine that runs them.
+//!
+//! A saga author describes a business transaction once — in a TOML file under
+//! `saga/definitions/` or with the Rust API ([`SagaSpec`]) — and it is checked against the
+//! event catalog at load. The coordinator runtime (elsewhere; this crate does no I/O) feeds each
+//! saga instance its inputs through [`apply`] and performs the returned [`Action`]s.
+//!
+//! ```text
+//!   (SagaState, Input, now) --apply--> (SagaState', Vec<Action>)
+//!   Input  = Event | Deadline fired | operator Command
+//!   Action = Emit event | SetDeadline | CancelDeadline | Status change | Rejected
+//! ```
+//!
+//! # Layout
+//!
+//! - `definition`: the Rust API to describe a saga ([`SagaSpec`], [`StepSpec`],
+//!   [`EmitSpec`], [`CompensationSpec`]) and its validated, compiled form ([`Definition`]).
+//! - `loader`: reading definitions from TOML, errors with file and line; the compiled-in
+//!   reference order saga ([`Definition::reference_order_saga`]).
+//! - `registry`: [`Definitions`], keyed by name and version (instances stay pinned).
+//! - `state`: [`SagaState`] — serde-serializable, with its deadlines and timeline.
+//! - `input`: [`Input`] (what goes in) and [`Action`] (what comes out).
+//! - `apply`: the state machine's entry point and the running saga's rules.
+//! - `compensation`: aborting, compensating in reverse order, acknowledgements, escalation.
+//! - `deadlines`: [`Millis`], [`Deadline`], durations, and what a fired deadline does.
+//! - `commands`: operator [`Command`]s (abort, retry, skip, resume).
+//! - `mapping`: deterministic event ids ([`event_id`]) and filling emitted data.
+//! - `testing`: [`testing::SagaTest`], a virtual-clock harness for saga authors.
+//! - `error`: [`SagaError`].
+
+mod apply;
+mod commands;
+mod compensation;
+mod deadlines;
+mod definition;
+mod error;
+mod input;
+mod loader;
+mod mapping;
+mod registry;
+mod state;
+pub mod testing;
+
+/// `saga/HARNESS.md`'s example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../HARNESS.md")]
+mod harness_md {}
+
+pub use apply::apply;
+pub use commands::Command;
+pub use deadlines::{Deadline, DeadlineKind, Millis, format_duration, parse_duration};
+pub use definition::{
+    Compensation, CompensationSpec, Correlation, DeadlineFrom, Definition, Emission, EmitSpec,
+    FieldPlan, MapFrom, Role, SagaField, SagaSpec, Source, Step, StepDeadline, StepSpec,
+};
+pub use error::SagaError;
+pub use input::{Action, Emit, EmitKind, Event, Input};
+pub use mapping::event_id;
+pub use registry::Definitions;
+pub use state::{
+    CompensationState, PENDING_CAPACITY, SEEN_CAPACITY, SagaState, Status, StepState, StepStatus,
+    TIMELINE_CAPACITY, Timeline, TimelineEntry, TimelineKind,
+};
