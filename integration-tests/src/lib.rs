@@ -12,4 +12,5 @@
 //! - `src/bin/choreo-test-consumer.rs`: a subscriber process for kill-and-restart tests.
 
 pub mod broker;
+pub mod saga_scenarios;
 pub mod scenarios;

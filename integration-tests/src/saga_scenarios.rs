@@ -1,0 +1,405 @@
+//! Order saga scenarios against Kafka, written once and run against the in-process mock cluster
+//! (exactly-once) and the real broker (exactly-once where it has transactions, effectively-once
+//! on nisshi). A driver plays the payment, inventory and shipping services; a read_committed
+//! collector records every event the coordinator emitted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use choreo_bus::envelope::header;
+use choreo_bus::{Bus, BusConfig, Context, EmbeddedBroker, HandlerError, Subscription, Unhandled};
+use choreo_coordinator::{CoordinatorHandle, CoordinatorOptions, Guarantee};
+use choreo_saga::{Definition, Definitions};
+use choreo_schemas::event::*;
+use choreo_schemas::{Catalog, SchemaRegistry};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message};
+
+/// The order saga topics.
+pub const SAGA_TOPICS: [&str; 4] = ["orders", "payments", "inventory", "shipping"];
+
+/// The reference order saga with short deadlines: steps 2 s, shipping 4 s, saga 8 s,
+/// acknowledgements 3 s with one re-emission.
+pub fn fast_order_saga(catalog: &Catalog) -> anyhow::Result<Definition> {
+    let text = Definition::reference_order_saga_toml()
+        .replace("deadline = \"2m\"", "deadline = \"8s\"")
+        .replace("deadline = \"100s\"", "deadline = \"4s\"")
+        .replace("ack_deadline = \"30s\"", "ack_deadline = \"3s\"")
+        .replace("deadline = \"30s\"", "deadline = \"2s\"")
+        .replace("max_retries = 3", "max_retries = 1");
+    Ok(Definition::from_toml("order-fast.toml", &text, catalog)?)
+}
+
+/// Where the saga scenarios run.
+#[derive(Debug, Clone)]
+pub struct SagaEnv {
+    /// Bootstrap servers.
+    pub bootstrap: String,
+    /// The shared registry.
+    pub registry: Arc<dyn SchemaRegistry>,
+    /// The in-process broker, if any (topics are created through it).
+    pub embedded: Option<Arc<EmbeddedBroker>>,
+    /// The guarantee to run the coordinator with.
+    pub guarantee: Guarantee,
+    /// Partitions of the saga topics.
+    pub partitions: i32,
+}
+
+impl SagaEnv {
+    /// Coordinator options for this environment and definition.
+    pub fn options(&self, def: Definition, instance: &str) -> anyhow::Result<CoordinatorOptions> {
+        let catalog = Arc::new(Catalog::reference());
+        let mut defs = Definitions::new();
+        defs.insert(def)?;
+        let mut o = CoordinatorOptions::new(
+            BusConfig::new(&self.bootstrap),
+            Arc::new(defs),
+            catalog,
+            Arc::clone(&self.registry),
+        );
+        o.guarantee = self.guarantee;
+        o.partitions = self.partitions;
+        o.instance_id = instance.to_owned();
+        o.group_id = "choreo-test-coordinator".into();
+        o.kafka_timeout = Duration::from_secs(20);
+        if let Some(b) = &self.embedded {
+            for t in o.required_topics()? {
+                b.create_topic(&t.name, t.partitions)?;
+            }
+            o.create_topics = false;
+        }
+        Ok(o)
+    }
+
+    /// A bus for the driver.
+    pub fn bus(&self, source: &str) -> anyhow::Result<Bus> {
+        Ok(Bus::new(BusConfig::new(&self.bootstrap).with_source(source), Arc::clone(&self.registry))?)
+    }
+}
+
+/// One event the coordinator emitted, as a read_committed consumer saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emitted {
+    /// Record key (order id).
+    pub key: String,
+    /// `ce_type` without the namespace.
+    pub event_type: String,
+    /// `ce_id`.
+    pub id: String,
+}
+
+/// Collects the coordinator's emitted events (`ce_source` under `/choreo/sagas/`).
+#[derive(Debug)]
+pub struct Collector {
+    seen: Arc<Mutex<Vec<Emitted>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Collector {
+    /// Starts reading the saga topics from the beginning, read_committed.
+    pub fn start(bootstrap: &str) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", format!("collector-{}", uuid::Uuid::new_v4().simple()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("session.timeout.ms", "6000")
+            .create()?;
+        consumer.subscribe(&SAGA_TOPICS)?;
+        let seen: Arc<Mutex<Vec<Emitted>>> = Arc::default();
+        let sink = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok(m) = consumer.recv().await else { continue };
+                let get = |k: &str| {
+                    m.headers().and_then(|h| {
+                        h.iter().find(|x| x.key == k).and_then(|x| x.value).map(|v| String::from_utf8_lossy(v).into_owned())
+                    })
+                };
+                if !get(header::SOURCE).is_some_and(|s| s.starts_with("/choreo/sagas/")) {
+                    continue;
+                }
+                let e = Emitted {
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+                    event_type: get(header::TYPE).unwrap_or_default().rsplit('.').next().unwrap_or_default().to_owned(),
+                    id: get(header::ID).unwrap_or_default(),
+                };
+                if let Ok(mut v) = sink.lock() {
+                    v.push(e);
+                }
+            }
+        });
+        Ok(Self { seen, task })
+    }
+
+    /// Everything seen so far.
+    pub fn all(&self) -> Vec<Emitted> {
+        self.seen.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Emitted event types per order, in arrival order.
+    pub fn by_order(&self) -> BTreeMap<String, Vec<String>> {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for e in self.all() {
+            m.entry(e.key).or_default().push(e.event_type);
+        }
+        m
+    }
+
+    /// Waits until every order in `orders` has a terminal event (OrderConfirmed/OrderCancelled).
+    pub async fn wait_terminal(&self, orders: &[String], patience: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let m = self.by_order();
+            let missing: Vec<&String> = orders
+                .iter()
+                .filter(|o| !m.get(*o).is_some_and(|v| v.iter().any(|t| t == "OrderConfirmed" || t == "OrderCancelled")))
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} of {} sagas have no terminal event after {patience:?}; e.g. {:?} emitted {:?}", missing.len(), orders.len(), missing[0], m.get(missing[0]));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn eur(c: i64) -> Money {
+    Money { amount_minor: c, currency: "EUR".into() }
+}
+
+/// An order placed by the driver.
+pub fn order(id: &str) -> OrderPlaced {
+    OrderPlaced {
+        order_id: id.into(),
+        customer_id: "c-1".into(),
+        items: vec![LineItem { sku: "sku-1".into(), quantity: 1, unit_price: eur(1000) }],
+        total: eur(1000),
+        shipping_address: "1 Test Street".into(),
+        channel: "web".into(),
+    }
+}
+
+/// The services' side: answers ShipmentRequested by the order id's prefix (`shipfail-` →
+/// ShipmentFailed, `shipsilent-` → nothing, else ShipmentScheduled) and acknowledges every
+/// compensation. Runs as bus subscribers.
+pub fn start_services(bus: &Bus) -> anyhow::Result<Subscription> {
+    let ack = |e: HandlerError| e;
+    let _ = ack;
+    Ok(bus
+        .subscriber(&format!("test-services-{}", uuid::Uuid::new_v4().simple()))
+        .unhandled(Unhandled::Skip)
+        .client_setting("session.timeout.ms", "6000")
+        .handle("ship", |e: ShipmentRequested, ctx: Context| async move {
+            if e.order_id.starts_with("shipsilent-") {
+                return Ok(());
+            }
+            if e.order_id.starts_with("shipfail-") {
+                ctx.publish(&ShipmentFailed { order_id: e.order_id, reason: "no carrier".into() }).await.map_err(HandlerError::retryable)?;
+            } else {
+                ctx.publish(&ShipmentScheduled { shipment_id: format!("shp-{}", e.order_id), order_id: e.order_id, carrier: "c".into(), estimated_delivery_ms: 0 }).await.map_err(HandlerError::retryable)?;
+            }
+            Ok(())
+        })
+        .handle("refund", |e: RefundPayment, ctx: Context| async move {
+            ctx.publish(&PaymentRefunded { order_id: e.order_id, payment_id: e.payment_id }).await.map_err(HandlerError::retryable)?;
+            Ok(())
+        })
+        .handle("release", |e: ReleaseInventory, ctx: Context| async move {
+            ctx.publish(&InventoryReleased { order_id: e.order_id, reservation_id: e.reservation_id }).await.map_err(HandlerError::retryable)?;
+            Ok(())
+        })
+        .handle("cancel", |e: CancelShipment, ctx: Context| async move {
+            ctx.publish(&ShipmentCancelled { order_id: e.order_id, shipment_id: e.shipment_id }).await.map_err(HandlerError::retryable)?;
+            Ok(())
+        })
+        .start()?)
+}
+
+/// What the driver publishes for one order, by its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Every step succeeds.
+    Happy,
+    /// Payment declined (inventory reserved).
+    PaymentDeclined,
+    /// Inventory unavailable (payment authorized).
+    InventoryUnavailable,
+    /// Shipping fails.
+    ShippingFailed,
+    /// Payment never answers.
+    PaymentDeadline,
+    /// Inventory never answers.
+    InventoryDeadline,
+    /// Shipping never answers.
+    ShippingDeadline,
+}
+
+impl Path {
+    /// Every path.
+    pub const ALL: [Path; 7] = [
+        Path::Happy,
+        Path::PaymentDeclined,
+        Path::InventoryUnavailable,
+        Path::ShippingFailed,
+        Path::PaymentDeadline,
+        Path::InventoryDeadline,
+        Path::ShippingDeadline,
+    ];
+
+    /// The order id prefix that also tells the shipping service what to do.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Path::Happy => "happy-",
+            Path::PaymentDeclined => "declined-",
+            Path::InventoryUnavailable => "stockout-",
+            Path::ShippingFailed => "shipfail-",
+            Path::PaymentDeadline => "paysilent-",
+            Path::InventoryDeadline => "invsilent-",
+            Path::ShippingDeadline => "shipsilent-",
+        }
+    }
+
+    /// The events the coordinator must emit for this path, sorted.
+    pub fn expected(self) -> Vec<&'static str> {
+        let mut v = match self {
+            Path::Happy => vec!["ShipmentRequested", "OrderConfirmed"],
+            Path::PaymentDeclined | Path::PaymentDeadline => vec!["ReleaseInventory", "OrderCancelled"],
+            Path::InventoryUnavailable | Path::InventoryDeadline => vec!["RefundPayment", "OrderCancelled"],
+            Path::ShippingFailed | Path::ShippingDeadline => {
+                vec!["ShipmentRequested", "RefundPayment", "ReleaseInventory", "OrderCancelled"]
+            }
+        };
+        v.sort_unstable();
+        v
+    }
+
+    /// Publishes this path's inputs for `order_id`.
+    pub async fn drive(self, bus: &Bus, order_id: &str) -> anyhow::Result<()> {
+        let id = order_id.to_owned();
+        bus.publish(&order(&id)).await?;
+        let pay = PaymentAuthorized { order_id: id.clone(), payment_id: format!("pay-{id}"), amount: eur(1000) };
+        let reserve = InventoryReserved { order_id: id.clone(), reservation_id: format!("res-{id}"), items: vec![] };
+        match self {
+            Path::Happy | Path::ShippingFailed | Path::ShippingDeadline => {
+                bus.publish(&pay).await?;
+                bus.publish(&reserve).await?;
+            }
+            Path::PaymentDeclined => {
+                bus.publish(&reserve).await?;
+                bus.publish(&PaymentDeclined { order_id: id, reason: "card declined".into() }).await?;
+            }
+            Path::InventoryUnavailable => {
+                bus.publish(&pay).await?;
+                bus.publish(&InventoryUnavailable { order_id: id, reason: "out of stock".into(), missing_skus: vec![] }).await?;
+            }
+            Path::PaymentDeadline => {
+                bus.publish(&reserve).await?;
+            }
+            Path::InventoryDeadline => {
+                bus.publish(&pay).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks that every order emitted exactly its path's events (each once).
+pub fn check_exact(collector: &Collector, orders: &[(String, Path)]) -> anyhow::Result<()> {
+    let by_order = collector.by_order();
+    let mut problems = Vec::new();
+    for (id, path) in orders {
+        let mut got: Vec<String> = by_order.get(id).cloned().unwrap_or_default();
+        got.sort();
+        if got != path.expected() {
+            problems.push(format!("{id} ({path:?}): emitted {got:?}, expected {:?}", path.expected()));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{} of {} sagas emitted the wrong events:\n{}", problems.len(), orders.len(), problems.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
+    }
+    Ok(())
+}
+
+/// Checks that every order emitted its path's events at least once and, after deduplication by
+/// event id, exactly once; returns how many duplicates were dropped.
+pub fn check_after_dedup(collector: &Collector, orders: &[(String, Path)]) -> anyhow::Result<usize> {
+    let mut by_order: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+    let all = collector.all();
+    let mut ids = std::collections::HashSet::new();
+    let mut dups = 0;
+    for e in &all {
+        if !ids.insert(e.id.clone()) {
+            dups += 1;
+            continue;
+        }
+        by_order.entry(e.key.clone()).or_default().insert(e.id.clone(), e.event_type.clone());
+    }
+    let mut problems = Vec::new();
+    for (id, path) in orders {
+        let mut got: Vec<String> = by_order.get(id).map(|m| m.values().cloned().collect()).unwrap_or_default();
+        got.sort();
+        if got != path.expected() {
+            problems.push(format!("{id} ({path:?}): after dedup emitted {got:?}, expected {:?}", path.expected()));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{} of {} sagas wrong:\n{}", problems.len(), orders.len(), problems.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
+    }
+    Ok(dups)
+}
+
+/// Every path of the order saga through one in-process coordinator: the happy path, each
+/// failure, each step deadline — with compensations checked by a read_committed consumer.
+pub async fn order_saga_paths(env: &SagaEnv) -> anyhow::Result<()> {
+    let catalog = Catalog::reference();
+    let opts = env.options(fast_order_saga(&catalog)?, "paths-0")?;
+    let coordinator = choreo_coordinator::start(opts).await.context("coordinator starts")?;
+    let bus = env.bus("/tests/driver")?;
+    let services = start_services(&bus)?;
+    let collector = Collector::start(&env.bootstrap)?;
+    let mut orders = Vec::new();
+    for (i, path) in Path::ALL.iter().enumerate() {
+        for n in 0..3 {
+            let id = format!("{}{i}-{n}", path.prefix());
+            path.drive(&bus, &id).await?;
+            orders.push((id, *path));
+        }
+    }
+    let ids: Vec<String> = orders.iter().map(|(o, _)| o.clone()).collect();
+    collector.wait_terminal(&ids, Duration::from_secs(90)).await?;
+    // Let any wrongly repeated emission show up before judging.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let result = if env.guarantee == Guarantee::ExactlyOnce {
+        check_exact(&collector, &orders)
+    } else {
+        check_after_dedup(&collector, &orders).map(|_| ())
+    };
+    // The operator view agrees.
+    let view = coordinator.view();
+    for (id, path) in &orders {
+        let s = view.get(&format!("order/{id}")).with_context(|| format!("order/{id} in the view"))?;
+        let want = if *path == Path::Happy { choreo_saga::Status::Completed } else { choreo_saga::Status::Compensated };
+        anyhow::ensure!(s.status == want, "order/{id}: {:?}, expected {want:?}", s.status);
+    }
+    services.shutdown().await?;
+    stop(coordinator).await?;
+    result
+}
+
+async fn stop(c: CoordinatorHandle) -> anyhow::Result<()> {
+    c.shutdown().await?;
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! The in-process tier for the coordinator: the order saga's paths through librdkafka's mock
+//! cluster in this process, exactly-once.
+
+use std::sync::Arc;
+
+use choreo_bus::EmbeddedBroker;
+use choreo_coordinator::Guarantee;
+use choreo_integration_tests::saga_scenarios::{self, SagaEnv};
+use choreo_schemas::MemoryRegistry;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn order_saga_paths_exactly_once() {
+    let broker = EmbeddedBroker::start(1).expect("mock cluster");
+    let env = SagaEnv {
+        bootstrap: broker.bootstrap_servers().to_owned(),
+        registry: Arc::new(MemoryRegistry::new()),
+        embedded: Some(Arc::new(broker)),
+        guarantee: Guarantee::ExactlyOnce,
+        partitions: 3,
+    };
+    saga_scenarios::order_saga_paths(&env).await.expect("scenario");
+}
