@@ -10,9 +10,12 @@
 //! (the registry lookup is cached and not included): `encode_body` + `frame` to encode,
 //! `unframe` + `decode_body` (writer schema = `T::schema()`) to decode. `OrderPlaced/decode` also
 //! has `choreo v1→v2`: a v1 body resolved into the v2 type (the default `channel` filled in).
+//! `<event>/choreo breakdown` splits choreo's figures into the Avro library's steps.
 
 use std::hint::black_box;
 
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
 use choreo_bus::Event;
 use choreo_bus::codec::{decode_body, encode_body, frame, unframe};
 use choreo_schemas::event::{LineItem, Money, OrderPlaced, OrderPlacedV1, PaymentAuthorized};
@@ -127,6 +130,57 @@ fn bench_event<T: Event + Serialize + DeserializeOwned + PartialEq + std::fmt::D
         println!("encoded size of OrderPlaced v1: choreo {} bytes", v1.len());
         g.bench_function("choreo v1→v2", |b| b.iter(|| resolved(black_box(&v1))));
     }
+    g.finish();
+
+    // Where choreo's time goes: `encode_body`/`decode_body` build their Avro writer/reader (a
+    // `ResolvedSchema` per schema) on every call, decode to a generic `Value`, resolve it against
+    // the reader schema even when it is the writer's, then convert it to `T` through serde.
+    let schema = T::schema();
+    let writer = GenericDatumWriter::builder(schema)
+        .build()
+        .expect("a writer");
+    let reader = GenericDatumReader::builder(schema)
+        .reader_schema(schema)
+        .build()
+        .expect("a reader");
+    let plain = GenericDatumReader::builder(schema)
+        .build()
+        .expect("a reader");
+    let body = &avro[5..];
+    let value = reader.read_value(&mut &body[..]).expect("a value");
+    let mut g = c.benchmark_group(format!("{name}/choreo breakdown"));
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("encode: writer setup", |b| {
+        b.iter(|| {
+            GenericDatumWriter::builder(black_box(schema))
+                .build()
+                .expect("a writer")
+        });
+    });
+    g.bench_function("encode: write_ser_to_vec, writer reused", |b| {
+        b.iter(|| writer.write_ser_to_vec(black_box(event)).expect("encodes"));
+    });
+    g.bench_function("decode: reader setup (writer + reader schema)", |b| {
+        b.iter(|| {
+            GenericDatumReader::builder(black_box(schema))
+                .reader_schema(schema)
+                .build()
+                .expect("a reader")
+        });
+    });
+    g.bench_function("decode: read_value + resolve, reader reused", |b| {
+        b.iter(|| reader.read_value(&mut black_box(body)).expect("a value"));
+    });
+    g.bench_function("decode: from_value (Value → T)", |b| {
+        b.iter(|| apache_avro::from_value::<T>(black_box(&value)).expect("converts"));
+    });
+    g.bench_function("decode: read_deser, same schema, reader reused", |b| {
+        b.iter(|| {
+            plain
+                .read_deser::<T>(&mut black_box(body))
+                .expect("decodes")
+        });
+    });
     g.finish();
 }
 

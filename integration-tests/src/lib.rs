@@ -12,5 +12,6 @@
 //! - `src/bin/choreo-test-consumer.rs`: a subscriber process for kill-and-restart tests.
 
 pub mod broker;
+pub mod process;
 pub mod saga_scenarios;
 pub mod scenarios;

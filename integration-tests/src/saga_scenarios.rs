@@ -24,13 +24,18 @@ pub const SAGA_TOPICS: [&str; 4] = ["orders", "payments", "inventory", "shipping
 /// The reference order saga with short deadlines: steps 2 s, shipping 4 s, saga 8 s,
 /// acknowledgements 3 s with one re-emission.
 pub fn fast_order_saga(catalog: &Catalog) -> anyhow::Result<Definition> {
-    let text = Definition::reference_order_saga_toml()
-        .replace("deadline = \"2m\"", "deadline = \"8s\"")
-        .replace("deadline = \"100s\"", "deadline = \"4s\"")
+    Ok(Definition::from_toml("order-fast.toml", &fast_order_saga_toml(2), catalog)?)
+}
+
+/// The text of the reference order saga with step deadlines of `step_secs` seconds, shipping
+/// twice that, the saga four times that, acknowledgements 3 s with one re-emission.
+pub fn fast_order_saga_toml(step_secs: u64) -> String {
+    Definition::reference_order_saga_toml()
+        .replace("deadline = \"2m\"", &format!("deadline = \"{}s\"", step_secs * 4))
+        .replace("deadline = \"100s\"", &format!("deadline = \"{}s\"", step_secs * 2))
         .replace("ack_deadline = \"30s\"", "ack_deadline = \"3s\"")
-        .replace("deadline = \"30s\"", "deadline = \"2s\"")
-        .replace("max_retries = 3", "max_retries = 1");
-    Ok(Definition::from_toml("order-fast.toml", &text, catalog)?)
+        .replace("deadline = \"30s\"", &format!("deadline = \"{step_secs}s\""))
+        .replace("max_retries = 3", "max_retries = 1")
 }
 
 /// Where the saga scenarios run.

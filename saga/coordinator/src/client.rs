@@ -21,7 +21,7 @@ use choreo_saga::{Command, CompensationState, SagaState, format_duration};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::http::{CommandAccepted, ErrorBody, ListResponse, OPERATOR_HEADER};
+use crate::http::{ALL_STATUSES, CommandAccepted, ErrorBody, ListResponse, OPERATOR_HEADER};
 
 /// The API address used when neither `--api` nor `$CHOREO_API` is given.
 pub const DEFAULT_API: &str = "http://127.0.0.1:8080";
@@ -439,10 +439,18 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// The text of `choreo sagas list`.
 pub fn render_list(answer: &ListResponse, now_ms: u64) -> String {
     let mut out = String::new();
-    let counts: Vec<String> = answer
-        .counts
+    // In the order a saga goes through them, then any status this client does not know.
+    let known: Vec<String> = ALL_STATUSES.iter().map(ToString::to_string).collect();
+    let counts: Vec<String> = known
         .iter()
-        .map(|(s, n)| format!("{s} {n}"))
+        .filter_map(|s| answer.counts.get(s).map(|n| format!("{s} {n}")))
+        .chain(
+            answer
+                .counts
+                .iter()
+                .filter(|(s, _)| !known.contains(s))
+                .map(|(s, n)| format!("{s} {n}")),
+        )
         .collect();
     let total: usize = answer.counts.values().sum();
     let _ = writeln!(out, "{} (total {total})", counts.join(" · "));

@@ -360,17 +360,21 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         .map_err(|e| CoordinatorError::kafka("creating the command producer", e))?;
 
     let rebalance = Arc::new(Mutex::new(RebalanceEvents::default()));
-    let consumer: StreamConsumer<RebalanceContext> = opts
-        .kafka
-        .client_config()
+    let mut consumer_config = opts.kafka.client_config();
+    // Defaults a `kafka.client` setting may override: a dead replica's partitions move after
+    // 10 s.
+    for (k, v) in [("session.timeout.ms", "10000"), ("heartbeat.interval.ms", "1000")] {
+        if !opts.kafka.client.contains_key(k) {
+            consumer_config.set(k, v);
+        }
+    }
+    let consumer: StreamConsumer<RebalanceContext> = consumer_config
         .set("group.id", &opts.group_id)
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
         .create_with_context(RebalanceContext {
             events: Arc::clone(&rebalance),
         })

@@ -1,0 +1,132 @@
+//! The `choreo` binary as a child process: a coordinator replica that tests start, kill with
+//! SIGKILL, stop gracefully and restart.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tokio::process::{Child, Command};
+
+use crate::broker::free_port;
+
+/// The `choreo` binary of this workspace (built by `cargo test --workspace`; built here if
+/// missing).
+pub fn choreo_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(Path::parent).context("target dir")?;
+    let bin = dir.join("choreo");
+    if !bin.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "choreo-coordinator", "--bin", "choreo"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .status()?;
+        if !status.success() {
+            bail!("building the choreo binary failed");
+        }
+    }
+    Ok(bin)
+}
+
+/// How to run a coordinator replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// Bootstrap servers.
+    pub bootstrap: String,
+    /// Registry URL (Confluent REST).
+    pub registry: String,
+    /// `exactly_once` or `effectively_once`.
+    pub guarantee: &'static str,
+    /// A saga definition file.
+    pub definition: PathBuf,
+    /// Consumer group.
+    pub group: String,
+    /// Partitions of created topics.
+    pub partitions: i32,
+}
+
+/// A running `choreo run` process.
+#[derive(Debug)]
+pub struct Replica {
+    /// Instance id.
+    pub instance: String,
+    /// Operator API base URL.
+    pub api: String,
+    child: Child,
+}
+
+impl Replica {
+    /// Starts `choreo run` as instance `instance`.
+    pub async fn start(cfg: &ReplicaConfig, instance: &str) -> anyhow::Result<Replica> {
+        let port = free_port()?;
+        let child = Command::new(choreo_binary()?)
+            .arg("run")
+            .env_remove("CHOREO_CONFIG")
+            .env("CHOREO__KAFKA__BOOTSTRAP_SERVERS", &cfg.bootstrap)
+            .env("CHOREO__KAFKA__GROUP_ID", &cfg.group)
+            .env("CHOREO__KAFKA__CLIENT__SESSION_TIMEOUT_MS", "6000")
+            .env("CHOREO__REGISTRY__URL", &cfg.registry)
+            .env("CHOREO__COORDINATOR__GUARANTEE", cfg.guarantee)
+            .env("CHOREO__COORDINATOR__INSTANCE_ID", instance)
+            .env("CHOREO__COORDINATOR__DEFINITIONS", &cfg.definition)
+            .env("CHOREO__COORDINATOR__PARTITIONS", cfg.partitions.to_string())
+            .env("CHOREO__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("CHOREO__LOG__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting choreo run")?;
+        Ok(Replica { instance: instance.to_owned(), api: format!("http://127.0.0.1:{port}"), child })
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&mut self, patience: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + patience;
+        let client = reqwest::Client::new();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("replica {} exited with {status} before it was ready", self.instance);
+            }
+            if let Ok(r) = client.get(format!("{}/readyz", self.api)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("replica {} not ready within {patience:?}", self.instance);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Whether the saga is visible in this replica's operator API.
+    pub async fn has_saga(&self, saga: &str) -> bool {
+        match reqwest::get(format!("{}/api/sagas/{saga}", self.api)).await {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        }
+    }
+
+    /// SIGKILL: no drain, no commit, no goodbye.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+        }
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await??;
+        anyhow::ensure!(status.success(), "replica {} exited with {status} on SIGTERM", self.instance);
+        Ok(())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}

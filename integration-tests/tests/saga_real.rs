@@ -1,0 +1,253 @@
+//! The real-broker tier for the coordinator: the order saga's paths, exactly-once under SIGKILL
+//! (librdkafka's mock cluster hosted in a process of its own), effectively-once under SIGKILL
+//! (the real broker: nisshi here, which refuses transactions), two replicas sharing the work with
+//! one restarted mid-run, and a deadline that survives a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use choreo_bus::{Bus, BusConfig, Subscription};
+use choreo_coordinator::Guarantee;
+use choreo_integration_tests::broker::{BrokerKind, TestBroker, hosted_mock, real_broker};
+use choreo_integration_tests::process::{Replica, ReplicaConfig};
+use choreo_integration_tests::saga_scenarios::{
+    self, Collector, Path, SAGA_TOPICS, SagaEnv, check_after_dedup, check_exact,
+    fast_order_saga_toml, start_services,
+};
+use choreo_schemas::{Catalog, MemoryRegistry};
+use futures::StreamExt;
+
+const PARTITIONS: i32 = 4;
+
+struct World {
+    broker: TestBroker,
+    registry_url: String,
+    registry: Arc<MemoryRegistry>,
+    _server: tokio::task::JoinHandle<()>,
+    dir: std::path::PathBuf,
+}
+
+impl World {
+    async fn new(broker: TestBroker) -> World {
+        let registry = Arc::new(MemoryRegistry::new());
+        let (addr, server) = choreo_schemas::server::serve(Arc::clone(&registry), "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("registry server");
+        let dir = std::env::temp_dir().join(format!("choreo-saga-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        World { broker, registry_url: format!("http://{addr}"), registry, _server: server, dir }
+    }
+
+    fn bus(&self) -> Bus {
+        Bus::new(BusConfig::new(&self.broker.bootstrap).with_source("/tests/driver"), self.registry.clone()).expect("bus")
+    }
+
+    fn replica_config(&self, guarantee: &'static str, step_secs: u64) -> ReplicaConfig {
+        let definition = self.dir.join(format!("order-{step_secs}s.toml"));
+        std::fs::write(&definition, fast_order_saga_toml(step_secs)).expect("definition file");
+        ReplicaConfig {
+            bootstrap: self.broker.bootstrap.clone(),
+            registry: self.registry_url.clone(),
+            guarantee,
+            definition,
+            group: format!("coordinator-{}", uuid::Uuid::new_v4().simple()),
+            partitions: PARTITIONS,
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// The mock cluster in its own process, with every topic the coordinator needs.
+async fn hosted() -> TestBroker {
+    let mut topics: Vec<(String, i32)> = SAGA_TOPICS.iter().map(|t| ((*t).to_owned(), PARTITIONS)).collect();
+    topics.push(("choreo.saga-state".into(), PARTITIONS));
+    topics.push(("choreo.saga-commands".into(), PARTITIONS));
+    for t in SAGA_TOPICS.iter().chain(["choreo.saga-commands"].iter()) {
+        topics.push((format!("{t}.dlq"), 1));
+    }
+    let refs: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    hosted_mock(env!("CARGO_BIN_EXE_choreo-mock-broker"), &refs).await.expect("hosted mock cluster")
+}
+
+async fn real() -> TestBroker {
+    real_broker().await.expect("a real broker for the real tier (this tier never skips)")
+}
+
+fn env_for(world: &World, guarantee: Guarantee) -> SagaEnv {
+    SagaEnv {
+        bootstrap: world.broker.bootstrap.clone(),
+        registry: world.registry.clone(),
+        embedded: None,
+        guarantee,
+        partitions: PARTITIONS,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn order_saga_paths_on_the_real_broker() {
+    let world = World::new(real().await).await;
+    let guarantee = if world.broker.supports_transactions() { Guarantee::ExactlyOnce } else { Guarantee::EffectivelyOnce };
+    saga_scenarios::order_saga_paths(&env_for(&world, guarantee)).await.expect("scenario");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn order_saga_paths_on_the_hosted_mock_cluster() {
+    let world = World::new(hosted().await).await;
+    saga_scenarios::order_saga_paths(&env_for(&world, Guarantee::ExactlyOnce)).await.expect("scenario");
+}
+
+/// A broker without transactions, with exactly-once configured: one clear line at start-up,
+/// never a silent downgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_transactions_are_reported_at_start_up() {
+    let world = World::new(real().await).await;
+    if world.broker.kind != BrokerKind::Nisshi {
+        eprintln!("this broker supports transactions; the refusal is checked against nisshi");
+        return assert!(world.broker.supports_transactions());
+    }
+    let env = env_for(&world, Guarantee::ExactlyOnce);
+    let opts = env.options(saga_scenarios::fast_order_saga(&Catalog::reference()).expect("def"), "refused-0").expect("options");
+    let err = choreo_coordinator::start(opts).await.expect_err("exactly-once must not start without transactions").to_string();
+    assert!(err.contains("refused transactions") && err.contains("effectively_once"), "{err}");
+    assert!(!err.contains('\n'), "one line: {err}");
+}
+
+fn plan(n: usize) -> Vec<(String, Path)> {
+    (0..n)
+        .map(|i| {
+            // Mostly happy paths, every failure and deadline path represented.
+            let path = if i % 3 == 0 { Path::ALL[(i / 3) % Path::ALL.len()] } else { Path::Happy };
+            (format!("{}{i}", path.prefix()), path)
+        })
+        .collect()
+}
+
+async fn drive_all(bus: Bus, orders: Vec<(String, Path)>) -> anyhow::Result<()> {
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(orders)
+        .map(|(id, path)| {
+            let bus = bus.clone();
+            async move { path.drive(&bus, &id).await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Runs `n` sagas while a coordinator process is killed with SIGKILL `kills` times at random
+/// moments and restarted each time; returns the collector and the orders.
+async fn sigkill_run(world: &World, guarantee: &'static str, n: usize, kills: usize) -> (Collector, Vec<(String, Path)>, Subscription) {
+    let cfg = world.replica_config(guarantee, 2);
+    let bus = world.bus();
+    let services = start_services(&bus).expect("services");
+    let collector = Collector::start(&world.broker.bootstrap).expect("collector");
+    let mut replica = Replica::start(&cfg, "crash-0").await.expect("replica");
+    replica.wait_ready(Duration::from_secs(90)).await.expect("ready");
+    let orders = plan(n);
+    let driver = tokio::spawn(drive_all(bus.clone(), orders.clone()));
+    for k in 0..kills {
+        let pause = Duration::from_millis(500 + rand_ms(2500));
+        tokio::time::sleep(pause).await;
+        replica.kill().await.expect("SIGKILL");
+        eprintln!("kill {}/{kills} after {pause:?}", k + 1);
+        replica = Replica::start(&cfg, "crash-0").await.expect("restart");
+    }
+    driver.await.expect("driver task").expect("every input published");
+    let ids: Vec<String> = orders.iter().map(|(o, _)| o.clone()).collect();
+    collector.wait_terminal(&ids, Duration::from_secs(300)).await.expect("every saga reaches a terminal event");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(replica.is_running(), "the last replica is still running");
+    replica.stop().await.expect("clean stop");
+    (collector, orders, services)
+}
+
+fn rand_ms(max: u64) -> u64 {
+    u64::from(uuid::Uuid::new_v4().as_u128() as u32) % max
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_once_under_sigkill_on_the_hosted_mock_cluster() {
+    let world = World::new(hosted().await).await;
+    let (collector, orders, services) = sigkill_run(&world, "exactly_once", 2000, 5).await;
+    check_exact(&collector, &orders).expect("every effect exactly once, as a read_committed consumer sees it");
+    eprintln!("exactly-once: {} sagas, {} emitted events, each once", orders.len(), collector.all().len());
+    services.shutdown().await.expect("services stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn effectively_once_under_sigkill_on_the_real_broker() {
+    let world = World::new(real().await).await;
+    let (collector, orders, services) = sigkill_run(&world, "effectively_once", 2000, 5).await;
+    let dups = check_after_dedup(&collector, &orders).expect("every effect at least once, exactly once after dedup by event id");
+    eprintln!("effectively-once: {} sagas, {} emitted records, {dups} duplicates dropped by event id", orders.len(), collector.all().len());
+    services.shutdown().await.expect("services stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_share_the_work_and_survive_a_restart() {
+    let world = World::new(hosted().await).await;
+    let cfg = world.replica_config("exactly_once", 2);
+    let bus = world.bus();
+    let services = start_services(&bus).expect("services");
+    let collector = Collector::start(&world.broker.bootstrap).expect("collector");
+    let mut a = Replica::start(&cfg, "replica-a").await.expect("a");
+    let mut b = Replica::start(&cfg, "replica-b").await.expect("b");
+    a.wait_ready(Duration::from_secs(90)).await.expect("a ready");
+    b.wait_ready(Duration::from_secs(90)).await.expect("b ready");
+    let orders = plan(1000);
+    let driver = tokio::spawn(drive_all(bus.clone(), orders.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    b.stop().await.expect("b stops cleanly mid-run");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut b = Replica::start(&cfg, "replica-b").await.expect("b again");
+    b.wait_ready(Duration::from_secs(90)).await.expect("b ready again");
+    driver.await.expect("driver").expect("published");
+    let ids: Vec<String> = orders.iter().map(|(o, _)| o.clone()).collect();
+    collector.wait_terminal(&ids, Duration::from_secs(300)).await.expect("every saga terminal");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    check_exact(&collector, &orders).expect("exactly once across replicas");
+    // Whichever replica is asked answers for every saga.
+    for (id, _) in orders.iter().step_by(97) {
+        assert!(a.has_saga(&format!("order/{id}")).await, "replica a knows {id}");
+        assert!(b.has_saga(&format!("order/{id}")).await, "replica b knows {id}");
+    }
+    a.stop().await.expect("a stops");
+    b.stop().await.expect("b stops");
+    services.shutdown().await.expect("services stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deadline_survives_a_restart() {
+    let world = World::new(hosted().await).await;
+    // Payment must answer within 6 s; it never does, and the coordinator is down meanwhile.
+    let cfg = world.replica_config("exactly_once", 6);
+    let bus = world.bus();
+    let services = start_services(&bus).expect("services");
+    let collector = Collector::start(&world.broker.bootstrap).expect("collector");
+    let mut replica = Replica::start(&cfg, "deadline-0").await.expect("replica");
+    replica.wait_ready(Duration::from_secs(90)).await.expect("ready");
+    let id = "paysilent-restart-1";
+    Path::PaymentDeadline.drive(&bus, id).await.expect("inputs");
+    let saga = format!("order/{id}");
+    let started = std::time::Instant::now();
+    while !replica.has_saga(&saga).await {
+        assert!(started.elapsed() < Duration::from_secs(60), "the saga was committed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    replica.kill().await.expect("SIGKILL before the deadline");
+    assert!(started.elapsed() < Duration::from_secs(6), "killed before the deadline was due");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(collector.by_order().get(id).is_none(), "nothing emitted while the coordinator was down");
+    let mut replica = Replica::start(&cfg, "deadline-0").await.expect("restart");
+    replica.wait_ready(Duration::from_secs(90)).await.expect("ready");
+    collector.wait_terminal(&[id.to_owned()], Duration::from_secs(120)).await.expect("the deadline fired after the restart");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    check_exact(&collector, &[(id.to_owned(), Path::PaymentDeadline)]).expect("compensated exactly once");
+    replica.stop().await.expect("stop");
+    services.shutdown().await.expect("services stop");
+}
