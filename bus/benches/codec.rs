@@ -171,6 +171,9 @@ fn bench_event<T: Event + Serialize + DeserializeOwned + PartialEq + std::fmt::D
     g.bench_function("decode: read_value + resolve, reader reused", |b| {
         b.iter(|| reader.read_value(&mut black_box(body)).expect("a value"));
     });
+    g.bench_function("decode: read_value, no resolve, reader reused", |b| {
+        b.iter(|| plain.read_value(&mut black_box(body)).expect("a value"));
+    });
     g.bench_function("decode: from_value (Value → T)", |b| {
         b.iter(|| apache_avro::from_value::<T>(black_box(&value)).expect("converts"));
     });

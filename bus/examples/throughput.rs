@@ -63,6 +63,12 @@ struct Args {
     /// Replication factor of the topics on an external cluster (-1: the broker's default).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     replication_factor: i32,
+    /// `fetch.wait.max.ms` of both consumers. Default: 10 with the embedded broker, whose mock
+    /// broker holds an empty fetch for the whole wait even when records arrive meanwhile (so
+    /// librdkafka's 500 would stall the consumers for up to 500 ms each time they catch up);
+    /// librdkafka's default with an external broker.
+    #[arg(long)]
+    fetch_wait_max_ms: Option<u32>,
     /// Gives up on a phase after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
@@ -188,8 +194,12 @@ fn producer_config(bootstrap: &str) -> ClientConfig {
     c
 }
 
-fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
+/// The consumer settings both phases share (the bus sets the same on its consumers).
+fn consumer_config(bootstrap: &str, group: &str, fetch_wait_max_ms: Option<u32>) -> ClientConfig {
     let mut c = ClientConfig::new();
+    if let Some(ms) = fetch_wait_max_ms {
+        c.set("fetch.wait.max.ms", ms.to_string());
+    }
     c.set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
@@ -212,9 +222,10 @@ async fn baseline(
     let producer: FutureProducer = producer_config(bootstrap)
         .create()
         .context("creating the baseline producer")?;
-    let consumer: StreamConsumer = consumer_config(bootstrap, &format!("{topic}-group"))
-        .create()
-        .context("creating the baseline consumer")?;
+    let consumer: StreamConsumer =
+        consumer_config(bootstrap, &format!("{topic}-group"), args.fetch_wait_max_ms)
+            .create()
+            .context("creating the baseline consumer")?;
     consumer
         .subscribe(&[&topic])
         .context("subscribing the baseline consumer")?;
@@ -330,8 +341,11 @@ async fn through_bus(
 
     let t0 = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
-    let subscription = bus
-        .subscriber(&format!("{topic}-group"))
+    let mut subscriber = bus.subscriber(&format!("{topic}-group"));
+    if let Some(ms) = args.fetch_wait_max_ms {
+        subscriber = subscriber.client_setting("fetch.wait.max.ms", &ms.to_string());
+    }
+    let subscription = subscriber
         .handle_on(&topic, "count", move |e: PaymentAuthorized, _ctx| {
             let now = nanos_since(t0);
             let sent = u64::try_from(e.amount.amount_minor).unwrap_or(now);
@@ -422,7 +436,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
     if args.events == 0 || args.partitions < 1 || args.window == 0 || args.rounds == 0 {
         bail!("--events, --partitions, --window and --rounds must be positive");
     }
@@ -443,6 +457,7 @@ async fn main() -> anyhow::Result<()> {
             let broker = EmbeddedBroker::start(1)?;
             let b = broker.bootstrap_servers().to_owned();
             let where_ = format!("embedded broker at {b} (librdkafka mock cluster, in process)");
+            args.fetch_wait_max_ms = args.fetch_wait_max_ms.or(Some(10));
             (Cluster::Embedded(broker), b, where_)
         }
     };
@@ -453,8 +468,13 @@ async fn main() -> anyhow::Result<()> {
     )
     .len();
     println!(
-        "{where_}; {} events per phase, {} partitions, {} sends in flight, {size}-byte values",
-        args.events, args.partitions, args.window
+        "{where_}; {} events per phase, {} partitions, {} sends in flight, {size}-byte values, \
+         fetch.wait.max.ms {}",
+        args.events,
+        args.partitions,
+        args.window,
+        args.fetch_wait_max_ms
+            .map_or_else(|| "default".into(), |ms| ms.to_string()),
     );
 
     let run = uuid::Uuid::new_v4().simple().to_string();

@@ -30,10 +30,15 @@ pub fn fast_order_saga(catalog: &Catalog) -> anyhow::Result<Definition> {
 /// The text of the reference order saga with step deadlines of `step_secs` seconds, shipping
 /// twice that, the saga four times that, acknowledgements 3 s with one re-emission.
 pub fn fast_order_saga_toml(step_secs: u64) -> String {
+    fast_order_saga_toml_with_acks(step_secs, 3)
+}
+
+/// Like [`fast_order_saga_toml`], with acknowledgement deadlines of `ack_secs` seconds.
+pub fn fast_order_saga_toml_with_acks(step_secs: u64, ack_secs: u64) -> String {
     Definition::reference_order_saga_toml()
         .replace("deadline = \"2m\"", &format!("deadline = \"{}s\"", step_secs * 4))
         .replace("deadline = \"100s\"", &format!("deadline = \"{}s\"", step_secs * 2))
-        .replace("ack_deadline = \"30s\"", "ack_deadline = \"3s\"")
+        .replace("ack_deadline = \"30s\"", &format!("ack_deadline = \"{ack_secs}s\""))
         .replace("deadline = \"30s\"", &format!("deadline = \"{step_secs}s\""))
         .replace("max_retries = 3", "max_retries = 1")
 }
@@ -333,7 +338,13 @@ pub fn check_exact(collector: &Collector, orders: &[(String, Path)]) -> anyhow::
         }
     }
     if !problems.is_empty() {
-        bail!("{} of {} sagas emitted the wrong events:\n{}", problems.len(), orders.len(), problems.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
+        // One example per path, so a failure shows every kind of problem.
+        let mut examples: BTreeMap<String, String> = BTreeMap::new();
+        for p in &problems {
+            let kind = p.split(['(', ')']).nth(1).unwrap_or_default().to_owned();
+            examples.entry(kind).or_insert_with(|| p.clone());
+        }
+        bail!("{} of {} sagas emitted the wrong events, e.g.:\n{}", problems.len(), orders.len(), examples.into_values().collect::<Vec<_>>().join("\n"));
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use choreo_integration_tests::broker::{BrokerKind, TestBroker, hosted_mock, real
 use choreo_integration_tests::process::{Replica, ReplicaConfig};
 use choreo_integration_tests::saga_scenarios::{
     self, Collector, Path, SAGA_TOPICS, SagaEnv, check_after_dedup, check_exact,
-    fast_order_saga_toml, start_services,
+    fast_order_saga_toml_with_acks, start_services,
 };
 use choreo_schemas::{Catalog, MemoryRegistry};
 use futures::StreamExt;
@@ -42,9 +42,12 @@ impl World {
         Bus::new(BusConfig::new(&self.broker.bootstrap).with_source("/tests/driver"), self.registry.clone()).expect("bus")
     }
 
+    /// A replica running the order saga with `step_secs` step deadlines and acknowledgement
+    /// deadlines long enough that no compensation is re-emitted while a replica restarts (a
+    /// re-emission repeats the event id by design; these tests count records).
     fn replica_config(&self, guarantee: &'static str, step_secs: u64) -> ReplicaConfig {
         let definition = self.dir.join(format!("order-{step_secs}s.toml"));
-        std::fs::write(&definition, fast_order_saga_toml(step_secs)).expect("definition file");
+        std::fs::write(&definition, fast_order_saga_toml_with_acks(step_secs, 120)).expect("definition file");
         ReplicaConfig {
             bootstrap: self.broker.bootstrap.clone(),
             registry: self.registry_url.clone(),
@@ -117,11 +120,14 @@ async fn refused_transactions_are_reported_at_start_up() {
     assert!(!err.contains('\n'), "one line: {err}");
 }
 
+/// `n` sagas, mostly happy, every failure path represented. Deadline paths are left out: a
+/// replica restart takes longer than their (short) deadlines, which would then rightly fire
+/// for happy sagas too; `a_deadline_survives_a_restart` covers deadlines across restarts.
 fn plan(n: usize) -> Vec<(String, Path)> {
+    const FAILURES: [Path; 3] = [Path::PaymentDeclined, Path::InventoryUnavailable, Path::ShippingFailed];
     (0..n)
         .map(|i| {
-            // Mostly happy paths, every failure and deadline path represented.
-            let path = if i % 3 == 0 { Path::ALL[(i / 3) % Path::ALL.len()] } else { Path::Happy };
+            let path = if i % 3 == 0 { FAILURES[(i / 3) % FAILURES.len()] } else { Path::Happy };
             (format!("{}{i}", path.prefix()), path)
         })
         .collect()
@@ -142,7 +148,7 @@ async fn drive_all(bus: Bus, orders: Vec<(String, Path)>) -> anyhow::Result<()> 
 /// Runs `n` sagas while a coordinator process is killed with SIGKILL `kills` times at random
 /// moments and restarted each time; returns the collector and the orders.
 async fn sigkill_run(world: &World, guarantee: &'static str, n: usize, kills: usize) -> (Collector, Vec<(String, Path)>, Subscription) {
-    let cfg = world.replica_config(guarantee, 2);
+    let cfg = world.replica_config(guarantee, 120);
     let bus = world.bus();
     let services = start_services(&bus).expect("services");
     let collector = Collector::start(&world.broker.bootstrap).expect("collector");
@@ -191,7 +197,7 @@ async fn effectively_once_under_sigkill_on_the_real_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_share_the_work_and_survive_a_restart() {
     let world = World::new(hosted().await).await;
-    let cfg = world.replica_config("exactly_once", 2);
+    let cfg = world.replica_config("exactly_once", 120);
     let bus = world.bus();
     let services = start_services(&bus).expect("services");
     let collector = Collector::start(&world.broker.bootstrap).expect("collector");

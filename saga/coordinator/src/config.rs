@@ -219,7 +219,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A `tracing` filter: a level (`info`) or directives (`info,rdkafka=warn`).
+    /// A `tracing` filter: a level (`info`) or directives (`info,rdkafka=warn`). `RUST_LOG`,
+    /// when set, takes precedence (`choreo run`).
     pub level: String,
     /// `text` or `json`.
     pub format: LogFormat,

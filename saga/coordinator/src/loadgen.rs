@@ -345,8 +345,9 @@ fn watch_consumer(
         .context("creating the measuring consumer")?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        let (_, high) = tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, p, timeout))
-            .with_context(|| format!("watermarks of {topic}/{p}"))?;
+        let (_, high) =
+            tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, p, timeout))
+                .with_context(|| format!("watermarks of {topic}/{p}"))?;
         tpl.add_partition_offset(topic, p, Offset::Offset(high))
             .context("measuring consumer assignment")?;
     }
@@ -742,11 +743,7 @@ struct RawInput {
     value: Vec<u8>,
 }
 
-async fn encode<T: Event>(
-    bus: &Bus,
-    topic: usize,
-    event: &T,
-) -> anyhow::Result<RawInput> {
+async fn encode<T: Event>(bus: &Bus, topic: usize, event: &T) -> anyhow::Result<RawInput> {
     Ok(RawInput {
         topic,
         event_type: T::TYPE,
@@ -913,12 +910,19 @@ async fn baseline_phase(setup: &Setup, args: &LoadgenArgs) -> anyhow::Result<Fig
             return Err(e);
         }
     };
-    let seen = await_watcher(&mut watcher, &progress, n, deadline, "baseline phase", || {
-        if pipe.is_finished() {
-            bail!("the baseline pipe stopped");
-        }
-        Ok(())
-    })
+    let seen = await_watcher(
+        &mut watcher,
+        &progress,
+        n,
+        deadline,
+        "baseline phase",
+        || {
+            if pipe.is_finished() {
+                bail!("the baseline pipe stopped");
+            }
+            Ok(())
+        },
+    )
     .await;
     cancel.cancel();
     let stopped = pipe.await.context("the baseline pipe task")?;
