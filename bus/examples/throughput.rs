@@ -362,9 +362,8 @@ async fn through_bus(
     let timeout = Duration::from_secs(args.timeout_secs);
 
     // Warm-up: one event through (registers the schema, joins the group) before the clock starts.
-    let options = || PublishOptions::default().with_topic(topic.clone());
     let warm = payment(99_999_999, i64::try_from(nanos_since(t0))?);
-    bus.publish_with(&warm, options())
+    bus.publish_with(&warm, PublishOptions::default().with_topic(topic.clone()))
         .await
         .context("bus warm-up")?;
     collect(

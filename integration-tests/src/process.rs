@@ -71,7 +71,7 @@ impl Replica {
             .env("CHOREO__COORDINATOR__DEFINITIONS", &cfg.definition)
             .env("CHOREO__COORDINATOR__PARTITIONS", cfg.partitions.to_string())
             .env("CHOREO__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-            .env("CHOREO__LOG__LEVEL", "warn")
+            .env("CHOREO__LOG__LEVEL", "warn,librdkafka=error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

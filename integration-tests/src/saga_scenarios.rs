@@ -160,6 +160,15 @@ impl Collector {
         m
     }
 
+    /// How many of `orders` have a terminal event already.
+    pub fn terminal_count(&self, orders: &[String]) -> usize {
+        let m = self.by_order();
+        orders
+            .iter()
+            .filter(|o| m.get(*o).is_some_and(|v| v.iter().any(|t| t == "OrderConfirmed" || t == "OrderCancelled")))
+            .count()
+    }
+
     /// Waits until every order in `orders` has a terminal event (OrderConfirmed/OrderCancelled).
     pub async fn wait_terminal(&self, orders: &[String], patience: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + patience;

@@ -94,7 +94,17 @@ impl Cx<'_> {
                     Some(c) => {
                         let event_id =
                             self.emit(&c.emit, Some(&step.name), EmitKind::Compensation, 1);
-                        if c.ack.is_some() {
+                        if let (Some(_), Some(at)) = (&c.ack, self.state.steps[i].early_ack) {
+                            self.state.steps[i].compensation =
+                                CompensationState::Acknowledged { event_id, at };
+                            self.note(
+                                TimelineKind::Status,
+                                format!(
+                                    "step \"{}\"'s compensation was acknowledged before it was emitted here (a repeated decision); counted as acknowledged",
+                                    step.name
+                                ),
+                            );
+                        } else if c.ack.is_some() {
                             self.state.steps[i].compensation = CompensationState::Emitted {
                                 event_id,
                                 attempts: 1,
@@ -157,6 +167,20 @@ impl Cx<'_> {
         let event_id = match &self.state.steps[i].compensation {
             CompensationState::Emitted { event_id, .. }
             | CompensationState::Stuck { event_id, .. } => *event_id,
+            CompensationState::NotStarted if self.state.steps[i].early_ack.is_none() => {
+                // Under at-least-once delivery a compensation can be emitted, acknowledged, and
+                // the decision repeated after a crash before the state recorded it: keep the
+                // acknowledgement for when the compensation is emitted again.
+                self.state.steps[i].early_ack = Some(self.now);
+                self.note(
+                    TimelineKind::Buffered,
+                    format!(
+                        "{} for step \"{name}\" arrived before its compensation was emitted; kept",
+                        event.event_type
+                    ),
+                );
+                return;
+            }
             other => {
                 let what = format!(
                     "{} for step \"{name}\", whose compensation is {}",

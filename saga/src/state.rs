@@ -159,6 +159,12 @@ pub struct StepState {
     pub data: Option<Value>,
     /// Its compensation.
     pub compensation: CompensationState,
+    /// When an acknowledgement of its compensation arrived before the compensation was emitted
+    /// here — a decision repeated after a crash under at-least-once delivery, whose first
+    /// emission a service already acknowledged. The compensation, once emitted, counts as
+    /// acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_ack: Option<Millis>,
 }
 
 /// What a timeline entry records.
@@ -279,6 +285,7 @@ impl SagaState {
                     late: false,
                     data: None,
                     compensation: CompensationState::NotStarted,
+                    early_ack: None,
                 })
                 .collect(),
             pending: Vec::new(),

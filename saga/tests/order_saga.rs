@@ -119,6 +119,13 @@ fn cases() -> Vec<Case> {
             ),
         },
         Case {
+            name: "an acknowledgement before its compensation (a repeated decision) counts",
+            script: vec![Ev(PLACED), Ev(AUTHORIZED), Ev(REFUNDED), Ev(UNAVAILABLE)],
+            emitted: vec![REFUND, CANCELLED],
+            status: Status::Compensated,
+            reason: Some("InventoryUnavailable"),
+        },
+        Case {
             name: "inventory unavailable, refund not yet acknowledged",
             script: vec![Ev(PLACED), Ev(AUTHORIZED), Ev(UNAVAILABLE)],
             emitted: vec![REFUND],

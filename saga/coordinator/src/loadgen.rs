@@ -99,6 +99,11 @@ pub struct LoadgenArgs {
     /// How long each phase may take (start-up included) before it fails.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// `fetch.wait.max.ms` of every consumer in both phases (default: 10 with the embedded
+    /// broker, whose mock cluster answers an empty fetch only after this wait even when records
+    /// arrive meanwhile; librdkafka's default with an external broker).
+    #[arg(long)]
+    pub fetch_wait_max_ms: Option<u64>,
 }
 
 /// The four inputs of one saga.
@@ -216,6 +221,7 @@ where
         let (i, t) = r?;
         acks[i] = t;
     }
+    eprintln!("DEBUG publish took {:?}", started.elapsed());
     Ok((started, acks))
 }
 
@@ -457,19 +463,30 @@ fn commit_current_end(
     Ok(())
 }
 
+// Fields drop in order: the clients before the embedded broker.
 struct Setup {
     run: String,
     bootstrap: String,
-    embedded: Option<EmbeddedBroker>,
+    fetch_wait_max_ms: Option<u64>,
     catalog: Arc<Catalog>,
     registry: Arc<dyn SchemaRegistry>,
     bus: Bus,
     timeout: Duration,
+    embedded: Option<EmbeddedBroker>,
 }
 
 impl Setup {
+    /// Client settings of every consumer (and of the coordinator's clients).
+    fn kafka(&self) -> BusConfig {
+        let c = BusConfig::new(&self.bootstrap);
+        match self.fetch_wait_max_ms {
+            Some(ms) => c.with_client_setting("fetch.wait.max.ms", &ms.to_string()),
+            None => c,
+        }
+    }
+
     fn client(&self) -> ClientConfig {
-        BusConfig::new(&self.bootstrap).client_config()
+        self.kafka().client_config()
     }
 
     fn prefix(&self) -> String {
@@ -503,9 +520,11 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         BusConfig::new(&bootstrap).with_source("/choreo/loadgen"),
         Arc::clone(&registry),
     )?;
+    let fetch_wait_max_ms = args.fetch_wait_max_ms.or(embedded.as_ref().map(|_| 10));
     let setup = Setup {
         run,
         bootstrap,
+        fetch_wait_max_ms,
         embedded,
         catalog,
         registry,
@@ -530,6 +549,14 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     println!("  guarantee    {}", args.guarantee.name());
     println!("  broker       {broker}");
     println!("  concurrency  {} sagas in flight", args.concurrency);
+    println!(
+        "  consumers    read_committed, fetch.wait.max.ms {}",
+        setup.fetch_wait_max_ms.map_or_else(
+            || "librdkafka default (500)".to_owned(),
+            |ms| ms.to_string()
+        )
+    );
+    println!("  batches      up to 500 records or 10 ms linger (coordinator and baseline pipe)");
     println!("  run id       {}", setup.run);
     println!();
 
@@ -596,7 +623,7 @@ async fn saga_phase(setup: &Setup, args: &LoadgenArgs) -> anyhow::Result<Figures
     let mut defs = Definitions::new();
     defs.insert(Definition::reference_order_saga(&setup.catalog)?)?;
     let mut opts = CoordinatorOptions::new(
-        BusConfig::new(&setup.bootstrap).with_source("/choreo/loadgen/coordinator"),
+        setup.kafka().with_source("/choreo/loadgen/coordinator"),
         Arc::new(defs),
         Arc::clone(&setup.catalog),
         Arc::clone(&setup.registry),
@@ -1018,8 +1045,24 @@ impl Pipe {
                     .send_offsets_to_transaction(&tpl, &cgm, timeout)
             })
             .context("send_offsets_to_transaction")?;
+            let t1 = Instant::now();
+            for d in futures::future::join_all(deliveries).await {
+                match d {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => return Err(e).context("delivering an output record"),
+                    Err(_) => bail!("an output delivery was cancelled"),
+                }
+            }
+            let mut spins = 0;
+            while self.producer.in_flight_count() > 0 && spins < 200 {
+                spins += 1;
+                tokio::time::sleep(Duration::from_micros(100)).await;
+            }
+            eprintln!("DEBUG awaited {:?} spins {spins}", t1.elapsed());
+            let t1 = Instant::now();
             tokio::task::block_in_place(|| self.producer.commit_transaction(timeout))
                 .context("commit_transaction")?;
+            eprintln!("DEBUG commit {:?}", t1.elapsed());
         } else {
             for d in futures::future::join_all(deliveries).await {
                 match d {
@@ -1046,7 +1089,10 @@ async fn run_pipe(pipe: Pipe) -> anyhow::Result<()> {
         if batch.is_empty() {
             continue;
         }
-        if let Err(e) = pipe.process(&batch).await {
+        let t0 = Instant::now();
+        let r = pipe.process(&batch).await;
+        eprintln!("DEBUG batch {} in {:?}", batch.len(), t0.elapsed());
+        if let Err(e) = r {
             if pipe.transactional {
                 let _ = tokio::task::block_in_place(|| {
                     pipe.producer
