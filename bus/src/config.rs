@@ -24,6 +24,10 @@ pub struct BusConfig {
     /// `sasl.mechanism`, `sasl.username`, `ssl.ca.location`.
     #[serde(default)]
     pub client: BTreeMap<String, String>,
+    /// librdkafka settings for consumers only (after `client`), e.g. `fetch.wait.max.ms` or
+    /// `session.timeout.ms` — producers would warn about them.
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
 }
 
 fn default_source() -> String {
@@ -42,6 +46,7 @@ impl BusConfig {
             source: default_source(),
             delivery_timeout_ms: default_delivery_timeout_ms(),
             client: BTreeMap::new(),
+            consumer: BTreeMap::new(),
         }
     }
 
@@ -55,6 +60,19 @@ impl BusConfig {
     pub fn with_client_setting(mut self, key: &str, value: &str) -> Self {
         self.client.insert(key.to_owned(), value.to_owned());
         self
+    }
+
+    /// Adds a librdkafka setting for consumers only.
+    pub fn with_consumer_setting(mut self, key: &str, value: &str) -> Self {
+        self.consumer.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Settings that make consumers answer quickly on the embedded broker (librdkafka's mock
+    /// cluster holds an empty fetch for the whole `fetch.wait.max.ms`, 500 ms by default, even
+    /// when records arrive meanwhile).
+    pub fn tuned_for_embedded_broker(self) -> Self {
+        self.with_consumer_setting("fetch.wait.max.ms", "10")
     }
 
     /// The delivery timeout.
@@ -83,6 +101,15 @@ impl BusConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers);
         for (k, v) in &self.client {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// [`Self::client_config`] plus the consumer-only settings.
+    pub fn consumer_config(&self) -> ClientConfig {
+        let mut c = self.client_config();
+        for (k, v) in &self.consumer {
             c.set(k, v);
         }
         c

@@ -265,7 +265,7 @@ impl SubscriberBuilder {
             assigned: Mutex::new(HashSet::new()),
             drain_timeout: self.drain_timeout,
         });
-        let mut cfg = self.bus.config().client_config();
+        let mut cfg = self.bus.config().consumer_config();
         cfg.set("group.id", &self.group)
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")

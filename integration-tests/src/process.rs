@@ -10,22 +10,33 @@ use tokio::process::{Child, Command};
 
 use crate::broker::free_port;
 
-/// The `choreo` binary of this workspace (built by `cargo test --workspace`; built here if
-/// missing).
+/// The `choreo` binary of this workspace, built (or found up to date) once per test process, so
+/// a test never runs a stale binary.
 pub fn choreo_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).context("target dir")?;
-    let bin = dir.join("choreo");
-    if !bin.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "choreo-coordinator", "--bin", "choreo"])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .status()?;
-        if !status.success() {
-            bail!("building the choreo binary failed");
-        }
-    }
-    Ok(bin)
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let dir = exe.parent().and_then(Path::parent).ok_or("no target dir")?;
+            let status = std::process::Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "choreo-coordinator",
+                    "--bin",
+                    "choreo",
+                ])
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err("building the choreo binary failed".into());
+            }
+            Ok(dir.join("choreo"))
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// How to run a coordinator replica.
@@ -43,6 +54,8 @@ pub struct ReplicaConfig {
     pub group: String,
     /// Partitions of created topics.
     pub partitions: i32,
+    /// Whether the broker is librdkafka's mock cluster (consumers get a short fetch wait).
+    pub mock: bool,
 }
 
 /// A running `choreo run` process.
@@ -59,25 +72,34 @@ impl Replica {
     /// Starts `choreo run` as instance `instance`.
     pub async fn start(cfg: &ReplicaConfig, instance: &str) -> anyhow::Result<Replica> {
         let port = free_port()?;
+        let fetch_wait = if cfg.mock { "10" } else { "500" };
         let child = Command::new(choreo_binary()?)
             .arg("run")
+            .env("CHOREO__KAFKA__CONSUMER__FETCH_WAIT_MAX_MS", fetch_wait)
             .env_remove("CHOREO_CONFIG")
             .env("CHOREO__KAFKA__BOOTSTRAP_SERVERS", &cfg.bootstrap)
             .env("CHOREO__KAFKA__GROUP_ID", &cfg.group)
-            .env("CHOREO__KAFKA__CLIENT__SESSION_TIMEOUT_MS", "6000")
+            .env("CHOREO__KAFKA__CONSUMER__SESSION_TIMEOUT_MS", "6000")
             .env("CHOREO__REGISTRY__URL", &cfg.registry)
             .env("CHOREO__COORDINATOR__GUARANTEE", cfg.guarantee)
             .env("CHOREO__COORDINATOR__INSTANCE_ID", instance)
             .env("CHOREO__COORDINATOR__DEFINITIONS", &cfg.definition)
-            .env("CHOREO__COORDINATOR__PARTITIONS", cfg.partitions.to_string())
+            .env(
+                "CHOREO__COORDINATOR__PARTITIONS",
+                cfg.partitions.to_string(),
+            )
             .env("CHOREO__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-            .env("CHOREO__LOG__LEVEL", "warn,librdkafka=error")
+            .env("CHOREO__LOG__LEVEL", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .context("starting choreo run")?;
-        Ok(Replica { instance: instance.to_owned(), api: format!("http://127.0.0.1:{port}"), child })
+        Ok(Replica {
+            instance: instance.to_owned(),
+            api: format!("http://127.0.0.1:{port}"),
+            child,
+        })
     }
 
     /// Waits until `/readyz` answers 200.
@@ -86,7 +108,10 @@ impl Replica {
         let client = reqwest::Client::new();
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("replica {} exited with {status} before it was ready", self.instance);
+                bail!(
+                    "replica {} exited with {status} before it was ready",
+                    self.instance
+                );
             }
             if let Ok(r) = client.get(format!("{}/readyz", self.api)).send().await {
                 if r.status().is_success() {
@@ -118,10 +143,17 @@ impl Replica {
     /// SIGTERM and wait for a clean exit.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
-            Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+            Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await?;
         }
         let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await??;
-        anyhow::ensure!(status.success(), "replica {} exited with {status} on SIGTERM", self.instance);
+        anyhow::ensure!(
+            status.success(),
+            "replica {} exited with {status} on SIGTERM",
+            self.instance
+        );
         Ok(())
     }
 

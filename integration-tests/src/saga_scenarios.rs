@@ -24,7 +24,11 @@ pub const SAGA_TOPICS: [&str; 4] = ["orders", "payments", "inventory", "shipping
 /// The reference order saga with short deadlines: steps 2 s, shipping 4 s, saga 8 s,
 /// acknowledgements 3 s with one re-emission.
 pub fn fast_order_saga(catalog: &Catalog) -> anyhow::Result<Definition> {
-    Ok(Definition::from_toml("order-fast.toml", &fast_order_saga_toml(2), catalog)?)
+    Ok(Definition::from_toml(
+        "order-fast.toml",
+        &fast_order_saga_toml(2),
+        catalog,
+    )?)
 }
 
 /// The text of the reference order saga with step deadlines of `step_secs` seconds, shipping
@@ -36,10 +40,22 @@ pub fn fast_order_saga_toml(step_secs: u64) -> String {
 /// Like [`fast_order_saga_toml`], with acknowledgement deadlines of `ack_secs` seconds.
 pub fn fast_order_saga_toml_with_acks(step_secs: u64, ack_secs: u64) -> String {
     Definition::reference_order_saga_toml()
-        .replace("deadline = \"2m\"", &format!("deadline = \"{}s\"", step_secs * 4))
-        .replace("deadline = \"100s\"", &format!("deadline = \"{}s\"", step_secs * 2))
-        .replace("ack_deadline = \"30s\"", &format!("ack_deadline = \"{ack_secs}s\""))
-        .replace("deadline = \"30s\"", &format!("deadline = \"{step_secs}s\""))
+        .replace(
+            "deadline = \"2m\"",
+            &format!("deadline = \"{}s\"", step_secs * 4),
+        )
+        .replace(
+            "deadline = \"100s\"",
+            &format!("deadline = \"{}s\"", step_secs * 2),
+        )
+        .replace(
+            "ack_deadline = \"30s\"",
+            &format!("ack_deadline = \"{ack_secs}s\""),
+        )
+        .replace(
+            "deadline = \"30s\"",
+            &format!("deadline = \"{step_secs}s\""),
+        )
         .replace("max_retries = 3", "max_retries = 1")
 }
 
@@ -56,6 +72,8 @@ pub struct SagaEnv {
     pub guarantee: Guarantee,
     /// Partitions of the saga topics.
     pub partitions: i32,
+    /// Whether the broker is librdkafka's mock cluster (in this process or hosted).
+    pub mock: bool,
 }
 
 impl SagaEnv {
@@ -65,7 +83,7 @@ impl SagaEnv {
         let mut defs = Definitions::new();
         defs.insert(def)?;
         let mut o = CoordinatorOptions::new(
-            BusConfig::new(&self.bootstrap),
+            self.kafka(),
             Arc::new(defs),
             catalog,
             Arc::clone(&self.registry),
@@ -84,9 +102,22 @@ impl SagaEnv {
         Ok(o)
     }
 
+    /// Client settings for this broker (consumers tuned for the mock cluster's fetch wait).
+    pub fn kafka(&self) -> BusConfig {
+        let c = BusConfig::new(&self.bootstrap);
+        if self.mock {
+            c.tuned_for_embedded_broker()
+        } else {
+            c
+        }
+    }
+
     /// A bus for the driver.
     pub fn bus(&self, source: &str) -> anyhow::Result<Bus> {
-        Ok(Bus::new(BusConfig::new(&self.bootstrap).with_source(source), Arc::clone(&self.registry))?)
+        Ok(Bus::new(
+            self.kafka().with_source(source),
+            Arc::clone(&self.registry),
+        )?)
     }
 }
 
@@ -113,7 +144,10 @@ impl Collector {
     pub fn start(bootstrap: &str) -> anyhow::Result<Self> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
-            .set("group.id", format!("collector-{}", uuid::Uuid::new_v4().simple()))
+            .set(
+                "group.id",
+                format!("collector-{}", uuid::Uuid::new_v4().simple()),
+            )
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
@@ -124,18 +158,31 @@ impl Collector {
         let sink = Arc::clone(&seen);
         let task = tokio::spawn(async move {
             loop {
-                let Ok(m) = consumer.recv().await else { continue };
+                let Ok(m) = consumer.recv().await else {
+                    continue;
+                };
                 let get = |k: &str| {
                     m.headers().and_then(|h| {
-                        h.iter().find(|x| x.key == k).and_then(|x| x.value).map(|v| String::from_utf8_lossy(v).into_owned())
+                        h.iter()
+                            .find(|x| x.key == k)
+                            .and_then(|x| x.value)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
                     })
                 };
                 if !get(header::SOURCE).is_some_and(|s| s.starts_with("/choreo/sagas/")) {
                     continue;
                 }
                 let e = Emitted {
-                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
-                    event_type: get(header::TYPE).unwrap_or_default().rsplit('.').next().unwrap_or_default().to_owned(),
+                    key: m
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default(),
+                    event_type: get(header::TYPE)
+                        .unwrap_or_default()
+                        .rsplit('.')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
                     id: get(header::ID).unwrap_or_default(),
                 };
                 if let Ok(mut v) = sink.lock() {
@@ -165,7 +212,12 @@ impl Collector {
         let m = self.by_order();
         orders
             .iter()
-            .filter(|o| m.get(*o).is_some_and(|v| v.iter().any(|t| t == "OrderConfirmed" || t == "OrderCancelled")))
+            .filter(|o| {
+                m.get(*o).is_some_and(|v| {
+                    v.iter()
+                        .any(|t| t == "OrderConfirmed" || t == "OrderCancelled")
+                })
+            })
             .count()
     }
 
@@ -176,13 +228,24 @@ impl Collector {
             let m = self.by_order();
             let missing: Vec<&String> = orders
                 .iter()
-                .filter(|o| !m.get(*o).is_some_and(|v| v.iter().any(|t| t == "OrderConfirmed" || t == "OrderCancelled")))
+                .filter(|o| {
+                    !m.get(*o).is_some_and(|v| {
+                        v.iter()
+                            .any(|t| t == "OrderConfirmed" || t == "OrderCancelled")
+                    })
+                })
                 .collect();
             if missing.is_empty() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("{} of {} sagas have no terminal event after {patience:?}; e.g. {:?} emitted {:?}", missing.len(), orders.len(), missing[0], m.get(missing[0]));
+                bail!(
+                    "{} of {} sagas have no terminal event after {patience:?}; e.g. {:?} emitted {:?}",
+                    missing.len(),
+                    orders.len(),
+                    missing[0],
+                    m.get(missing[0])
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -196,7 +259,10 @@ impl Drop for Collector {
 }
 
 fn eur(c: i64) -> Money {
-    Money { amount_minor: c, currency: "EUR".into() }
+    Money {
+        amount_minor: c,
+        currency: "EUR".into(),
+    }
 }
 
 /// An order placed by the driver.
@@ -204,7 +270,11 @@ pub fn order(id: &str) -> OrderPlaced {
     OrderPlaced {
         order_id: id.into(),
         customer_id: "c-1".into(),
-        items: vec![LineItem { sku: "sku-1".into(), quantity: 1, unit_price: eur(1000) }],
+        items: vec![LineItem {
+            sku: "sku-1".into(),
+            quantity: 1,
+            unit_price: eur(1000),
+        }],
         total: eur(1000),
         shipping_address: "1 Test Street".into(),
         channel: "web".into(),
@@ -226,22 +296,49 @@ pub fn start_services(bus: &Bus) -> anyhow::Result<Subscription> {
                 return Ok(());
             }
             if e.order_id.starts_with("shipfail-") {
-                ctx.publish(&ShipmentFailed { order_id: e.order_id, reason: "no carrier".into() }).await.map_err(HandlerError::retryable)?;
+                ctx.publish(&ShipmentFailed {
+                    order_id: e.order_id,
+                    reason: "no carrier".into(),
+                })
+                .await
+                .map_err(HandlerError::retryable)?;
             } else {
-                ctx.publish(&ShipmentScheduled { shipment_id: format!("shp-{}", e.order_id), order_id: e.order_id, carrier: "c".into(), estimated_delivery_ms: 0 }).await.map_err(HandlerError::retryable)?;
+                ctx.publish(&ShipmentScheduled {
+                    shipment_id: format!("shp-{}", e.order_id),
+                    order_id: e.order_id,
+                    carrier: "c".into(),
+                    estimated_delivery_ms: 0,
+                })
+                .await
+                .map_err(HandlerError::retryable)?;
             }
             Ok(())
         })
         .handle("refund", |e: RefundPayment, ctx: Context| async move {
-            ctx.publish(&PaymentRefunded { order_id: e.order_id, payment_id: e.payment_id }).await.map_err(HandlerError::retryable)?;
+            ctx.publish(&PaymentRefunded {
+                order_id: e.order_id,
+                payment_id: e.payment_id,
+            })
+            .await
+            .map_err(HandlerError::retryable)?;
             Ok(())
         })
         .handle("release", |e: ReleaseInventory, ctx: Context| async move {
-            ctx.publish(&InventoryReleased { order_id: e.order_id, reservation_id: e.reservation_id }).await.map_err(HandlerError::retryable)?;
+            ctx.publish(&InventoryReleased {
+                order_id: e.order_id,
+                reservation_id: e.reservation_id,
+            })
+            .await
+            .map_err(HandlerError::retryable)?;
             Ok(())
         })
         .handle("cancel", |e: CancelShipment, ctx: Context| async move {
-            ctx.publish(&ShipmentCancelled { order_id: e.order_id, shipment_id: e.shipment_id }).await.map_err(HandlerError::retryable)?;
+            ctx.publish(&ShipmentCancelled {
+                order_id: e.order_id,
+                shipment_id: e.shipment_id,
+            })
+            .await
+            .map_err(HandlerError::retryable)?;
             Ok(())
         })
         .start()?)
@@ -295,10 +392,19 @@ impl Path {
     pub fn expected(self) -> Vec<&'static str> {
         let mut v = match self {
             Path::Happy => vec!["ShipmentRequested", "OrderConfirmed"],
-            Path::PaymentDeclined | Path::PaymentDeadline => vec!["ReleaseInventory", "OrderCancelled"],
-            Path::InventoryUnavailable | Path::InventoryDeadline => vec!["RefundPayment", "OrderCancelled"],
+            Path::PaymentDeclined | Path::PaymentDeadline => {
+                vec!["ReleaseInventory", "OrderCancelled"]
+            }
+            Path::InventoryUnavailable | Path::InventoryDeadline => {
+                vec!["RefundPayment", "OrderCancelled"]
+            }
             Path::ShippingFailed | Path::ShippingDeadline => {
-                vec!["ShipmentRequested", "RefundPayment", "ReleaseInventory", "OrderCancelled"]
+                vec![
+                    "ShipmentRequested",
+                    "RefundPayment",
+                    "ReleaseInventory",
+                    "OrderCancelled",
+                ]
             }
         };
         v.sort_unstable();
@@ -309,8 +415,16 @@ impl Path {
     pub async fn drive(self, bus: &Bus, order_id: &str) -> anyhow::Result<()> {
         let id = order_id.to_owned();
         bus.publish(&order(&id)).await?;
-        let pay = PaymentAuthorized { order_id: id.clone(), payment_id: format!("pay-{id}"), amount: eur(1000) };
-        let reserve = InventoryReserved { order_id: id.clone(), reservation_id: format!("res-{id}"), items: vec![] };
+        let pay = PaymentAuthorized {
+            order_id: id.clone(),
+            payment_id: format!("pay-{id}"),
+            amount: eur(1000),
+        };
+        let reserve = InventoryReserved {
+            order_id: id.clone(),
+            reservation_id: format!("res-{id}"),
+            items: vec![],
+        };
         match self {
             Path::Happy | Path::ShippingFailed | Path::ShippingDeadline => {
                 bus.publish(&pay).await?;
@@ -318,11 +432,20 @@ impl Path {
             }
             Path::PaymentDeclined => {
                 bus.publish(&reserve).await?;
-                bus.publish(&PaymentDeclined { order_id: id, reason: "card declined".into() }).await?;
+                bus.publish(&PaymentDeclined {
+                    order_id: id,
+                    reason: "card declined".into(),
+                })
+                .await?;
             }
             Path::InventoryUnavailable => {
                 bus.publish(&pay).await?;
-                bus.publish(&InventoryUnavailable { order_id: id, reason: "out of stock".into(), missing_skus: vec![] }).await?;
+                bus.publish(&InventoryUnavailable {
+                    order_id: id,
+                    reason: "out of stock".into(),
+                    missing_skus: vec![],
+                })
+                .await?;
             }
             Path::PaymentDeadline => {
                 bus.publish(&reserve).await?;
@@ -343,7 +466,10 @@ pub fn check_exact(collector: &Collector, orders: &[(String, Path)]) -> anyhow::
         let mut got: Vec<String> = by_order.get(id).cloned().unwrap_or_default();
         got.sort();
         if got != path.expected() {
-            problems.push(format!("{id} ({path:?}): emitted {got:?}, expected {:?}", path.expected()));
+            problems.push(format!(
+                "{id} ({path:?}): emitted {got:?}, expected {:?}",
+                path.expected()
+            ));
         }
     }
     if !problems.is_empty() {
@@ -353,14 +479,22 @@ pub fn check_exact(collector: &Collector, orders: &[(String, Path)]) -> anyhow::
             let kind = p.split(['(', ')']).nth(1).unwrap_or_default().to_owned();
             examples.entry(kind).or_insert_with(|| p.clone());
         }
-        bail!("{} of {} sagas emitted the wrong events, e.g.:\n{}", problems.len(), orders.len(), examples.into_values().collect::<Vec<_>>().join("\n"));
+        bail!(
+            "{} of {} sagas emitted the wrong events, e.g.:\n{}",
+            problems.len(),
+            orders.len(),
+            examples.into_values().collect::<Vec<_>>().join("\n")
+        );
     }
     Ok(())
 }
 
 /// Checks that every order emitted its path's events at least once and, after deduplication by
 /// event id, exactly once; returns how many duplicates were dropped.
-pub fn check_after_dedup(collector: &Collector, orders: &[(String, Path)]) -> anyhow::Result<usize> {
+pub fn check_after_dedup(
+    collector: &Collector,
+    orders: &[(String, Path)],
+) -> anyhow::Result<usize> {
     let mut by_order: HashMap<String, BTreeMap<String, String>> = HashMap::new();
     let all = collector.all();
     let mut ids = std::collections::HashSet::new();
@@ -370,18 +504,37 @@ pub fn check_after_dedup(collector: &Collector, orders: &[(String, Path)]) -> an
             dups += 1;
             continue;
         }
-        by_order.entry(e.key.clone()).or_default().insert(e.id.clone(), e.event_type.clone());
+        by_order
+            .entry(e.key.clone())
+            .or_default()
+            .insert(e.id.clone(), e.event_type.clone());
     }
     let mut problems = Vec::new();
     for (id, path) in orders {
-        let mut got: Vec<String> = by_order.get(id).map(|m| m.values().cloned().collect()).unwrap_or_default();
+        let mut got: Vec<String> = by_order
+            .get(id)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
         got.sort();
         if got != path.expected() {
-            problems.push(format!("{id} ({path:?}): after dedup emitted {got:?}, expected {:?}", path.expected()));
+            problems.push(format!(
+                "{id} ({path:?}): after dedup emitted {got:?}, expected {:?}",
+                path.expected()
+            ));
         }
     }
     if !problems.is_empty() {
-        bail!("{} of {} sagas wrong:\n{}", problems.len(), orders.len(), problems.iter().take(10).cloned().collect::<Vec<_>>().join("\n"));
+        bail!(
+            "{} of {} sagas wrong:\n{}",
+            problems.len(),
+            orders.len(),
+            problems
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     Ok(dups)
 }
@@ -391,7 +544,9 @@ pub fn check_after_dedup(collector: &Collector, orders: &[(String, Path)]) -> an
 pub async fn order_saga_paths(env: &SagaEnv) -> anyhow::Result<()> {
     let catalog = Catalog::reference();
     let opts = env.options(fast_order_saga(&catalog)?, "paths-0")?;
-    let coordinator = choreo_coordinator::start(opts).await.context("coordinator starts")?;
+    let coordinator = choreo_coordinator::start(opts)
+        .await
+        .context("coordinator starts")?;
     let bus = env.bus("/tests/driver")?;
     let services = start_services(&bus)?;
     let collector = Collector::start(&env.bootstrap)?;
@@ -404,7 +559,9 @@ pub async fn order_saga_paths(env: &SagaEnv) -> anyhow::Result<()> {
         }
     }
     let ids: Vec<String> = orders.iter().map(|(o, _)| o.clone()).collect();
-    collector.wait_terminal(&ids, Duration::from_secs(90)).await?;
+    collector
+        .wait_terminal(&ids, Duration::from_secs(90))
+        .await?;
     // Let any wrongly repeated emission show up before judging.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let result = if env.guarantee == Guarantee::ExactlyOnce {
@@ -415,9 +572,19 @@ pub async fn order_saga_paths(env: &SagaEnv) -> anyhow::Result<()> {
     // The operator view agrees.
     let view = coordinator.view();
     for (id, path) in &orders {
-        let s = view.get(&format!("order/{id}")).with_context(|| format!("order/{id} in the view"))?;
-        let want = if *path == Path::Happy { choreo_saga::Status::Completed } else { choreo_saga::Status::Compensated };
-        anyhow::ensure!(s.status == want, "order/{id}: {:?}, expected {want:?}", s.status);
+        let s = view
+            .get(&format!("order/{id}"))
+            .with_context(|| format!("order/{id} in the view"))?;
+        let want = if *path == Path::Happy {
+            choreo_saga::Status::Completed
+        } else {
+            choreo_saga::Status::Compensated
+        };
+        anyhow::ensure!(
+            s.status == want,
+            "order/{id}: {:?}, expected {want:?}",
+            s.status
+        );
     }
     services.shutdown().await?;
     stop(coordinator).await?;

@@ -17,6 +17,9 @@ async fn order_saga_paths_exactly_once() {
         embedded: Some(Arc::new(broker)),
         guarantee: Guarantee::ExactlyOnce,
         partitions: 3,
+        mock: true,
     };
-    saga_scenarios::order_saga_paths(&env).await.expect("scenario");
+    saga_scenarios::order_saga_paths(&env)
+        .await
+        .expect("scenario");
 }

@@ -30,16 +30,30 @@ struct World {
 impl World {
     async fn new(broker: TestBroker) -> World {
         let registry = Arc::new(MemoryRegistry::new());
-        let (addr, server) = choreo_schemas::server::serve(Arc::clone(&registry), "127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("registry server");
-        let dir = std::env::temp_dir().join(format!("choreo-saga-{}", uuid::Uuid::new_v4().simple()));
+        let (addr, server) = choreo_schemas::server::serve(
+            Arc::clone(&registry),
+            "127.0.0.1:0".parse().expect("addr"),
+        )
+        .await
+        .expect("registry server");
+        let dir =
+            std::env::temp_dir().join(format!("choreo-saga-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("tmp dir");
-        World { broker, registry_url: format!("http://{addr}"), registry, _server: server, dir }
+        World {
+            broker,
+            registry_url: format!("http://{addr}"),
+            registry,
+            _server: server,
+            dir,
+        }
     }
 
     fn bus(&self) -> Bus {
-        Bus::new(BusConfig::new(&self.broker.bootstrap).with_source("/tests/driver"), self.registry.clone()).expect("bus")
+        let mut kafka = BusConfig::new(&self.broker.bootstrap).with_source("/tests/driver");
+        if self.broker.kind == BrokerKind::HostedMock {
+            kafka = kafka.tuned_for_embedded_broker();
+        }
+        Bus::new(kafka, self.registry.clone()).expect("bus")
     }
 
     /// A replica running the order saga with `step_secs` step deadlines and acknowledgement
@@ -47,7 +61,8 @@ impl World {
     /// re-emission repeats the event id by design; these tests count records).
     fn replica_config(&self, guarantee: &'static str, step_secs: u64) -> ReplicaConfig {
         let definition = self.dir.join(format!("order-{step_secs}s.toml"));
-        std::fs::write(&definition, fast_order_saga_toml_with_acks(step_secs, 120)).expect("definition file");
+        std::fs::write(&definition, fast_order_saga_toml_with_acks(step_secs, 120))
+            .expect("definition file");
         ReplicaConfig {
             bootstrap: self.broker.bootstrap.clone(),
             registry: self.registry_url.clone(),
@@ -55,6 +70,7 @@ impl World {
             definition,
             group: format!("coordinator-{}", uuid::Uuid::new_v4().simple()),
             partitions: PARTITIONS,
+            mock: self.broker.kind == BrokerKind::HostedMock,
         }
     }
 }
@@ -67,18 +83,25 @@ impl Drop for World {
 
 /// The mock cluster in its own process, with every topic the coordinator needs.
 async fn hosted() -> TestBroker {
-    let mut topics: Vec<(String, i32)> = SAGA_TOPICS.iter().map(|t| ((*t).to_owned(), PARTITIONS)).collect();
+    let mut topics: Vec<(String, i32)> = SAGA_TOPICS
+        .iter()
+        .map(|t| ((*t).to_owned(), PARTITIONS))
+        .collect();
     topics.push(("choreo.saga-state".into(), PARTITIONS));
     topics.push(("choreo.saga-commands".into(), PARTITIONS));
     for t in SAGA_TOPICS.iter().chain(["choreo.saga-commands"].iter()) {
         topics.push((format!("{t}.dlq"), 1));
     }
     let refs: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-    hosted_mock(env!("CARGO_BIN_EXE_choreo-mock-broker"), &refs).await.expect("hosted mock cluster")
+    hosted_mock(env!("CARGO_BIN_EXE_choreo-mock-broker"), &refs)
+        .await
+        .expect("hosted mock cluster")
 }
 
 async fn real() -> TestBroker {
-    real_broker().await.expect("a real broker for the real tier (this tier never skips)")
+    real_broker()
+        .await
+        .expect("a real broker for the real tier (this tier never skips)")
 }
 
 fn env_for(world: &World, guarantee: Guarantee) -> SagaEnv {
@@ -88,20 +111,29 @@ fn env_for(world: &World, guarantee: Guarantee) -> SagaEnv {
         embedded: None,
         guarantee,
         partitions: PARTITIONS,
+        mock: world.broker.kind == BrokerKind::HostedMock,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn order_saga_paths_on_the_real_broker() {
     let world = World::new(real().await).await;
-    let guarantee = if world.broker.supports_transactions() { Guarantee::ExactlyOnce } else { Guarantee::EffectivelyOnce };
-    saga_scenarios::order_saga_paths(&env_for(&world, guarantee)).await.expect("scenario");
+    let guarantee = if world.broker.supports_transactions() {
+        Guarantee::ExactlyOnce
+    } else {
+        Guarantee::EffectivelyOnce
+    };
+    saga_scenarios::order_saga_paths(&env_for(&world, guarantee))
+        .await
+        .expect("scenario");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn order_saga_paths_on_the_hosted_mock_cluster() {
     let world = World::new(hosted().await).await;
-    saga_scenarios::order_saga_paths(&env_for(&world, Guarantee::ExactlyOnce)).await.expect("scenario");
+    saga_scenarios::order_saga_paths(&env_for(&world, Guarantee::ExactlyOnce))
+        .await
+        .expect("scenario");
 }
 
 /// A broker without transactions, with exactly-once configured: one clear line at start-up,
@@ -114,9 +146,20 @@ async fn refused_transactions_are_reported_at_start_up() {
         return assert!(world.broker.supports_transactions());
     }
     let env = env_for(&world, Guarantee::ExactlyOnce);
-    let opts = env.options(saga_scenarios::fast_order_saga(&Catalog::reference()).expect("def"), "refused-0").expect("options");
-    let err = choreo_coordinator::start(opts).await.expect_err("exactly-once must not start without transactions").to_string();
-    assert!(err.contains("refused transactions") && err.contains("effectively_once"), "{err}");
+    let opts = env
+        .options(
+            saga_scenarios::fast_order_saga(&Catalog::reference()).expect("def"),
+            "refused-0",
+        )
+        .expect("options");
+    let err = choreo_coordinator::start(opts)
+        .await
+        .expect_err("exactly-once must not start without transactions")
+        .to_string();
+    assert!(
+        err.contains("refused transactions") && err.contains("effectively_once"),
+        "{err}"
+    );
     assert!(!err.contains('\n'), "one line: {err}");
 }
 
@@ -124,10 +167,18 @@ async fn refused_transactions_are_reported_at_start_up() {
 /// replica restart takes longer than their (short) deadlines, which would then rightly fire
 /// for happy sagas too; `a_deadline_survives_a_restart` covers deadlines across restarts.
 fn plan(n: usize) -> Vec<(String, Path)> {
-    const FAILURES: [Path; 3] = [Path::PaymentDeclined, Path::InventoryUnavailable, Path::ShippingFailed];
+    const FAILURES: [Path; 3] = [
+        Path::PaymentDeclined,
+        Path::InventoryUnavailable,
+        Path::ShippingFailed,
+    ];
     (0..n)
         .map(|i| {
-            let path = if i % 3 == 0 { FAILURES[(i / 3) % FAILURES.len()] } else { Path::Happy };
+            let path = if i % 3 == 0 {
+                FAILURES[(i / 3) % FAILURES.len()]
+            } else {
+                Path::Happy
+            };
             (format!("{}{i}", path.prefix()), path)
         })
         .collect()
@@ -147,32 +198,55 @@ async fn drive_all(bus: Bus, orders: Vec<(String, Path)>) -> anyhow::Result<()> 
 
 /// Runs `n` sagas while a coordinator process is killed with SIGKILL `kills` times at random
 /// moments and restarted each time; returns the collector and the orders.
-async fn sigkill_run(world: &World, guarantee: &'static str, n: usize, kills: usize) -> (Collector, Vec<(String, Path)>, Subscription) {
+async fn sigkill_run(
+    world: &World,
+    guarantee: &'static str,
+    n: usize,
+    kills: usize,
+) -> (Collector, Vec<(String, Path)>, Subscription) {
     let cfg = world.replica_config(guarantee, 120);
     let bus = world.bus();
     let services = start_services(&bus).expect("services");
     let collector = Collector::start(&world.broker.bootstrap).expect("collector");
     let mut replica = Replica::start(&cfg, "crash-0").await.expect("replica");
-    replica.wait_ready(Duration::from_secs(90)).await.expect("ready");
+    replica
+        .wait_ready(Duration::from_secs(90))
+        .await
+        .expect("ready");
     let orders = plan(n);
     let driver = tokio::spawn(drive_all(bus.clone(), orders.clone()));
     let ids: Vec<String> = orders.iter().map(|(o, _)| o.clone()).collect();
     let mut mid_run = 0;
     for k in 0..kills {
         // Kill a replica that is working: ready (partitions restored), then a random moment.
-        replica.wait_ready(Duration::from_secs(120)).await.expect("ready");
+        replica
+            .wait_ready(Duration::from_secs(120))
+            .await
+            .expect("ready");
         tokio::time::sleep(Duration::from_millis(200 + rand_ms(1500))).await;
         let done = collector.terminal_count(&ids);
         replica.kill().await.expect("SIGKILL");
-        eprintln!("kill {}/{kills}: {done} of {n} sagas finished at that moment", k + 1);
+        eprintln!(
+            "kill {}/{kills}: {done} of {n} sagas finished at that moment",
+            k + 1
+        );
         if done > 0 && done < n {
             mid_run += 1;
         }
         replica = Replica::start(&cfg, "crash-0").await.expect("restart");
     }
-    assert!(mid_run > 0, "at least one kill landed while sagas were running");
-    driver.await.expect("driver task").expect("every input published");
-    collector.wait_terminal(&ids, Duration::from_secs(300)).await.expect("every saga reaches a terminal event");
+    assert!(
+        mid_run > 0,
+        "at least one kill landed while sagas were running"
+    );
+    driver
+        .await
+        .expect("driver task")
+        .expect("every input published");
+    collector
+        .wait_terminal(&ids, Duration::from_secs(300))
+        .await
+        .expect("every saga reaches a terminal event");
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(replica.is_running(), "the last replica is still running");
     replica.stop().await.expect("clean stop");
@@ -201,15 +275,22 @@ async fn exactly_once_under_sigkill() {
     if broker.supports_transactions() {
         let world = World::new(broker).await;
         let (collector, orders, services) = sigkill_run(&world, "exactly_once", 2000, 5).await;
-        check_exact(&collector, &orders).expect("every effect exactly once, as a read_committed consumer sees it");
-        eprintln!("exactly-once on {:?}: {} sagas, {} emitted events, each once", world.broker.kind, orders.len(), collector.all().len());
+        check_exact(&collector, &orders)
+            .expect("every effect exactly once, as a read_committed consumer sees it");
+        eprintln!(
+            "exactly-once on {:?}: {} sagas, {} emitted events, each once",
+            world.broker.kind,
+            orders.len(),
+            collector.all().len()
+        );
         services.shutdown().await.expect("services stop");
         return;
     }
     drop(broker);
     let world = World::new(hosted().await).await;
     let (collector, orders, services) = sigkill_run(&world, "exactly_once", 2000, 5).await;
-    let dups = check_after_dedup(&collector, &orders).expect("every effect at least once, exactly once after dedup by event id");
+    let dups = check_after_dedup(&collector, &orders)
+        .expect("every effect at least once, exactly once after dedup by event id");
     eprintln!(
         "exactly-once path on the hosted mock cluster: {} sagas, {} emitted records, {dups} repeated records (same event id) from aborted transactions the mock does not hide",
         orders.len(),
@@ -222,8 +303,13 @@ async fn exactly_once_under_sigkill() {
 async fn effectively_once_under_sigkill_on_the_real_broker() {
     let world = World::new(real().await).await;
     let (collector, orders, services) = sigkill_run(&world, "effectively_once", 2000, 5).await;
-    let dups = check_after_dedup(&collector, &orders).expect("every effect at least once, exactly once after dedup by event id");
-    eprintln!("effectively-once: {} sagas, {} emitted records, {dups} duplicates dropped by event id", orders.len(), collector.all().len());
+    let dups = check_after_dedup(&collector, &orders)
+        .expect("every effect at least once, exactly once after dedup by event id");
+    eprintln!(
+        "effectively-once: {} sagas, {} emitted records, {dups} duplicates dropped by event id",
+        orders.len(),
+        collector.all().len()
+    );
     services.shutdown().await.expect("services stop");
 }
 
@@ -236,24 +322,39 @@ async fn two_replicas_share_the_work_and_survive_a_restart() {
     let collector = Collector::start(&world.broker.bootstrap).expect("collector");
     let mut a = Replica::start(&cfg, "replica-a").await.expect("a");
     let mut b = Replica::start(&cfg, "replica-b").await.expect("b");
-    a.wait_ready(Duration::from_secs(90)).await.expect("a ready");
-    b.wait_ready(Duration::from_secs(90)).await.expect("b ready");
+    a.wait_ready(Duration::from_secs(90))
+        .await
+        .expect("a ready");
+    b.wait_ready(Duration::from_secs(90))
+        .await
+        .expect("b ready");
     let orders = plan(1000);
     let driver = tokio::spawn(drive_all(bus.clone(), orders.clone()));
     tokio::time::sleep(Duration::from_secs(2)).await;
     b.stop().await.expect("b stops cleanly mid-run");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut b = Replica::start(&cfg, "replica-b").await.expect("b again");
-    b.wait_ready(Duration::from_secs(90)).await.expect("b ready again");
+    b.wait_ready(Duration::from_secs(90))
+        .await
+        .expect("b ready again");
     driver.await.expect("driver").expect("published");
     let ids: Vec<String> = orders.iter().map(|(o, _)| o.clone()).collect();
-    collector.wait_terminal(&ids, Duration::from_secs(300)).await.expect("every saga terminal");
+    collector
+        .wait_terminal(&ids, Duration::from_secs(300))
+        .await
+        .expect("every saga terminal");
     tokio::time::sleep(Duration::from_secs(4)).await;
     check_exact(&collector, &orders).expect("exactly once across replicas");
     // Whichever replica is asked answers for every saga.
     for (id, _) in orders.iter().step_by(97) {
-        assert!(a.has_saga(&format!("order/{id}")).await, "replica a knows {id}");
-        assert!(b.has_saga(&format!("order/{id}")).await, "replica b knows {id}");
+        assert!(
+            a.has_saga(&format!("order/{id}")).await,
+            "replica a knows {id}"
+        );
+        assert!(
+            b.has_saga(&format!("order/{id}")).await,
+            "replica b knows {id}"
+        );
     }
     a.stop().await.expect("a stops");
     b.stop().await.expect("b stops");
@@ -269,24 +370,43 @@ async fn a_deadline_survives_a_restart() {
     let services = start_services(&bus).expect("services");
     let collector = Collector::start(&world.broker.bootstrap).expect("collector");
     let mut replica = Replica::start(&cfg, "deadline-0").await.expect("replica");
-    replica.wait_ready(Duration::from_secs(90)).await.expect("ready");
+    replica
+        .wait_ready(Duration::from_secs(90))
+        .await
+        .expect("ready");
     let id = "paysilent-restart-1";
     Path::PaymentDeadline.drive(&bus, id).await.expect("inputs");
     let saga = format!("order/{id}");
     let started = std::time::Instant::now();
     while !replica.has_saga(&saga).await {
-        assert!(started.elapsed() < Duration::from_secs(60), "the saga was committed");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the saga was committed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     replica.kill().await.expect("SIGKILL before the deadline");
-    assert!(started.elapsed() < Duration::from_secs(6), "killed before the deadline was due");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "killed before the deadline was due"
+    );
     tokio::time::sleep(Duration::from_secs(7)).await;
-    assert!(collector.by_order().get(id).is_none(), "nothing emitted while the coordinator was down");
+    assert!(
+        collector.by_order().get(id).is_none(),
+        "nothing emitted while the coordinator was down"
+    );
     let mut replica = Replica::start(&cfg, "deadline-0").await.expect("restart");
-    replica.wait_ready(Duration::from_secs(90)).await.expect("ready");
-    collector.wait_terminal(&[id.to_owned()], Duration::from_secs(120)).await.expect("the deadline fired after the restart");
+    replica
+        .wait_ready(Duration::from_secs(90))
+        .await
+        .expect("ready");
+    collector
+        .wait_terminal(&[id.to_owned()], Duration::from_secs(120))
+        .await
+        .expect("the deadline fired after the restart");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    check_exact(&collector, &[(id.to_owned(), Path::PaymentDeadline)]).expect("compensated exactly once");
+    check_exact(&collector, &[(id.to_owned(), Path::PaymentDeadline)])
+        .expect("compensated exactly once");
     replica.stop().await.expect("stop");
     services.shutdown().await.expect("services stop");
 }

@@ -7,7 +7,8 @@
 //!    or `CHOREO__COORDINATOR__GUARANTEE=effectively_once`. A value is read as a TOML scalar
 //!    or array when it parses as one (`6`, `true`, `["a", "b"]`), else as a string; a list may
 //!    also be written comma-separated. librdkafka settings go through
-//!    `CHOREO__KAFKA__CLIENT__<NAME>`, where `_` in the name stands for `.`
+//!    `CHOREO__KAFKA__CLIENT__<NAME>` (every client) or `CHOREO__KAFKA__CONSUMER__<NAME>`
+//!    (consumers only), where `_` in the name stands for `.`
 //!    (`CHOREO__KAFKA__CLIENT__SASL_PASSWORD` sets `sasl.password`).
 //!
 //! The result is validated ([`Config::validate`]). Every error says where the offending value
@@ -86,6 +87,10 @@ pub struct KafkaConfig {
     /// `"security.protocol" = "SASL_SSL"`. Numbers and booleans are accepted and passed as text.
     #[serde(deserialize_with = "de_client_settings")]
     pub client: BTreeMap<String, String>,
+    /// librdkafka settings for the coordinator's consumers only, after `client`, e.g.
+    /// `"session.timeout.ms" = "10000"` or `"fetch.wait.max.ms" = "100"`.
+    #[serde(deserialize_with = "de_client_settings")]
+    pub consumer: BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -94,6 +99,7 @@ impl Default for KafkaConfig {
             bootstrap_servers: "localhost:9092".into(),
             group_id: "choreo-coordinator".into(),
             client: BTreeMap::new(),
+            consumer: BTreeMap::new(),
         }
     }
 }
@@ -105,6 +111,7 @@ impl KafkaConfig {
         let mut bus =
             choreo_bus::BusConfig::new(self.bootstrap_servers.clone()).with_source(source);
         bus.client.clone_from(&self.client);
+        bus.consumer.clone_from(&self.consumer);
         bus
     }
 }
@@ -396,8 +403,15 @@ impl Config {
         non_empty("kafka.bootstrap_servers", &self.kafka.bootstrap_servers)?;
         non_empty("kafka.group_id", &self.kafka.group_id)?;
         for (key, why) in MANAGED_CLIENT_SETTINGS {
-            if self.kafka.client.contains_key(*key) {
-                let field = format!("kafka.client.{key}");
+            let section = if self.kafka.client.contains_key(*key) {
+                Some("client")
+            } else if self.kafka.consumer.contains_key(*key) {
+                Some("consumer")
+            } else {
+                None
+            };
+            if let Some(section) = section {
+                let field = format!("kafka.{section}.{key}");
                 return Err(invalid(
                     &field,
                     format!("is set by the coordinator, not here: {why}"),
@@ -570,11 +584,11 @@ fn env_path(var: &str) -> Result<Vec<String>, ConfigError> {
     }
     match parts.as_slice() {
         [_, _] => Ok(parts),
-        [section, key, name] if section == "kafka" && key == "client" => {
+        [section, key, name] if section == "kafka" && (key == "client" || key == "consumer") => {
             Ok(vec![section.clone(), key.clone(), name.replace('_', ".")])
         }
         _ => Err(bad(format!(
-            "expected {ENV_PREFIX}<SECTION>__<KEY> (or CHOREO__KAFKA__CLIENT__<SETTING>), e.g. CHOREO__KAFKA__BOOTSTRAP_SERVERS"
+            "expected {ENV_PREFIX}<SECTION>__<KEY> (or CHOREO__KAFKA__CLIENT__<SETTING>, CHOREO__KAFKA__CONSUMER__<SETTING>), e.g. CHOREO__KAFKA__BOOTSTRAP_SERVERS"
         ))),
     }
 }

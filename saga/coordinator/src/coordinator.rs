@@ -360,10 +360,13 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         .map_err(|e| CoordinatorError::kafka("creating the command producer", e))?;
 
     let rebalance = Arc::new(Mutex::new(RebalanceEvents::default()));
-    let mut consumer_config = opts.kafka.client_config();
+    let mut consumer_config = opts.kafka.consumer_config();
     // Defaults a `kafka.client` setting may override: a dead replica's partitions move after
     // 10 s.
-    for (k, v) in [("session.timeout.ms", "10000"), ("heartbeat.interval.ms", "1000")] {
+    for (k, v) in [
+        ("session.timeout.ms", "10000"),
+        ("heartbeat.interval.ms", "1000"),
+    ] {
         if !opts.kafka.client.contains_key(k) {
             consumer_config.set(k, v);
         }
@@ -389,7 +392,7 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
     let ready = Arc::new(AtomicBool::new(false));
     let cancel = CancellationToken::new();
     let tailer = tokio::spawn(tail_changelog(
-        opts.kafka.client_config(),
+        opts.kafka.consumer_config(),
         opts.changelog_topic.clone(),
         changelog_partitions,
         Arc::clone(&view),
@@ -638,7 +641,7 @@ impl Runtime {
         for &p in partitions {
             let started = Instant::now();
             let (client, topic, timeout) = (
-                self.opts.kafka.client_config(),
+                self.opts.kafka.consumer_config(),
                 self.opts.changelog_topic.clone(),
                 self.opts.kafka_timeout,
             );
@@ -775,6 +778,22 @@ impl Runtime {
                 .map_err(|e| BatchError::Retry(format!("offset list: {e}")))?;
         }
         let started = Instant::now();
+        // Wait for every record's acknowledgement first: `commit_transaction` would otherwise
+        // flush in-flight records itself, and rdkafka's flush then waits out its whole poll
+        // interval (100 ms) because the delivery reports go to the producer's own thread.
+        for d in futures::future::join_all(std::mem::take(&mut staged.deliveries)).await {
+            let failed = match d {
+                Ok(Ok(_)) => None,
+                Ok(Err((e, _))) => Some(format!("delivery failed: {e}")),
+                Err(_) => Some("delivery cancelled".to_owned()),
+            };
+            if let Some(why) = failed {
+                if exactly_once {
+                    let _ = self.block(|p, t| p.abort_transaction(t));
+                }
+                return Err(BatchError::Retry(why));
+            }
+        }
         if exactly_once {
             if tpl.count() > 0 {
                 let cgm = self
@@ -790,23 +809,10 @@ impl Runtime {
                 let _ = self.block(|p, t| p.abort_transaction(t));
                 return Err(classify(&e, "commit_transaction"));
             }
-            // Every record of the transaction is acknowledged once the commit returns.
-            staged.deliveries.clear();
-        } else {
-            for d in futures::future::join_all(std::mem::take(&mut staged.deliveries)).await {
-                match d {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => {
-                        return Err(BatchError::Retry(format!("delivery failed: {e}")));
-                    }
-                    Err(_) => return Err(BatchError::Retry("delivery cancelled".into())),
-                }
-            }
-            if tpl.count() > 0 {
-                let consumer = &self.consumer;
-                tokio::task::block_in_place(|| consumer.commit(&tpl, CommitMode::Sync))
-                    .map_err(|e| BatchError::Retry(format!("offset commit: {e}")))?;
-            }
+        } else if tpl.count() > 0 {
+            let consumer = &self.consumer;
+            tokio::task::block_in_place(|| consumer.commit(&tpl, CommitMode::Sync))
+                .map_err(|e| BatchError::Retry(format!("offset commit: {e}")))?;
         }
         metrics::histogram!(m::TRANSACTION_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::histogram!(m::BATCH_RECORDS).record(batch.len() as f64);

@@ -16,6 +16,13 @@
 //!    `effectively_once`, an idempotent producer and offsets committed after the deliveries.
 //!    A read_committed consumer on the output waits for each key's four outputs.
 //!
+//! The baseline awaits its records' deliveries before `commit_transaction`. rdkafka's
+//! `commit_transaction` first calls its own `flush`, which, while records are in flight, polls
+//! the producer's event queue for up to 100 ms — but a `FutureProducer`'s background thread
+//! takes the delivery reports from that queue, so the poll sleeps the whole 100 ms: a
+//! transaction committed with records in flight costs at least ~100 ms
+//! (`--baseline-commit-in-flight` measures the pipe that way).
+//!
 //! Latency of one saga (key): from the acknowledgement of its last input to the moment its
 //! decision (`OrderConfirmed`; for the baseline, its fourth output) is seen by the read_committed
 //! consumer. Throughput: input events / (first publish → last decision seen).
@@ -104,6 +111,11 @@ pub struct LoadgenArgs {
     /// arrive meanwhile; librdkafka's default with an external broker).
     #[arg(long)]
     pub fetch_wait_max_ms: Option<u64>,
+    /// Let the baseline pipe call `commit_transaction` with its records still in flight, as the
+    /// coordinator does, instead of awaiting their deliveries first: rdkafka's flush inside
+    /// `commit_transaction` then sleeps ~100 ms per transaction (see the module docs).
+    #[arg(long)]
+    pub baseline_commit_in_flight: bool,
 }
 
 /// The four inputs of one saga.
@@ -221,7 +233,6 @@ where
         let (i, t) = r?;
         acks[i] = t;
     }
-    eprintln!("DEBUG publish took {:?}", started.elapsed());
     Ok((started, acks))
 }
 
@@ -480,7 +491,9 @@ impl Setup {
     fn kafka(&self) -> BusConfig {
         let c = BusConfig::new(&self.bootstrap);
         match self.fetch_wait_max_ms {
-            Some(ms) => c.with_client_setting("fetch.wait.max.ms", &ms.to_string()),
+            // The coordinator's producers get this consumer setting too (librdkafka warns that
+            // they ignore it).
+            Some(ms) => c.with_consumer_setting("fetch.wait.max.ms", &ms.to_string()),
             None => c,
         }
     }
@@ -557,6 +570,17 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         )
     );
     println!("  batches      up to 500 records or 10 ms linger (coordinator and baseline pipe)");
+    println!(
+        "  baseline     {}",
+        match (
+            args.guarantee.transactional(),
+            args.baseline_commit_in_flight
+        ) {
+            (true, false) => "one transaction per batch; deliveries awaited, then commit",
+            (true, true) => "one transaction per batch; commit with deliveries in flight",
+            (false, _) => "idempotent producer; deliveries awaited, then offsets committed",
+        }
+    );
     println!("  run id       {}", setup.run);
     println!();
 
@@ -576,16 +600,19 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "flushing the load generator's producer");
     }
 
-    let baseline_label = if args.guarantee.transactional() {
-        "baseline (transactional pipe)"
-    } else {
-        "baseline (idempotent pipe, no transactions)"
+    let baseline_label = match (
+        args.guarantee.transactional(),
+        args.baseline_commit_in_flight,
+    ) {
+        (true, false) => "baseline (transactional pipe)",
+        (true, true) => "baseline (transactional pipe, commit in flight)",
+        (false, _) => "baseline (idempotent pipe, no transactions)",
     };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<44} {:>10} {:>10} {:>10}",
+        "{:<48} {:>10} {:>10} {:>10}",
         "", "events/s", "p50 ms", "p99 ms"
     );
     for (label, f) in [
@@ -594,7 +621,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     ] {
         let _ = writeln!(
             out,
-            "{label:<44} {:>10.0} {:>10.1} {:>10.1}",
+            "{label:<48} {:>10.0} {:>10.1} {:>10.1}",
             f.events_per_second,
             ms(f.p50),
             ms(f.p99)
@@ -653,12 +680,14 @@ async fn saga_phase(setup: &Setup, args: &LoadgenArgs) -> anyhow::Result<Figures
     let orders = OrderPlaced::TOPIC;
     let orders_partitions = {
         let (c, t) = (client.clone(), setup.timeout);
-        tokio::task::spawn_blocking(move || partition_counts(&c, &[orders], t))
-            .await
-            .context("metadata task")??
-            .get(orders)
-            .copied()
-            .with_context(|| format!("topic {orders} does not exist"))?
+        tokio::task::spawn_blocking(move || {
+            partition_counts(&c, &[orders], t).map_err(anyhow::Error::from)
+        })
+        .await
+        .context("metadata task")??
+        .get(orders)
+        .copied()
+        .with_context(|| format!("topic {orders} does not exist"))?
     };
     let consumer = watch_consumer(
         &client,
@@ -857,7 +886,7 @@ async fn baseline_phase(setup: &Setup, args: &LoadgenArgs) -> anyhow::Result<Fig
         .subscribe(&refs)
         .context("subscribing the pipe's consumer")?;
     let producer: FutureProducer = {
-        let mut c = client.clone();
+        let mut c = BusConfig::new(&setup.bootstrap).client_config();
         c.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("partitioner", "murmur2_random")
@@ -891,6 +920,7 @@ async fn baseline_phase(setup: &Setup, args: &LoadgenArgs) -> anyhow::Result<Fig
         producer,
         output,
         transactional,
+        await_before_commit: !args.baseline_commit_in_flight,
         timeout: Duration::from_secs(30),
         ready: Arc::clone(&ready),
         cancel: cancel.clone(),
@@ -964,6 +994,7 @@ struct Pipe {
     producer: FutureProducer,
     output: String,
     transactional: bool,
+    await_before_commit: bool,
     timeout: Duration,
     ready: Arc<AtomicBool>,
     cancel: CancellationToken,
@@ -1036,6 +1067,17 @@ impl Pipe {
         }
         let timeout = Timeout::After(self.timeout);
         if self.transactional {
+            if self.await_before_commit {
+                await_deliveries(deliveries).await?;
+                // The delivery reports are consumed; wait (briefly) until librdkafka has
+                // released them too, so that the flush in `commit_transaction` finds nothing.
+                for _ in 0..200 {
+                    if self.producer.in_flight_count() == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_micros(100)).await;
+                }
+            }
             let cgm = self
                 .consumer
                 .group_metadata()
@@ -1045,37 +1087,26 @@ impl Pipe {
                     .send_offsets_to_transaction(&tpl, &cgm, timeout)
             })
             .context("send_offsets_to_transaction")?;
-            let t1 = Instant::now();
-            for d in futures::future::join_all(deliveries).await {
-                match d {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => return Err(e).context("delivering an output record"),
-                    Err(_) => bail!("an output delivery was cancelled"),
-                }
-            }
-            let mut spins = 0;
-            while self.producer.in_flight_count() > 0 && spins < 200 {
-                spins += 1;
-                tokio::time::sleep(Duration::from_micros(100)).await;
-            }
-            eprintln!("DEBUG awaited {:?} spins {spins}", t1.elapsed());
-            let t1 = Instant::now();
             tokio::task::block_in_place(|| self.producer.commit_transaction(timeout))
                 .context("commit_transaction")?;
-            eprintln!("DEBUG commit {:?}", t1.elapsed());
         } else {
-            for d in futures::future::join_all(deliveries).await {
-                match d {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => return Err(e).context("delivering an output record"),
-                    Err(_) => bail!("an output delivery was cancelled"),
-                }
-            }
+            await_deliveries(deliveries).await?;
             tokio::task::block_in_place(|| self.consumer.commit(&tpl, CommitMode::Sync))
                 .context("committing offsets")?;
         }
         Ok(())
     }
+}
+
+async fn await_deliveries(deliveries: Vec<DeliveryFuture>) -> anyhow::Result<()> {
+    for d in futures::future::join_all(deliveries).await {
+        match d {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(e).context("delivering an output record"),
+            Err(_) => bail!("an output delivery was cancelled"),
+        }
+    }
+    Ok(())
 }
 
 async fn run_pipe(pipe: Pipe) -> anyhow::Result<()> {
@@ -1089,10 +1120,7 @@ async fn run_pipe(pipe: Pipe) -> anyhow::Result<()> {
         if batch.is_empty() {
             continue;
         }
-        let t0 = Instant::now();
-        let r = pipe.process(&batch).await;
-        eprintln!("DEBUG batch {} in {:?}", batch.len(), t0.elapsed());
-        if let Err(e) = r {
+        if let Err(e) = pipe.process(&batch).await {
             if pipe.transactional {
                 let _ = tokio::task::block_in_place(|| {
                     pipe.producer

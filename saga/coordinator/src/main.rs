@@ -192,6 +192,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| embedded.as_ref().map(|b| b.bootstrap_servers().to_owned()))
         .context("no broker")?;
+    let kafka = match &embedded {
+        Some(_) => BusConfig::new(&bootstrap).tuned_for_embedded_broker(),
+        None => BusConfig::new(&bootstrap),
+    };
     let memory = Arc::new(MemoryRegistry::new());
     register_catalog(memory.as_ref(), &catalog).await?;
     let (registry_addr, _registry_task) =
@@ -201,7 +205,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let registry: Arc<dyn SchemaRegistry> = memory;
 
     let mut opts = CoordinatorOptions::new(
-        BusConfig::new(&bootstrap),
+        kafka.clone(),
         definitions,
         Arc::clone(&catalog),
         Arc::clone(&registry),
@@ -248,7 +252,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!();
 
     let bus = Bus::new(
-        BusConfig::new(&bootstrap).with_source("/choreo/dev/demo"),
+        kafka.clone().with_source("/choreo/dev/demo"),
         Arc::clone(&registry),
     )?;
     let demo = Demo::start(
