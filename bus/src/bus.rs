@@ -240,7 +240,7 @@ impl Bus {
             Err((e, _)) => Err(BusError::Delivery {
                 topic: topic.to_owned(),
                 correlation_id: key.unwrap_or_default().to_owned(),
-                source: e,
+                source: Box::new(e),
             }),
         }
     }

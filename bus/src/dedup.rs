@@ -22,11 +22,14 @@ pub trait DedupStore: Send + Sync + std::fmt::Debug {
     async fn mark(&self, scope: &str, id: &str);
 }
 
+/// (scope, event id).
+type ScopedId = (String, String);
+
 /// The default: a bounded in-memory set with first-in-first-out eviction.
 #[derive(Debug)]
 pub struct MemoryDedup {
     capacity: usize,
-    inner: Mutex<(HashSet<(String, String)>, VecDeque<(String, String)>)>,
+    inner: Mutex<(HashSet<ScopedId>, VecDeque<ScopedId>)>,
 }
 
 /// The default capacity of [`MemoryDedup`].

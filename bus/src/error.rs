@@ -14,7 +14,7 @@ pub enum BusError {
         /// What was being done.
         context: String,
         /// The client's error.
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     /// The event could not be encoded or its schema registered.
     #[error("cannot encode {event_type} for topic {topic}: {reason}")]
@@ -34,7 +34,7 @@ pub enum BusError {
         /// The record key.
         correlation_id: String,
         /// The client's error.
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
 }
 
@@ -42,7 +42,7 @@ impl BusError {
     pub(crate) fn kafka(context: impl Into<String>, source: KafkaError) -> Self {
         BusError::Kafka {
             context: context.into(),
-            source,
+            source: Box::new(source),
         }
     }
 }

@@ -101,16 +101,16 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// The broker of the real tier (see the module doc). Fails, never skips.
 pub async fn real_broker() -> anyhow::Result<TestBroker> {
-    if let Ok(bootstrap) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
-        if !bootstrap.trim().is_empty() {
-            eprintln!("real tier: external broker at {bootstrap}");
-            return Ok(TestBroker {
-                bootstrap,
-                kind: BrokerKind::External,
-                child: None,
-                _container: None,
-            });
-        }
+    if let Ok(bootstrap) = std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+        && !bootstrap.trim().is_empty()
+    {
+        eprintln!("real tier: external broker at {bootstrap}");
+        return Ok(TestBroker {
+            bootstrap,
+            kind: BrokerKind::External,
+            child: None,
+            _container: None,
+        });
     }
     if docker_engine_answers().await {
         return testcontainers_kafka().await;

@@ -113,10 +113,10 @@ impl Replica {
                     self.instance
                 );
             }
-            if let Ok(r) = client.get(format!("{}/readyz", self.api)).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = client.get(format!("{}/readyz", self.api)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("replica {} not ready within {patience:?}", self.instance);

@@ -89,19 +89,18 @@ impl MemoryRegistry {
             Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
         let canonical = schema.canonical_form();
         let mut st = self.lock();
-        if let Some(&id) = st.by_canonical.get(&canonical) {
-            if let Some(pos) = st
+        if let Some(&id) = st.by_canonical.get(&canonical)
+            && let Some(pos) = st
                 .subjects
                 .get(subject)
                 .and_then(|v| v.iter().position(|x| *x == id))
-            {
-                return Ok(SubjectVersion {
-                    subject: subject.to_owned(),
-                    version: u32::try_from(pos + 1).unwrap_or(u32::MAX),
-                    id,
-                    schema: st.schemas[(id - 1) as usize].clone(),
-                });
-            }
+        {
+            return Ok(SubjectVersion {
+                subject: subject.to_owned(),
+                version: u32::try_from(pos + 1).unwrap_or(u32::MAX),
+                id,
+                schema: st.schemas[(id - 1) as usize].clone(),
+            });
         }
         let rule = st.per_subject.get(subject).copied().unwrap_or(st.global);
         let previous: Vec<Schema> = st

@@ -1315,15 +1315,14 @@ fn avro_to_json(v: &AvroValue) -> Result<serde_json::Value, choreo_bus::DecodeEr
 }
 
 fn classify(e: &KafkaError, what: &str) -> BatchError {
-    if let KafkaError::Transaction(t) = e {
-        if t.is_fatal()
+    if let KafkaError::Transaction(t) = e
+        && (t.is_fatal()
             || matches!(
                 t.code(),
                 RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch
-            )
-        {
-            return BatchError::Fatal(CoordinatorError::Fenced(format!("{what}: {t}")));
-        }
+            ))
+    {
+        return BatchError::Fatal(CoordinatorError::Fenced(format!("{what}: {t}")));
     }
     if matches!(
         e.rdkafka_error_code(),

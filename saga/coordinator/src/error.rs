@@ -27,18 +27,24 @@ pub enum CoordinatorError {
         /// What was being done.
         context: String,
         /// The client error.
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     /// A bus error.
     #[error(transparent)]
-    Bus(#[from] choreo_bus::BusError),
+    Bus(#[from] Box<choreo_bus::BusError>),
 }
 
 impl CoordinatorError {
     pub(crate) fn kafka(context: impl Into<String>, source: KafkaError) -> Self {
         CoordinatorError::Kafka {
             context: context.into(),
-            source,
+            source: Box::new(source),
         }
+    }
+}
+
+impl From<choreo_bus::BusError> for CoordinatorError {
+    fn from(e: choreo_bus::BusError) -> Self {
+        CoordinatorError::Bus(Box::new(e))
     }
 }
