@@ -15,4 +15,4 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ] && ! docker info >/dev/null 2>&1; then
   export CHOREO_NISSHI_BIN
   echo "real tier: nisshi at $CHOREO_NISSHI_BIN" >&2
 fi
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"
