@@ -595,3 +595,128 @@ async fn stop(c: CoordinatorHandle) -> anyhow::Result<()> {
     c.shutdown().await?;
     Ok(())
 }
+
+/// An operator command travels through the commands topic to the replica that owns the saga:
+/// a saga waiting on a silent payment service is aborted and compensated at once.
+pub async fn operator_abort_through_the_commands_topic(env: &SagaEnv) -> anyhow::Result<()> {
+    let catalog = Catalog::reference();
+    // Deadlines far away: only the operator ends this saga.
+    let def = Definition::from_toml(
+        "order-slow.toml",
+        &fast_order_saga_toml_with_acks(600, 600),
+        &catalog,
+    )?;
+    let coordinator = choreo_coordinator::start(env.options(def, "commands-0")?).await?;
+    let bus = env.bus("/tests/driver")?;
+    let services = start_services(&bus)?;
+    let collector = Collector::start(&env.bootstrap)?;
+    let id = "paysilent-operator-1";
+    Path::PaymentDeadline.drive(&bus, id).await?;
+    let view = coordinator.view();
+    let saga = format!("order/{id}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !view.get(&saga).is_some_and(|s| {
+        s.status == choreo_saga::Status::Running
+            && s.step("inventory")
+                .is_some_and(|st| st.status == choreo_saga::StepStatus::Completed)
+    }) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the saga runs with inventory reserved"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    coordinator
+        .commands()
+        .send(&choreo_coordinator::command::CommandRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            definition: "order".into(),
+            correlation_id: id.into(),
+            command: choreo_saga::Command::Abort {
+                reason: "customer called".into(),
+            },
+            operator: Some("test".into()),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    collector
+        .wait_terminal(&[id.to_owned()], Duration::from_secs(60))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    check_exact(&collector, &[(id.to_owned(), Path::PaymentDeadline)])?;
+    let s = view.get(&saga).context("in the view")?;
+    anyhow::ensure!(
+        s.status == choreo_saga::Status::Compensated,
+        "{:?}",
+        s.status
+    );
+    anyhow::ensure!(
+        s.abort_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("customer called")),
+        "{:?}",
+        s.abort_reason
+    );
+    services.shutdown().await?;
+    stop(coordinator).await
+}
+
+/// A finished saga is tombstoned after the retention: it leaves the view, and its last
+/// changelog record is a tombstone (so compaction drops it and a restore skips it).
+pub async fn finished_sagas_are_tombstoned(env: &SagaEnv) -> anyhow::Result<()> {
+    let catalog = Catalog::reference();
+    let mut opts = env.options(fast_order_saga(&catalog)?, "retention-0")?;
+    opts.completed_retention = Duration::from_secs(1);
+    let changelog = opts.changelog_topic.clone();
+    let coordinator = choreo_coordinator::start(opts).await?;
+    let bus = env.bus("/tests/driver")?;
+    let services = start_services(&bus)?;
+    let collector = Collector::start(&env.bootstrap)?;
+    let id = "happy-retention-1";
+    Path::Happy.drive(&bus, id).await?;
+    collector
+        .wait_terminal(&[id.to_owned()], Duration::from_secs(60))
+        .await?;
+    let view = coordinator.view();
+    let saga = format!("order/{id}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen_completed = false;
+    loop {
+        match view.get(&saga) {
+            Some(s) if s.status == choreo_saga::Status::Completed => seen_completed = true,
+            None if seen_completed => break,
+            _ => {}
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the completed saga leaves the view after its retention"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The changelog: the saga's records end with a tombstone.
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &env.bootstrap)
+        .set(
+            "group.id",
+            format!("changelog-reader-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    consumer.subscribe(&[changelog.as_str()])?;
+    let mut last: Option<Option<Vec<u8>>> = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(last, Some(None)) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "a tombstone for {saga} in {changelog}; last record: {last:?}"
+        );
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
+            && m.key() == Some(saga.as_bytes())
+        {
+            last = Some(m.payload().map(<[u8]>::to_vec));
+        }
+    }
+    services.shutdown().await?;
+    stop(coordinator).await
+}
