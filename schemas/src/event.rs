@@ -24,7 +24,7 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
 
 /// Implements [`Event`] for a type backed by an `.avsc` text.
 ///
-/// ```ignore
+/// ```text
 /// choreo_schemas::avro_event!(MyEvent, "com.acme.MyEvent", "my-topic",
 ///     include_str!("my_event.avsc"), |e| &e.order_id);
 /// ```
