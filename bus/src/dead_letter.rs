@@ -60,11 +60,52 @@ impl Default for DeadLetterPolicy {
 
 /// Why a record is dead-lettered.
 #[derive(Debug, Clone)]
-pub(crate) struct Reason {
-    pub(crate) kind: &'static str,
-    pub(crate) message: String,
-    pub(crate) handler: Option<String>,
-    pub(crate) attempts: u32,
+pub struct Reason {
+    /// Stable kind (see [`header::KIND`]).
+    pub kind: &'static str,
+    /// Human-readable reason.
+    pub message: String,
+    /// The handler that failed, if any.
+    pub handler: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// The headers of a dead letter: the source record's own, then the `choreo_dlq_*` ones.
+pub fn headers_for(msg: &OwnedMessage, reason: &Reason, group: &str) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new();
+    if let Some(h) = msg.headers() {
+        for x in h.iter() {
+            headers = headers.insert(Header {
+                key: x.key,
+                value: x.value,
+            });
+        }
+    }
+    let ts = msg
+        .timestamp()
+        .to_millis()
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let fields = [
+        (header::REASON, reason.message.clone()),
+        (header::KIND, reason.kind.to_owned()),
+        (header::HANDLER, reason.handler.clone().unwrap_or_default()),
+        (header::GROUP, group.to_owned()),
+        (header::TOPIC, msg.topic().to_owned()),
+        (header::PARTITION, msg.partition().to_string()),
+        (header::OFFSET, msg.offset().to_string()),
+        (header::TIMESTAMP, ts),
+        (header::ATTEMPTS, reason.attempts.to_string()),
+        (header::TIME, now_rfc3339()),
+    ];
+    for (k, v) in &fields {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v.as_str()),
+        });
+    }
+    headers
 }
 
 #[derive(Debug)]
@@ -111,38 +152,7 @@ impl DeadLetters {
 
     pub(crate) async fn send(&self, msg: &OwnedMessage, reason: &Reason) -> Result<(), BusError> {
         self.take_token().await;
-        let mut headers = OwnedHeaders::new();
-        if let Some(h) = msg.headers() {
-            for x in h.iter() {
-                headers = headers.insert(Header {
-                    key: x.key,
-                    value: x.value,
-                });
-            }
-        }
-        let ts = msg
-            .timestamp()
-            .to_millis()
-            .map(|t| t.to_string())
-            .unwrap_or_default();
-        let fields = [
-            (header::REASON, reason.message.clone()),
-            (header::KIND, reason.kind.to_owned()),
-            (header::HANDLER, reason.handler.clone().unwrap_or_default()),
-            (header::GROUP, self.group.clone()),
-            (header::TOPIC, msg.topic().to_owned()),
-            (header::PARTITION, msg.partition().to_string()),
-            (header::OFFSET, msg.offset().to_string()),
-            (header::TIMESTAMP, ts),
-            (header::ATTEMPTS, reason.attempts.to_string()),
-            (header::TIME, now_rfc3339()),
-        ];
-        for (k, v) in &fields {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_str()),
-            });
-        }
+        let headers = headers_for(msg, reason, &self.group);
         let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
         let topic = self.topic_for(msg.topic());
         self.bus

@@ -264,6 +264,20 @@ impl Catalog {
         self.events.values()
     }
 
+    /// Registers every schema version of every event under its subject, oldest first, so that
+    /// services in any language find them in the registry.
+    pub async fn register_all(
+        &self,
+        registry: &dyn crate::SchemaRegistry,
+    ) -> Result<(), crate::RegistryError> {
+        for e in self.events() {
+            for v in &e.versions {
+                registry.register(&e.subject(), &v.text).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every topic the catalog names, sorted and without repeats.
     pub fn topics(&self) -> Vec<&str> {
         let mut t: Vec<&str> = self.events.values().map(|e| e.topic.as_str()).collect();

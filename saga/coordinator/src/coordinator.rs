@@ -1212,43 +1212,20 @@ impl Runtime {
     fn dead_letter(
         &self,
         msg: &OwnedMessage,
-        kind: &str,
+        kind: &'static str,
         reason: &str,
         staged: &mut Staged,
     ) -> Result<(), BatchError> {
-        use choreo_bus::dead_letter::header as h;
-        let mut headers = OwnedHeaders::new();
-        if let Some(hs) = msg.headers() {
-            use rdkafka::message::Headers;
-            for x in hs.iter() {
-                headers = headers.insert(Header {
-                    key: x.key,
-                    value: x.value,
-                });
-            }
-        }
-        let ts = msg
-            .timestamp()
-            .to_millis()
-            .map(|t| t.to_string())
-            .unwrap_or_default();
-        for (k, v) in [
-            (h::REASON, reason.to_owned()),
-            (h::KIND, kind.to_owned()),
-            (h::HANDLER, "saga-coordinator".to_owned()),
-            (h::GROUP, self.opts.group_id.clone()),
-            (h::TOPIC, msg.topic().to_owned()),
-            (h::PARTITION, msg.partition().to_string()),
-            (h::OFFSET, msg.offset().to_string()),
-            (h::TIMESTAMP, ts),
-            (h::ATTEMPTS, "1".to_owned()),
-            (h::TIME, now_rfc3339()),
-        ] {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_str()),
-            });
-        }
+        let headers = choreo_bus::dead_letter::headers_for(
+            msg,
+            &choreo_bus::dead_letter::Reason {
+                kind,
+                message: reason.to_owned(),
+                handler: Some("saga-coordinator".to_owned()),
+                attempts: 1,
+            },
+            &self.opts.group_id,
+        );
         let key = msg
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned())

@@ -408,19 +408,6 @@ async fn await_watcher(
     }
 }
 
-/// Registers every schema version of the catalog.
-async fn register_catalog(registry: &dyn SchemaRegistry, catalog: &Catalog) -> anyhow::Result<()> {
-    for e in catalog.events() {
-        for v in &e.versions {
-            registry
-                .register(&e.subject(), &v.text)
-                .await
-                .with_context(|| format!("registering {}", v.file))?;
-        }
-    }
-    Ok(())
-}
-
 /// Creates topics: through the embedded broker, or with the admin client.
 async fn create_topics(
     embedded: Option<&EmbeddedBroker>,
@@ -527,7 +514,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     };
     let catalog = Arc::new(Catalog::reference());
     let memory = Arc::new(MemoryRegistry::new());
-    register_catalog(memory.as_ref(), &catalog).await?;
+    catalog.register_all(memory.as_ref()).await?;
     let registry: Arc<dyn SchemaRegistry> = memory;
     let bus = Bus::new(
         BusConfig::new(&bootstrap).with_source("/choreo/loadgen"),

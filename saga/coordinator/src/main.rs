@@ -126,19 +126,6 @@ fn load_definitions(paths: &[PathBuf], catalog: &Catalog) -> anyhow::Result<Defi
     Ok(defs)
 }
 
-/// Registers every schema version of the catalog, so that services in any language find them.
-async fn register_catalog(registry: &dyn SchemaRegistry, catalog: &Catalog) -> anyhow::Result<()> {
-    for e in catalog.events() {
-        for v in &e.versions {
-            registry
-                .register(&e.subject(), &v.text)
-                .await
-                .with_context(|| format!("registering {}", v.file))?;
-        }
-    }
-    Ok(())
-}
-
 struct Services {
     coordinator: CoordinatorHandle,
     api_addr: SocketAddr,
@@ -197,7 +184,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         None => BusConfig::new(&bootstrap),
     };
     let memory = Arc::new(MemoryRegistry::new());
-    register_catalog(memory.as_ref(), &catalog).await?;
+    catalog.register_all(memory.as_ref()).await?;
     let (registry_addr, _registry_task) =
         choreo_schemas::server::serve(Arc::clone(&memory), args.registry)
             .await
@@ -347,7 +334,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         Some(url) => Arc::new(ConfluentRegistry::new(url)),
         None => {
             let memory = Arc::new(MemoryRegistry::new());
-            register_catalog(memory.as_ref(), &catalog).await?;
+            catalog.register_all(memory.as_ref()).await?;
             if let Some(addr) = cfg.registry.listen {
                 let (a, _) = choreo_schemas::server::serve(Arc::clone(&memory), addr).await?;
                 tracing::info!(addr = %a, "schema registry served");
