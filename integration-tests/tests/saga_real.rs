@@ -410,3 +410,32 @@ async fn a_deadline_survives_a_restart() {
     replica.stop().await.expect("stop");
     services.shutdown().await.expect("services stop");
 }
+
+/// Topics of one saga with different partition counts stop the start-up with a clear message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn topics_that_are_not_co_partitioned_are_refused_at_start_up() {
+    let world = World::new(real().await).await;
+    choreo_integration_tests::broker::create_topics(
+        &world.broker.bootstrap,
+        &[("orders", 4), ("payments", 2)],
+    )
+    .await
+    .expect("topics");
+    let env = env_for(&world, Guarantee::EffectivelyOnce);
+    let opts = env
+        .options(
+            saga_scenarios::fast_order_saga(&Catalog::reference()).expect("def"),
+            "copart-0",
+        )
+        .expect("options");
+    let err = choreo_coordinator::start(opts)
+        .await
+        .expect_err("must refuse")
+        .to_string();
+    assert!(
+        err.contains("not co-partitioned")
+            && err.contains("orders=4")
+            && err.contains("payments=2"),
+        "{err}"
+    );
+}
