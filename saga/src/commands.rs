@@ -118,16 +118,9 @@ impl Cx<'_> {
         let def = self.def;
         for (i, step) in def.steps().iter().enumerate() {
             if let CompensationState::Stuck { event_id, .. } = self.state.steps[i].compensation
-                && let Some(c) = &step.compensation
+                && step.compensation.is_some()
             {
-                self.state.steps[i].compensation = CompensationState::Emitted {
-                    event_id,
-                    attempts: 1,
-                };
-                self.set_deadline(
-                    DeadlineKind::CompensationAck(step.name.clone()),
-                    self.now.plus(c.ack_deadline),
-                );
+                self.await_ack(i, event_id, 1);
             }
         }
         self.recompute();

@@ -105,14 +105,7 @@ impl Cx<'_> {
                                 ),
                             );
                         } else if c.ack.is_some() {
-                            self.state.steps[i].compensation = CompensationState::Emitted {
-                                event_id,
-                                attempts: 1,
-                            };
-                            self.set_deadline(
-                                DeadlineKind::CompensationAck(step.name.clone()),
-                                self.now.plus(c.ack_deadline),
-                            );
+                            self.await_ack(i, event_id, 1);
                         } else {
                             self.state.steps[i].compensation = CompensationState::Done { event_id };
                         }
@@ -237,10 +230,16 @@ impl Cx<'_> {
             return;
         };
         let event_id = self.emit(&c.emit, Some(&step.name), EmitKind::Compensation, attempt);
-        self.state.steps[i].compensation = CompensationState::Emitted {
-            event_id,
-            attempts: attempt,
+        self.await_ack(i, event_id, attempt);
+    }
+
+    /// Step `i`'s compensation (emission `attempts`) now waits for its acknowledgement.
+    pub(crate) fn await_ack(&mut self, i: usize, event_id: uuid::Uuid, attempts: u32) {
+        let step = &self.def.steps()[i];
+        let Some(c) = &step.compensation else {
+            return;
         };
+        self.state.steps[i].compensation = CompensationState::Emitted { event_id, attempts };
         self.set_deadline(
             DeadlineKind::CompensationAck(step.name.clone()),
             self.now.plus(c.ack_deadline),
