@@ -162,6 +162,13 @@ impl Cx<'_> {
                 TimelineKind::Buffered,
                 format!("{} {} (before the start event)", event.event_type, event.id),
             );
+            if self.state.pending.is_empty()
+                && let Some(d) = self.def.deadline()
+            {
+                // A start event that never comes must not leave the saga waiting forever: the
+                // saga's deadline counts from its first event until the start moves it.
+                self.set_deadline(DeadlineKind::Saga, self.now.plus(d));
+            }
             self.state.pending.push(event.clone());
             return;
         }

@@ -133,9 +133,15 @@ impl Cx<'_> {
         self.note(TimelineKind::Deadline, format!("{kind} passed"));
         match kind {
             DeadlineKind::Saga => {
-                if self.state.status == Status::Running {
-                    let within = self.def.deadline().map(describe).unwrap_or_default();
-                    self.abort(format!("the saga missed its deadline ({within})"));
+                let within = self.def.deadline().map(describe).unwrap_or_default();
+                match self.state.status {
+                    Status::Running => {
+                        self.abort(format!("the saga missed its deadline ({within})"));
+                    }
+                    Status::Pending => self.abort(format!(
+                        "the start event never arrived within the saga's deadline ({within})"
+                    )),
+                    _ => {}
                 }
             }
             DeadlineKind::Step(name) => {

@@ -119,6 +119,13 @@ fn cases() -> Vec<Case> {
             ),
         },
         Case {
+            name: "the start event never arrives: the buffered payment is refunded",
+            script: vec![Ev(AUTHORIZED), Wait(121), Ev(REFUNDED)],
+            emitted: vec![REFUND, CANCELLED],
+            status: Status::Compensated,
+            reason: Some("the start event never arrived"),
+        },
+        Case {
             name: "an acknowledgement before its compensation (a repeated decision) counts",
             script: vec![Ev(PLACED), Ev(AUTHORIZED), Ev(REFUNDED), Ev(UNAVAILABLE)],
             emitted: vec![REFUND, CANCELLED],
