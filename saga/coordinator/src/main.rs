@@ -167,7 +167,8 @@ async fn shutdown_signal() {
 }
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    init_logs("warn,choreo_coordinator=info,choreo=info", LogFormat::Text);
+    // The summary line every 5 s is the newcomer's view; RUST_LOG=info shows every decision.
+    init_logs("warn", LogFormat::Text);
     let catalog = Arc::new(Catalog::reference());
     let definitions = Arc::new(load_definitions(&args.definitions, &catalog)?);
     let embedded = match &args.bootstrap_servers {
@@ -267,27 +268,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         tick.tick().await;
         loop {
             tick.tick().await;
-            let counts: Vec<String> = view
-                .counts()
-                .iter()
-                .map(|(s, n)| {
-                    format!(
-                        "{}={n}",
-                        serde_json::to_value(s)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default()
-                    )
-                })
-                .collect();
             println!(
                 "orders placed: {:>5}   sagas: {}",
                 demo.orders_placed(),
-                if counts.is_empty() {
-                    "none yet".into()
-                } else {
-                    counts.join("  ")
-                }
+                counts_line(&view)
             );
         }
     };
@@ -300,19 +284,35 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
     println!("stopping…");
     demo.shutdown().await;
-    let summary: Vec<String> = view
-        .counts()
-        .iter()
-        .map(|(s, n)| format!("{s:?}={n}"))
-        .collect();
+    let summary = counts_line(&view);
     services.api_stop.cancel();
     let _ = services.api_task.await;
     let result = services.coordinator.shutdown().await;
-    println!("final saga counts: {}", summary.join(" "));
+    println!("final saga counts: {summary}");
     if let Some(Err(e)) = coordinator_failed {
         return Err(e);
     }
     result.map_err(Into::into)
+}
+
+/// `running=3  completed=6  compensated=1`, in the API's status names.
+fn counts_line(view: &choreo_coordinator::view::SagaView) -> String {
+    let counts: Vec<String> = view
+        .counts()
+        .iter()
+        .map(|(s, n)| {
+            let name = serde_json::to_value(s)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            format!("{name}={n}")
+        })
+        .collect();
+    if counts.is_empty() {
+        "none yet".into()
+    } else {
+        counts.join("  ")
+    }
 }
 
 async fn wait_coordinator(services: &Services) -> anyhow::Result<()> {
