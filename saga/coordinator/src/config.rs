@@ -165,7 +165,7 @@ pub struct CoordinatorConfig {
     /// (a changelog tombstone), e.g. `"1h"`.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub completed_retention: Duration,
-    /// On shutdown or rebalance, how long in-flight work may take to drain, e.g. `"30s"`.
+    /// On shutdown, how long the batch in hand may take to commit, e.g. `"30s"`.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
 }

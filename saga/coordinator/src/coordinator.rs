@@ -95,6 +95,9 @@ pub struct CoordinatorOptions {
     pub completed_retention: Duration,
     /// Upper bound for broker calls (transactions, metadata, restore).
     pub kafka_timeout: Duration,
+    /// How long shutdown waits for the batch in hand to commit before giving up on it (it is
+    /// then aborted by the broker's transaction timeout, and its inputs are read again).
+    pub drain_timeout: Duration,
 }
 
 impl CoordinatorOptions {
@@ -122,6 +125,7 @@ impl CoordinatorOptions {
             batch_linger: Duration::from_millis(10),
             completed_retention: Duration::from_secs(3600),
             kafka_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 
@@ -196,6 +200,7 @@ impl CoordinatorOptions {
 /// A running coordinator.
 #[derive(Debug)]
 pub struct CoordinatorHandle {
+    drain_timeout: Duration,
     view: Arc<SagaView>,
     ready: Arc<AtomicBool>,
     cancel: CancellationToken,
@@ -234,13 +239,22 @@ impl CoordinatorHandle {
         }
     }
 
-    /// Stops after the batch in hand is committed, and leaves the group.
+    /// Stops after the batch in hand is committed (waiting at most the drain timeout), and
+    /// leaves the group.
     pub async fn shutdown(self) -> Result<(), CoordinatorError> {
         self.cancel.cancel();
         self.tailer.abort();
-        match self.task.await {
-            Ok(r) => r,
-            Err(e) => Err(CoordinatorError::Startup(format!("coordinator task: {e}"))),
+        let abort = self.task.abort_handle();
+        match tokio::time::timeout(self.drain_timeout, self.task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(CoordinatorError::Startup(format!("coordinator task: {e}"))),
+            Err(_) => {
+                abort.abort();
+                Err(CoordinatorError::Startup(format!(
+                    "the batch in hand did not commit within the drain timeout ({:?}); its inputs will be read again",
+                    self.drain_timeout
+                )))
+            }
         }
     }
 }
@@ -413,6 +427,7 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
     };
     let task = tokio::spawn(runtime.run(cancel.clone()));
     Ok(CoordinatorHandle {
+        drain_timeout: opts.drain_timeout,
         view,
         ready,
         cancel,

@@ -360,6 +360,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     opts.batch_max_records = cfg.coordinator.batch_max_records;
     opts.batch_linger = cfg.coordinator.batch_linger;
     opts.completed_retention = cfg.coordinator.completed_retention;
+    opts.drain_timeout = cfg.coordinator.drain_timeout;
     let coordinator = start(opts).await?;
     let services = serve_api(coordinator, cfg.http.listen).await?;
     tracing::info!(api = %services.api_addr, "coordinator running");
