@@ -4,7 +4,9 @@
 //! slows the partition down instead of drowning the cluster; the source offset is stored only
 //! after the dead letter is acknowledged.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
@@ -113,35 +115,51 @@ pub(crate) struct DeadLetters {
     bus: Bus,
     group: String,
     policy: DeadLetterPolicy,
-    bucket: Mutex<(f64, Instant)>,
+    bucket: TokenBucket,
 }
 
-impl DeadLetters {
-    pub(crate) fn new(bus: Bus, group: &str, policy: DeadLetterPolicy) -> Self {
-        let tokens = f64::from(policy.max_per_second.max(1));
+/// At most `rate` tokens a second, in bursts of up to `rate`.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    fn new(per_second: u32) -> Self {
+        let rate = f64::from(per_second.max(1));
         Self {
-            bus,
-            group: group.to_owned(),
-            policy,
-            bucket: Mutex::new((tokens, Instant::now())),
+            rate,
+            state: Mutex::new((rate, Instant::now())),
         }
     }
 
-    async fn take_token(&self) {
-        let rate = f64::from(self.policy.max_per_second.max(1));
+    /// Waits for a token.
+    async fn take(&self) {
         loop {
             let wait = {
-                let mut b = self.bucket.lock().await;
+                let mut b = self.state.lock().await;
                 let now = Instant::now();
-                b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(rate);
+                b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * self.rate).min(self.rate);
                 b.1 = now;
                 if b.0 >= 1.0 {
                     b.0 -= 1.0;
                     return;
                 }
-                Duration::from_secs_f64((1.0 - b.0) / rate)
+                Duration::from_secs_f64((1.0 - b.0) / self.rate)
             };
             tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl DeadLetters {
+    pub(crate) fn new(bus: Bus, group: &str, policy: DeadLetterPolicy) -> Self {
+        Self {
+            bus,
+            group: group.to_owned(),
+            bucket: TokenBucket::new(policy.max_per_second),
+            policy,
         }
     }
 
@@ -151,7 +169,7 @@ impl DeadLetters {
     }
 
     pub(crate) async fn send(&self, msg: &OwnedMessage, reason: &Reason) -> Result<(), BusError> {
-        self.take_token().await;
+        self.bucket.take().await;
         let headers = headers_for(msg, reason, &self.group);
         let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
         let topic = self.topic_for(msg.topic());
@@ -177,5 +195,36 @@ impl DeadLetters {
             "dead-lettered"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_is_held_to_the_rate() {
+        let bucket = TokenBucket::new(5);
+        let start = Instant::now();
+        for _ in 0..5 {
+            bucket.take().await;
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a burst of up to the rate goes at once"
+        );
+        for _ in 0..10 {
+            bucket.take().await;
+        }
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(2),
+            "10 more at 5/s take 2 s of virtual time: {took:?}"
+        );
+        assert!(
+            took < Duration::from_millis(2100),
+            "and not much more: {took:?}"
+        );
     }
 }
