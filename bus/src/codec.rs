@@ -169,11 +169,17 @@ pub fn encode_body<T: serde::Serialize>(schema: &Schema, event: &T) -> Result<Ve
         .map_err(|e| e.to_string())
 }
 
-/// Reads an Avro body written with `writer` into a generic value resolved to `reader`.
-pub fn decode_value(writer: &Schema, reader: &Schema, body: &[u8]) -> Result<Value, DecodeError> {
+/// Reads an Avro body written with `writer` into a generic value, resolved to `reader` when
+/// one is given (pass `None` when the reader's schema is the writer's: resolution is then the
+/// costliest step of decoding and changes nothing).
+pub fn decode_value(
+    writer: &Schema,
+    reader: Option<&Schema>,
+    body: &[u8],
+) -> Result<Value, DecodeError> {
     let mut input = body;
     let value = GenericDatumReader::builder(writer)
-        .reader_schema(reader)
+        .maybe_reader_schema(reader)
         .build()
         .and_then(|r| r.read_value(&mut input))
         .map_err(|e| {
@@ -193,10 +199,28 @@ pub fn decode_value(writer: &Schema, reader: &Schema, body: &[u8]) -> Result<Val
     Ok(value)
 }
 
-/// Reads an Avro body written with `writer` into `T` (resolved to `T::schema()`).
-pub fn decode_body<T: Event>(writer: &Schema, body: &[u8]) -> Result<T, DecodeError> {
-    let value = decode_value(writer, T::schema(), body)?;
+/// Whether two schemas describe the same data (same Parsing Canonical Form).
+pub fn same_schema(a: &Schema, b: &Schema) -> bool {
+    std::ptr::eq(a, b) || a.canonical_form() == b.canonical_form()
+}
+
+/// Reads an Avro body written with `writer` into `T`, resolving it to `T::schema()` unless
+/// `writer_is_reader` says they are the same (see [`same_schema`]; callers cache it per schema
+/// id).
+pub fn decode_body_with<T: Event>(
+    writer: &Schema,
+    writer_is_reader: bool,
+    body: &[u8],
+) -> Result<T, DecodeError> {
+    let reader = (!writer_is_reader).then(T::schema);
+    let value = decode_value(writer, reader, body)?;
     apache_avro::from_value(&value).map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+/// Reads an Avro body written with `writer` into `T` (resolved to `T::schema()` when it
+/// differs).
+pub fn decode_body<T: Event>(writer: &Schema, body: &[u8]) -> Result<T, DecodeError> {
+    decode_body_with::<T>(writer, same_schema(writer, T::schema()), body)
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use apache_avro::Schema;
 use choreo_schemas::Event;
+use dashmap::DashMap;
 use futures::FutureExt;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::bus::{Bus, Delivery, PublishOptions};
-use crate::codec::decode_body;
+use crate::codec::{WriterSchema, decode_body_with, same_schema};
 use crate::dead_letter::{DeadLetterPolicy, DeadLetters, Reason};
 use crate::dedup::{DedupStore, MemoryDedup};
 use crate::envelope::Envelope;
@@ -85,7 +85,7 @@ trait Handler: Send + Sync {
     fn name(&self) -> &str;
     fn call(
         &self,
-        writer: &Schema,
+        writer: &WriterSchema,
         body: &[u8],
         ctx: Context,
     ) -> Result<HandlerFuture, DecodeError>;
@@ -94,6 +94,8 @@ trait Handler: Send + Sync {
 struct TypedHandler<T, F> {
     name: String,
     f: F,
+    /// Per writer schema id: whether it is `T`'s own schema (then no resolution is needed).
+    same_schema: DashMap<u32, bool>,
     _event: PhantomData<fn() -> T>,
 }
 
@@ -109,11 +111,15 @@ where
 
     fn call(
         &self,
-        writer: &Schema,
+        writer: &WriterSchema,
         body: &[u8],
         ctx: Context,
     ) -> Result<HandlerFuture, DecodeError> {
-        let event = decode_body::<T>(writer, body)?;
+        let same = *self
+            .same_schema
+            .entry(writer.id)
+            .or_insert_with(|| same_schema(&writer.schema, T::schema()));
+        let event = decode_body_with::<T>(&writer.schema, same, body)?;
         Ok(Box::pin((self.f)(event, ctx)))
     }
 }
@@ -188,6 +194,7 @@ impl SubscriberBuilder {
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         let h = TypedHandler::<T, F> {
+            same_schema: DashMap::new(),
             name: name.to_owned(),
             f,
             _event: PhantomData,
@@ -671,7 +678,7 @@ impl Processor {
                 schema_id: writer.id,
                 bus: self.bus.clone(),
             };
-            let fut = match handler.call(&writer.schema, body, ctx) {
+            let fut = match handler.call(&writer, body, ctx) {
                 Ok(f) => f,
                 Err(decode) => {
                     return self

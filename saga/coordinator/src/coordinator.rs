@@ -424,6 +424,7 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         ready: Arc::clone(&ready),
         assigned_once: false,
         last_gauge: Instant::now(),
+        same_schema: HashMap::new(),
     };
     let task = tokio::spawn(runtime.run(cancel.clone()));
     Ok(CoordinatorHandle {
@@ -533,6 +534,8 @@ struct Runtime {
     ready: Arc<AtomicBool>,
     assigned_once: bool,
     last_gauge: Instant,
+    /// Per writer schema id: whether it is the catalog's latest schema of its event type.
+    same_schema: HashMap<u32, bool>,
 }
 
 enum BatchError {
@@ -1066,12 +1069,8 @@ impl Runtime {
             return Ok(()); // another service's event (or one the coordinator emitted)
         }
         *staged.inputs.entry("event").or_default() += 1;
-        let Some(reader) = self
-            .opts
-            .catalog
-            .event(&event_type)
-            .map(|e| e.latest().schema.clone())
-        else {
+        let catalog = Arc::clone(&self.opts.catalog);
+        let Some(reader) = catalog.event(&event_type).map(|e| &e.latest().schema) else {
             return self.dead_letter(
                 msg,
                 "unknown_event_type",
@@ -1083,7 +1082,14 @@ impl Runtime {
             Ok((_, b)) => b,
             Err(d) => return self.dead_letter(msg, d.kind(), &d.to_string(), staged),
         };
-        let data = match decode_value(&writer.schema, &reader, body).and_then(|v| avro_to_json(&v))
+        // Resolution is the costliest step of decoding; skip it when the writer wrote with the
+        // reader's own schema (decided once per schema id).
+        let same = *self
+            .same_schema
+            .entry(writer.id)
+            .or_insert_with(|| choreo_bus::codec::same_schema(&writer.schema, reader));
+        let data = match decode_value(&writer.schema, (!same).then_some(reader), body)
+            .and_then(|v| avro_to_json(&v))
         {
             Ok(d) => d,
             Err(d) => return self.dead_letter(msg, d.kind(), &d.to_string(), staged),
