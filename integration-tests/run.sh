@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CHOREO_CACHE_DIR="${CHOREO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/choreo}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CHOREO_CACHE_DIR/target}"
-if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ] && ! docker info >/dev/null 2>&1; then
+if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ] && ! timeout 10 docker info >/dev/null 2>&1; then
   CHOREO_NISSHI_BIN="$(integration-tests/brokers/install-nisshi.sh)"
   export CHOREO_NISSHI_BIN
   echo "real tier: nisshi at $CHOREO_NISSHI_BIN" >&2
