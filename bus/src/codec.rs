@@ -132,33 +132,38 @@ impl Codec {
         Ok(frame(id, &body))
     }
 
-    /// Looks up the writer schema of a framed value. Registry outages are `Err(Err(_))` so the
-    /// caller can retry them; everything else is poison.
-    pub async fn writer_schema(
-        &self,
-        value: &[u8],
-    ) -> Result<(WriterSchema, usize), Result<DecodeError, RegistryError>> {
-        let (id, _) = unframe(value).map_err(Ok)?;
+    /// Looks up the writer schema of a framed value.
+    pub async fn writer_schema(&self, value: &[u8]) -> Result<WriterSchema, WriterSchemaError> {
+        let (id, _) = unframe(value).map_err(WriterSchemaError::Poison)?;
         match self.registry.schema(id).await {
-            Ok(schema) => Ok((WriterSchema { id, schema }, 5)),
-            Err(RegistryError::UnknownId(_)) => Err(Ok(DecodeError::UnknownSchemaId(id))),
-            Err(e) if e.is_retryable() => Err(Err(e)),
-            Err(RegistryError::Transport { message, .. }) if message.contains("40403") => {
-                Err(Ok(DecodeError::UnknownSchemaId(id)))
+            Ok(schema) => Ok(WriterSchema { id, schema }),
+            Err(RegistryError::UnknownId(_)) => {
+                Err(WriterSchemaError::Poison(DecodeError::UnknownSchemaId(id)))
             }
-            Err(e) => Err(Err(e)),
+            Err(e) => Err(WriterSchemaError::Unavailable(e)),
         }
     }
 
     /// Decodes a framed value into `T`, resolving the writer schema to `T`'s.
     pub async fn decode<T: Event>(&self, value: &[u8]) -> Result<T, DecodeError> {
-        let (writer, _) = self.writer_schema(value).await.map_err(|e| match e {
-            Ok(d) => d,
-            Err(r) => DecodeError::Malformed(format!("registry unavailable: {r}")),
+        let writer = self.writer_schema(value).await.map_err(|e| match e {
+            WriterSchemaError::Poison(d) => d,
+            WriterSchemaError::Unavailable(r) => {
+                DecodeError::Malformed(format!("registry unavailable: {r}"))
+            }
         })?;
         let (_, body) = unframe(value)?;
         decode_body::<T>(&writer.schema, body)
     }
+}
+
+/// Why a value's writer schema could not be had.
+#[derive(Debug)]
+pub enum WriterSchemaError {
+    /// The value itself is bad (framing, unknown schema id): dead-letter it.
+    Poison(DecodeError),
+    /// The registry could not be asked: try again later.
+    Unavailable(RegistryError),
 }
 
 /// Writes `event` as an Avro body with `schema`.

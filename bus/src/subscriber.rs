@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::bus::{Bus, Delivery, PublishOptions};
-use crate::codec::{WriterSchema, decode_body_with, same_schema};
+use crate::codec::{WriterSchema, WriterSchemaError, decode_body_with, same_schema};
 use crate::dead_letter::{DeadLetterPolicy, DeadLetters, Reason};
 use crate::dedup::{DedupStore, MemoryDedup};
 use crate::envelope::Envelope;
@@ -617,15 +617,17 @@ impl Processor {
         let writer = loop {
             attempt += 1;
             match self.bus.codec().writer_schema(value).await {
-                Ok((w, _)) => break w,
-                Err(Ok(decode)) => return self.poison(msg, decode, None, 0, stop).await,
-                Err(Err(e)) if attempt < self.retry.max_attempts => {
+                Ok(w) => break w,
+                Err(WriterSchemaError::Poison(decode)) => {
+                    return self.poison(msg, decode, None, 0, stop).await;
+                }
+                Err(WriterSchemaError::Unavailable(e)) if attempt < self.retry.max_attempts => {
                     tracing::warn!(error = %e, attempt, "schema registry unavailable; retrying");
                     if !self.sleep(self.retry.backoff(attempt), stop).await {
                         return Outcome::Interrupted;
                     }
                 }
-                Err(Err(e)) => {
+                Err(WriterSchemaError::Unavailable(e)) => {
                     let reason = Reason {
                         kind: "registry_unavailable",
                         message: e.to_string(),

@@ -16,9 +16,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use choreo_coordinator::topics::{TopicSpec, ensure_topics};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
@@ -70,27 +68,18 @@ impl TestBroker {
     }
 }
 
-/// Creates topics through the admin API, ignoring "already exists".
+/// Creates the topics that do not exist yet (the coordinator's own start-up routine).
 pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    let new: Vec<NewTopic<'_>> = topics
+    let specs: Vec<TopicSpec> = topics
         .iter()
-        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .map(|(t, p)| TopicSpec {
+            name: (*t).to_owned(),
+            partitions: *p,
+            compacted: false,
+        })
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
-    for r in admin
-        .create_topics(new.iter(), &opts)
-        .await
-        .context("CreateTopics")?
-    {
-        match r {
-            Ok(_) => {}
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => bail!("creating topic {t}: {e}"),
-        }
-    }
+    let client = choreo_bus::BusConfig::new(bootstrap).client_config();
+    ensure_topics(&client, &specs, 1, Duration::from_secs(20)).await?;
     Ok(())
 }
 

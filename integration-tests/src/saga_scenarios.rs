@@ -94,10 +94,7 @@ impl SagaEnv {
         o.group_id = "choreo-test-coordinator".into();
         o.kafka_timeout = Duration::from_secs(20);
         if let Some(b) = &self.embedded {
-            for t in o.required_topics()? {
-                b.create_topic(&t.name, t.partitions)?;
-            }
-            o.create_topics = false;
+            o.create_topics_on(b)?;
         }
         Ok(o)
     }
@@ -285,8 +282,6 @@ pub fn order(id: &str) -> OrderPlaced {
 /// ShipmentFailed, `shipsilent-` → nothing, else ShipmentScheduled) and acknowledges every
 /// compensation. Runs as bus subscribers.
 pub fn start_services(bus: &Bus) -> anyhow::Result<Subscription> {
-    let ack = |e: HandlerError| e;
-    let _ = ack;
     Ok(bus
         .subscriber(&format!("test-services-{}", uuid::Uuid::new_v4().simple()))
         .unhandled(Unhandled::Skip)

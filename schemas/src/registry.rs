@@ -305,7 +305,13 @@ impl SchemaRegistry for ConfluentRegistry {
         get_schema_by_id(id, &self.settings)
             .await
             .map(|r| r.schema)
-            .map_err(transport)
+            .map_err(|e| match transport(e) {
+                // The Confluent API answers an unknown id with 404 / error code 40403.
+                RegistryError::Transport { message, .. } if message.contains("40403") => {
+                    RegistryError::UnknownId(id)
+                }
+                other => other,
+            })
     }
 }
 

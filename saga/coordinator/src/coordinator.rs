@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apache_avro::types::Value as AvroValue;
-use choreo_bus::codec::{Codec, decode_value, unframe};
+use choreo_bus::codec::{Codec, WriterSchemaError, decode_value, unframe};
 use choreo_bus::envelope::{Envelope, now_rfc3339};
 use choreo_bus::{BusConfig, TraceParent};
 use choreo_saga::{Action, Definitions, Event, Input, Millis, SagaState, Status, apply};
@@ -190,6 +190,19 @@ impl CoordinatorOptions {
             });
         }
         Ok(specs.into_values().collect())
+    }
+
+    /// Creates every required topic through an embedded broker (librdkafka's mock cluster does
+    /// not answer CreateTopics) and leaves topic creation out of [`start`].
+    pub fn create_topics_on(
+        &mut self,
+        broker: &choreo_bus::EmbeddedBroker,
+    ) -> Result<(), CoordinatorError> {
+        for t in self.required_topics()? {
+            broker.create_topic(&t.name, t.partitions)?;
+        }
+        self.create_topics = false;
+        Ok(())
     }
 
     fn transactional_id(&self) -> String {
@@ -420,7 +433,6 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         owned: HashMap::new(),
         index: DeadlineIndex::default(),
         rebalance,
-        view: Arc::clone(&view),
         ready: Arc::clone(&ready),
         assigned_once: false,
         last_gauge: Instant::now(),
@@ -514,7 +526,6 @@ struct Staged {
     index_sets: Vec<(i32, String, Due, Millis)>,
     index_cancels: Vec<(String, Due)>,
     next_offsets: BTreeMap<(String, i32), i64>,
-    first_offsets: BTreeMap<(String, i32), i64>,
     transitions: Vec<(String, Status, Status)>,
     lateness: Vec<f64>,
     deliveries: Vec<DeliveryFuture>,
@@ -530,7 +541,6 @@ struct Runtime {
     owned: HashMap<i32, HashMap<String, SagaState>>,
     index: DeadlineIndex,
     rebalance: Arc<Mutex<RebalanceEvents>>,
-    view: Arc<SagaView>,
     ready: Arc<AtomicBool>,
     assigned_once: bool,
     last_gauge: Instant,
@@ -729,7 +739,7 @@ impl Runtime {
             }
         }
         for (d, n) in per_def {
-            metrics::gauge!(m::SAGAS_IN_FLIGHT, "definition" => d.to_owned()).set(n as f64);
+            metrics::gauge!(m::SAGAS_IN_FLIGHT, m::LABEL_DEFINITION => d.to_owned()).set(n as f64);
         }
     }
 
@@ -767,28 +777,18 @@ impl Runtime {
             return Err(e);
         }
         // The saga states, once per saga per batch, to the partition the saga's inputs live on.
+        let changelog = &self.opts.changelog_topic;
         for (saga_id, (p, state)) in &staged.states {
             let value = state
                 .to_json()
                 .map_err(|e| BatchError::Retry(format!("serialising {saga_id}: {e}")))?;
-            self.send(
-                &mut staged.deliveries,
-                &self.opts.changelog_topic.clone(),
-                Some(*p),
-                saga_id,
-                Some(&value),
-                OwnedHeaders::new(),
-            )?;
+            let headers = OwnedHeaders::new();
+            let sent = self.send(changelog, Some(*p), saga_id, Some(&value), headers)?;
+            staged.deliveries.push(sent);
         }
-        for (p, saga_id) in staged.tombstones.clone() {
-            self.send(
-                &mut staged.deliveries,
-                &self.opts.changelog_topic.clone(),
-                Some(p),
-                &saga_id,
-                None,
-                OwnedHeaders::new(),
-            )?;
+        for (p, saga_id) in &staged.tombstones {
+            let sent = self.send(changelog, Some(*p), saga_id, None, OwnedHeaders::new())?;
+            staged.deliveries.push(sent);
         }
         let mut tpl = TopicPartitionList::new();
         for ((topic, p), next) in &staged.next_offsets {
@@ -848,13 +848,12 @@ impl Runtime {
 
     fn send(
         &self,
-        deliveries: &mut Vec<DeliveryFuture>,
         topic: &str,
         partition: Option<i32>,
         key: &str,
         value: Option<&[u8]>,
         headers: OwnedHeaders,
-    ) -> Result<(), BatchError> {
+    ) -> Result<DeliveryFuture, BatchError> {
         let mut rec = FutureRecord::<str, [u8]>::to(topic)
             .key(key)
             .headers(headers);
@@ -864,13 +863,9 @@ impl Runtime {
         if let Some(p) = partition {
             rec = rec.partition(p);
         }
-        match self.producer.send_result(rec) {
-            Ok(f) => {
-                deliveries.push(f);
-                Ok(())
-            }
-            Err((e, _)) => Err(BatchError::Retry(format!("enqueue to {topic}: {e}"))),
-        }
+        self.producer
+            .send_result(rec)
+            .map_err(|(e, _)| BatchError::Retry(format!("enqueue to {topic}: {e}")))
     }
 
     fn apply_committed(&mut self, staged: Staged) {
@@ -880,8 +875,8 @@ impl Runtime {
         for (p, saga_id, due, at) in staged.index_sets {
             self.index.set(p, &saga_id, due, at);
         }
+        // The operator view follows the changelog (see `tail_changelog`), like every replica's.
         for (saga_id, (p, state)) in staged.states {
-            self.view.upsert(state.clone());
             self.owned.entry(p).or_default().insert(saga_id, state);
         }
         for (p, saga_id) in staged.tombstones {
@@ -889,7 +884,6 @@ impl Runtime {
                 m.remove(&saga_id);
             }
             self.index.forget_saga(&saga_id);
-            self.view.remove(&saga_id);
         }
         for (def, from, to) in staged.transitions {
             let counter = match to {
@@ -900,14 +894,14 @@ impl Runtime {
                 _ => None,
             };
             if let Some(c) = counter {
-                metrics::counter!(c, "definition" => def).increment(1);
+                metrics::counter!(c, m::LABEL_DEFINITION => def).increment(1);
             }
         }
         for l in staged.lateness {
             metrics::histogram!(m::DEADLINE_LATENESS_SECONDS).record(l);
         }
         for (kind, n) in staged.inputs {
-            metrics::counter!(m::INPUTS, "kind" => kind).increment(n);
+            metrics::counter!(m::INPUTS, m::LABEL_KIND => kind).increment(n);
         }
         if staged.dead_lettered > 0 {
             metrics::counter!(m::DEAD_LETTERED).increment(staged.dead_lettered);
@@ -922,12 +916,9 @@ impl Runtime {
         staged: &mut Staged,
     ) -> Result<(), BatchError> {
         for msg in batch {
-            let tp = (msg.topic().to_owned(), msg.partition());
             staged
-                .first_offsets
-                .entry(tp.clone())
-                .or_insert(msg.offset());
-            staged.next_offsets.insert(tp, msg.offset() + 1);
+                .next_offsets
+                .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
             if msg.topic() == self.opts.commands_topic {
                 *staged.inputs.entry("command").or_default() += 1;
                 self.stage_command(msg, now, staged).await?;
@@ -1042,11 +1033,11 @@ impl Runtime {
             return self.dead_letter(msg, "truncated", "no value", staged);
         };
         let writer = match self.codec.writer_schema(value).await {
-            Ok((w, _)) => w,
-            Err(Ok(decode)) => {
+            Ok(w) => w,
+            Err(WriterSchemaError::Poison(decode)) => {
                 return self.dead_letter(msg, decode.kind(), &decode.to_string(), staged);
             }
-            Err(Err(registry)) => {
+            Err(WriterSchemaError::Unavailable(registry)) => {
                 return Err(BatchError::Retry(format!("schema registry: {registry}")));
             }
         };
@@ -1197,14 +1188,9 @@ impl Runtime {
                         ),
                     };
                     tracing::debug!(saga_id = %state.saga_id, correlation_id = %e.key, event_type = %e.event_type, event_id = %envelope.id, kind = ?e.kind, attempt = e.attempt, "emit");
-                    self.send(
-                        &mut staged.deliveries,
-                        &e.topic,
-                        None,
-                        &e.key,
-                        Some(&bytes),
-                        envelope.to_headers(),
-                    )?;
+                    let sent =
+                        self.send(&e.topic, None, &e.key, Some(&bytes), envelope.to_headers())?;
+                    staged.deliveries.push(sent);
                 }
                 Action::SetDeadline(d) => staged.index_sets.push((
                     partition,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use choreo_bus::{Bus, Context, HandlerError, Subscription, Unhandled};
+use choreo_bus::{Bus, Context, Event, HandlerError, Subscription, Unhandled};
 use choreo_schemas::event::{
     CancelShipment, InventoryReleased, InventoryReserved, InventoryUnavailable, LineItem, Money,
     OrderPlaced, PaymentAuthorized, PaymentDeclined, PaymentRefunded, RefundPayment,
@@ -92,6 +92,41 @@ fn publish_err(e: choreo_bus::BusError) -> HandlerError {
     HandlerError::retryable(e)
 }
 
+/// Publishes a service's answer: `yes`, `no`, or nothing at all (a silent service).
+async fn reply<Y: Event, N: Event>(
+    ctx: &Context,
+    answer: Answer,
+    yes: Y,
+    no: N,
+) -> Result<(), HandlerError> {
+    match answer {
+        Answer::Silent => {}
+        Answer::No => {
+            ctx.publish(&no).await.map_err(publish_err)?;
+        }
+        Answer::Yes => {
+            ctx.publish(&yes).await.map_err(publish_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Acknowledges a compensation after some work, except for the `forget` share (drawn from the
+/// order id), which the service never acknowledges.
+async fn acknowledge<A: Event>(
+    ctx: &Context,
+    what: &str,
+    forget: f64,
+    ack: A,
+) -> Result<(), HandlerError> {
+    let order_id = ctx.correlation_id().to_owned();
+    work(&order_id).await;
+    if draw(&order_id, &format!("{what}-silent")) >= forget {
+        ctx.publish(&ack).await.map_err(publish_err)?;
+    }
+    Ok(())
+}
+
 impl Demo {
     /// Starts the services and the order generator.
     pub async fn start(bus: &Bus, opts: DemoOptions) -> Result<Demo, choreo_bus::BusError> {
@@ -104,173 +139,127 @@ impl Demo {
                 .drain_timeout(Duration::from_secs(5))
         };
 
-        let (o1, o2) = (Arc::clone(&o), Arc::clone(&o));
+        let o1 = Arc::clone(&o);
+        let forget = o.silent_rate / 4.0;
         subscriptions.push(
             sub("demo-payment-service")
                 .handle("authorize-payment", move |e: OrderPlaced, ctx: Context| {
-                    let o = Arc::clone(&o1);
+                    let answer = decide(&e.order_id, "payment", o1.decline_rate, o1.silent_rate);
                     async move {
                         work(&e.order_id).await;
-                        match decide(&e.order_id, "payment", o.decline_rate, o.silent_rate) {
-                            Answer::Silent => {}
-                            Answer::No => {
-                                ctx.publish(&PaymentDeclined {
-                                    order_id: e.order_id,
-                                    reason: "card declined".into(),
-                                })
-                                .await
-                                .map_err(publish_err)?;
-                            }
-                            Answer::Yes => {
-                                ctx.publish(&PaymentAuthorized {
-                                    payment_id: format!("pay-{}", e.order_id),
-                                    order_id: e.order_id,
-                                    amount: e.total,
-                                })
-                                .await
-                                .map_err(publish_err)?;
-                            }
-                        }
-                        Ok(())
+                        let declined = PaymentDeclined {
+                            order_id: e.order_id.clone(),
+                            reason: "card declined".into(),
+                        };
+                        let authorized = PaymentAuthorized {
+                            payment_id: format!("pay-{}", e.order_id),
+                            order_id: e.order_id,
+                            amount: e.total,
+                        };
+                        reply(&ctx, answer, authorized, declined).await
                     }
                 })
-                .handle("refund-payment", move |e: RefundPayment, ctx: Context| {
-                    let o = Arc::clone(&o2);
-                    async move {
-                        work(&e.order_id).await;
-                        if draw(&e.order_id, "refund-silent") >= o.silent_rate / 4.0 {
-                            ctx.publish(&PaymentRefunded {
-                                order_id: e.order_id,
-                                payment_id: e.payment_id,
-                            })
-                            .await
-                            .map_err(publish_err)?;
-                        }
-                        Ok(())
-                    }
-                })
+                .handle(
+                    "refund-payment",
+                    move |e: RefundPayment, ctx: Context| async move {
+                        let ack = PaymentRefunded {
+                            order_id: e.order_id,
+                            payment_id: e.payment_id,
+                        };
+                        acknowledge(&ctx, "refund", forget, ack).await
+                    },
+                )
                 .start()?,
         );
 
-        let (o1, o2) = (Arc::clone(&o), Arc::clone(&o));
+        let o1 = Arc::clone(&o);
         subscriptions.push(
             sub("demo-inventory-service")
                 .handle("reserve-stock", move |e: OrderPlaced, ctx: Context| {
-                    let o = Arc::clone(&o1);
+                    let answer = decide(&e.order_id, "inventory", o1.stockout_rate, o1.silent_rate);
                     async move {
                         work(&e.order_id).await;
-                        match decide(&e.order_id, "inventory", o.stockout_rate, o.silent_rate) {
-                            Answer::Silent => {}
-                            Answer::No => {
-                                let missing =
-                                    e.items.iter().map(|i| i.sku.clone()).take(1).collect();
-                                ctx.publish(&InventoryUnavailable {
-                                    order_id: e.order_id,
-                                    reason: "out of stock".into(),
-                                    missing_skus: missing,
-                                })
-                                .await
-                                .map_err(publish_err)?;
-                            }
-                            Answer::Yes => {
-                                let items = e
-                                    .items
-                                    .iter()
-                                    .map(|i| ReservedItem {
-                                        sku: i.sku.clone(),
-                                        quantity: i.quantity,
-                                    })
-                                    .collect();
-                                ctx.publish(&InventoryReserved {
-                                    reservation_id: format!("res-{}", e.order_id),
-                                    order_id: e.order_id,
-                                    items,
-                                })
-                                .await
-                                .map_err(publish_err)?;
-                            }
-                        }
-                        Ok(())
-                    }
-                })
-                .handle("release-stock", move |e: ReleaseInventory, ctx: Context| {
-                    let o = Arc::clone(&o2);
-                    async move {
-                        work(&e.order_id).await;
-                        if draw(&e.order_id, "release-silent") >= o.silent_rate / 4.0 {
-                            ctx.publish(&InventoryReleased {
-                                order_id: e.order_id,
-                                reservation_id: e.reservation_id,
+                        let unavailable = InventoryUnavailable {
+                            order_id: e.order_id.clone(),
+                            reason: "out of stock".into(),
+                            missing_skus: e.items.iter().map(|i| i.sku.clone()).take(1).collect(),
+                        };
+                        let items = e
+                            .items
+                            .iter()
+                            .map(|i| ReservedItem {
+                                sku: i.sku.clone(),
+                                quantity: i.quantity,
                             })
-                            .await
-                            .map_err(publish_err)?;
-                        }
-                        Ok(())
+                            .collect();
+                        let reserved = InventoryReserved {
+                            reservation_id: format!("res-{}", e.order_id),
+                            order_id: e.order_id,
+                            items,
+                        };
+                        reply(&ctx, answer, reserved, unavailable).await
                     }
                 })
+                .handle(
+                    "release-stock",
+                    move |e: ReleaseInventory, ctx: Context| async move {
+                        let ack = InventoryReleased {
+                            order_id: e.order_id,
+                            reservation_id: e.reservation_id,
+                        };
+                        acknowledge(&ctx, "release", forget, ack).await
+                    },
+                )
                 .start()?,
         );
 
-        let (o1, o2) = (Arc::clone(&o), Arc::clone(&o));
+        let o1 = Arc::clone(&o);
         subscriptions.push(
             sub("demo-shipping-service")
                 .handle(
                     "schedule-shipment",
                     move |e: ShipmentRequested, ctx: Context| {
-                        let o = Arc::clone(&o1);
+                        let answer = decide(
+                            &e.order_id,
+                            "shipping",
+                            o1.shipping_failure_rate,
+                            o1.silent_rate,
+                        );
                         async move {
                             work(&e.order_id).await;
-                            match decide(
-                                &e.order_id,
-                                "shipping",
-                                o.shipping_failure_rate,
-                                o.silent_rate,
-                            ) {
-                                Answer::Silent => {}
-                                Answer::No => {
-                                    ctx.publish(&ShipmentFailed {
-                                        order_id: e.order_id,
-                                        reason: "no carrier available".into(),
-                                    })
-                                    .await
-                                    .map_err(publish_err)?;
-                                }
-                                Answer::Yes => {
-                                    let eta = i64::try_from(
-                                        std::time::SystemTime::now()
-                                            .duration_since(std::time::UNIX_EPOCH)
-                                            .unwrap_or_default()
-                                            .as_millis(),
-                                    )
-                                    .unwrap_or(0)
-                                        + 3 * 86_400_000;
-                                    ctx.publish(&ShipmentScheduled {
-                                        shipment_id: format!("shp-{}", e.order_id),
-                                        order_id: e.order_id,
-                                        carrier: "parcelco".into(),
-                                        estimated_delivery_ms: eta,
-                                    })
-                                    .await
-                                    .map_err(publish_err)?;
-                                }
-                            }
-                            Ok(())
+                            let failed = ShipmentFailed {
+                                order_id: e.order_id.clone(),
+                                reason: "no carrier available".into(),
+                            };
+                            let eta = i64::try_from(
+                                std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .unwrap_or_default()
+                                    .as_millis(),
+                            )
+                            .unwrap_or(0)
+                                + 3 * 86_400_000;
+                            let scheduled = ShipmentScheduled {
+                                shipment_id: format!("shp-{}", e.order_id),
+                                order_id: e.order_id,
+                                carrier: "parcelco".into(),
+                                estimated_delivery_ms: eta,
+                            };
+                            reply(&ctx, answer, scheduled, failed).await
                         }
                     },
                 )
-                .handle("cancel-shipment", move |e: CancelShipment, ctx: Context| {
-                    let _o = Arc::clone(&o2);
-                    async move {
-                        work(&e.order_id).await;
-                        ctx.publish(&ShipmentCancelled {
+                // Cancelling a shipment is always acknowledged.
+                .handle(
+                    "cancel-shipment",
+                    |e: CancelShipment, ctx: Context| async move {
+                        let ack = ShipmentCancelled {
                             order_id: e.order_id,
                             shipment_id: e.shipment_id,
-                        })
-                        .await
-                        .map_err(publish_err)?;
-                        Ok(())
-                    }
-                })
+                        };
+                        acknowledge(&ctx, "cancel", 0.0, ack).await
+                    },
+                )
                 .start()?,
         );
 

@@ -206,11 +206,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         GuaranteeArg::EffectivelyOnce => Guarantee::EffectivelyOnce,
     };
     if let Some(b) = &embedded {
-        // The mock cluster does not answer CreateTopics: create the topics through it.
-        for t in opts.required_topics()? {
-            b.create_topic(&t.name, t.partitions)?;
-        }
-        opts.create_topics = false;
+        opts.create_topics_on(b)?;
     }
     println!("choreo dev");
     println!(
