@@ -67,6 +67,33 @@ struct MemoryState {
     per_subject: HashMap<String, Compatibility>,
 }
 
+impl MemoryState {
+    /// Checks `schema` against the subject's versions under the subject's rule.
+    fn check(&self, subject: &str, schema: &Schema) -> Result<(), RegistryError> {
+        let rule = self
+            .per_subject
+            .get(subject)
+            .copied()
+            .unwrap_or(self.global);
+        let previous: Vec<Schema> = self
+            .subjects
+            .get(subject)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| Schema::parse_str(&self.schemas[(*id - 1) as usize]).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let previous: Vec<&Schema> = previous.iter().collect();
+        rule.check(&previous, schema)
+            .map_err(|reason| RegistryError::Incompatible {
+                subject: subject.to_owned(),
+                rule: rule.to_string(),
+                reason,
+            })
+    }
+}
+
 impl MemoryRegistry {
     /// An empty registry with the BACKWARD global rule.
     pub fn new() -> Self {
@@ -102,23 +129,7 @@ impl MemoryRegistry {
                 schema: st.schemas[(id - 1) as usize].clone(),
             });
         }
-        let rule = st.per_subject.get(subject).copied().unwrap_or(st.global);
-        let previous: Vec<Schema> = st
-            .subjects
-            .get(subject)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|id| Schema::parse_str(&st.schemas[(*id - 1) as usize]).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let prev_refs: Vec<&Schema> = previous.iter().collect();
-        rule.check(&prev_refs, &schema)
-            .map_err(|reason| RegistryError::Incompatible {
-                subject: subject.to_owned(),
-                rule: rule.to_string(),
-                reason,
-            })?;
+        st.check(subject, &schema)?;
         let id = match st.by_canonical.get(&canonical) {
             Some(&id) => id,
             None => {
@@ -185,21 +196,7 @@ impl MemoryRegistry {
     pub fn check(&self, subject: &str, text: &str) -> Result<(), RegistryError> {
         let schema =
             Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
-        let rule = self.compatibility(Some(subject));
-        let previous: Vec<Schema> = match self.versions(subject) {
-            Ok(v) => v
-                .iter()
-                .filter_map(|v| Schema::parse_str(&v.schema).ok())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        let refs: Vec<&Schema> = previous.iter().collect();
-        rule.check(&refs, &schema)
-            .map_err(|reason| RegistryError::Incompatible {
-                subject: subject.to_owned(),
-                rule: rule.to_string(),
-                reason,
-            })
+        self.lock().check(subject, &schema)
     }
 
     /// The rule in force for a subject (or the global one).
