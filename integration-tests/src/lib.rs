@@ -5,13 +5,20 @@
 //! ## Layout
 //!
 //! - [`broker`]: picks the broker of the real tier (`KAFKA_BOOTSTRAP_SERVERS`, testcontainers'
-//!   Apache Kafka, or nisshi installed once and cached) and hosts the mock cluster in a process.
+//!   Apache Kafka, or Apache Kafka 4.4 from Maven Central jars, resolved once and cached, started
+//!   as a KRaft node in a child process) and hosts the mock cluster in a process.
+//! - [`process`]: the `choreo` binary as coordinator replicas the tests start, kill, freeze and
+//!   restart.
+//! - [`world`]: a saga test's broker, registry, replicas, order plans and paced driver.
 //! - [`scenarios`]: bus scenarios written once and run against both the in-process mock cluster
 //!   (`tests/bus_mock.rs`) and the real broker (`tests/bus_real.rs`).
 //! - `src/bin/choreo-mock-broker.rs`: librdkafka's mock cluster in a process of its own.
 //! - `src/bin/choreo-test-consumer.rs`: a subscriber process for kill-and-restart tests.
+//! - `brokers/`: `install-kafka.sh` (resolve Apache Kafka once), `kafka.sh` (run it by hand),
+//!   `kafka/` (its pom and server.properties template).
 
 pub mod broker;
 pub mod process;
 pub mod saga_scenarios;
 pub mod scenarios;
+pub mod world;

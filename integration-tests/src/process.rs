@@ -56,6 +56,10 @@ pub struct ReplicaConfig {
     pub partitions: i32,
     /// Whether the broker is librdkafka's mock cluster (consumers get a short fetch wait).
     pub mock: bool,
+    /// Where each replica's log goes (`<instance>.log`, appended across restarts).
+    pub log_dir: PathBuf,
+    /// More environment variables (`CHOREO__…` settings).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `choreo run` process.
@@ -65,6 +69,8 @@ pub struct Replica {
     pub instance: String,
     /// Operator API base URL.
     pub api: String,
+    /// Its log file.
+    pub log: PathBuf,
     child: Child,
 }
 
@@ -73,6 +79,12 @@ impl Replica {
     pub async fn start(cfg: &ReplicaConfig, instance: &str) -> anyhow::Result<Replica> {
         let port = free_port()?;
         let fetch_wait = if cfg.mock { "10" } else { "500" };
+        let log = cfg.log_dir.join(format!("{instance}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let child = Command::new(choreo_binary()?)
             .arg("run")
             .env("CHOREO__KAFKA__CONSUMER__FETCH_WAIT_MAX_MS", fetch_wait)
@@ -90,14 +102,16 @@ impl Replica {
             )
             .env("CHOREO__HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .env("CHOREO__LOG__LEVEL", "warn")
+            .envs(cfg.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(file)
             .kill_on_drop(true)
             .spawn()
             .context("starting choreo run")?;
         Ok(Replica {
             instance: instance.to_owned(),
             api: format!("http://127.0.0.1:{port}"),
+            log,
             child,
         })
     }
@@ -109,8 +123,9 @@ impl Replica {
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!(
-                    "replica {} exited with {status} before it was ready",
-                    self.instance
+                    "replica {} exited with {status} before it was ready: {}",
+                    self.instance,
+                    self.last_log_line()
                 );
             }
             if let Ok(r) = client.get(format!("{}/readyz", self.api)).send().await
@@ -155,6 +170,63 @@ impl Replica {
             self.instance
         );
         Ok(())
+    }
+
+    /// Freezes the process (SIGSTOP): it holds its partitions, connections and open
+    /// transaction, and does nothing — a zombie once its session times out.
+    pub async fn pause(&self) -> anyhow::Result<()> {
+        self.signal("STOP").await
+    }
+
+    /// Thaws a paused process (SIGCONT).
+    pub async fn resume(&self) -> anyhow::Result<()> {
+        self.signal("CONT").await
+    }
+
+    async fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().context("the replica has exited")?;
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "kill -{sig} {pid} failed");
+        Ok(())
+    }
+
+    /// The replica's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last line of its log.
+    pub fn last_log_line(&self) -> String {
+        self.log_text()
+            .lines()
+            .last()
+            .unwrap_or("(no log)")
+            .to_owned()
+    }
+
+    /// The sum of a counter over its labels, from `/metrics` (0 when absent).
+    pub async fn counter(&self, name: &str) -> f64 {
+        let Ok(r) = reqwest::get(format!("{}/metrics", self.api)).await else {
+            return 0.0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Waits for the process to exit by itself, at most `patience`.
+    pub async fn wait_exit(&mut self, patience: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        Ok(tokio::time::timeout(patience, self.child.wait())
+            .await
+            .with_context(|| format!("replica {} still running after {patience:?}", self.instance))??)
     }
 
     /// Whether the process is still running.

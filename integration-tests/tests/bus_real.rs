@@ -1,14 +1,14 @@
-//! The real-broker tier: every bus scenario against a broker in another process
-//! (`KAFKA_BOOTSTRAP_SERVERS`, testcontainers' Apache Kafka, or nisshi — see
-//! `choreo_integration_tests::broker`), with the registry served over the Confluent REST API, and
-//! a subscriber process killed mid-batch and restarted.
+//! The real-broker tier: every bus scenario against Apache Kafka in another process (or
+//! `KAFKA_BOOTSTRAP_SERVERS`, or testcontainers — see `choreo_integration_tests::broker`), one
+//! broker for the whole binary (each scenario has topics of its own), with the registry served
+//! over the Confluent REST API, and a subscriber process killed mid-batch and restarted.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use choreo_bus::PublishOptions;
-use choreo_integration_tests::broker::{TestBroker, real_broker};
+use choreo_integration_tests::broker::shared_real_broker;
 use choreo_integration_tests::scenarios::{self, Env, PATIENCE};
 use choreo_schemas::event::{Money, PaymentAuthorized};
 use choreo_schemas::{ConfluentRegistry, MemoryRegistry};
@@ -16,12 +16,11 @@ use choreo_schemas::{ConfluentRegistry, MemoryRegistry};
 struct Real {
     env: Env,
     registry_url: String,
-    _broker: TestBroker,
     _server: tokio::task::JoinHandle<()>,
 }
 
 async fn real() -> Real {
-    let broker = real_broker()
+    let bootstrap = shared_real_broker()
         .await
         .expect("a real broker for the real tier (this tier never skips)");
     let (addr, server) = choreo_schemas::server::serve(
@@ -33,12 +32,11 @@ async fn real() -> Real {
     let registry_url = format!("http://{addr}");
     Real {
         env: Env {
-            bootstrap: broker.bootstrap.clone(),
+            bootstrap,
             registry: Arc::new(ConfluentRegistry::new(&registry_url)),
             embedded: None,
         },
         registry_url,
-        _broker: broker,
         _server: server,
     }
 }
@@ -85,11 +83,40 @@ async fn v1_event_read_by_v2_reader() {
         .expect("scenario");
 }
 
-fn handled_ids(path: &std::path::Path) -> Vec<String> {
+/// One line per handling: (event id, partition, offset).
+fn handled(path: &std::path::Path) -> Vec<(String, i32, i64)> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split(' ').next().map(str::to_owned))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((f.first()?.to_string(), f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+        })
+        .collect()
+}
+
+fn handled_ids(path: &std::path::Path) -> Vec<String> {
+    handled(path).into_iter().map(|(id, _, _)| id).collect()
+}
+
+/// The group's committed offsets of `topic`'s partitions.
+fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(20))
+        .expect("committed offsets");
+    got.elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset().to_raw().unwrap_or(0).max(0)))
         .collect()
 }
 
@@ -136,14 +163,14 @@ async fn consumer_killed_mid_batch_loses_nothing() {
             ])
             .arg("--out")
             .arg(&out)
-            .args(["--work-ms", "5"])
+            .args(["--work-ms", "20"])
             .kill_on_drop(true)
             .spawn()
             .expect("consumer process starts")
     };
     let mut first = spawn();
     let deadline = Instant::now() + PATIENCE;
-    while handled_ids(&out).len() < N / 4 {
+    while handled_ids(&out).len() < N / 3 {
         assert!(
             Instant::now() < deadline,
             "the first consumer handled {} events",
@@ -153,8 +180,15 @@ async fn consumer_killed_mid_batch_loses_nothing() {
     }
     first.start_kill().expect("SIGKILL");
     first.wait().await.expect("reaped");
-    let at_kill = handled_ids(&out).len();
+    let before = handled(&out);
+    let at_kill = before.len();
     assert!(at_kill < N, "killed mid-batch ({at_kill} of {N} handled)");
+    // What the group had committed when the process died: the restart starts there.
+    let commits = committed(&env.bootstrap, &group, &topic, 2);
+    assert!(
+        commits.values().sum::<i64>() > 0,
+        "the first process committed something before it died ({commits:?})"
+    );
     let mut second = spawn();
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -171,12 +205,33 @@ async fn consumer_killed_mid_batch_loses_nothing() {
     }
     second.start_kill().expect("stop");
     let _ = second.wait().await;
-    let all = handled_ids(&out);
-    let unique: HashSet<&String> = all.iter().collect();
+    let all = handled(&out);
+    let unique: HashSet<&String> = all.iter().map(|(id, _, _)| id).collect();
     assert_eq!(unique.len(), N, "every event handled, nothing extra");
+    // Handled twice = exactly the records handled before the kill at or after the committed
+    // offset of their partition: nothing below a commit is handled again, and everything the
+    // dead process handled but had not committed is.
+    let mut times: HashMap<&str, usize> = HashMap::new();
+    for (id, _, _) in &all {
+        *times.entry(id.as_str()).or_default() += 1;
+    }
+    let twice: HashSet<&str> = times.iter().filter(|(_, n)| **n > 1).map(|(id, _)| *id).collect();
+    let uncommitted: HashSet<&str> = before
+        .iter()
+        .filter(|(_, p, o)| *o >= commits.get(p).copied().unwrap_or(0))
+        .map(|(id, _, _)| id.as_str())
+        .collect();
+    assert!(
+        times.values().all(|n| *n <= 2),
+        "no record handled more than twice"
+    );
+    assert_eq!(
+        twice, uncommitted,
+        "re-handled records are exactly those after the last commit (committed offsets {commits:?})"
+    );
     eprintln!(
-        "kill test: {N} events, {at_kill} handled before SIGKILL, {} re-handled after restart (at-least-once)",
-        all.len() - N
+        "kill test: {N} events, {at_kill} handled before SIGKILL, committed offsets {commits:?}, {} re-handled after restart, all of them after the last commit",
+        twice.len()
     );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -11,25 +11,22 @@ use crate::deadlines::{Deadline, DeadlineKind, Millis};
 use crate::definition::{DeadlineFrom, Definition, Emission, Role, project};
 use crate::input::{Action, Emit, EmitKind, Event, Input};
 use crate::mapping::{event_id, render};
-use crate::state::{PENDING_CAPACITY, SEEN_CAPACITY, SagaState, Status, StepStatus, TimelineKind};
+use crate::state::{
+    CompensationState, MAX_COLLECTED_BYTES, MAX_EVENT_ID_BYTES, MAX_PENDING_BYTES,
+    MAX_REASON_BYTES, PENDING_CAPACITY, SEEN_CAPACITY, SagaState, Status, StepStatus, TimelineKind,
+    bounded,
+};
 
 /// Applies one input to one saga and returns what the runtime must do.
 ///
 /// `def` must be the definition the state is pinned to (same name and version; resolve it
-/// with [`crate::Definitions::for_state`]); otherwise the input is rejected. Duplicate events
-/// (an id already seen) change nothing and return no action.
+/// with [`crate::Definitions::for_state`]) and the state must fit it
+/// ([`SagaState::check_against`]: a definition edited without a new version may not);
+/// otherwise the input is rejected and the state left unchanged — never a panic. Duplicate
+/// events (an id already seen) change nothing and return no action.
 pub fn apply(def: &Definition, state: &mut SagaState, input: &Input, now: Millis) -> Vec<Action> {
-    if state.definition != def.name() || state.version != def.version() {
-        return vec![Action::Rejected {
-            reason: format!(
-                "saga {} is pinned to {} v{}, not {} v{}",
-                state.saga_id,
-                state.definition,
-                state.version,
-                def.name(),
-                def.version()
-            ),
-        }];
+    if let Err(reason) = state.check_against(def) {
+        return vec![Action::Rejected { reason }];
     }
     let mut cx = Cx {
         def,
@@ -115,6 +112,7 @@ impl Cx<'_> {
             kind,
             attempt,
             data,
+            late_compensation: false,
         }));
         id
     }
@@ -126,8 +124,41 @@ impl Cx<'_> {
         self.state.seen.push_back(id.to_owned());
     }
 
+    /// The event as the saga keeps it: its id (a digest when long), and only the data the
+    /// saga reads for its role — or why it is too large to keep.
+    fn kept(&self, role: Role, event: &Event) -> Result<Event, String> {
+        let data = match role {
+            Role::Start => project(&event.data, self.def.start_collects()),
+            Role::Success(i) => project(&event.data, &self.def.steps()[i].collects),
+            Role::Failure(_) => {
+                let mut kept = serde_json::Map::new();
+                if let Some(r) = event.data.get("reason").and_then(Value::as_str) {
+                    kept.insert("reason".into(), bounded(r, MAX_REASON_BYTES).into());
+                }
+                Value::Object(kept)
+            }
+            Role::Ack(_) => Value::Object(serde_json::Map::new()),
+        };
+        let id = seen_key(&event.id);
+        let size = json_size(&data);
+        if size > MAX_COLLECTED_BYTES {
+            return Err(format!(
+                "{} {id}: the fields the saga keeps are {size} bytes of JSON, more than {MAX_COLLECTED_BYTES}",
+                event.event_type
+            ));
+        }
+        Ok(Event {
+            id,
+            event_type: event.event_type.clone(),
+            correlation_id: event.correlation_id.clone(),
+            time: event.time,
+            data,
+        })
+    }
+
     fn on_event(&mut self, event: &Event) {
-        if self.state.seen.iter().any(|s| s == &event.id) {
+        let key = seen_key(&event.id);
+        if self.state.seen.iter().any(|s| s == &key) {
             return; // a duplicate changes nothing
         }
         let Some(role) = self.def.role_of(&event.event_type) else {
@@ -135,7 +166,7 @@ impl Cx<'_> {
                 reason: format!(
                     "saga {} does not consume {}",
                     self.def.name(),
-                    event.event_type
+                    bounded(&event.event_type, 256)
                 ),
             });
             return;
@@ -143,15 +174,31 @@ impl Cx<'_> {
         if event.correlation_id != self.state.correlation_id {
             self.actions.push(Action::Rejected {
                 reason: format!(
-                    "event {} belongs to {}, not {}",
-                    event.id, event.correlation_id, self.state.correlation_id
+                    "event {key} belongs to {}, not {}",
+                    bounded(&event.correlation_id, 256),
+                    self.state.correlation_id
                 ),
             });
             return;
         }
+        let event = match self.kept(role, event) {
+            Ok(e) => e,
+            Err(why) => {
+                self.reject(why);
+                return;
+            }
+        };
+        let event = &event;
         self.remember(&event.id);
         if self.state.status == Status::Pending && role != Role::Start {
-            if self.state.pending.len() >= PENDING_CAPACITY {
+            let buffered = self
+                .state
+                .pending
+                .iter()
+                .fold(json_size(&event.data), |n, e| {
+                    n.saturating_add(json_size(&e.data))
+                });
+            if self.state.pending.len() >= PENDING_CAPACITY || buffered > MAX_PENDING_BYTES {
                 self.reject(format!(
                     "{} {} arrived before the start event and the buffer is full",
                     event.event_type, event.id
@@ -287,12 +334,35 @@ impl Cx<'_> {
             );
             return;
         }
+        let already_compensated = step.status == StepStatus::Unknown
+            && step.compensation != CompensationState::NotStarted;
+        self.state.steps[i].needs_operator = None;
         self.mark_completed(i, event, late);
-        if late {
+        if already_compensated {
+            // Compensated at its deadline (its outcome unknown), or declared handled by an
+            // operator: not compensated again.
+            let how = if self.state.steps[i].compensation == CompensationState::Skipped {
+                "an operator declared it handled"
+            } else {
+                "its compensation was emitted then"
+            };
             self.note(
                 TimelineKind::Status,
-                format!("step \"{name}\" completed after the saga was aborted; compensating it"),
+                format!(
+                    "step \"{name}\" completed after its deadline; {how}, so it is not compensated again"
+                ),
             );
+            self.advance_compensation();
+        } else if late {
+            let what = if self.state.abort_emitted {
+                format!(
+                    "step \"{name}\" completed after the saga was compensated: a late compensation undoes it; the saga stays {}",
+                    self.state.status
+                )
+            } else {
+                format!("step \"{name}\" completed after the saga was aborted; compensating it")
+            };
+            self.note(TimelineKind::Status, what);
             self.advance_compensation();
         } else {
             self.note(TimelineKind::Status, format!("step \"{name}\" completed"));
@@ -336,21 +406,33 @@ impl Cx<'_> {
         }
         self.state.steps[i].status = StepStatus::Failed;
         self.state.steps[i].finished_at = Some(self.now);
+        self.state.steps[i].needs_operator = None;
         self.cancel_deadline(&DeadlineKind::Step(name.clone()));
         let detail = event
             .data
             .get("reason")
             .and_then(Value::as_str)
-            .map(|r| format!(" ({r})"))
+            .map(|r| format!(" ({})", bounded(r, MAX_REASON_BYTES)))
             .unwrap_or_default();
         let reason = format!("step \"{name}\" failed: {}{detail}", event.event_type);
-        if self.state.status == Status::Running {
-            self.abort(reason);
-        } else {
-            self.note(
-                TimelineKind::Ignored,
-                format!("{reason}, but the saga is {}", self.state.status),
-            );
+        match self.state.status {
+            Status::Running => self.abort(reason),
+            Status::Compensating | Status::NeedsOperator => {
+                // An awaited step (or one whose outcome was unknown) answered: nothing to undo.
+                let what = if status == StepStatus::Running {
+                    "an awaited step answered; nothing to undo"
+                } else {
+                    "nothing to undo"
+                };
+                self.note(TimelineKind::Status, format!("{reason}: {what}"));
+                self.advance_compensation();
+            }
+            _ => {
+                self.note(
+                    TimelineKind::Ignored,
+                    format!("{reason}, but the saga is {}", self.state.status),
+                );
+            }
         }
     }
 
@@ -402,5 +484,37 @@ impl Cx<'_> {
         for k in kinds {
             self.cancel_deadline(&k);
         }
+    }
+}
+
+/// How an event id is remembered: as it is, or as a digest when longer than
+/// [`MAX_EVENT_ID_BYTES`] or holding control characters.
+pub(crate) fn seen_key(id: &str) -> String {
+    if id.len() <= MAX_EVENT_ID_BYTES && !id.chars().any(char::is_control) {
+        id.to_owned()
+    } else {
+        format!(
+            "~{}",
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, id.as_bytes())
+        )
+    }
+}
+
+/// Bytes of `v` as JSON (counted, not allocated).
+pub(crate) fn json_size(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    match serde_json::to_writer(&mut n, v) {
+        Ok(()) => n.0,
+        Err(_) => usize::MAX,
     }
 }

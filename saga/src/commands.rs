@@ -4,26 +4,34 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::Cx;
 use crate::deadlines::DeadlineKind;
-use crate::state::{CompensationState, Status, StepStatus, TimelineKind};
+use crate::state::{
+    CompensationState, MAX_REASON_BYTES, MAX_STEP_NAME_BYTES, Status, StepStatus, TimelineKind,
+    bounded,
+};
 
 /// What an operator can ask of one saga.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
-    /// Give up now and compensate what completed (Pending or Running sagas).
+    /// Give up now: compensate what completed, await the steps in flight (Pending or Running
+    /// sagas).
     Abort {
-        /// Why; recorded and available to mappings as `saga.reason`.
+        /// Why; recorded and available to mappings as `saga.reason`. At most
+        /// [`crate::MAX_REASON_BYTES`] of it are kept (truncated, ending with `…`).
         reason: String,
     },
     /// Emit a step's unacknowledged (or stuck) compensation again — same event id — with a
-    /// fresh retry budget.
+    /// fresh retry budget; for a step whose outcome is unknown and that needs an operator,
+    /// emit its compensation anyway.
     Retry {
         /// The step.
         step: String,
     },
     /// While running: the step counts as done without its success event (it will not be
     /// compensated) and the steps after it start. While compensating or needing an operator:
-    /// the step's compensation counts as done (handled by hand).
+    /// the step's compensation counts as done (handled by hand) — or, for a step in flight or
+    /// whose outcome is unknown, it is not waited for any more (it did nothing, or was undone
+    /// by hand).
     Skip {
         /// The step.
         step: String,
@@ -34,8 +42,28 @@ pub enum Command {
     Resume,
 }
 
+impl Command {
+    /// The command with its free text cut to what a state keeps ([`MAX_REASON_BYTES`],
+    /// [`MAX_STEP_NAME_BYTES`]).
+    fn bounded(&self) -> Command {
+        match self {
+            Command::Abort { reason } => Command::Abort {
+                reason: bounded(reason, MAX_REASON_BYTES),
+            },
+            Command::Retry { step } => Command::Retry {
+                step: bounded(step, MAX_STEP_NAME_BYTES),
+            },
+            Command::Skip { step } => Command::Skip {
+                step: bounded(step, MAX_STEP_NAME_BYTES),
+            },
+            Command::Resume => Command::Resume,
+        }
+    }
+}
+
 impl Cx<'_> {
     pub(crate) fn on_command(&mut self, command: &Command) {
+        let command = &command.bounded();
         self.note(TimelineKind::Command, format!("{command:?}"));
         match command {
             Command::Abort { reason } => self.cmd_abort(reason),
@@ -66,9 +94,18 @@ impl Cx<'_> {
         let Some(i) = self.step_or_reject(step) else {
             return;
         };
-        match self.state.steps[i].compensation {
+        let s = &self.state.steps[i];
+        match s.compensation {
             CompensationState::Emitted { .. } | CompensationState::Stuck { .. } => {
                 self.reemit(i, 1);
+                self.recompute();
+            }
+            CompensationState::NotStarted
+                if s.status == StepStatus::Unknown && s.needs_operator.is_some() =>
+            {
+                // The operator decides: compensate a step whose outcome is unknown.
+                self.state.steps[i].needs_operator = None;
+                self.start_compensation(i);
                 self.recompute();
             }
             ref other => {
@@ -95,6 +132,22 @@ impl Cx<'_> {
             {
                 self.state.steps[i].compensation = CompensationState::Skipped;
                 self.cancel_deadline(&DeadlineKind::CompensationAck(step.to_owned()));
+                self.recompute();
+            }
+            Status::Compensating | Status::NeedsOperator
+                if s.status == StepStatus::Unknown && !s.compensation.is_settled() =>
+            {
+                // Its outcome is unknown: the operator declares it did nothing, or undid it.
+                self.state.steps[i].needs_operator = None;
+                self.state.steps[i].compensation = CompensationState::Skipped;
+                self.cancel_deadline(&DeadlineKind::CompensationAck(step.to_owned()));
+                self.recompute();
+            }
+            Status::Compensating | Status::NeedsOperator if s.status == StepStatus::Running => {
+                // An awaited step: stop waiting for it (a later success is still compensated).
+                self.state.steps[i].status = StepStatus::Abandoned;
+                self.state.steps[i].finished_at = Some(self.now);
+                self.cancel_deadline(&DeadlineKind::Step(step.to_owned()));
                 self.recompute();
             }
             status => {

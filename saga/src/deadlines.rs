@@ -148,16 +148,26 @@ impl Cx<'_> {
                 let Some(i) = self.def.step_index(name) else {
                     return;
                 };
-                let done = matches!(
-                    self.state.steps[i].status,
-                    StepStatus::Completed | StepStatus::Skipped
-                );
-                if self.state.status == Status::Running && !done {
-                    let within = self.def.steps()[i]
-                        .deadline
-                        .map(|d| describe(d.within))
-                        .unwrap_or_default();
-                    self.abort(format!("step \"{name}\" missed its deadline ({within})"));
+                let step = self.state.steps[i].status;
+                let done = matches!(step, StepStatus::Completed | StepStatus::Skipped);
+                match self.state.status {
+                    Status::Running if !done => {
+                        let within = self.def.steps()[i]
+                            .deadline
+                            .map(|d| describe(d.within))
+                            .unwrap_or_default();
+                        // A started step that did not answer: its outcome is unknown.
+                        self.abort_with(
+                            format!("step \"{name}\" missed its deadline ({within})"),
+                            Some(i),
+                        );
+                    }
+                    Status::Compensating | Status::NeedsOperator if step == StepStatus::Running => {
+                        // An awaited step did not answer in time.
+                        self.outcome_unknown(i, true);
+                        self.advance_compensation();
+                    }
+                    _ => {}
                 }
             }
             DeadlineKind::CompensationAck(name) => {

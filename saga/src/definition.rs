@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::deadlines::format_duration;
 use crate::error::SagaError;
+use crate::state::MAX_STEP_NAME_BYTES;
 
 /// Where a saga's correlation id comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -86,6 +87,29 @@ impl EmitSpec {
     }
 }
 
+/// What happens to a started step that has not answered by its deadline (success and failure
+/// unknown) once the saga is aborted: is its compensation emitted anyway?
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownOutcome {
+    /// The saga needs an operator, naming the step (the default: compensating something that
+    /// may never have happened is only right when the compensation is written for it).
+    #[default]
+    Operator,
+    /// The compensation is emitted anyway: it is safe when the step did nothing (e.g. a refund
+    /// the payment service looks up by order id and acknowledges even when it charged nothing).
+    Compensate,
+}
+
+impl UnknownOutcome {
+    /// The value written in definition files (`on_unknown_outcome = "..."`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownOutcome::Operator => "operator",
+            UnknownOutcome::Compensate => "compensate",
+        }
+    }
+}
+
 /// How a completed step is undone when the saga is aborted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompensationSpec {
@@ -97,6 +121,9 @@ pub struct CompensationSpec {
     pub ack_deadline: Duration,
     /// How many times to re-emit before the saga needs an operator.
     pub max_retries: u32,
+    /// When the step's outcome is unknown at its deadline: compensate anyway, or ask an
+    /// operator (the default).
+    pub on_unknown_outcome: UnknownOutcome,
 }
 
 impl CompensationSpec {
@@ -112,7 +139,14 @@ impl CompensationSpec {
             ack: None,
             ack_deadline: Self::DEFAULT_ACK_DEADLINE,
             max_retries: Self::DEFAULT_MAX_RETRIES,
+            on_unknown_outcome: UnknownOutcome::Operator,
         }
+    }
+
+    /// What to do when the step's outcome is unknown at its deadline (see [`UnknownOutcome`]).
+    pub fn on_unknown_outcome(mut self, what: UnknownOutcome) -> Self {
+        self.on_unknown_outcome = what;
+        self
     }
 
     /// Waits for `event` within `deadline`, re-emitting up to `max_retries` times.
@@ -212,7 +246,7 @@ impl StepSpec {
 }
 
 /// A whole saga, not yet validated. Build it with the methods below (or read it from TOML with
-/// [`crate::loader`]), then [`SagaSpec::build`] it against the catalog.
+/// [`Definition::from_toml`]), then [`SagaSpec::build`] it against the catalog.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SagaSpec {
     /// The saga's name.
@@ -410,6 +444,8 @@ pub struct Compensation {
     pub ack_deadline: Duration,
     /// Re-emissions before escalating to an operator.
     pub max_retries: u32,
+    /// When the step's outcome is unknown at its deadline.
+    pub on_unknown_outcome: UnknownOutcome,
 }
 
 /// A compiled step.
@@ -609,6 +645,15 @@ pub(crate) fn compile(spec: SagaSpec, catalog: &Catalog) -> Result<Definition, I
                 ),
             );
         }
+        if s.name.len() > MAX_STEP_NAME_BYTES {
+            return invalid(
+                Where::StepName(i),
+                format!(
+                    "step name \"{}\" is longer than {MAX_STEP_NAME_BYTES} bytes",
+                    crate::state::bounded(&s.name, 40)
+                ),
+            );
+        }
         if matches!(s.name.as_str(), "start" | "saga") {
             return invalid(
                 Where::StepName(i),
@@ -768,6 +813,7 @@ pub(crate) fn compile(spec: SagaSpec, catalog: &Catalog) -> Result<Definition, I
                 ack: c.ack.clone(),
                 ack_deadline: c.ack_deadline,
                 max_retries: c.max_retries,
+                on_unknown_outcome: c.on_unknown_outcome,
             }),
             None => None,
         };

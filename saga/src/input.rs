@@ -85,6 +85,13 @@ pub struct Emit {
     pub attempt: u32,
     /// A JSON object with every field of the event's latest schema.
     pub data: Value,
+    /// Set on the first emission of a **late compensation**: the compensation of a success that
+    /// arrived after the saga had become terminal ([`crate::Status::Compensated`]); the saga's
+    /// status stays terminal. Re-emissions and operator retries carry `false`, so the runtime
+    /// counts late compensations by counting emissions with this flag (e.g. a
+    /// `late_compensations_total{definition}` counter).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late_compensation: bool,
 }
 
 /// What the runtime must do after an `apply`, in order, once the new state is durable.

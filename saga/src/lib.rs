@@ -11,6 +11,13 @@
 //!   Action = Emit event | SetDeadline | CancelDeadline | Status change | Rejected
 //! ```
 //!
+//! Invariants (checked by `saga/tests/properties.rs`): the completion event is emitted only
+//! once every step has succeeded (or was skipped by an operator); the cancellation event only
+//! once every started step is resolved (it answered, or its deadline passed) and every
+//! compensation is settled; when a saga aborts, every success is compensated exactly once —
+//! also one that arrives after the saga became terminal (a late compensation); and a terminal
+//! status (completed, compensated) never changes again except to needs_operator (and back).
+//!
 //! # Layout
 //!
 //! - `definition`: the Rust API to describe a saga ([`SagaSpec`], [`StepSpec`],
@@ -18,7 +25,9 @@
 //! - `loader`: reading definitions from TOML, errors with file and line; the compiled-in
 //!   reference order saga ([`Definition::reference_order_saga`]).
 //! - `registry`: [`Definitions`], keyed by name and version (instances stay pinned).
-//! - `state`: [`SagaState`] — serde-serializable, with its deadlines and timeline.
+//! - `state`: [`SagaState`] — serde-serializable, with its deadlines and timeline; its size
+//!   is bounded whatever the inputs (`MAX_*` constants); [`SagaState::check_against`] says
+//!   whether a restored state fits a definition.
 //! - `input`: [`Input`] (what goes in) and [`Action`] (what comes out).
 //! - `apply`: the state machine's entry point and the running saga's rules.
 //! - `compensation`: aborting, compensating in reverse order, acknowledgements, escalation.
@@ -52,12 +61,15 @@ pub use deadlines::{Deadline, DeadlineKind, Millis, format_duration, parse_durat
 pub use definition::{
     Compensation, CompensationSpec, Correlation, DeadlineFrom, Definition, Emission, EmitSpec,
     FieldPlan, MapFrom, Role, SagaField, SagaSpec, Source, Step, StepDeadline, StepSpec,
+    UnknownOutcome,
 };
 pub use error::SagaError;
 pub use input::{Action, Emit, EmitKind, Event, Input};
 pub use mapping::event_id;
 pub use registry::Definitions;
 pub use state::{
-    CompensationState, PENDING_CAPACITY, SEEN_CAPACITY, SagaState, Status, StepState, StepStatus,
-    TIMELINE_CAPACITY, Timeline, TimelineEntry, TimelineKind,
+    CompensationState, MAX_COLLECTED_BYTES, MAX_CORRELATION_ID_BYTES, MAX_EVENT_ID_BYTES,
+    MAX_PENDING_BYTES, MAX_REASON_BYTES, MAX_STEP_NAME_BYTES, MAX_TIMELINE_TEXT_BYTES,
+    PENDING_CAPACITY, SEEN_CAPACITY, SagaState, Status, StepState, StepStatus, TIMELINE_CAPACITY,
+    Timeline, TimelineEntry, TimelineKind,
 };

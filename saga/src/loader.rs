@@ -17,7 +17,7 @@ use toml::Spanned;
 use crate::deadlines::parse_duration;
 use crate::definition::{
     CompensationSpec, Correlation, DeadlineFrom, Definition, EmitSpec, Invalid, MapFrom, Owner,
-    SagaSpec, StepDeadline, StepSpec, Where, compile,
+    SagaSpec, StepDeadline, StepSpec, UnknownOutcome, Where, compile,
 };
 use crate::error::SagaError;
 
@@ -90,6 +90,8 @@ struct RawCompensation {
     ack_deadline: Option<Spanned<String>>,
     #[serde(default)]
     max_retries: Option<u32>,
+    #[serde(default)]
+    on_unknown_outcome: Option<Spanned<String>>,
 }
 
 impl Definition {
@@ -180,6 +182,21 @@ fn to_spec(raw: &RawSaga) -> Result<SagaSpec, Located> {
         let compensation = match &s.compensation {
             None => None,
             Some(c) => Some(CompensationSpec {
+                on_unknown_outcome: match &c.on_unknown_outcome {
+                    None => UnknownOutcome::default(),
+                    Some(v) => match v.get_ref().as_str() {
+                        "operator" => UnknownOutcome::Operator,
+                        "compensate" => UnknownOutcome::Compensate,
+                        other => {
+                            return Err((
+                                v.span(),
+                                format!(
+                                    "{label}on_unknown_outcome must be \"compensate\" or \"operator\", not \"{other}\""
+                                ),
+                            ));
+                        }
+                    },
+                },
                 emit: emit_spec(&c.event, &c.data),
                 ack: c.ack.as_ref().map(|a| a.get_ref().clone()),
                 ack_deadline: match &c.ack_deadline {

@@ -74,6 +74,21 @@ impl Definitions {
         self.get(&state.definition, state.version)
     }
 
+    /// The definition an existing instance is pinned to, checked to fit the state
+    /// ([`SagaState::check_against`]); otherwise one line saying why not (the version is not
+    /// loaded, or the definition was edited without a new version). Use it on restore to
+    /// report such states instead of feeding them inputs that would all be rejected.
+    pub fn checked_for_state(&self, state: &SagaState) -> Result<&Arc<Definition>, String> {
+        let def = self.for_state(state).ok_or_else(|| {
+            format!(
+                "saga {} is pinned to {} v{}, which is not loaded",
+                state.saga_id, state.definition, state.version
+            )
+        })?;
+        state.check_against(def)?;
+        Ok(def)
+    }
+
     /// A new instance of the newest version of `name`.
     pub fn new_instance(
         &self,

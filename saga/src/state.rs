@@ -1,6 +1,19 @@
 //! The state of one saga instance: serde-serializable (stored as JSON in the coordinator's
 //! changelog), holding everything [`crate::apply`] needs — collected data, step progress,
 //! pending deadlines, the ids of inputs already seen, and a bounded timeline for operators.
+//!
+//! # Size
+//!
+//! No input can make a state grow without bound: free text is truncated
+//! ([`MAX_REASON_BYTES`], [`MAX_TIMELINE_TEXT_BYTES`]), long event ids are kept as a digest
+//! ([`MAX_EVENT_ID_BYTES`]), an event's data is kept only for the fields mappings read and an
+//! event whose kept fields exceed [`MAX_COLLECTED_BYTES`] is rejected, and the lists are capped
+//! ([`TIMELINE_CAPACITY`], [`SEEN_CAPACITY`], [`PENDING_CAPACITY`] and [`MAX_PENDING_BYTES`]).
+//! Free text also has its control characters replaced, so JSON escaping at most doubles it
+//! (quotes, backslashes). So whatever its inputs, a state's JSON stays below about 512 KiB
+//! plus 8 KiB per step (plus what the definition's names and the correlation id — which the
+//! runtime should keep to [`MAX_CORRELATION_ID_BYTES`] — contribute): under Kafka's default
+//! 1 MiB record size for any definition of a reasonable size.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -9,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::deadlines::{Deadline, Millis};
+use crate::deadlines::{Deadline, DeadlineKind, Millis};
 use crate::definition::Definition;
 use crate::input::Event;
 
@@ -19,6 +32,52 @@ pub const TIMELINE_CAPACITY: usize = 64;
 pub const SEEN_CAPACITY: usize = 256;
 /// How many events a saga buffers before its start event arrives.
 pub const PENDING_CAPACITY: usize = 64;
+/// At most this many bytes of JSON of buffered events' kept data (see [`MAX_COLLECTED_BYTES`]);
+/// an event that would go beyond is rejected like one that finds the buffer full.
+pub const MAX_PENDING_BYTES: usize = 128 * 1024;
+/// Free text from an input — an operator's abort reason, a failure event's `reason` — is kept
+/// up to this many bytes (truncated on a character boundary, ending with `…`). The HTTP layer
+/// rejects longer operator input with a 4xx rather than see it truncated.
+pub const MAX_REASON_BYTES: usize = 1024;
+/// Step names (in definitions, so in commands) are at most this long; a command naming a
+/// longer step cannot name one of the saga's.
+pub const MAX_STEP_NAME_BYTES: usize = 128;
+/// Event ids up to this length (and without control characters) are remembered as they are;
+/// others as a digest (`~` and a UUIDv5 of the id), so deduplication still works and the state
+/// stays small.
+pub const MAX_EVENT_ID_BYTES: usize = 128;
+/// At most this many bytes (as JSON) of an event's data are kept: only the top-level fields
+/// that mappings read are kept, and an event whose kept fields are larger is rejected (the
+/// runtime dead-letters it) rather than kept truncated, which would emit wrong data.
+pub const MAX_COLLECTED_BYTES: usize = 8 * 1024;
+/// A timeline entry's text is at most this many bytes (truncated, ending with `…`).
+pub const MAX_TIMELINE_TEXT_BYTES: usize = 2 * 1024;
+/// Correlation ids longer than this should be refused by the runtime before a state is made
+/// (the state keeps its correlation id in several places).
+pub const MAX_CORRELATION_ID_BYTES: usize = 256;
+
+/// `text` as a state keeps free text: control characters (newlines included) become spaces
+/// (so JSON escaping cannot multiply its size), and it is cut to at most `max` bytes on a
+/// character boundary, ending with `…` when cut.
+pub(crate) fn bounded(text: &str, max: usize) -> String {
+    const MARK: &str = "…";
+    let text: std::borrow::Cow<'_, str> = if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    };
+    if text.len() <= max {
+        return text.into_owned();
+    }
+    let mut end = max.saturating_sub(MARK.len());
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &text[..end])
+}
 
 /// Where a saga stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -28,19 +87,26 @@ pub enum Status {
     Pending,
     /// Started; steps are in progress.
     Running,
-    /// Aborted; completed steps are being compensated.
+    /// Aborted: completed steps are being compensated, and steps still in flight are awaited
+    /// (up to their deadline; see [`SagaState::awaiting_steps`]).
     Compensating,
-    /// Every step completed (terminal).
+    /// Every step completed (terminal); the completion event was emitted.
     Completed,
-    /// Aborted and every completed step compensated (terminal — unless a success arrives even
-    /// later, which is compensated in turn).
+    /// Aborted, every started step resolved and every compensation settled; the cancellation
+    /// event was emitted (terminal). A success that arrives even later is compensated too (a
+    /// late compensation, see [`crate::Emit::late_compensation`]) while the status stays
+    /// compensated — unless that compensation is never acknowledged, which needs an operator.
     Compensated,
-    /// A compensation was never acknowledged; see [`SagaState::needs_operator`].
+    /// An operator must act: a compensation was never acknowledged, or a step's outcome is
+    /// unknown and its compensation is not safe for that; see [`SagaState::needs_operator`].
+    /// The only status a terminal saga may move to.
     NeedsOperator,
 }
 
 impl Status {
-    /// Whether nothing more is expected (Completed or Compensated).
+    /// Whether nothing more is expected (Completed or Compensated). A terminal status never
+    /// changes again, except to [`Status::NeedsOperator`] (a late compensation that is never
+    /// acknowledged), and from there back to the same terminal status.
     pub fn is_terminal(self) -> bool {
         matches!(self, Status::Completed | Status::Compensated)
     }
@@ -73,8 +139,15 @@ pub enum StepStatus {
     Failed,
     /// An operator skipped it: it counts as done and is never compensated.
     Skipped,
-    /// It was running when the saga was aborted.
+    /// It was running when the saga was aborted and nothing waits for it: it has no
+    /// compensation, so its outcome changes nothing. (States written before in-flight steps
+    /// were awaited also hold steps abandoned at the abort.) A success that still arrives is
+    /// compensated like any late success.
     Abandoned,
+    /// It started and did not answer by its deadline: whether it happened is unknown. Its
+    /// compensation was emitted anyway (`on_unknown_outcome = "compensate"`), or the saga needs
+    /// an operator for it ([`StepState::needs_operator`]).
+    Unknown,
 }
 
 /// Where one step's compensation stands.
@@ -152,7 +225,9 @@ pub struct StepState {
     pub finished_at: Option<Millis>,
     /// 1-based rank among the saga's completed steps (compensation runs in reverse).
     pub completion_rank: Option<u32>,
-    /// Whether it completed after the saga had been aborted.
+    /// Whether it completed after the saga had been aborted, or its outcome became unknown
+    /// while the saga was aborting: its compensation goes at once, without waiting for the
+    /// steps after it.
     pub late: bool,
     /// The fields of its success event that mappings read (`<step>.<field>`); the others
     /// are not kept.
@@ -165,6 +240,12 @@ pub struct StepState {
     /// acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_ack: Option<Millis>,
+    /// Why an operator must decide about this step, besides a stuck compensation: its
+    /// outcome is unknown and its compensation is not safe for that. An operator retries the
+    /// step (its compensation is emitted) or skips it (handled by hand); a late success or
+    /// failure settles it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_operator: Option<String>,
 }
 
 /// What a timeline entry records.
@@ -213,6 +294,11 @@ impl Timeline {
             self.entries.pop_front();
             self.dropped += 1;
         }
+        let what = if what.len() > MAX_TIMELINE_TEXT_BYTES {
+            bounded(&what, MAX_TIMELINE_TEXT_BYTES)
+        } else {
+            what
+        };
         self.entries.push_back(TimelineEntry { at, kind, what });
     }
 }
@@ -238,9 +324,10 @@ pub struct SagaState {
     pub updated_at: Millis,
     /// The fields of the start event that mappings read (`start.<field>`).
     pub start_data: Option<Value>,
-    /// Why it was aborted.
+    /// Why it was aborted (at most [`MAX_REASON_BYTES`] of free text from the input).
     pub abort_reason: Option<String>,
-    /// Whether the abort event (`on_abort`) was emitted.
+    /// Whether the saga reached [`Status::Compensated`] (and emitted its `on_abort` event, if
+    /// it has one). From then on it stays terminal: later compensations are late ones.
     pub abort_emitted: bool,
     /// One entry per step of the definition, in definition order.
     pub steps: Vec<StepState>,
@@ -286,6 +373,7 @@ impl SagaState {
                     data: None,
                     compensation: CompensationState::NotStarted,
                     early_ack: None,
+                    needs_operator: None,
                 })
                 .collect(),
             pending: Vec::new(),
@@ -317,15 +405,102 @@ impl SagaState {
         self.steps.iter().find(|s| s.name == name)
     }
 
-    /// The stuck compensations: `(step, reason)` for each.
+    /// What an operator must decide: `(step, reason)` for each stuck compensation and each
+    /// step whose outcome is unknown and whose compensation is not safe for that.
     pub fn needs_operator(&self) -> Vec<(&str, &str)> {
         self.steps
             .iter()
-            .filter_map(|s| match &s.compensation {
-                CompensationState::Stuck { reason, .. } => Some((s.name.as_str(), reason.as_str())),
+            .filter_map(|s| match (&s.compensation, &s.needs_operator) {
+                (CompensationState::Stuck { reason, .. }, _) => {
+                    Some((s.name.as_str(), reason.as_str()))
+                }
+                (_, Some(reason)) => Some((s.name.as_str(), reason.as_str())),
                 _ => None,
             })
             .collect()
+    }
+
+    /// The steps an aborted saga still waits on: started, no answer yet, their deadline not
+    /// passed. The saga is compensated (and emits its cancellation) only once there are none.
+    /// Empty unless the saga is compensating or needs an operator.
+    pub fn awaiting_steps(&self) -> Vec<&str> {
+        if !matches!(self.status, Status::Compensating | Status::NeedsOperator) {
+            return Vec::new();
+        }
+        self.steps
+            .iter()
+            .filter(|s| s.status == StepStatus::Running)
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+
+    /// Whether the saga is terminal and waits for nothing (no pending deadline — e.g. no late
+    /// compensation awaiting its acknowledgement): the runtime may start its retention clock
+    /// and eventually forget it.
+    pub fn is_finished(&self) -> bool {
+        self.status.is_terminal() && self.deadlines.is_empty()
+    }
+
+    /// Checks that this state fits `def` — the definition [`crate::apply`] would run it with —
+    /// and says in one line what does not (a definition edited without a new version, say).
+    /// [`crate::apply`] rejects every input of a state that does not fit.
+    pub fn check_against(&self, def: &Definition) -> Result<(), String> {
+        let who = format!("saga {}", bounded(&self.saga_id, 200));
+        if self.definition != def.name() || self.version != def.version() {
+            return Err(format!(
+                "{who} is pinned to {} v{}, not {} v{}",
+                bounded(&self.definition, 200),
+                self.version,
+                def.name(),
+                def.version()
+            ));
+        }
+        let what = format!("{} v{}", def.name(), def.version());
+        if self.steps.len() != def.steps().len() {
+            return Err(format!(
+                "{who} has {} steps, but {what} defines {}: the definition changed without a new version",
+                self.steps.len(),
+                def.steps().len()
+            ));
+        }
+        for (i, (s, d)) in self.steps.iter().zip(def.steps()).enumerate() {
+            if s.name != d.name {
+                return Err(format!(
+                    "{who}: step {} is \"{}\", but in {what} it is \"{}\": the definition changed without a new version",
+                    i + 1,
+                    bounded(&s.name, MAX_STEP_NAME_BYTES),
+                    d.name
+                ));
+            }
+            let in_progress = matches!(
+                s.compensation,
+                CompensationState::Emitted { .. } | CompensationState::Stuck { .. }
+            );
+            if in_progress && d.compensation.is_none() {
+                return Err(format!(
+                    "{who}: step \"{}\" has a compensation in progress, but {what} defines none for it",
+                    d.name
+                ));
+            }
+        }
+        for d in &self.deadlines {
+            let step = match &d.kind {
+                DeadlineKind::Saga => continue,
+                DeadlineKind::Step(s) | DeadlineKind::CompensationAck(s) => s,
+            };
+            if def.step_index(step).is_none() {
+                let shown = match &d.kind {
+                    DeadlineKind::CompensationAck(_) => {
+                        DeadlineKind::CompensationAck(bounded(step, MAX_STEP_NAME_BYTES))
+                    }
+                    _ => DeadlineKind::Step(bounded(step, MAX_STEP_NAME_BYTES)),
+                };
+                return Err(format!(
+                    "{who} has a pending {shown}, but {what} has no such step"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Serializes to the JSON stored in the changelog.
@@ -336,5 +511,43 @@ impl SagaState {
     /// Reads a state back from its changelog JSON.
     pub fn from_json(bytes: &[u8]) -> Result<SagaState, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_cuts_on_a_char_boundary_with_a_marker() {
+        assert_eq!(bounded("short", 10), "short");
+        assert_eq!(bounded("exactly10!", 10), "exactly10!");
+        assert_eq!(bounded("0123456789abc", 10), "0123456…");
+        // "é" is 2 bytes: never cut in the middle of one.
+        let text = "éééééééééé"; // 20 bytes
+        let cut = bounded(text, 10);
+        assert!(cut.len() <= 10, "{cut:?}");
+        assert_eq!(cut, "ééé…");
+        assert_eq!(bounded("abcdef", 2), "…");
+        assert_eq!(bounded("two\nlines\t\u{1}", 100), "two lines  ");
+        let long = "x".repeat(10 * MAX_REASON_BYTES);
+        let cut = bounded(&long, MAX_REASON_BYTES);
+        assert_eq!(cut.len(), MAX_REASON_BYTES);
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn timeline_entries_are_capped_in_number_and_size() {
+        let mut t = Timeline::default();
+        for n in 0..(TIMELINE_CAPACITY + 10) {
+            t.push(Millis(n as u64), TimelineKind::Ignored, "y".repeat(100_000));
+        }
+        assert_eq!(t.entries.len(), TIMELINE_CAPACITY);
+        assert_eq!(t.dropped, 10);
+        assert!(
+            t.entries
+                .iter()
+                .all(|e| e.what.len() <= MAX_TIMELINE_TEXT_BYTES)
+        );
     }
 }

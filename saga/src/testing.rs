@@ -16,9 +16,14 @@
 //!     .event("io.choreo.orders.PaymentAuthorized", json!({
 //!         "order_id": "o-1", "payment_id": "p-1",
 //!         "amount": {"amount_minor": 4200, "currency": "EUR"}}))
-//!     .advance(Duration::from_secs(30)) // inventory never answers: its deadline passes
+//!     // Inventory never answers: at its deadline its outcome is unknown. Releasing it is safe
+//!     // for that (`on_unknown_outcome = "compensate"`), so it is released, and the payment
+//!     // refunded.
+//!     .advance(Duration::from_secs(30))
 //!     .expect_emitted("io.choreo.orders.RefundPayment")
+//!     .expect_emitted("io.choreo.orders.ReleaseInventory")
 //!     .event("io.choreo.orders.PaymentRefunded", json!({"order_id": "o-1", "payment_id": "p-1"}))
+//!     .event("io.choreo.orders.InventoryReleased", json!({"order_id": "o-1", "reservation_id": ""}))
 //!     .expect_emitted("io.choreo.orders.OrderCancelled")
 //!     .expect_status(Status::Compensated);
 //! ```

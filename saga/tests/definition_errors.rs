@@ -314,3 +314,66 @@ fn registry_pins_versions() {
         [choreo_saga::Action::Rejected { .. }]
     ));
 }
+
+#[test]
+fn bad_on_unknown_outcome() {
+    let text = mutated(
+        "\non_unknown_outcome = \"compensate\"",
+        "\non_unknown_outcome = \"maybe\"",
+    );
+    let line = line_of(&text, "\"maybe\"");
+    let shown = rejects(
+        &text,
+        "\"maybe\"",
+        "on_unknown_outcome must be \"compensate\" or \"operator\", not \"maybe\"",
+    );
+    assert_eq!(
+        shown,
+        format!(
+            "{FILE}:{line}: step \"payment\": on_unknown_outcome must be \"compensate\" or \"operator\", not \"maybe\""
+        )
+    );
+    // Not a string: the TOML reader's own error, still at its line.
+    let text = mutated(
+        "\non_unknown_outcome = \"compensate\"",
+        "\non_unknown_outcome = true",
+    );
+    rejects(&text, "on_unknown_outcome = true", "invalid type");
+    // Misspelt key.
+    let text = mutated(
+        "\non_unknown_outcome = \"compensate\"",
+        "\non_unknown = \"compensate\"",
+    );
+    rejects(&text, "on_unknown =", "unknown field `on_unknown`");
+}
+
+#[test]
+fn on_unknown_outcome_defaults_to_an_operator() {
+    use choreo_saga::UnknownOutcome;
+    let def = order();
+    let of = |d: &Definition, i: usize| {
+        d.steps()[i]
+            .compensation
+            .as_ref()
+            .map(|c| c.on_unknown_outcome)
+    };
+    assert_eq!(of(&def, 0), Some(UnknownOutcome::Compensate), "payment");
+    assert_eq!(of(&def, 1), Some(UnknownOutcome::Compensate), "inventory");
+    assert_eq!(
+        of(&def, 2),
+        Some(UnknownOutcome::Operator),
+        "shipping, by default"
+    );
+    let text = mutated("\non_unknown_outcome = \"compensate\"\n", "\n");
+    let def = Definition::from_toml(FILE, &text, &catalog()).expect("loads");
+    assert_eq!(of(&def, 0), Some(UnknownOutcome::Operator));
+    let spec = CompensationSpec::new(EmitSpec::new(REFUND));
+    assert_eq!(spec.on_unknown_outcome, UnknownOutcome::Operator);
+}
+
+#[test]
+fn a_step_name_too_long() {
+    let long = "s".repeat(choreo_saga::MAX_STEP_NAME_BYTES + 1);
+    let text = mutated("name = \"inventory\"", &format!("name = \"{long}\""));
+    rejects(&text, &long, "is longer than 128 bytes");
+}

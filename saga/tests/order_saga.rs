@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use choreo_saga::testing::SagaTest;
 use choreo_saga::{
-    Command, CompensationSpec, Definition, EmitKind, EmitSpec, SagaSpec, Status, StepSpec,
+    Action, Command, CompensationSpec, Definition, EmitKind, EmitSpec, SagaSpec, SagaState, Status,
+    StepSpec, StepStatus, UnknownOutcome,
 };
 use common::*;
 
@@ -94,8 +95,10 @@ fn cases() -> Vec<Case> {
             reason: None,
         },
         Case {
+            // Changed: inventory is in flight when the payment is declined; it is awaited, and
+            // its failure needs nothing (it used to be cancelled at once, inventory unknown).
             name: "payment declined: nothing completed, nothing compensated",
-            script: vec![Ev(PLACED), Ev(DECLINED)],
+            script: vec![Ev(PLACED), Ev(DECLINED), Ev(UNAVAILABLE)],
             emitted: vec![CANCELLED],
             status: Status::Compensated,
             reason: Some(
@@ -154,9 +157,17 @@ fn cases() -> Vec<Case> {
             reason: Some("step \"shipping\" failed"),
         },
         Case {
+            // Changed: the payment's outcome is unknown at its deadline; its refund is safe for
+            // that, so it is refunded too (it used to be taken as not having happened).
             name: "payment deadline missed",
-            script: vec![Ev(PLACED), Ev(RESERVED), Wait(30), Ev(RELEASED)],
-            emitted: vec![RELEASE, CANCELLED],
+            script: vec![
+                Ev(PLACED),
+                Ev(RESERVED),
+                Wait(30),
+                Ev(RELEASED),
+                Ev(REFUNDED),
+            ],
+            emitted: vec![REFUND, RELEASE, CANCELLED],
             status: Status::Compensated,
             reason: Some("step \"payment\" missed its deadline (30s)"),
         },
@@ -168,13 +179,22 @@ fn cases() -> Vec<Case> {
             reason: None,
         },
         Case {
+            // Changed: the inventory's outcome is unknown; its release is safe for that.
             name: "inventory deadline missed",
-            script: vec![Ev(PLACED), Ev(AUTHORIZED), Wait(30), Ev(REFUNDED)],
-            emitted: vec![REFUND, CANCELLED],
+            script: vec![
+                Ev(PLACED),
+                Ev(AUTHORIZED),
+                Wait(30),
+                Ev(REFUNDED),
+                Ev(RELEASED),
+            ],
+            emitted: vec![REFUND, RELEASE, CANCELLED],
             status: Status::Compensated,
             reason: Some("step \"inventory\" missed its deadline (30s)"),
         },
         Case {
+            // Changed: the shipment's outcome is unknown, and cancelling it blind is not safe:
+            // the saga needs an operator for shipping (it used to be cancelled).
             name: "shipping deadline missed",
             script: vec![
                 Ev(PLACED),
@@ -184,11 +204,46 @@ fn cases() -> Vec<Case> {
                 Ev(REFUNDED),
                 Ev(RELEASED),
             ],
+            emitted: vec![REQUESTED, REFUND, RELEASE],
+            status: Status::NeedsOperator,
+            reason: Some(
+                "step \"shipping\" missed its deadline (100s); no answer by its deadline (100s), so its outcome is unknown",
+            ),
+        },
+        Case {
+            name: "shipping deadline missed, the operator skips it (nothing was shipped)",
+            script: vec![
+                Ev(PLACED),
+                Ev(AUTHORIZED),
+                Ev(RESERVED),
+                Wait(100),
+                Ev(REFUNDED),
+                Ev(RELEASED),
+                skip("shipping"),
+            ],
             emitted: vec![REQUESTED, REFUND, RELEASE, CANCELLED],
             status: Status::Compensated,
             reason: Some("step \"shipping\" missed its deadline (100s)"),
         },
         Case {
+            name: "shipping deadline missed, the operator retries it (cancel it anyway)",
+            script: vec![
+                Ev(PLACED),
+                Ev(AUTHORIZED),
+                Ev(RESERVED),
+                Wait(100),
+                Ev(REFUNDED),
+                Ev(RELEASED),
+                retry("shipping"),
+                Ev(SHIPMENT_CANCELLED),
+            ],
+            emitted: vec![REQUESTED, REFUND, RELEASE, CANCEL_SHIPMENT, CANCELLED],
+            status: Status::Compensated,
+            reason: Some("step \"shipping\" missed its deadline (100s)"),
+        },
+        Case {
+            // Changed: shipping is in flight at the saga's deadline; it is awaited (up to its
+            // own deadline, at 125 s) and its failure ends the wait.
             name: "overall deadline missed (shipping started late)",
             script: vec![
                 Ev(PLACED),
@@ -198,15 +253,18 @@ fn cases() -> Vec<Case> {
                 Wait(95),
                 Ev(REFUNDED),
                 Ev(RELEASED),
+                Ev(SHIP_FAILED),
             ],
             emitted: vec![REQUESTED, REFUND, RELEASE, CANCELLED],
             status: Status::Compensated,
             reason: Some("the saga missed its deadline (2m)"),
         },
         Case {
-            name: "late success after abort is compensated",
+            // Changed: the cancellation now comes after the release (inventory was in flight
+            // at the abort, so it was awaited); it used to come first.
+            name: "a success of a step in flight at the abort is compensated before the cancellation",
             script: vec![Ev(PLACED), Ev(DECLINED), Ev(RESERVED), Ev(RELEASED)],
-            emitted: vec![CANCELLED, RELEASE],
+            emitted: vec![RELEASE, CANCELLED],
             status: Status::Compensated,
             reason: Some("PaymentDeclined"),
         },
@@ -342,12 +400,14 @@ fn cases() -> Vec<Case> {
             reason: Some("InventoryUnavailable"),
         },
         Case {
+            // Changed: inventory is in flight at the abort; it is awaited until it answers.
             name: "operator abort while running",
             script: vec![
                 Ev(PLACED),
                 Ev(AUTHORIZED),
                 abort("customer called"),
                 Ev(REFUNDED),
+                Ev(UNAVAILABLE),
             ],
             emitted: vec![REFUND, CANCELLED],
             status: Status::Compensated,
@@ -428,6 +488,195 @@ fn cases() -> Vec<Case> {
             status: Status::Running,
             reason: None,
         },
+        // Issue 9: a failure while another step is in flight.
+        Case {
+            name: "failure while payment is in flight: the saga waits for it",
+            script: vec![Ev(PLACED), Ev(UNAVAILABLE)],
+            emitted: vec![],
+            status: Status::Compensating,
+            reason: Some("InventoryUnavailable"),
+        },
+        Case {
+            name: "failure while payment is in flight, its success after the abort",
+            script: vec![Ev(PLACED), Ev(UNAVAILABLE), Ev(AUTHORIZED), Ev(REFUNDED)],
+            emitted: vec![REFUND, CANCELLED],
+            status: Status::Compensated,
+            reason: Some("InventoryUnavailable"),
+        },
+        Case {
+            name: "failure while payment is in flight, its success before the abort",
+            script: vec![Ev(PLACED), Ev(AUTHORIZED), Ev(UNAVAILABLE), Ev(REFUNDED)],
+            emitted: vec![REFUND, CANCELLED],
+            status: Status::Compensated,
+            reason: Some("InventoryUnavailable"),
+        },
+        Case {
+            name: "failure while payment is in flight, its failure after the abort",
+            script: vec![Ev(PLACED), Ev(UNAVAILABLE), Ev(DECLINED)],
+            emitted: vec![CANCELLED],
+            status: Status::Compensated,
+            reason: Some("InventoryUnavailable"),
+        },
+        Case {
+            name: "in-flight payment is awaited up to its deadline",
+            script: vec![Ev(PLACED), Ev(UNAVAILABLE), Wait(29)],
+            emitted: vec![],
+            status: Status::Compensating,
+            reason: Some("InventoryUnavailable"),
+        },
+        Case {
+            name: "in-flight payment's deadline passes: its refund is safe, so it is refunded",
+            script: vec![Ev(PLACED), Ev(UNAVAILABLE), Wait(30), Ev(REFUNDED)],
+            emitted: vec![REFUND, CANCELLED],
+            status: Status::Compensated,
+            reason: Some("InventoryUnavailable"),
+        },
+        Case {
+            name: "in-flight payment succeeds after its deadline: refunded once, not twice",
+            script: vec![
+                Ev(PLACED),
+                Ev(UNAVAILABLE),
+                Wait(30),
+                Ev(AUTHORIZED),
+                Ev(REFUNDED),
+            ],
+            emitted: vec![REFUND, CANCELLED],
+            status: Status::Compensated,
+            reason: Some("InventoryUnavailable"),
+        },
+        Case {
+            name: "in-flight shipping's deadline passes: cancelling it is not safe, operator",
+            script: vec![
+                Ev(PLACED),
+                Ev(AUTHORIZED),
+                Ev(RESERVED),
+                abort("customer called"),
+                Ev(REFUNDED),
+                Ev(RELEASED),
+                Wait(99),
+            ],
+            emitted: vec![REQUESTED, REFUND, RELEASE],
+            status: Status::Compensating,
+            reason: Some("customer called"),
+        },
+        Case {
+            name: "in-flight shipping's deadline passed: needs an operator, naming it",
+            script: vec![
+                Ev(PLACED),
+                Ev(AUTHORIZED),
+                Ev(RESERVED),
+                abort("customer called"),
+                Ev(REFUNDED),
+                Ev(RELEASED),
+                Wait(100),
+            ],
+            emitted: vec![REQUESTED, REFUND, RELEASE],
+            status: Status::NeedsOperator,
+            reason: Some(
+                "customer called; no answer by its deadline (100s), so its outcome is unknown",
+            ),
+        },
+        Case {
+            name: "in-flight shipping needing an operator succeeds late: it is cancelled",
+            script: vec![
+                Ev(PLACED),
+                Ev(AUTHORIZED),
+                Ev(RESERVED),
+                abort("customer called"),
+                Ev(REFUNDED),
+                Ev(RELEASED),
+                Wait(100),
+                Ev(SCHEDULED),
+                Ev(SHIPMENT_CANCELLED),
+            ],
+            emitted: vec![REQUESTED, REFUND, RELEASE, CANCEL_SHIPMENT, CANCELLED],
+            status: Status::Compensated,
+            reason: Some("customer called"),
+        },
+        Case {
+            name: "in-flight shipping needing an operator fails late: nothing to undo",
+            script: vec![
+                Ev(PLACED),
+                Ev(AUTHORIZED),
+                Ev(RESERVED),
+                abort("customer called"),
+                Ev(REFUNDED),
+                Ev(RELEASED),
+                Wait(100),
+                Ev(SHIP_FAILED),
+            ],
+            emitted: vec![REQUESTED, REFUND, RELEASE, CANCELLED],
+            status: Status::Compensated,
+            reason: Some("customer called"),
+        },
+        Case {
+            name: "operator skip of an awaited step ends the wait",
+            script: vec![Ev(PLACED), Ev(UNAVAILABLE), skip("payment")],
+            emitted: vec![CANCELLED],
+            status: Status::Compensated,
+            reason: Some("InventoryUnavailable"),
+        },
+        // A success after the saga's own deadline, once it is terminal.
+        Case {
+            name: "a success after the saga's deadline and its cancellation: a late compensation",
+            script: vec![
+                Ev(AUTHORIZED),
+                Wait(121),
+                Ev(REFUNDED),
+                Ev(RESERVED),
+                Ev(RELEASED),
+            ],
+            emitted: vec![REFUND, CANCELLED, RELEASE],
+            status: Status::Compensated,
+            reason: Some("the start event never arrived"),
+        },
+        Case {
+            name: "a late compensation in flight leaves the saga compensated",
+            script: vec![Ev(AUTHORIZED), Wait(121), Ev(REFUNDED), Ev(RESERVED)],
+            emitted: vec![REFUND, CANCELLED, RELEASE],
+            status: Status::Compensated,
+            reason: Some("the start event never arrived"),
+        },
+        Case {
+            name: "a late compensation never acknowledged needs an operator",
+            script: vec![
+                Ev(AUTHORIZED),
+                Wait(121),
+                Ev(REFUNDED),
+                Ev(RESERVED),
+                Wait(120),
+            ],
+            emitted: vec![REFUND, CANCELLED, RELEASE, RELEASE, RELEASE, RELEASE],
+            status: Status::NeedsOperator,
+            reason: Some("io.choreo.orders.ReleaseInventory was not acknowledged"),
+        },
+        Case {
+            name: "a late compensation acknowledged at last: compensated again, no second cancellation",
+            script: vec![
+                Ev(AUTHORIZED),
+                Wait(121),
+                Ev(REFUNDED),
+                Ev(RESERVED),
+                Wait(120),
+                Ev(RELEASED),
+            ],
+            emitted: vec![REFUND, CANCELLED, RELEASE, RELEASE, RELEASE, RELEASE],
+            status: Status::Compensated,
+            reason: Some("the start event never arrived"),
+        },
+        Case {
+            name: "a success of a step that never started, after the cancellation",
+            script: vec![
+                Ev(PLACED),
+                Ev(DECLINED),
+                Ev(UNAVAILABLE),
+                Ev(SCHEDULED),
+                Ev(SHIPMENT_CANCELLED),
+            ],
+            emitted: vec![CANCELLED, CANCEL_SHIPMENT],
+            status: Status::Compensated,
+            reason: Some("PaymentDeclined"),
+        },
     ]
 }
 
@@ -479,7 +728,7 @@ fn order_saga_table() {
         }
         // The state survives a JSON round trip.
         let json = t.state().to_json().expect("serializes");
-        let back = choreo_saga::SagaState::from_json(&json).expect("deserializes");
+        let back = SagaState::from_json(&json).expect("deserializes");
         assert_eq!(&back, t.state(), "case {:?}: JSON round trip", case.name);
     }
 }
@@ -722,4 +971,294 @@ fn a_step_without_compensation_is_not_compensated() {
         .event(DECLINED, data(DECLINED))
         .expect_emitted_exactly(&[CANCELLED])
         .expect_status(Status::Compensated);
+}
+
+/// Every status change of a run, in order.
+fn statuses(t: &SagaTest) -> Vec<(Status, Status)> {
+    t.actions()
+        .iter()
+        .filter_map(|a| match a {
+            Action::Status { from, to, .. } => Some((*from, *to)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn issue_9_the_payment_in_flight_is_awaited_and_the_saga_never_flips_back() {
+    // Inventory fails while the payment request is in flight.
+    let t = run(&order(), &[Ev(PLACED), Ev(UNAVAILABLE)]);
+    assert_eq!(t.state().status(), Status::Compensating);
+    assert_eq!(t.state().awaiting_steps(), vec!["payment"]);
+    assert!(
+        t.emitted().is_empty(),
+        "no cancellation while payment is in flight"
+    );
+    // Its deadline stays armed: that is how long the saga waits.
+    assert!(
+        t.state()
+            .deadlines()
+            .iter()
+            .any(|d| d.kind == choreo_saga::DeadlineKind::Step("payment".into())),
+        "{:?}",
+        t.state().deadlines()
+    );
+    // 0.1 s later the payment is authorized: refunded, then cancelled once refunded.
+    let t = t
+        .advance(Duration::from_millis(100))
+        .event(AUTHORIZED, data(AUTHORIZED))
+        .expect_emitted_exactly(&[REFUND])
+        .expect_status(Status::Compensating)
+        .event(REFUNDED, data(REFUNDED))
+        .expect_emitted_exactly(&[CANCELLED])
+        .expect_status(Status::Compensated);
+    assert!(t.state().awaiting_steps().is_empty());
+    assert_eq!(
+        statuses(&t),
+        vec![
+            (Status::Pending, Status::Running),
+            (Status::Running, Status::Compensating),
+            (Status::Compensating, Status::Compensated),
+        ]
+    );
+    assert!(
+        t.emitted().iter().all(|e| !e.late_compensation),
+        "compensated before the saga was terminal: not a late compensation"
+    );
+}
+
+#[test]
+fn a_late_compensation_is_flagged_and_the_status_stays_terminal() {
+    // The start never comes: the saga's deadline aborts it, the buffered payment is refunded,
+    // the saga is compensated; then the inventory reports a reservation.
+    let t = run(
+        &order(),
+        &[Ev(AUTHORIZED), Wait(121), Ev(REFUNDED), Ev(RESERVED)],
+    );
+    assert_eq!(t.state().status(), Status::Compensated);
+    let release: Vec<_> = t
+        .emitted()
+        .iter()
+        .filter(|e| e.event_type == RELEASE)
+        .collect();
+    assert_eq!(release.len(), 1);
+    assert!(release[0].late_compensation, "{:?}", release[0]);
+    assert_eq!(
+        release[0].event_id,
+        choreo_saga::event_id("order/o-1", Some("inventory"), EmitKind::Compensation),
+        "event ids do not change"
+    );
+    assert!(
+        t.state()
+            .timeline
+            .entries
+            .iter()
+            .any(|e| e.what.contains("late compensation of step \"inventory\"")),
+        "recorded in the timeline"
+    );
+    assert!(
+        !t.state().is_finished(),
+        "a late compensation awaits its acknowledgement"
+    );
+    // Never acknowledged: re-emitted (not flagged again), then needs an operator; the
+    // acknowledgement at last brings it back to compensated, with no second cancellation.
+    let t = t
+        .advance(Duration::from_secs(120))
+        .expect_status(Status::NeedsOperator)
+        .event(RELEASED, data(RELEASED))
+        .expect_status(Status::Compensated);
+    let flagged = t.emitted().iter().filter(|e| e.late_compensation).count();
+    assert_eq!(
+        flagged, 1,
+        "only the first emission counts as a late compensation"
+    );
+    assert_eq!(
+        t.emitted()
+            .iter()
+            .filter(|e| e.event_type == CANCELLED)
+            .count(),
+        1
+    );
+    assert!(t.state().is_finished());
+    assert_eq!(
+        statuses(&t),
+        vec![
+            (Status::Pending, Status::Compensating),
+            (Status::Compensating, Status::Compensated),
+            (Status::Compensated, Status::NeedsOperator),
+            (Status::NeedsOperator, Status::Compensated),
+        ]
+    );
+}
+
+#[test]
+fn the_unknown_step_is_named_for_the_operator() {
+    let t = run(
+        &order(),
+        &[
+            Ev(PLACED),
+            Ev(AUTHORIZED),
+            Ev(RESERVED),
+            abort("customer called"),
+            Ev(REFUNDED),
+            Ev(RELEASED),
+            Wait(100),
+        ],
+    );
+    assert_eq!(t.state().status(), Status::NeedsOperator);
+    let ops = t.state().needs_operator();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].0, "shipping");
+    assert!(ops[0].1.contains("on_unknown_outcome"), "{}", ops[0].1);
+    assert_eq!(
+        t.state().step("shipping").map(|s| s.status),
+        Some(StepStatus::Unknown)
+    );
+    // The reason survives a JSON round trip.
+    let back = SagaState::from_json(&t.state().to_json().expect("json")).expect("parses");
+    assert_eq!(back.needs_operator(), ops);
+}
+
+/// A saga whose payment step has no deadline of its own: in flight at an abort, it is awaited
+/// up to the saga's deadline.
+fn no_step_deadline(on_unknown: UnknownOutcome) -> Definition {
+    SagaSpec::new("nodeadline", 1, PLACED)
+        .deadline(Duration::from_secs(60))
+        .step(
+            StepSpec::new("payment")
+                .success(AUTHORIZED)
+                .failure(DECLINED)
+                .compensate(
+                    CompensationSpec::new(
+                        EmitSpec::new(REFUND)
+                            .map("order_id", "saga.correlation_id")
+                            .map("payment_id", "payment.payment_id")
+                            .map("amount", "payment.amount")
+                            .map("reason", "saga.reason"),
+                    )
+                    .acked_by(REFUNDED, Duration::from_secs(30), 1)
+                    .on_unknown_outcome(on_unknown),
+                ),
+        )
+        .step(
+            StepSpec::new("inventory")
+                .success(RESERVED)
+                .failure(UNAVAILABLE),
+        )
+        .on_abort(
+            EmitSpec::new(CANCELLED)
+                .map("order_id", "saga.correlation_id")
+                .map("reason", "saga.reason"),
+        )
+        .build(&catalog())
+        .expect("valid")
+}
+
+#[test]
+fn a_step_without_a_deadline_is_awaited_up_to_the_sagas() {
+    let t = SagaTest::new(no_step_deadline(UnknownOutcome::Operator))
+        .event(PLACED, data(PLACED))
+        .advance(Duration::from_secs(10))
+        .event(UNAVAILABLE, data(UNAVAILABLE))
+        .expect_nothing_emitted()
+        .expect_status(Status::Compensating)
+        .advance(Duration::from_secs(49))
+        .expect_status(Status::Compensating)
+        .advance(Duration::from_secs(1))
+        // At the saga's deadline the payment's outcome is unknown: not safe, an operator.
+        .expect_nothing_emitted()
+        .expect_status(Status::NeedsOperator);
+    assert_eq!(t.state().needs_operator()[0].0, "payment");
+    assert!(
+        t.state().needs_operator()[0]
+            .1
+            .contains("by the saga's deadline"),
+        "{:?}",
+        t.state().needs_operator()
+    );
+    // It succeeds after all: now it is known, and compensated.
+    t.event(AUTHORIZED, data(AUTHORIZED))
+        .expect_emitted_exactly(&[REFUND])
+        .expect_status(Status::Compensating)
+        .event(REFUNDED, data(REFUNDED))
+        .expect_emitted_exactly(&[CANCELLED])
+        .expect_status(Status::Compensated);
+}
+
+#[test]
+fn a_success_after_the_sagas_deadline_is_compensated_exactly_once() {
+    // The saga's deadline fires while both steps are in flight. Payment has no deadline of its
+    // own, so its outcome is unknown now; its refund is safe for that and goes at once.
+    // Inventory has no compensation: whatever it does changes nothing, so it is not awaited.
+    let t = SagaTest::new(no_step_deadline(UnknownOutcome::Compensate))
+        .event(PLACED, data(PLACED))
+        .advance(Duration::from_secs(60))
+        .expect_emitted_exactly(&[REFUND])
+        .expect_status(Status::Compensating);
+    assert!(t.state().awaiting_steps().is_empty());
+    let t = t
+        .event(REFUNDED, data(REFUNDED))
+        .expect_emitted_exactly(&[CANCELLED])
+        .expect_status(Status::Compensated)
+        // The payment succeeds after all: it was refunded already, not again.
+        .event(AUTHORIZED, data(AUTHORIZED))
+        .expect_nothing_emitted()
+        .expect_status(Status::Compensated)
+        // The inventory succeeds after all: nothing to undo; the saga stays compensated.
+        .event(RESERVED, data(RESERVED))
+        .expect_nothing_emitted()
+        .expect_status(Status::Compensated);
+    assert_eq!(
+        t.state().step("payment").map(|s| s.status),
+        Some(StepStatus::Completed)
+    );
+    assert!(t.state().is_finished());
+    assert_eq!(
+        statuses(&t),
+        vec![
+            (Status::Pending, Status::Running),
+            (Status::Running, Status::Compensating),
+            (Status::Compensating, Status::Compensated),
+        ]
+    );
+}
+
+#[test]
+fn states_written_before_steps_were_awaited_still_load_and_stay_terminal() {
+    // A compensated saga as the changelog held it before this change: the step in flight at
+    // the abort was marked abandoned, and there is no `needs_operator` field on steps.
+    let old = r#"{"saga_id":"order/o-1","definition":"order","version":1,"correlation_id":"o-1",
+        "status":"compensated","created_at":1000,"started_at":1000,"updated_at":1001,
+        "start_data":{"shipping_address":"1 Main St"},
+        "abort_reason":"step \"inventory\" failed: io.choreo.orders.InventoryUnavailable (out of stock)",
+        "abort_emitted":true,
+        "steps":[
+          {"name":"payment","status":"abandoned","started_at":1000,"finished_at":null,"completion_rank":null,"late":false,"data":null,"compensation":{"state":"not_started"}},
+          {"name":"inventory","status":"failed","started_at":1000,"finished_at":1001,"completion_rank":null,"late":false,"data":null,"compensation":{"state":"not_started"}},
+          {"name":"shipping","status":"waiting","started_at":null,"finished_at":null,"completion_rank":null,"late":false,"data":null,"compensation":{"state":"not_started"}}],
+        "pending":[],"deadlines":[],"seen":["e1","e2"],"completions":0,
+        "timeline":{"entries":[],"dropped":0}}"#;
+    let mut state = SagaState::from_json(old.as_bytes()).expect("an old state loads");
+    let def = order();
+    assert_eq!(state.check_against(&def), Ok(()));
+    assert!(state.awaiting_steps().is_empty());
+    let late = choreo_saga::Input::Event(choreo_saga::Event {
+        id: "e3".into(),
+        event_type: AUTHORIZED.into(),
+        correlation_id: "o-1".into(),
+        time: choreo_saga::Millis(2000),
+        data: data(AUTHORIZED),
+    });
+    let out = state.apply(&def, &late, choreo_saga::Millis(2000));
+    let refund = out
+        .iter()
+        .filter_map(Action::as_emit)
+        .find(|e| e.event_type == REFUND)
+        .expect("the late payment is refunded");
+    assert!(refund.late_compensation);
+    assert!(
+        out.iter().all(|a| !matches!(a, Action::Status { .. })),
+        "the status stays compensated: {out:?}"
+    );
+    assert_eq!(state.status(), Status::Compensated);
 }

@@ -42,6 +42,9 @@ struct Case {
     start_duplicated: bool,
     steps: [StepPlan; 3],
     abort_at: Option<u64>,
+    /// Run the variant of the order saga whose inventory release is not safe for an unknown
+    /// outcome (an operator decides), instead of the reference (where it is).
+    inventory_needs_operator: bool,
 }
 
 const STEPS: [&str; 3] = ["payment", "inventory", "shipping"];
@@ -75,13 +78,17 @@ fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         [step_plan(), step_plan(), step_plan()],
         prop_oneof![5 => Just(None), 1 => (0u64..150_000).prop_map(Some)],
+        any::<bool>(),
     )
-        .prop_map(|(start_at, start_duplicated, steps, abort_at)| Case {
-            start_at,
-            start_duplicated,
-            steps,
-            abort_at,
-        })
+        .prop_map(
+            |(start_at, start_duplicated, steps, abort_at, inventory_needs_operator)| Case {
+                start_at,
+                start_duplicated,
+                steps,
+                abort_at,
+                inventory_needs_operator,
+            },
+        )
 }
 
 const T0: u64 = 1_767_225_600_000;
@@ -92,10 +99,24 @@ struct Run {
     actions: Vec<Action>,
     /// Steps whose success event was delivered to `apply`.
     succeeded: BTreeSet<usize>,
+    /// Every status change, in order.
+    statuses: Vec<(Status, Status)>,
+    /// Why the cancellation event was premature, if it was (invariant 2).
+    premature_cancellation: Option<String>,
+    /// Step -> when its outcome (success or failure) was first delivered.
+    answered: BTreeMap<usize, u64>,
+    /// Step -> when its compensation was first emitted.
+    compensated_at: BTreeMap<usize, u64>,
+    /// Step -> when its deadline passes (from its start), for the steps that started.
+    deadline_at: BTreeMap<usize, u64>,
 }
 
 fn simulate(case: &Case) -> Run {
-    let def = order();
+    let def = if case.inventory_needs_operator {
+        order_inventory_needs_operator()
+    } else {
+        order()
+    };
     let mut state = SagaState::new(&def, "o-1", Millis(T0));
     // (time, sequence) -> input
     let mut queue: BTreeMap<(u64, u64), Input> = BTreeMap::new();
@@ -146,6 +167,13 @@ fn simulate(case: &Case) -> Run {
     let mut actions = Vec::new();
     let mut succeeded = BTreeSet::new();
     let mut ack_seq = 0u64;
+    let mut statuses = Vec::new();
+    let mut premature_cancellation = None;
+    // Step -> when its outcome (success or failure) was delivered.
+    let mut answered: BTreeMap<usize, u64> = BTreeMap::new();
+    // Step -> when its compensation was first emitted / first acknowledged after that.
+    let mut compensated_at: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut acked: BTreeSet<usize> = BTreeSet::new();
     for _ in 0..10_000 {
         let next_event = queue.keys().next().copied();
         let next_deadline = state.next_deadline().cloned();
@@ -155,12 +183,68 @@ fn simulate(case: &Case) -> Run {
             (None, Some(d)) => (d.at.0, Input::Deadline { kind: d.kind }),
             (None, None) => break,
         };
-        if let Input::Event(e) = &input
-            && let Some(i) = SUCCESS.iter().position(|s| *s == e.event_type)
-        {
-            succeeded.insert(i);
+        if let Input::Event(e) = &input {
+            if let Some(i) = SUCCESS.iter().position(|s| *s == e.event_type) {
+                succeeded.insert(i);
+                answered.entry(i).or_insert(now);
+            }
+            if let Some(i) = FAILURE.iter().position(|s| *s == e.event_type) {
+                answered.entry(i).or_insert(now);
+            }
+            if let Some(i) = ACK.iter().position(|s| *s == e.event_type)
+                && compensated_at.contains_key(&i)
+            {
+                acked.insert(i);
+            }
         }
         let out = apply(&def, &mut state, &input, Millis(now));
+        for a in &out {
+            if let Action::Status { from, to, .. } = a {
+                statuses.push((*from, *to));
+            }
+            if let Action::Emit(e) = a
+                && e.kind == EmitKind::Compensation
+            {
+                let i = COMPENSATION
+                    .iter()
+                    .position(|c| *c == e.event_type)
+                    .unwrap_or(99);
+                compensated_at.entry(i).or_insert(now);
+            }
+            // Invariant 2: the cancellation only once every started step is resolved (it
+            // answered, or its deadline passed) and every compensation is acknowledged.
+            if let Action::Emit(e) = a
+                && e.event_type == CANCELLED
+                && premature_cancellation.is_none()
+            {
+                let mut why = Vec::new();
+                for (i, step) in def.steps().iter().enumerate() {
+                    let Some(started) = state.steps[i].started_at else {
+                        continue;
+                    };
+                    let deadline = step.deadline.map(|d| started.plus(d.within).0);
+                    let resolved = answered.get(&i).is_some_and(|&t| t <= now)
+                        || deadline.is_some_and(|d| d <= now);
+                    if !resolved {
+                        why.push(format!("step {} started and is unresolved", STEPS[i]));
+                    }
+                }
+                for &i in &succeeded {
+                    if !compensated_at.contains_key(&i) {
+                        why.push(format!("step {} succeeded, not compensated", STEPS[i]));
+                    }
+                }
+                for &i in compensated_at.keys() {
+                    if !acked.contains(&i) {
+                        why.push(format!("step {}'s compensation not acknowledged", STEPS[i]));
+                    }
+                }
+                if !why.is_empty() {
+                    premature_cancellation =
+                        Some(format!("at +{}ms: {}", now - T0, why.join("; ")));
+                }
+            }
+        }
         for a in &out {
             if let Action::Emit(e) = a
                 && e.kind == EmitKind::Compensation
@@ -181,10 +265,24 @@ fn simulate(case: &Case) -> Run {
         }
         actions.extend(out);
     }
+    let deadline_at = def
+        .steps()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, step)| {
+            let started = state.steps[i].started_at?;
+            Some((i, started.plus(step.deadline?.within).0))
+        })
+        .collect();
     Run {
         state,
         actions,
         succeeded,
+        statuses,
+        premature_cancellation,
+        answered,
+        compensated_at,
+        deadline_at,
     }
 }
 
@@ -226,9 +324,15 @@ fn check(case: &Case, run: &Run) -> Result<(), TestCaseError> {
             STEPS[*i],
             ctx()
         );
+        // Compensated only when it succeeded — or when it had not answered by its deadline
+        // and its compensation is safe for an unknown outcome.
+        let at = run.compensated_at.get(i).copied().unwrap_or_default();
+        let unknown = run.answered.get(i).is_none_or(|&t| t > at)
+            && run.deadline_at.get(i).is_some_and(|&d| d <= at);
+        let safe = *i == 0 || (*i == 1 && !case.inventory_needs_operator);
         prop_assert!(
-            run.succeeded.contains(i),
-            "step {} compensated but never completed\n{}",
+            run.succeeded.contains(i) || (unknown && safe),
+            "step {} compensated but never completed (nor unknown and safe to compensate)\n{}",
             STEPS[*i],
             ctx()
         );
@@ -312,6 +416,108 @@ fn check(case: &Case, run: &Run) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Invariant 1: a status sequence never leaves a terminal status except to needs_operator.
+fn check_terminal_stays_terminal(case: &Case, run: &Run) -> Result<(), TestCaseError> {
+    let ctx = || explain(case, run);
+    // Invariant 1: once terminal, a saga stays in that terminal status — or needs an operator
+    // (and comes back to it): it never goes back to running or compensating.
+    let mut terminal: Option<Status> = None;
+    for &(from, to) in &run.statuses {
+        if let Some(t) = terminal {
+            prop_assert!(
+                to == t || to == Status::NeedsOperator,
+                "status went {} -> {} after the saga was {}; statuses: {:?}\n{}",
+                from,
+                to,
+                t,
+                run.statuses,
+                ctx()
+            );
+        } else if to.is_terminal() {
+            terminal = Some(to);
+        }
+    }
+    Ok(())
+}
+
+/// Invariant 2: the cancellation event is emitted only after every started step is resolved
+/// (it answered, or its deadline passed) and every compensation is acknowledged.
+fn check_cancellation_means_undone(case: &Case, run: &Run) -> Result<(), TestCaseError> {
+    let ctx = || explain(case, run);
+    // Invariant 2 (checked as the cancellation is emitted, in `simulate`).
+    prop_assert!(
+        run.premature_cancellation.is_none(),
+        "cancellation emitted too early: {}\n{}",
+        run.premature_cancellation.as_deref().unwrap_or_default(),
+        ctx()
+    );
+    Ok(())
+}
+
+/// Invariant 3: when the saga aborts, every success is compensated exactly once.
+fn check_each_success_compensated_once(case: &Case, run: &Run) -> Result<(), TestCaseError> {
+    let st = &run.state;
+    let ctx = || explain(case, run);
+    let emits: Vec<_> = run.actions.iter().filter_map(Action::as_emit).collect();
+    // Invariant 3: when the saga aborts, every success is compensated exactly once: one
+    // compensation (one event id) whose first emission happens once (the others are
+    // re-emissions), unless an operator must act first on a dependent's stuck compensation.
+    for i in 0..3 {
+        let firsts = emits
+            .iter()
+            .filter(|e| e.event_type == COMPENSATION[i] && e.attempt == 1)
+            .count();
+        prop_assert!(
+            firsts <= 1,
+            "step {} compensated {} times\n{}",
+            STEPS[i],
+            firsts,
+            ctx()
+        );
+    }
+    if st.abort_reason.is_some() {
+        for &i in &run.succeeded {
+            let firsts = emits
+                .iter()
+                .filter(|e| {
+                    e.kind == EmitKind::Compensation
+                        && e.event_type == COMPENSATION[i]
+                        && e.attempt == 1
+                })
+                .count();
+            let held = st.status == Status::NeedsOperator
+                && i != 2
+                && st.steps[2].status == StepStatus::Completed
+                && !st.steps[2].compensation.is_settled();
+            prop_assert!(
+                firsts == 1 || (firsts == 0 && held),
+                "step {} succeeded and was compensated {} times\n{}",
+                STEPS[i],
+                firsts,
+                ctx()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The case and the saga's timeline, for failure messages.
+fn explain(case: &Case, run: &Run) -> String {
+    let mut out = format!(
+        "case: {case:?}\nfinal status {}; timeline:\n",
+        run.state.status
+    );
+    for e in &run.state.timeline.entries {
+        out.push_str(&format!(
+            "  +{:>7}ms {:?}: {}\n",
+            e.at.0 - T0,
+            e.kind,
+            e.what
+        ));
+    }
+    out
+}
+
 fn queue_done(st: &SagaState) -> bool {
     st.deadlines().is_empty() || st.status == Status::Pending
 }
@@ -323,6 +529,21 @@ proptest! {
     fn order_saga_invariants(case in case()) {
         let run = simulate(&case);
         check(&case, &run)?;
+    }
+
+    #[test]
+    fn a_terminal_status_stays_terminal(case in case()) {
+        check_terminal_stays_terminal(&case, &simulate(&case))?;
+    }
+
+    #[test]
+    fn the_cancellation_means_everything_was_undone(case in case()) {
+        check_cancellation_means_undone(&case, &simulate(&case))?;
+    }
+
+    #[test]
+    fn every_success_is_compensated_exactly_once(case in case()) {
+        check_each_success_compensated_once(&case, &simulate(&case))?;
     }
 }
 
@@ -353,6 +574,7 @@ fn timeline_stays_bounded() {
             },
         ],
         abort_at: None,
+        inventory_needs_operator: false,
     };
     let run = simulate(&case);
     assert_eq!(run.state.status, Status::NeedsOperator);

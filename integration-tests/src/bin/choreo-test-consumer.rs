@@ -56,7 +56,11 @@ async fn main() -> anyhow::Result<()> {
                 let mut f = out
                     .lock()
                     .map_err(|_| HandlerError::permanent("poisoned"))?;
-                writeln!(f, "{} {}", ctx.envelope.id, e.order_id)
+                writeln!(
+                    f,
+                    "{} {} {} {}",
+                    ctx.envelope.id, e.order_id, ctx.partition, ctx.offset
+                )
                     .map_err(HandlerError::retryable)?;
                 f.flush().map_err(HandlerError::retryable)?;
                 Ok(())

@@ -515,6 +515,10 @@ pub fn render_saga(s: &SagaState, now_ms: u64) -> String {
     if let Some(reason) = &s.abort_reason {
         let _ = writeln!(out, "aborted     {reason}");
     }
+    let awaiting = s.awaiting_steps();
+    if !awaiting.is_empty() {
+        let _ = writeln!(out, "waiting on  {}", awaiting.join(", "));
+    }
     if !s.pending.is_empty() {
         let _ = writeln!(
             out,

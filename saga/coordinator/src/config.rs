@@ -168,6 +168,15 @@ pub struct CoordinatorConfig {
     /// On shutdown, how long the batch in hand may take to commit, e.g. `"30s"`.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
+    /// How long the broker lets one batch's transaction stay open before it aborts it
+    /// (`transaction.timeout.ms`), e.g. `"10s"`. A replica that freezes mid-batch holds up its
+    /// partitions' next owner at most this long; a batch must commit well within it.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub transaction_timeout: Duration,
+    /// Upper bound for one broker call (a transaction step, metadata, a restore that stops
+    /// making progress), e.g. `"30s"`.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub kafka_timeout: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -185,6 +194,8 @@ impl Default for CoordinatorConfig {
             batch_linger: Duration::from_millis(10),
             completed_retention: Duration::from_secs(3600),
             drain_timeout: Duration::from_secs(30),
+            transaction_timeout: Duration::from_secs(10),
+            kafka_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -435,6 +446,23 @@ impl Config {
             return Err(invalid(
                 "coordinator.instance_id",
                 format!("\"{}\" must not contain whitespace", c.instance_id),
+            ));
+        }
+        if c.transaction_timeout < Duration::from_secs(1)
+            || c.transaction_timeout > Duration::from_secs(900)
+        {
+            return Err(invalid(
+                "coordinator.transaction_timeout",
+                format!(
+                    "must be between 1s and 15m, the broker's default transaction.max.timeout.ms (got {})",
+                    format_duration(c.transaction_timeout)
+                ),
+            ));
+        }
+        if c.kafka_timeout < Duration::from_secs(1) {
+            return Err(invalid(
+                "coordinator.kafka_timeout",
+                format!("must be at least 1s (got {})", format_duration(c.kafka_timeout)),
             ));
         }
         if c.partitions < 1 {

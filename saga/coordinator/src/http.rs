@@ -155,6 +155,10 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The largest command body accepted (413 above it): a command is a few fields, and an abort
+/// reason at most `choreo_saga::MAX_REASON_BYTES`.
+pub const MAX_COMMAND_BODY: usize = 16 * 1024;
+
 /// The API's routes over `state`.
 pub fn router(state: ApiState) -> Router {
     Router::new()
@@ -166,7 +170,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/sagas/{definition}/{correlation_id}", get(get_saga))
         .route(
             "/api/sagas/{definition}/{correlation_id}/commands",
-            post(post_command),
+            post(post_command).layer(axum::extract::DefaultBodyLimit::max(MAX_COMMAND_BODY)),
         )
         .fallback(not_found)
         .with_state(state)
@@ -341,12 +345,18 @@ fn find(
         .ok_or_else(|| ApiError::NotFound(format!("no saga {id}")))
 }
 
+/// One saga as the API shows it: its state, plus the steps a compensating saga waits on.
 async fn get_saga(
     State(s): State<ApiState>,
     Path((definition, correlation_id)): Path<(String, String)>,
-) -> Result<Json<SagaState>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let state = find(&s.view, &definition, &correlation_id)?;
-    Ok(Json(state.as_ref().clone()))
+    let mut v = serde_json::to_value(state.as_ref())
+        .map_err(|e| ApiError::Unavailable(format!("serialising {}: {e}", state.saga_id)))?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("awaiting".into(), serde_json::json!(state.awaiting_steps()));
+    }
+    Ok(Json(v))
 }
 
 /// Checks what can be checked before the command travels: the step exists, the reason is
@@ -356,6 +366,13 @@ fn check_command(state: &SagaState, command: &Command) -> Result<(), ApiError> {
     match command {
         Command::Abort { reason } if reason.trim().is_empty() => {
             Err(ApiError::BadRequest("abort needs a reason".into()))
+        }
+        Command::Abort { reason } if reason.len() > choreo_saga::MAX_REASON_BYTES => {
+            Err(ApiError::BadRequest(format!(
+                "the abort reason is {} bytes long; at most {} are allowed",
+                reason.len(),
+                choreo_saga::MAX_REASON_BYTES
+            )))
         }
         Command::Retry { step } | Command::Skip { step } if state.step(step).is_none() => {
             let steps: Vec<&str> = state.steps.iter().map(|s| s.name.as_str()).collect();
@@ -590,6 +607,7 @@ async function show(def, id, quiet) {
     el("h2", {}, s.saga_id, " ", badge(s.status)),
     el("div", {class: "muted"}, "definition " + s.definition + " v" + s.version + " · created " + when(s.created_at) + " · updated " + when(s.updated_at)),
     s.abort_reason ? el("p", {}, "Aborted: " + s.abort_reason) : "",
+    (s.awaiting && s.awaiting.length) ? el("p", {}, "Waiting on: " + s.awaiting.join(", ")) : "",
     actions, msg,
     el("h2", {}, "Steps"), steps,
     el("h2", {}, "Deadlines"), dl,

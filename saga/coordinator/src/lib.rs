@@ -16,6 +16,7 @@
 //! - [`telemetry`]: metric names and the Prometheus exporter.
 //! - [`demo`]: the demo order, payment, inventory and shipping services of `choreo dev`.
 //! - [`loadgen`]: the saga load generator and its baseline.
+//! - [`restore_bench`]: the restore benchmark (`choreo bench-restore`) and its baseline.
 //! - [`error`]: the coordinator's errors.
 
 pub mod client;
@@ -27,9 +28,12 @@ pub mod error;
 pub mod http;
 pub mod index;
 pub mod loadgen;
+pub mod restore_bench;
 pub mod telemetry;
 pub mod topics;
 pub mod view;
 
-pub use coordinator::{CommandPublisher, CoordinatorHandle, CoordinatorOptions, Guarantee, start};
+pub use coordinator::{
+    CommandPublisher, CoordinatorHandle, CoordinatorOptions, Guarantee, MAX_STATE_BYTES, start,
+};
 pub use error::CoordinatorError;

@@ -45,6 +45,8 @@ enum Cmd {
     Sagas(client::SagasArgs),
     /// Drive sagas through a broker and print throughput and latency against a baseline.
     Loadgen(choreo_coordinator::loadgen::LoadgenArgs),
+    /// Time a replica's restore of a changelog of in-flight sagas against a plain read of it.
+    BenchRestore(choreo_coordinator::restore_bench::RestoreBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -357,6 +359,8 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     opts.batch_linger = cfg.coordinator.batch_linger;
     opts.completed_retention = cfg.coordinator.completed_retention;
     opts.drain_timeout = cfg.coordinator.drain_timeout;
+    opts.transaction_timeout = cfg.coordinator.transaction_timeout;
+    opts.kafka_timeout = cfg.coordinator.kafka_timeout;
     let coordinator = start(opts).await?;
     let services = serve_api(coordinator, cfg.http.listen).await?;
     tracing::info!(api = %services.api_addr, "coordinator running");
@@ -384,6 +388,10 @@ async fn main() -> std::process::ExitCode {
         Cmd::Loadgen(args) => {
             init_logs("warn", LogFormat::Text);
             choreo_coordinator::loadgen::run(args).await
+        }
+        Cmd::BenchRestore(args) => {
+            init_logs("warn", LogFormat::Text);
+            choreo_coordinator::restore_bench::run(args).await
         }
     };
     match result {

@@ -20,6 +20,12 @@ pub const SAGAS_COMPLETED: &str = "choreo_sagas_completed_total";
 pub const SAGAS_COMPENSATED: &str = "choreo_sagas_compensated_total";
 /// Sagas that entered `needs_operator` (label: definition).
 pub const SAGAS_NEEDS_OPERATOR: &str = "choreo_sagas_needs_operator_total";
+/// Compensations of steps that succeeded after their saga was compensated (counter; label:
+/// definition). The saga's status stays terminal.
+pub const LATE_COMPENSATIONS: &str = "choreo_sagas_late_compensations_total";
+/// Restored saga states that do not fit the definition version they are pinned to (an edited
+/// definition that kept its version); their inputs are rejected (counter).
+pub const MISMATCHED_STATES: &str = "choreo_restored_states_mismatched_total";
 /// Sagas neither completed nor compensated, on the partitions this replica owns (gauge; label:
 /// definition).
 pub const SAGAS_IN_FLIGHT: &str = "choreo_sagas_in_flight";
@@ -75,7 +81,17 @@ pub fn describe() {
     describe_counter!(
         SAGAS_NEEDS_OPERATOR,
         Unit::Count,
-        "Sagas that entered needs_operator (a compensation was never acknowledged)"
+        "Sagas that entered needs_operator (a compensation never acknowledged, or a step whose outcome is unknown)"
+    );
+    describe_counter!(
+        LATE_COMPENSATIONS,
+        Unit::Count,
+        "Compensations of steps that succeeded after their saga was compensated"
+    );
+    describe_counter!(
+        MISMATCHED_STATES,
+        Unit::Count,
+        "Restored saga states that do not fit the definition version they are pinned to"
     );
     describe_gauge!(
         SAGAS_IN_FLIGHT,

@@ -30,6 +30,27 @@ pub fn order() -> Definition {
     Definition::reference_order_saga(&catalog()).expect("the reference order saga loads")
 }
 
+/// The reference order saga, but releasing inventory whose outcome is unknown is not safe
+/// (`on_unknown_outcome = "operator"` for the inventory step, as for shipping).
+pub fn order_inventory_needs_operator() -> Definition {
+    let text = Definition::reference_order_saga_toml();
+    let at = text
+        .find("event = \"io.choreo.orders.ReleaseInventory\"")
+        .expect("inventory's compensation");
+    let (head, tail) = text.split_at(at);
+    let tail = tail.replacen(
+        "on_unknown_outcome = \"compensate\"",
+        "on_unknown_outcome = \"operator\"",
+        1,
+    );
+    Definition::from_toml(
+        "order-inventory-operator.toml",
+        &format!("{head}{tail}"),
+        &catalog(),
+    )
+    .expect("the variant loads")
+}
+
 /// Sample data of one event type, for order `o-1`.
 pub fn data(event_type: &str) -> Value {
     let money = json!({"amount_minor": 4200, "currency": "EUR"});

@@ -1,0 +1,552 @@
+//! The coordinator service: runs the saga core against Kafka.
+//!
+//! ## Layout
+//!
+//! - this file: options, the handle, start-up (topics, the producer, the consumer);
+//! - `runtime.rs`: the loop — batches, rebalances, restore on assignment, recovery;
+//! - `transaction.rs`: one batch's transaction (where exactly-once and effectively-once fork);
+//! - `stage.rs`: inputs through the pure state machine into the batch's records;
+//! - `changelog.rs`: reading the changelog back (restore, and the operator view's tail).
+//!
+//! Imports go one way: runtime → transaction → stage → the saga core; changelog is a leaf.
+//!
+//! ```text
+//!  input topics ──► consumer (group, read_committed, range assignor)
+//!                    │ batch of records + due deadlines (+ operator commands)
+//!                    ▼
+//!            apply(state, input, now) ──► actions
+//!                    │
+//!   one transaction: │ emitted events ─► their topics (deterministic ce_id)
+//!                    │ saga states    ─► changelog (compacted, key = saga id, same partition)
+//!                    │ poison inputs  ─► <topic>.dlq
+//!                    │ consumed offsets (send_offsets_to_transaction, group metadata fences zombies)
+//!                    ▼
+//!            commit ──► only now: in-memory states, deadline index, metrics, view
+//! ```
+//!
+//! With `Guarantee::EffectivelyOnce` (brokers without transactions) the same batch is produced
+//! with an idempotent producer, every record acknowledged, and only then are the offsets
+//! committed: a crash repeats a decision at most, with the same event ids, which consumers
+//! deduplicate.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use choreo_bus::BusConfig;
+use choreo_bus::codec::Codec;
+use choreo_saga::Definitions;
+use choreo_schemas::{Catalog, SchemaRegistry};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::command::CommandRecord;
+use crate::error::CoordinatorError;
+use crate::index::DeadlineIndex;
+use crate::topics::{TopicSpec, check_copartitioned, ensure_topics, partition_counts};
+use crate::view::SagaView;
+
+mod changelog;
+mod runtime;
+mod stage;
+mod transaction;
+
+pub use stage::MAX_STATE_BYTES;
+
+use runtime::{RebalanceContext, RebalanceEvents, Runtime};
+
+/// The coordinator consumer's session timeout unless `kafka.client` sets one: a dead replica's
+/// partitions move after this long.
+const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The processing guarantee (BRIEF decision 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Consume → apply → emit is one Kafka transaction.
+    #[default]
+    ExactlyOnce,
+    /// At-least-once with deterministic event ids, for brokers without transactions.
+    EffectivelyOnce,
+}
+
+/// Everything the coordinator needs.
+#[derive(Debug, Clone)]
+pub struct CoordinatorOptions {
+    /// Brokers and pass-through client settings.
+    pub kafka: BusConfig,
+    /// Consumer group of the coordinator replicas.
+    pub group_id: String,
+    /// Stable id of this replica (seeds the transactional id).
+    pub instance_id: String,
+    /// Exactly-once or effectively-once.
+    pub guarantee: Guarantee,
+    /// The saga definitions.
+    pub definitions: Arc<Definitions>,
+    /// The event catalog.
+    pub catalog: Arc<Catalog>,
+    /// The schema registry.
+    pub registry: Arc<dyn SchemaRegistry>,
+    /// Compacted saga state topic.
+    pub changelog_topic: String,
+    /// Operator commands topic.
+    pub commands_topic: String,
+    /// Partitions of topics created at start-up.
+    pub partitions: i32,
+    /// Replication factor of topics created at start-up.
+    pub replication_factor: i32,
+    /// Whether to create missing topics.
+    pub create_topics: bool,
+    /// Records per transaction, at most.
+    pub batch_max_records: usize,
+    /// How long a batch waits for more records after its first.
+    pub batch_linger: Duration,
+    /// How long a finished saga is kept before it is tombstoned.
+    pub completed_retention: Duration,
+    /// Upper bound for broker calls (transactions, metadata, restore).
+    pub kafka_timeout: Duration,
+    /// `transaction.timeout.ms`: how long the broker lets a transaction stay open before it
+    /// aborts it. A frozen replica's open transaction is aborted this long after it began, and
+    /// a new owner of its partitions waits for that before it restores them.
+    pub transaction_timeout: Duration,
+    /// How long shutdown waits for the batch in hand to commit before giving up on it (it is
+    /// then aborted by the broker's transaction timeout, and its inputs are read again).
+    pub drain_timeout: Duration,
+}
+
+impl CoordinatorOptions {
+    /// Options with defaults for everything but the brokers, definitions and registry.
+    pub fn new(
+        kafka: BusConfig,
+        definitions: Arc<Definitions>,
+        catalog: Arc<Catalog>,
+        registry: Arc<dyn SchemaRegistry>,
+    ) -> Self {
+        Self {
+            kafka,
+            group_id: "choreo-coordinator".into(),
+            instance_id: "choreo-0".into(),
+            guarantee: Guarantee::ExactlyOnce,
+            definitions,
+            catalog,
+            registry,
+            changelog_topic: "choreo.saga-state".into(),
+            commands_topic: "choreo.saga-commands".into(),
+            partitions: 6,
+            replication_factor: 1,
+            create_topics: true,
+            batch_max_records: 500,
+            batch_linger: Duration::from_millis(10),
+            completed_retention: Duration::from_secs(3600),
+            kafka_timeout: Duration::from_secs(30),
+            transaction_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The topics the coordinator consumes: those of every consumed event, and the commands
+    /// topic.
+    pub fn input_topics(&self) -> Result<BTreeSet<String>, CoordinatorError> {
+        let mut topics = BTreeSet::new();
+        for t in self.definitions.consumed_events() {
+            topics.insert(self.topic_of(t)?);
+        }
+        topics.insert(self.commands_topic.clone());
+        Ok(topics)
+    }
+
+    fn topic_of(&self, event_type: &str) -> Result<String, CoordinatorError> {
+        self.catalog
+            .event(event_type)
+            .map(|e| e.topic.clone())
+            .ok_or_else(|| {
+                CoordinatorError::Startup(format!("event type {event_type} is not in the catalog"))
+            })
+    }
+
+    /// Per saga: every topic that must be co-partitioned with its inputs.
+    fn saga_topic_groups(&self) -> Result<Vec<(String, Vec<String>)>, CoordinatorError> {
+        let mut out = Vec::new();
+        for def in self.definitions.iter() {
+            let mut topics = BTreeSet::new();
+            for t in def.consumed_events().chain(def.emitted_events()) {
+                topics.insert(self.topic_of(t)?);
+            }
+            topics.insert(self.changelog_topic.clone());
+            topics.insert(self.commands_topic.clone());
+            out.push((
+                format!("{} v{}", def.name(), def.version()),
+                topics.into_iter().collect(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Every topic the coordinator needs, with the settings it creates them with: the saga
+    /// topics and the changelog and commands topics (co-partitioned, `partitions` each), and a
+    /// one-partition dead-letter topic per input topic.
+    pub fn required_topics(&self) -> Result<Vec<TopicSpec>, CoordinatorError> {
+        let mut specs: BTreeMap<String, TopicSpec> = BTreeMap::new();
+        for (_, topics) in self.saga_topic_groups()? {
+            for t in topics {
+                specs.entry(t.clone()).or_insert(TopicSpec {
+                    compacted: t == self.changelog_topic,
+                    name: t,
+                    partitions: self.partitions,
+                });
+            }
+        }
+        for t in self.input_topics()? {
+            let dlq = format!("{t}.dlq");
+            specs.entry(dlq.clone()).or_insert(TopicSpec {
+                name: dlq,
+                partitions: 1,
+                compacted: false,
+            });
+        }
+        Ok(specs.into_values().collect())
+    }
+
+    /// Creates every required topic through an embedded broker (librdkafka's mock cluster does
+    /// not answer CreateTopics) and leaves topic creation out of [`start`].
+    pub fn create_topics_on(
+        &mut self,
+        broker: &choreo_bus::EmbeddedBroker,
+    ) -> Result<(), CoordinatorError> {
+        for t in self.required_topics()? {
+            broker.create_topic(&t.name, t.partitions)?;
+        }
+        self.create_topics = false;
+        Ok(())
+    }
+
+    /// The consumer group session timeout the coordinator's consumer runs with.
+    pub(crate) fn session_timeout(&self) -> Duration {
+        self.kafka
+            .consumer
+            .get("session.timeout.ms")
+            .or_else(|| self.kafka.client.get("session.timeout.ms"))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(DEFAULT_SESSION_TIMEOUT, Duration::from_millis)
+    }
+
+    pub(crate) fn transactional_id(&self) -> String {
+        format!("{}-{}", self.group_id, self.instance_id)
+    }
+}
+
+/// A running coordinator.
+#[derive(Debug)]
+pub struct CoordinatorHandle {
+    drain_timeout: Duration,
+    view: Arc<SagaView>,
+    ready: Arc<AtomicBool>,
+    healthy: Arc<AtomicBool>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), CoordinatorError>>,
+    tailer: tokio::task::JoinHandle<()>,
+    commands: CommandPublisher,
+}
+
+impl CoordinatorHandle {
+    /// The operator view (every saga, from the changelog).
+    pub fn view(&self) -> Arc<SagaView> {
+        Arc::clone(&self.view)
+    }
+
+    /// Whether the owned partitions are restored, batches commit (not failing again and
+    /// again), the processing loop runs, and the view has caught up.
+    pub fn readiness(&self) -> Arc<dyn Fn() -> bool + Send + Sync> {
+        let (ready, healthy, view) = (
+            Arc::clone(&self.ready),
+            Arc::clone(&self.healthy),
+            Arc::clone(&self.view),
+        );
+        Arc::new(move || {
+            ready.load(Ordering::Acquire) && healthy.load(Ordering::Acquire) && view.is_caught_up()
+        })
+    }
+
+    /// Publishes operator commands to the commands topic.
+    pub fn commands(&self) -> CommandPublisher {
+        self.commands.clone()
+    }
+
+    /// Whether the processing loop has stopped (on error or shutdown).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits for the processing loop to end by itself (an error), without stopping it.
+    pub async fn wait(&mut self) -> Result<(), CoordinatorError> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(CoordinatorError::Startup(format!("coordinator task: {e}"))),
+        }
+    }
+
+    /// Stops after the batch in hand is committed (waiting at most the drain timeout), and
+    /// leaves the group.
+    pub async fn shutdown(self) -> Result<(), CoordinatorError> {
+        self.cancel.cancel();
+        self.tailer.abort();
+        let abort = self.task.abort_handle();
+        match tokio::time::timeout(self.drain_timeout, self.task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(CoordinatorError::Startup(format!("coordinator task: {e}"))),
+            Err(_) => {
+                abort.abort();
+                Err(CoordinatorError::Startup(format!(
+                    "the batch in hand did not commit within the drain timeout ({:?}); its inputs will be read again",
+                    self.drain_timeout
+                )))
+            }
+        }
+    }
+}
+
+/// Publishes [`CommandRecord`]s to the commands topic.
+#[derive(Clone)]
+pub struct CommandPublisher {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl std::fmt::Debug for CommandPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandPublisher")
+            .field("topic", &self.topic)
+            .finish()
+    }
+}
+
+impl CommandPublisher {
+    /// Sends a command and waits for the broker's acknowledgement.
+    pub async fn send(&self, record: &CommandRecord) -> Result<(), String> {
+        let value = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some(crate::command::COMMAND_CONTENT_TYPE),
+        });
+        self.producer
+            .send(
+                FutureRecord::to(&self.topic)
+                    .key(&record.correlation_id)
+                    .payload(&value)
+                    .headers(headers),
+                Timeout::After(Duration::from_secs(30)),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e.to_string())
+    }
+}
+
+fn producer_config(opts: &CoordinatorOptions) -> ClientConfig {
+    let mut c = opts.kafka.client_config();
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "2")
+        .set(
+            "message.timeout.ms",
+            opts.kafka_timeout.as_millis().to_string(),
+        );
+    c
+}
+
+
+/// A transactional producer with its transactions initialised: a previous incarnation with the
+/// same transactional id is fenced, and what it left open is aborted.
+pub(crate) async fn transactional_producer(
+    opts: &CoordinatorOptions,
+) -> Result<FutureProducer, CoordinatorError> {
+    let mut c = producer_config(opts);
+    // librdkafka requires a record's delivery timeout within the transaction's.
+    let message_timeout = opts.kafka_timeout.min(opts.transaction_timeout);
+    c.set("transactional.id", opts.transactional_id())
+        .set(
+            "transaction.timeout.ms",
+            opts.transaction_timeout.as_millis().to_string(),
+        )
+        .set("message.timeout.ms", message_timeout.as_millis().to_string());
+    let producer: FutureProducer = c
+        .create()
+        .map_err(|e| CoordinatorError::kafka("creating the transactional producer", e))?;
+    let (p, timeout) = (producer.clone(), opts.kafka_timeout);
+    tokio::task::spawn_blocking(move || p.init_transactions(Timeout::After(timeout)))
+        .await
+        .map_err(|e| CoordinatorError::Startup(format!("init_transactions task: {e}")))?
+        .map_err(|e| init_error(opts, &e))?;
+    tracing::info!(transactional_id = %opts.transactional_id(), "transactions initialised; earlier instances with this id are fenced");
+    Ok(producer)
+}
+
+/// `init_transactions` failed: a refusal (authorization, a broker without transactions) is
+/// reported as such, with the setting that runs without them; anything else (a timeout, an
+/// unreachable broker) says what it is, without advice to downgrade.
+fn init_error(opts: &CoordinatorOptions, e: &KafkaError) -> CoordinatorError {
+    let code = match e {
+        KafkaError::Transaction(t) => Some(t.code()),
+        other => other.rdkafka_error_code(),
+    };
+    let refused = matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::UnsupportedVersion
+                | RDKafkaErrorCode::UnsupportedFeature
+                | RDKafkaErrorCode::InvalidRequest
+                | RDKafkaErrorCode::BrokerNotAvailable
+        )
+    );
+    let reason = match code {
+        Some(c) => format!("{c:?}: {e}"),
+        None => e.to_string(),
+    }
+    .replace('\n', " ");
+    let reason = reason
+        .replace("TransactionalIdAuthorizationFailed", "TRANSACTIONAL_ID_AUTHORIZATION_FAILED")
+        .replace("ClusterAuthorizationFailed", "CLUSTER_AUTHORIZATION_FAILED");
+    if refused {
+        CoordinatorError::TransactionsUnsupported {
+            bootstrap: opts.kafka.bootstrap_servers.clone(),
+            reason,
+        }
+    } else {
+        CoordinatorError::Startup(format!(
+            "could not initialise transactions with the broker at {} within {:?} ({reason}); is it reachable, and can its transaction coordinator start (transaction.state.log.replication.factor and min.isr no higher than the live brokers)?",
+            opts.kafka.bootstrap_servers, opts.kafka_timeout
+        ))
+    }
+}
+
+/// Starts the coordinator: checks and creates topics, sets up the (transactional) producer,
+/// joins the group, and starts the processing loop and the view.
+pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, CoordinatorError> {
+    crate::telemetry::describe();
+    let opts = Arc::new(opts);
+    let input_topics = opts.input_topics()?;
+    let groups = opts.saga_topic_groups()?;
+    let specs: BTreeMap<String, TopicSpec> = opts
+        .required_topics()?
+        .into_iter()
+        .map(|t| (t.name.clone(), t))
+        .collect();
+    let client = opts.kafka.client_config();
+    if opts.create_topics {
+        let specs: Vec<TopicSpec> = specs.values().cloned().collect();
+        ensure_topics(&client, &specs, opts.replication_factor, opts.kafka_timeout).await?;
+    }
+    let counts = {
+        let (client, names, timeout) = (
+            client.clone(),
+            specs.keys().cloned().collect::<Vec<_>>(),
+            opts.kafka_timeout,
+        );
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            partition_counts(&client, &refs, timeout)
+        })
+        .await
+        .map_err(|e| CoordinatorError::Startup(format!("metadata task: {e}")))??
+    };
+    check_copartitioned(&groups, &counts)?;
+    let changelog_partitions = counts
+        .get(&opts.changelog_topic)
+        .copied()
+        .unwrap_or(opts.partitions);
+
+    let producer: FutureProducer = match opts.guarantee {
+        Guarantee::ExactlyOnce => transactional_producer(&opts).await?,
+        Guarantee::EffectivelyOnce => producer_config(&opts)
+            .create()
+            .map_err(|e| CoordinatorError::kafka("creating the producer", e))?,
+    };
+    let command_producer: FutureProducer = producer_config(&opts)
+        .create()
+        .map_err(|e| CoordinatorError::kafka("creating the command producer", e))?;
+
+    let rebalance = Arc::new(Mutex::new(RebalanceEvents::default()));
+    let mut consumer_config = opts.kafka.consumer_config();
+    // Defaults a `kafka.client` or `kafka.consumer` setting may override: a dead replica's
+    // partitions move after 10 s.
+    let session_ms = DEFAULT_SESSION_TIMEOUT.as_millis().to_string();
+    for (k, v) in [
+        ("session.timeout.ms", session_ms.as_str()),
+        ("heartbeat.interval.ms", "1000"),
+    ] {
+        if !opts.kafka.client.contains_key(k) && !opts.kafka.consumer.contains_key(k) {
+            consumer_config.set(k, v);
+        }
+    }
+    let consumer: StreamConsumer<RebalanceContext> = consumer_config
+        .set("group.id", &opts.group_id)
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .create_with_context(RebalanceContext {
+            events: Arc::clone(&rebalance),
+        })
+        .map_err(|e| CoordinatorError::kafka("creating the consumer", e))?;
+    let topic_refs: Vec<&str> = input_topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topic_refs)
+        .map_err(|e| CoordinatorError::kafka("subscribing", e))?;
+    tracing::info!(group = %opts.group_id, topics = ?input_topics, guarantee = ?opts.guarantee, "coordinator subscribed");
+
+    let view = Arc::new(SagaView::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let healthy = Arc::new(AtomicBool::new(true));
+    let cancel = CancellationToken::new();
+    let tailer = tokio::spawn(changelog::tail_changelog(
+        opts.kafka.consumer_config(),
+        opts.changelog_topic.clone(),
+        changelog_partitions,
+        Arc::clone(&view),
+        cancel.clone(),
+    ));
+    let runtime = Runtime {
+        codec: Codec::new(Arc::clone(&opts.registry)),
+        opts: Arc::clone(&opts),
+        consumer,
+        producer,
+        owned: HashMap::new(),
+        index: DeadlineIndex::default(),
+        rebalance,
+        ready: Arc::clone(&ready),
+        healthy: Arc::clone(&healthy),
+        assigned_once: false,
+        last_gauge: Instant::now(),
+        same_schema: HashMap::new(),
+        positions: HashMap::new(),
+        pending_restore: BTreeSet::new(),
+        recoveries: VecDeque::new(),
+    };
+    let task = tokio::spawn(runtime.run(cancel.clone()));
+    Ok(CoordinatorHandle {
+        drain_timeout: opts.drain_timeout,
+        view,
+        ready,
+        healthy,
+        cancel,
+        task,
+        tailer,
+        commands: CommandPublisher {
+            producer: command_producer,
+            topic: opts.commands_topic.clone(),
+        },
+    })
+}
+

@@ -1,0 +1,478 @@
+//! The runtime loop of one replica: collect a batch, follow rebalances, restore what was
+//! assigned, process the batch (see `transaction.rs`), and recover from what the producer
+//! cannot continue after.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use choreo_bus::codec::Codec;
+use choreo_saga::{Millis, SagaState};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::CoordinatorOptions;
+use super::changelog::ChangelogReader;
+use crate::error::CoordinatorError;
+use crate::index::{DeadlineIndex, Due};
+use crate::telemetry as m;
+
+/// Rebalance callbacks, as the consumer reported them (they run inside `recv`, so never in the
+/// middle of a batch's transaction).
+#[derive(Debug, Default)]
+pub(crate) struct RebalanceEvents {
+    assigned: BTreeSet<i32>,
+    revoked: BTreeSet<i32>,
+    changed: bool,
+    /// Bumped by every callback: records received under an older generation were fetched for
+    /// an assignment that no longer holds.
+    generation: u64,
+}
+
+pub(crate) struct RebalanceContext {
+    pub(crate) events: Arc<Mutex<RebalanceEvents>>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut e = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            for el in tpl.elements() {
+                e.revoked.insert(el.partition());
+                e.assigned.remove(&el.partition());
+            }
+            e.changed = true;
+            e.generation += 1;
+        }
+    }
+
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut e = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            for el in tpl.elements() {
+                e.assigned.insert(el.partition());
+            }
+            e.changed = true;
+            e.generation += 1;
+        }
+    }
+}
+
+pub(crate) fn now_millis() -> Millis {
+    Millis(
+        u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX),
+    )
+}
+
+/// Why a batch did not commit.
+pub(crate) enum BatchError {
+    /// Aborted (or never begun): rewind and try again.
+    Retry(String),
+    /// The transactional producer cannot go on (fenced, or a fatal error): recreate it and
+    /// restore the owned partitions from what is committed.
+    Recover(String),
+    /// Stop the coordinator.
+    Fatal(CoordinatorError),
+}
+
+/// Consecutive failed batches after which `/readyz` says the replica is not ready.
+const UNHEALTHY_AFTER: u32 = 3;
+
+/// Producer recoveries within a minute after which the replica stops: something else keeps
+/// fencing it (another process running with the same instance id).
+const MAX_RECOVERIES_PER_MINUTE: usize = 5;
+
+pub(crate) struct Runtime {
+    pub(crate) opts: Arc<CoordinatorOptions>,
+    pub(crate) consumer: StreamConsumer<RebalanceContext>,
+    pub(crate) producer: FutureProducer,
+    pub(crate) codec: Codec,
+    pub(crate) owned: HashMap<i32, HashMap<String, SagaState>>,
+    pub(crate) index: DeadlineIndex,
+    pub(crate) rebalance: Arc<Mutex<RebalanceEvents>>,
+    pub(crate) ready: Arc<AtomicBool>,
+    /// False while batches keep failing.
+    pub(crate) healthy: Arc<AtomicBool>,
+    pub(crate) assigned_once: bool,
+    pub(crate) last_gauge: Instant,
+    /// Per writer schema id: whether it is the catalog's latest schema of its event type.
+    pub(crate) same_schema: HashMap<u32, bool>,
+    /// The next offset of every owned input partition as last committed (or fetched at
+    /// assignment). Every transaction sends these along, so that even a batch of deadlines
+    /// only is fenced by the group generation (KIP-447) when this replica is a zombie.
+    pub(crate) positions: HashMap<(String, i32), i64>,
+    /// Partitions to restore before their inputs are handled.
+    pub(crate) pending_restore: BTreeSet<i32>,
+    pub(crate) recoveries: VecDeque<Instant>,
+}
+
+impl Runtime {
+    pub(crate) async fn run(mut self, cancel: CancellationToken) -> Result<(), CoordinatorError> {
+        let result = self.run_loop(&cancel).await;
+        self.healthy.store(false, Ordering::Release);
+        self.ready.store(false, Ordering::Release);
+        result
+    }
+
+    async fn run_loop(&mut self, cancel: &CancellationToken) -> Result<(), CoordinatorError> {
+        let mut failures = 0u32;
+        let session = self.opts.session_timeout();
+        loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let iteration = Instant::now();
+            let (mut batch, stale) = self.collect(cancel).await;
+            let (revoked, assigned) = self.take_rebalance();
+            if !revoked.is_empty() && iteration.elapsed() > session {
+                tracing::error!(
+                    stalled_secs = iteration.elapsed().as_secs_f64(),
+                    session_timeout_secs = session.as_secs_f64(),
+                    "fenced: this replica stalled past its group session timeout and its partitions went to another replica; it had no batch in hand, and rejoins the group"
+                );
+            }
+            if stale > 0 {
+                // Fetched for an assignment that has since changed; what is still ours is
+                // fetched again from the committed offsets.
+                batch.drain(..stale);
+            }
+            if !revoked.is_empty() {
+                batch.retain(|m| !revoked.contains(&m.partition()) || assigned.contains(&m.partition()));
+                for p in &revoked {
+                    self.owned.remove(p);
+                    self.index.forget_partition(*p);
+                    self.pending_restore.remove(p);
+                }
+                self.positions.retain(|(_, p), _| !revoked.contains(p));
+                tracing::info!(partitions = ?revoked, "partitions revoked");
+            }
+            self.pending_restore.extend(assigned);
+            if !self.pending_restore.is_empty() {
+                self.ready.store(false, Ordering::Release);
+                let partitions = std::mem::take(&mut self.pending_restore);
+                if let Err(e) = self.restore(&partitions).await {
+                    tracing::error!(error = %e, "restore failed");
+                    return Err(e);
+                }
+            }
+            if self.assigned_once {
+                self.ready.store(true, Ordering::Release);
+            }
+            batch.retain(|m| self.owned.contains_key(&m.partition()));
+            let now = now_millis();
+            let due = self.index.due(now, self.opts.batch_max_records);
+            if batch.is_empty() && due.is_empty() {
+                self.update_gauges();
+                continue;
+            }
+            let result = self.process(&batch, &due, now).await;
+            if result.is_err() && iteration.elapsed() > session {
+                tracing::error!(
+                    stalled_secs = iteration.elapsed().as_secs_f64(),
+                    session_timeout_secs = session.as_secs_f64(),
+                    "fenced: this replica stalled past its group session timeout, so its partitions went to another replica; its batch in hand was aborted and nothing of it is visible; it rejoins the group"
+                );
+            }
+            match result {
+                Ok(()) => {
+                    failures = 0;
+                    self.healthy.store(true, Ordering::Release);
+                }
+                Err(BatchError::Fatal(e)) => {
+                    tracing::error!(error = %e, "coordinator stopping");
+                    return Err(e);
+                }
+                Err(BatchError::Recover(why)) => {
+                    metrics::counter!(m::TRANSACTION_ABORTS).increment(1);
+                    self.recover(&why).await?;
+                }
+                Err(BatchError::Retry(why)) => {
+                    failures += 1;
+                    if failures >= UNHEALTHY_AFTER {
+                        self.healthy.store(false, Ordering::Release);
+                    }
+                    metrics::counter!(m::TRANSACTION_ABORTS).increment(1);
+                    tracing::warn!(reason = %why, failures, "batch aborted; rewinding and retrying");
+                    self.rewind(&batch)?;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50))))
+                        .await;
+                }
+            }
+            self.update_gauges();
+        }
+        tracing::info!("coordinator stopped");
+        Ok(())
+    }
+
+    fn generation(&self) -> u64 {
+        self.rebalance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation
+    }
+
+    fn take_rebalance(&mut self) -> (BTreeSet<i32>, BTreeSet<i32>) {
+        let mut e = self.rebalance.lock().unwrap_or_else(|p| p.into_inner());
+        if !e.changed {
+            return (BTreeSet::new(), BTreeSet::new());
+        }
+        e.changed = false;
+        self.assigned_once = true;
+        let revoked = std::mem::take(&mut e.revoked);
+        let assigned: BTreeSet<i32> = e
+            .assigned
+            .iter()
+            .copied()
+            .filter(|p| !self.owned.contains_key(p) || revoked.contains(p))
+            .collect();
+        (revoked, assigned)
+    }
+
+    /// Collects up to `batch_max_records` records: waits for the first until the next deadline
+    /// (at most 100 ms), then lingers `batch_linger` for more. A rebalance ends the batch; the
+    /// second value counts the records at its front that were received before it.
+    async fn collect(&mut self, cancel: &CancellationToken) -> (Vec<OwnedMessage>, usize) {
+        let mut batch = Vec::new();
+        let seen = self.generation();
+        let now = now_millis();
+        let until_deadline = self
+            .index
+            .next_at()
+            .map_or(Duration::from_millis(100), |at| {
+                Duration::from_millis(at.0.saturating_sub(now.0)).min(Duration::from_millis(100))
+            });
+        let first = tokio::select! {
+            () = cancel.cancelled() => return (batch, 0),
+            r = tokio::time::timeout(until_deadline, self.consumer.recv()) => r,
+        };
+        match first {
+            Ok(Ok(m)) => batch.push(m.detach()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                return (batch, 0);
+            }
+            Err(_) => return (batch, 0),
+        }
+        if self.generation() != seen {
+            return (batch, 0);
+        }
+        let linger_until = tokio::time::Instant::now() + self.opts.batch_linger;
+        while batch.len() < self.opts.batch_max_records {
+            match tokio::time::timeout_at(linger_until, self.consumer.recv()).await {
+                Ok(Ok(m)) => {
+                    if self.generation() != seen {
+                        let stale = batch.len();
+                        batch.push(m.detach());
+                        return (batch, stale);
+                    }
+                    batch.push(m.detach());
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        (batch, 0)
+    }
+
+    /// The committed offsets of every input topic's `partitions`, once they are stable (a
+    /// transaction of a previous owner that carries offsets is committed or aborted first).
+    fn fetch_committed(&mut self, partitions: &BTreeSet<i32>) -> Result<(), CoordinatorError> {
+        let topics = self.opts.input_topics()?;
+        let mut tpl = TopicPartitionList::new();
+        for t in &topics {
+            for p in partitions {
+                tpl.add_partition(t, *p);
+            }
+        }
+        let timeout = self.opts.kafka_timeout;
+        let consumer = &self.consumer;
+        let committed = tokio::task::block_in_place(|| consumer.committed_offsets(tpl, timeout))
+            .map_err(|e| CoordinatorError::kafka("fetching committed offsets", e))?;
+        for el in committed.elements() {
+            if let Offset::Offset(o) = el.offset() {
+                self.positions
+                    .insert((el.topic().to_owned(), el.partition()), o);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the changelog partitions just assigned and rebuilds their deadline index.
+    async fn restore(&mut self, partitions: &BTreeSet<i32>) -> Result<(), CoordinatorError> {
+        self.fetch_committed(partitions)?;
+        let (client, topic, timeout) = (
+            self.opts.kafka.consumer_config(),
+            self.opts.changelog_topic.clone(),
+            self.opts.kafka_timeout,
+        );
+        let list: Vec<i32> = partitions.iter().copied().collect();
+        let restored = tokio::task::spawn_blocking(move || {
+            let reader = ChangelogReader::new(&client, &topic, timeout)?;
+            list.into_iter()
+                .map(|p| {
+                    let started = Instant::now();
+                    reader
+                        .read_partition(p)
+                        .map(|states| (p, states, started.elapsed()))
+                })
+                .collect::<Result<Vec<_>, CoordinatorError>>()
+        })
+        .await
+        .map_err(|e| CoordinatorError::Startup(format!("restore task: {e}")))??;
+        let retention = self.opts.completed_retention;
+        for (p, states, took) in restored {
+            self.index.forget_partition(p);
+            for s in states.values() {
+                if let Err(why) = self.opts.definitions.checked_for_state(s) {
+                    // Its inputs are rejected by the state machine (never a panic); an operator
+                    // must bring back the definition it was made with.
+                    tracing::error!(saga_id = %s.saga_id, reason = %why, "restored saga state does not fit its definition; its deadlines are not armed and its inputs are rejected");
+                    metrics::counter!(m::MISMATCHED_STATES).increment(1);
+                    continue;
+                }
+                for d in s.deadlines() {
+                    self.index
+                        .set(p, &s.saga_id, Due::Deadline(d.kind.clone()), d.at);
+                }
+                if s.is_finished() {
+                    self.index
+                        .set(p, &s.saga_id, Due::Expiry, s.updated_at.plus(retention));
+                }
+            }
+            let n = states.len();
+            self.owned.insert(p, states);
+            let secs = took.as_secs_f64();
+            metrics::histogram!(m::RESTORE_SECONDS).record(secs);
+            metrics::counter!(m::RESTORED_SAGAS).increment(n as u64);
+            tracing::info!(
+                partition = p,
+                sagas = n,
+                seconds = secs,
+                "partition restored from the changelog"
+            );
+        }
+        Ok(())
+    }
+
+    /// Puts the consumer back at the first record of an aborted batch. A partition that is no
+    /// longer ours needs nothing; one that is ours and cannot be rewound stops the replica,
+    /// since going on would skip the batch's records.
+    fn rewind(&mut self, batch: &[OwnedMessage]) -> Result<(), CoordinatorError> {
+        let mut first: std::collections::BTreeMap<(String, i32), i64> = Default::default();
+        for msg in batch {
+            first
+                .entry((msg.topic().to_owned(), msg.partition()))
+                .or_insert(msg.offset());
+        }
+        for ((topic, p), offset) in first {
+            self.seek(&topic, p, Offset::Offset(offset))?;
+        }
+        Ok(())
+    }
+
+    fn seek(&self, topic: &str, p: i32, offset: Offset) -> Result<(), CoordinatorError> {
+        let mut last = None;
+        for attempt in 0..5u64 {
+            match self.consumer.seek(topic, p, offset, Duration::from_secs(10)) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let still_ours = self.consumer.assignment().is_ok_and(|a| {
+                        a.elements()
+                            .iter()
+                            .any(|el| el.topic() == topic && el.partition() == p)
+                    });
+                    if !still_ours {
+                        tracing::info!(topic, partition = p, "not rewound: the partition is no longer assigned here");
+                        return Ok(());
+                    }
+                    tracing::warn!(error = %e, topic, partition = p, attempt, "seek failed; retrying");
+                    last = Some(e);
+                    std::thread::sleep(Duration::from_millis(100 * (attempt + 1)));
+                }
+            }
+        }
+        Err(CoordinatorError::Startup(format!(
+            "cannot rewind {topic}/{p} to {offset:?} after an aborted batch ({}); stopping rather than skipping its records",
+            last.map(|e| e.to_string()).unwrap_or_default()
+        )))
+    }
+
+    /// The transactional producer cannot continue: a new one (whose `init_transactions` aborts
+    /// whatever the old one left open), every owned partition restored again from what was
+    /// committed, and the consumer put back at the committed offsets.
+    async fn recover(&mut self, why: &str) -> Result<(), CoordinatorError> {
+        let now = Instant::now();
+        self.recoveries
+            .retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        self.recoveries.push_back(now);
+        if self.recoveries.len() > MAX_RECOVERIES_PER_MINUTE {
+            return Err(CoordinatorError::Fenced(format!(
+                "{why}; fenced {} times within a minute: is another replica running with coordinator.instance_id = {:?}?",
+                self.recoveries.len(),
+                self.opts.instance_id
+            )));
+        }
+        tracing::error!(reason = %why, transactional_id = %self.opts.transactional_id(), "fenced: this replica's transaction was refused (a transaction the broker timed out, or another instance with this transactional id); nothing of the batch is visible; recreating the producer and restoring the owned partitions");
+        self.producer = super::transactional_producer(&self.opts).await?;
+        let partitions: BTreeSet<i32> = self.owned.keys().copied().collect();
+        for p in &partitions {
+            self.index.forget_partition(*p);
+        }
+        self.owned.clear();
+        self.positions.clear();
+        let assignment = self
+            .consumer
+            .assignment()
+            .map_err(|e| CoordinatorError::kafka("reading the assignment", e))?;
+        let timeout = self.opts.kafka_timeout;
+        let consumer = &self.consumer;
+        let committed =
+            tokio::task::block_in_place(|| consumer.committed_offsets(assignment, timeout))
+                .map_err(|e| CoordinatorError::kafka("fetching committed offsets", e))?;
+        for el in committed.elements() {
+            let offset = match el.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            self.seek(el.topic(), el.partition(), offset)?;
+        }
+        self.pending_restore.extend(partitions);
+        Ok(())
+    }
+
+    fn update_gauges(&mut self) {
+        if self.last_gauge.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_gauge = Instant::now();
+        let mut per_def: std::collections::BTreeMap<&str, u64> = Default::default();
+        for d in self.opts.definitions.iter() {
+            per_def.entry(d.name()).or_insert(0);
+        }
+        for states in self.owned.values() {
+            for s in states.values() {
+                if !s.status.is_terminal() {
+                    *per_def.entry(s.definition.as_str()).or_insert(0) += 1;
+                }
+            }
+        }
+        for (d, n) in per_def {
+            metrics::gauge!(m::SAGAS_IN_FLIGHT, m::LABEL_DEFINITION => d.to_owned()).set(n as f64);
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! Batch staging: each input of a batch (an event, an operator command, a fired deadline)
+//! through the pure state machine, and the actions it returns turned into records of the
+//! batch's transaction. Nothing here commits, and nothing here changes the runtime's memory:
+//! what a batch changes is collected in [`Staged`] and applied only after the commit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use apache_avro::types::Value as AvroValue;
+use choreo_bus::codec::{WriterSchemaError, decode_value, unframe};
+use choreo_bus::envelope::{Envelope, now_rfc3339};
+use choreo_bus::TraceParent;
+use choreo_saga::{Action, EmitKind, Event, Input, Millis, SagaState, Status, apply};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use rdkafka::Message;
+use serde::Serialize;
+
+use super::runtime::{BatchError, Runtime};
+use crate::command::CommandRecord;
+use crate::error::CoordinatorError;
+use crate::index::Due;
+
+/// A saga state larger than this, serialized, is refused: the input that would make it so is
+/// dead-lettered instead (Kafka's default record limit is 1 MB).
+pub const MAX_STATE_BYTES: usize = 512 * 1024;
+
+/// Inputs smaller than this cannot grow a state much (timelines and texts are bounded by the
+/// saga core); larger ones have the state they produce measured before it is staged.
+const MEASURE_INPUTS_FROM: usize = 1024;
+
+/// What one batch changes; applied to memory only after its commit.
+#[derive(Default)]
+pub(crate) struct Staged {
+    pub(crate) states: HashMap<String, (i32, SagaState)>,
+    pub(crate) tombstones: Vec<(i32, String)>,
+    pub(crate) index_sets: Vec<(i32, String, Due, Millis)>,
+    pub(crate) index_cancels: Vec<(String, Due)>,
+    pub(crate) next_offsets: BTreeMap<(String, i32), i64>,
+    pub(crate) transitions: Vec<(String, Status, Status)>,
+    pub(crate) lateness: Vec<f64>,
+    /// Definitions of sagas that emitted a late compensation (a success after they were
+    /// compensated), one entry each.
+    pub(crate) late_compensations: Vec<String>,
+    pub(crate) deliveries: Vec<DeliveryFuture>,
+    pub(crate) dead_lettered: u64,
+    pub(crate) inputs: BTreeMap<&'static str, u64>,
+}
+
+impl Runtime {
+    pub(crate) fn current(&self, staged: &Staged, partition: i32, saga_id: &str) -> Option<SagaState> {
+        staged
+            .states
+            .get(saga_id)
+            .map(|(_, s)| s.clone())
+            .or_else(|| {
+                self.owned
+                    .get(&partition)
+                    .and_then(|m| m.get(saga_id))
+                    .cloned()
+            })
+    }
+
+    pub(crate) async fn stage(
+        &mut self,
+        batch: &[OwnedMessage],
+        due: &[crate::index::Entry],
+        now: Millis,
+        staged: &mut Staged,
+    ) -> Result<(), BatchError> {
+        for msg in batch {
+            staged
+                .next_offsets
+                .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
+            if msg.topic() == self.opts.commands_topic {
+                *staged.inputs.entry("command").or_default() += 1;
+                self.stage_command(msg, now, staged).await?;
+            } else {
+                self.stage_event(msg, now, staged).await?;
+            }
+        }
+        for entry in due {
+            let Some(mut state) = self.current(staged, entry.partition, &entry.saga_id) else {
+                staged
+                    .index_cancels
+                    .push((entry.saga_id.clone(), entry.due.clone()));
+                continue;
+            };
+            match &entry.due {
+                Due::Expiry => {
+                    if state.is_finished() {
+                        staged.states.remove(&entry.saga_id);
+                        staged
+                            .tombstones
+                            .push((entry.partition, entry.saga_id.clone()));
+                    } else {
+                        staged
+                            .index_cancels
+                            .push((entry.saga_id.clone(), Due::Expiry));
+                    }
+                }
+                Due::Deadline(kind) => {
+                    *staged.inputs.entry("deadline").or_default() += 1;
+                    staged
+                        .lateness
+                        .push(now.0.saturating_sub(entry.at.0) as f64 / 1000.0);
+                    // The index entry goes whatever the saga decides; a re-armed deadline comes
+                    // back as a SetDeadline action.
+                    staged
+                        .index_cancels
+                        .push((entry.saga_id.clone(), entry.due.clone()));
+                    let Some(def) = self.opts.definitions.for_state(&state).cloned() else {
+                        continue;
+                    };
+                    let actions = apply(
+                        &def,
+                        &mut state,
+                        &Input::Deadline { kind: kind.clone() },
+                        now,
+                    );
+                    self.perform(entry.partition, &state, actions, None, staged)
+                        .await?;
+                    self.stage_state(entry.partition, state, now, staged);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stage_state(&self, partition: i32, state: SagaState, now: Millis, staged: &mut Staged) {
+        // Kept until nothing more is expected of it (a late compensation may still await its
+        // acknowledgement after the saga is compensated), then for the retention.
+        if state.is_finished() {
+            staged.index_sets.push((
+                partition,
+                state.saga_id.clone(),
+                Due::Expiry,
+                now.plus(self.opts.completed_retention),
+            ));
+        }
+        staged
+            .states
+            .insert(state.saga_id.clone(), (partition, state));
+    }
+
+    async fn stage_command(
+        &mut self,
+        msg: &OwnedMessage,
+        now: Millis,
+        staged: &mut Staged,
+    ) -> Result<(), BatchError> {
+        let record: CommandRecord = match msg.payload().map(serde_json::from_slice::<CommandRecord>)
+        {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                return self.dead_letter(msg, "malformed_command", &e.to_string(), staged);
+            }
+            None => return self.dead_letter(msg, "malformed_command", "empty value", staged),
+        };
+        let saga_id = format!("{}/{}", record.definition, record.correlation_id);
+        let Some(mut state) = self.current(staged, msg.partition(), &saga_id) else {
+            tracing::warn!(saga_id = %saga_id, command = ?record.command, "command for an unknown saga ignored");
+            return Ok(());
+        };
+        let Some(def) = self.opts.definitions.for_state(&state).cloned() else {
+            return Ok(());
+        };
+        let actions = apply(
+            &def,
+            &mut state,
+            &Input::Command(record.command.clone()),
+            now,
+        );
+        if msg.payload().map_or(0, <[u8]>::len) >= MEASURE_INPUTS_FROM
+            && let Some(size) = oversize(&state)
+        {
+            return self.dead_letter(
+                msg,
+                "state_too_large",
+                &format!("saga {saga_id} would grow to {size} bytes, over the {MAX_STATE_BYTES}-byte limit"),
+                staged,
+            );
+        }
+        tracing::info!(saga_id = %saga_id, correlation_id = %record.correlation_id, command = ?record.command, operator = record.operator.as_deref().unwrap_or(""), "operator command applied");
+        self.perform(msg.partition(), &state, actions, None, staged)
+            .await?;
+        self.stage_state(msg.partition(), state, now, staged);
+        Ok(())
+    }
+
+    async fn stage_event(
+        &mut self,
+        msg: &OwnedMessage,
+        now: Millis,
+        staged: &mut Staged,
+    ) -> Result<(), BatchError> {
+        let Some(value) = msg.payload() else {
+            return self.dead_letter(msg, "truncated", "no value", staged);
+        };
+        let writer = match self.codec.writer_schema(value).await {
+            Ok(w) => w,
+            Err(WriterSchemaError::Poison(decode)) => {
+                return self.dead_letter(msg, decode.kind(), &decode.to_string(), staged);
+            }
+            Err(WriterSchemaError::Unavailable(registry)) => {
+                return Err(BatchError::Retry(format!("schema registry: {registry}")));
+            }
+        };
+        let Some(event_type) = writer.full_name() else {
+            return self.dead_letter(
+                msg,
+                "malformed_avro",
+                "the writer schema is not a named record",
+                staged,
+            );
+        };
+        let interested: Vec<String> = self
+            .opts
+            .definitions
+            .interested_in(&event_type)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if interested.is_empty() {
+            return Ok(()); // another service's event (or one the coordinator emitted)
+        }
+        *staged.inputs.entry("event").or_default() += 1;
+        let catalog = Arc::clone(&self.opts.catalog);
+        let Some(reader) = catalog.event(&event_type).map(|e| &e.latest().schema) else {
+            return self.dead_letter(
+                msg,
+                "unknown_event_type",
+                &format!("{event_type} is not in the catalog"),
+                staged,
+            );
+        };
+        let body = match unframe(value) {
+            Ok((_, b)) => b,
+            Err(d) => return self.dead_letter(msg, d.kind(), &d.to_string(), staged),
+        };
+        // Resolution is the costliest step of decoding; skip it when the writer wrote with the
+        // reader's own schema (decided once per schema id).
+        let same = *self
+            .same_schema
+            .entry(writer.id)
+            .or_insert_with(|| choreo_bus::codec::same_schema(&writer.schema, reader));
+        let data = match decode_value(&writer.schema, (!same).then_some(reader), body)
+            .and_then(|v| avro_to_json(&v))
+        {
+            Ok(d) => d,
+            Err(d) => return self.dead_letter(msg, d.kind(), &d.to_string(), staged),
+        };
+        let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
+        let envelope = Envelope::from_headers(msg.headers(), key.as_deref());
+        let id = if envelope.id.is_empty() {
+            format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset())
+        } else {
+            envelope.id.clone()
+        };
+        let time = Millis(
+            msg.timestamp()
+                .to_millis()
+                .and_then(|t| u64::try_from(t).ok())
+                .unwrap_or(now.0),
+        );
+        for name in interested {
+            let Some(latest) = self.opts.definitions.latest(&name).cloned() else {
+                continue;
+            };
+            let Some(correlation_id) = latest.correlation_id(key.as_deref(), &data) else {
+                return self.dead_letter(
+                    msg,
+                    "missing_key",
+                    "no correlation id: the record has no key and no correlation field",
+                    staged,
+                );
+            };
+            let saga_id = format!("{name}/{correlation_id}");
+            let mut state = match self.current(staged, msg.partition(), &saga_id) {
+                Some(s) => s,
+                None => {
+                    if matches!(
+                        latest.role_of(&event_type),
+                        Some(choreo_saga::Role::Ack(_)) | None
+                    ) {
+                        tracing::debug!(saga_id = %saga_id, event_type = %event_type, "acknowledgement for a saga that is not here (finished and expired?)");
+                        continue;
+                    }
+                    SagaState::new(&latest, correlation_id.clone(), now)
+                }
+            };
+            let Some(def) = self.opts.definitions.for_state(&state).cloned() else {
+                tracing::error!(saga_id = %saga_id, version = state.version, "the definition version this saga is pinned to is not loaded; input skipped");
+                continue;
+            };
+            let input = Input::Event(Event {
+                id: id.clone(),
+                event_type: event_type.clone(),
+                correlation_id: correlation_id.clone(),
+                time,
+                data: data.clone(),
+            });
+            let actions = apply(&def, &mut state, &input, now);
+            if value.len() >= MEASURE_INPUTS_FROM
+                && let Some(size) = oversize(&state)
+            {
+                return self.dead_letter(
+                    msg,
+                    "state_too_large",
+                    &format!("saga {saga_id} would grow to {size} bytes, over the {MAX_STATE_BYTES}-byte limit"),
+                    staged,
+                );
+            }
+            self.perform(msg.partition(), &state, actions, Some(&envelope), staged)
+                .await?;
+            self.stage_state(msg.partition(), state, now, staged);
+        }
+        Ok(())
+    }
+
+    async fn perform(
+        &mut self,
+        partition: i32,
+        state: &SagaState,
+        actions: Vec<Action>,
+        cause: Option<&Envelope>,
+        staged: &mut Staged,
+    ) -> Result<(), BatchError> {
+        // A saga counts as compensated once: when its cancellation is emitted (a compensated
+        // saga whose late compensation went unacknowledged comes back to compensated later).
+        let cancelled = actions
+            .iter()
+            .any(|a| matches!(a, Action::Emit(e) if e.kind == EmitKind::Aborted));
+        for action in actions {
+            match action {
+                Action::Emit(e) => {
+                    if e.late_compensation {
+                        tracing::warn!(saga_id = %state.saga_id, correlation_id = %state.correlation_id, step = e.step.as_deref().unwrap_or(""), event_type = %e.event_type, "late compensation: a step succeeded after the saga was compensated; compensating it, the status stays terminal");
+                        staged.late_compensations.push(state.definition.clone());
+                    }
+                    let Some(info) = self.opts.catalog.event(&e.event_type) else {
+                        return Err(BatchError::Fatal(CoordinatorError::Startup(format!(
+                            "{} is not in the catalog",
+                            e.event_type
+                        ))));
+                    };
+                    let latest = info.latest();
+                    let value = apache_avro::to_value(AvroJson(&e.data))
+                        .and_then(|v| v.resolve(&latest.schema))
+                        .map_err(|err| {
+                            BatchError::Fatal(CoordinatorError::Startup(format!(
+                                "saga {} emits {} with data that does not fit its schema: {err}",
+                                state.saga_id, e.event_type
+                            )))
+                        })?;
+                    let bytes = self
+                        .codec
+                        .encode_value(&e.topic, &e.event_type, &latest.text, &latest.schema, value)
+                        .await
+                        .map_err(|err| BatchError::Retry(err.to_string()))?;
+                    let envelope = Envelope {
+                        id: e.event_id.to_string(),
+                        source: format!("/choreo/sagas/{}", state.definition),
+                        event_type: e.event_type.clone(),
+                        time: now_rfc3339(),
+                        correlation_id: e.key.clone(),
+                        causation_id: cause.map(|c| c.id.clone()).filter(|s| !s.is_empty()),
+                        traceparent: Some(
+                            cause
+                                .and_then(|c| c.traceparent)
+                                .map_or_else(TraceParent::new_root, |t| t.child()),
+                        ),
+                    };
+                    tracing::debug!(saga_id = %state.saga_id, correlation_id = %e.key, event_type = %e.event_type, event_id = %envelope.id, kind = ?e.kind, attempt = e.attempt, "emit");
+                    let sent =
+                        self.send(&e.topic, None, &e.key, Some(&bytes), envelope.to_headers())?;
+                    staged.deliveries.push(sent);
+                }
+                Action::SetDeadline(d) => staged.index_sets.push((
+                    partition,
+                    state.saga_id.clone(),
+                    Due::Deadline(d.kind),
+                    d.at,
+                )),
+                Action::CancelDeadline { kind } => staged
+                    .index_cancels
+                    .push((state.saga_id.clone(), Due::Deadline(kind))),
+                Action::Status { from, to, reason } => {
+                    tracing::info!(saga_id = %state.saga_id, correlation_id = %state.correlation_id, from = ?from, to = ?to, reason = %reason, "saga status");
+                    let counted = to != Status::Compensated
+                        || from == Status::Compensating
+                        || cancelled;
+                    if counted {
+                        staged
+                            .transitions
+                            .push((state.definition.clone(), from, to));
+                    }
+                }
+                Action::Rejected { reason } => {
+                    tracing::debug!(saga_id = %state.saga_id, correlation_id = %state.correlation_id, reason = %reason, "input rejected");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a poison input to `<topic>.dlq`, in the same transaction as the batch.
+    fn dead_letter(
+        &self,
+        msg: &OwnedMessage,
+        kind: &'static str,
+        reason: &str,
+        staged: &mut Staged,
+    ) -> Result<(), BatchError> {
+        let headers = choreo_bus::dead_letter::headers_for(
+            msg,
+            &choreo_bus::dead_letter::Reason {
+                kind,
+                message: reason.to_owned(),
+                handler: Some("saga-coordinator".to_owned()),
+                attempts: 1,
+            },
+            &self.opts.group_id,
+        );
+        let key = msg
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), correlation_id = %key, kind, reason, "input dead-lettered");
+        let dlq_topic = format!("{}.dlq", msg.topic());
+        let mut rec = FutureRecord::<[u8], [u8]>::to(&dlq_topic).headers(headers);
+        if let Some(p) = msg.payload() {
+            rec = rec.payload(p);
+        }
+        if let Some(k) = msg.key() {
+            rec = rec.key(k);
+        }
+        let result = match self.producer.send_result(rec) {
+            Ok(f) => {
+                staged.deliveries.push(f);
+                Ok(())
+            }
+            Err((e, _)) => Err(BatchError::Retry(format!("enqueue dead letter: {e}"))),
+        };
+        staged.dead_lettered += 1;
+        result
+    }
+}
+
+/// The serialized size of `state` when it is over [`MAX_STATE_BYTES`].
+fn oversize(state: &SagaState) -> Option<usize> {
+    let size = state.to_json().map_or(usize::MAX, |v| v.len());
+    (size > MAX_STATE_BYTES).then_some(size)
+}
+
+/// Serializes JSON for Avro: integers as `long` (serde_json would hand non-negative integers
+/// over as `u64`, which Avro has no type for), then schema resolution narrows them.
+struct AvroJson<'a>(&'a serde_json::Value);
+
+impl Serialize for AvroJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        use serde_json::Value as J;
+        match self.0 {
+            J::Null => s.serialize_unit(),
+            J::Bool(b) => s.serialize_bool(*b),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => s.serialize_i64(i),
+                None => s.serialize_f64(n.as_f64().unwrap_or(0.0)),
+            },
+            J::String(t) => s.serialize_str(t),
+            J::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for i in items {
+                    seq.serialize_element(&AvroJson(i))?;
+                }
+                seq.end()
+            }
+            J::Object(fields) => {
+                let mut map = s.serialize_map(Some(fields.len()))?;
+                for (k, v) in fields {
+                    map.serialize_entry(k, &AvroJson(v))?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+/// Converts a decoded Avro value into JSON for the saga core.
+fn avro_to_json(v: &AvroValue) -> Result<serde_json::Value, choreo_bus::DecodeError> {
+    serde_json::Value::try_from(v.clone())
+        .map_err(|e| choreo_bus::DecodeError::Malformed(e.to_string()))
+}
+

@@ -1,0 +1,272 @@
+//! The restore benchmark (`choreo bench-restore`): how long a replica takes to get ready on a
+//! changelog that holds N in-flight sagas, beside the baseline of reading the same records
+//! with a plain read_committed consumer on the same broker, in the same run.
+//!
+//! It writes N order sagas (started, payment authorized, inventory pending: their deadlines an
+//! hour away, so none fires while it measures) to a changelog topic of its own, reads them back
+//! with a plain consumer (baseline), then starts a coordinator on that changelog and times it
+//! from start to ready: topic checks, transactions initialised, group joined, every partition
+//! restored and its deadline index rebuilt. The process's resident memory before and after the
+//! restore gives the memory the restored sagas hold.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use choreo_bus::{BusConfig, EmbeddedBroker};
+use choreo_saga::{Definition, Definitions, Event, Input, Millis, SagaState, apply};
+use choreo_schemas::{Catalog, MemoryRegistry, SchemaRegistry};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::json;
+
+use crate::coordinator::{CoordinatorOptions, Guarantee, start};
+use crate::topics::partition_counts;
+
+/// `choreo bench-restore` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreBenchArgs {
+    /// Kafka to measure on; unset: the embedded broker.
+    #[arg(long)]
+    pub bootstrap_servers: Option<String>,
+    /// In-flight sagas in the changelog.
+    #[arg(long, default_value_t = 100_000)]
+    pub sagas: usize,
+    /// Partitions (taken from the `orders` topic when it exists, so the saga topics stay
+    /// co-partitioned).
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// One in-flight order saga: placed, payment authorized, inventory and shipping pending.
+fn in_flight(def: &Definition, i: usize, now: Millis) -> SagaState {
+    let id = format!("bench-{i:07}");
+    let mut state = SagaState::new(def, id.clone(), now);
+    let event = |n: &str, t: &str, data: serde_json::Value| {
+        Input::Event(Event {
+            id: format!("{id}-{n}"),
+            event_type: t.to_owned(),
+            correlation_id: id.clone(),
+            time: now,
+            data,
+        })
+    };
+    let placed = event(
+        "placed",
+        "io.choreo.orders.OrderPlaced",
+        json!({"order_id": id, "customer_id": "c-1", "shipping_address": "1 Bench Street",
+               "channel": "web",
+               "items": [{"sku": "sku-1", "quantity": 1, "unit_price": {"amount_minor": 1999, "currency": "EUR"}}],
+               "total": {"amount_minor": 1999, "currency": "EUR"}}),
+    );
+    let paid = event(
+        "paid",
+        "io.choreo.orders.PaymentAuthorized",
+        json!({"order_id": id, "payment_id": format!("pay-{i}"),
+               "amount": {"amount_minor": 1999, "currency": "EUR"}}),
+    );
+    apply(def, &mut state, &placed, now);
+    apply(def, &mut state, &paid, now);
+    state
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
+    if args.sagas == 0 {
+        bail!("--sagas must be at least 1");
+    }
+    let embedded = match &args.bootstrap_servers {
+        Some(_) => None,
+        None => Some(EmbeddedBroker::start(1).context("starting the embedded broker")?),
+    };
+    let bootstrap = match (&args.bootstrap_servers, &embedded) {
+        (Some(b), _) => b.clone(),
+        (None, Some(e)) => e.bootstrap_servers().to_owned(),
+        (None, None) => bail!("no broker"),
+    };
+    let kafka = match &embedded {
+        Some(_) => BusConfig::new(&bootstrap).tuned_for_embedded_broker(),
+        None => BusConfig::new(&bootstrap),
+    };
+    let catalog = Arc::new(Catalog::reference());
+    let def = Definition::reference_order_saga(&catalog)?;
+    let memory = Arc::new(MemoryRegistry::new());
+    catalog.register_all(memory.as_ref()).await?;
+    let registry: Arc<dyn SchemaRegistry> = memory;
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+
+    let partitions = match &embedded {
+        Some(_) => args.partitions,
+        None => {
+            let client = kafka.client_config();
+            tokio::task::spawn_blocking(move || {
+                partition_counts(&client, &["orders"], Duration::from_secs(20))
+            })
+            .await??
+            .get("orders")
+            .copied()
+            .unwrap_or(args.partitions)
+        }
+    };
+    let mut defs = Definitions::new();
+    defs.insert(def.clone())?;
+    let mut opts = CoordinatorOptions::new(kafka.clone(), Arc::new(defs), catalog, registry);
+    opts.group_id = format!("restore-bench-{run}");
+    opts.instance_id = "bench-0".into();
+    opts.guarantee = Guarantee::ExactlyOnce;
+    opts.changelog_topic = format!("choreo.saga-state.bench-{run}");
+    opts.commands_topic = format!("choreo.saga-commands.bench-{run}");
+    opts.partitions = partitions;
+    if let Some(b) = &embedded {
+        opts.create_topics_on(b)?;
+    } else {
+        let client = kafka.client_config();
+        crate::topics::ensure_topics(
+            &client,
+            &opts.required_topics()?,
+            opts.replication_factor,
+            opts.kafka_timeout,
+        )
+        .await?;
+        opts.create_topics = false;
+    }
+
+    // Fill the changelog.
+    let now = Millis(u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?)
+    .plus(Duration::from_secs(3600));
+    let producer: FutureProducer = kafka
+        .client_config()
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .create()?;
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    let p = usize::try_from(partitions)?;
+    for chunk in (0..args.sagas).collect::<Vec<_>>().chunks(20_000) {
+        let mut deliveries = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            let state = in_flight(&def, i, now);
+            let value = state.to_json()?;
+            bytes += value.len();
+            let partition = i32::try_from(i % p)?;
+            let record = FutureRecord::to(&opts.changelog_topic)
+                .key(&state.saga_id)
+                .payload(&value)
+                .partition(partition);
+            deliveries.push(
+                producer
+                    .send_result(record)
+                    .map_err(|(e, _)| e)
+                    .context("writing the changelog")?,
+            );
+        }
+        for d in futures::future::join_all(deliveries).await {
+            d.context("delivery cancelled")?
+                .map_err(|(e, _)| e)
+                .context("writing the changelog")?;
+        }
+    }
+    let fill = started.elapsed();
+    println!(
+        "choreo bench-restore: {} in-flight sagas, {} partitions, {} on {}",
+        args.sagas,
+        partitions,
+        opts.changelog_topic,
+        if embedded.is_some() { "the embedded broker" } else { bootstrap.as_str() }
+    );
+    println!(
+        "  changelog written     {:>8.2} s   ({} B per saga, {:.1} MB)",
+        fill.as_secs_f64(),
+        bytes / args.sagas,
+        bytes as f64 / 1e6
+    );
+
+    // Baseline: a plain read_committed consumer reads the same records.
+    let (client, topic) = (kafka.consumer_config(), opts.changelog_topic.clone());
+    let baseline = tokio::task::spawn_blocking(move || read_all(&client, &topic, partitions))
+        .await??;
+    println!(
+        "  baseline: plain read  {:>8.2} s   ({} records)",
+        baseline.0.as_secs_f64(),
+        baseline.1
+    );
+
+    // The coordinator: start → ready (every partition restored, index rebuilt).
+    let rss_before = rss_bytes();
+    let started = Instant::now();
+    let handle = start(opts).await?;
+    let ready = handle.readiness();
+    while !ready() {
+        if handle.is_finished() {
+            bail!("the coordinator stopped before it was ready");
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("not ready after 30 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let restore = started.elapsed();
+    let rss_after = rss_bytes();
+    let sagas = handle.view().len();
+    println!(
+        "  coordinator: ready    {:>8.2} s   ({:.0} sagas/s; ratio to the baseline read {:.2}x)",
+        restore.as_secs_f64(),
+        args.sagas as f64 / restore.as_secs_f64(),
+        restore.as_secs_f64() / baseline.0.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "  resident memory       {:>8.1} MB more ({} B per saga, owned states and the operator view of {sagas} sagas together)",
+        rss_after.saturating_sub(rss_before) as f64 / 1e6,
+        rss_after.saturating_sub(rss_before) / u64::try_from(args.sagas)?
+    );
+    handle.shutdown().await?;
+    Ok(())
+}
+
+/// Reads every partition of `topic` from the start to its end, read_committed.
+fn read_all(client: &ClientConfig, topic: &str, partitions: i32) -> anyhow::Result<(Duration, u64)> {
+    let consumer: BaseConsumer = client
+        .clone()
+        .set("group.id", "restore-bench-baseline")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let started = Instant::now();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let (mut records, mut at_end) = (0u64, 0);
+    while at_end < partitions {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(_)) => records += 1,
+            Some(Err(KafkaError::PartitionEOF(_))) => at_end += 1,
+            Some(Err(e)) => bail!("baseline read: {e}"),
+            None => {}
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("baseline read did not finish in 30 minutes");
+        }
+    }
+    Ok((started.elapsed(), records))
+}
