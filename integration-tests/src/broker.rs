@@ -85,7 +85,10 @@ impl TestBroker {
             c.kill().await?;
             return Ok(());
         }
-        bail!("this test did not start the broker ({:?}); it cannot kill it", self.kind)
+        bail!(
+            "this test did not start the broker ({:?}); it cannot kill it",
+            self.kind
+        )
     }
 
     /// Starts a killed Apache Kafka again on the same ports and data directory.
@@ -119,7 +122,10 @@ impl TestBroker {
         ])
         .await?;
         Ok(vec![
-            ("bootstrap.servers".into(), format!("127.0.0.1:{}", k.sasl_port)),
+            (
+                "bootstrap.servers".into(),
+                format!("127.0.0.1:{}", k.sasl_port),
+            ),
             ("security.protocol".into(), "SASL_PLAINTEXT".into()),
             ("sasl.mechanism".into(), "PLAIN".into()),
             ("sasl.username".into(), NO_TRANSACTIONS_USER.0.into()),
@@ -183,9 +189,7 @@ pub async fn shared_real_broker() -> anyhow::Result<String> {
                     .enable_all()
                     .build()
                     .map_err(|e| e.to_string())?;
-                let broker = rt
-                    .block_on(real_broker())
-                    .map_err(|e| format!("{e:#}"))?;
+                let broker = rt.block_on(real_broker()).map_err(|e| format!("{e:#}"))?;
                 let bootstrap = broker.bootstrap.clone();
                 // Kept for the life of the process; the watchdog stops the JVM at exit.
                 std::mem::forget(broker);
@@ -324,7 +328,12 @@ struct KafkaProcess {
     watchdog: Option<std::process::Child>,
 }
 
-const JAVA_OPTS: [&str; 4] = ["-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"];
+const JAVA_OPTS: [&str; 4] = [
+    "-Xms256m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+];
 
 impl KafkaProcess {
     fn classpath(&self) -> String {
@@ -332,9 +341,10 @@ impl KafkaProcess {
     }
 
     fn write_properties(&self) -> anyhow::Result<()> {
-        let template =
-            std::fs::read_to_string(repo_root().join("integration-tests/brokers/kafka/server.properties.in"))
-                .context("reading brokers/kafka/server.properties.in")?;
+        let template = std::fs::read_to_string(
+            repo_root().join("integration-tests/brokers/kafka/server.properties.in"),
+        )
+        .context("reading brokers/kafka/server.properties.in")?;
         let props = template
             .replace("@PORT@", &self.port.to_string())
             .replace("@CONTROLLER_PORT@", &self.controller_port.to_string())
@@ -363,7 +373,13 @@ impl KafkaProcess {
                 .args(JAVA_OPTS)
                 .arg("-cp")
                 .arg(self.classpath())
-                .args(["kafka.tools.StorageTool", "format", "-t", "choreoTestCluster00000", "-c"])
+                .args([
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    "choreoTestCluster00000",
+                    "-c",
+                ])
                 .arg(&props)
                 .output()
                 .await
@@ -371,7 +387,10 @@ impl KafkaProcess {
             if !out.status.success() {
                 bail!(
                     "formatting Kafka storage failed: {}",
-                    String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
                 );
             }
             // Another test may have won the race; either copy is as good.
@@ -415,8 +434,10 @@ impl KafkaProcess {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let text = std::fs::read(&log_path).unwrap_or_default();
-            let fresh = String::from_utf8_lossy(&text[usize::try_from(started_from).unwrap_or(0).min(text.len())..])
-                .into_owned();
+            let fresh = String::from_utf8_lossy(
+                &text[usize::try_from(started_from).unwrap_or(0).min(text.len())..],
+            )
+            .into_owned();
             if fresh.contains("Kafka Server started") {
                 break;
             }
@@ -472,7 +493,10 @@ impl KafkaProcess {
         if !out.status.success() {
             bail!(
                 "AclCommand {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
             );
         }
         Ok(())

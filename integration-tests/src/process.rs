@@ -223,10 +223,15 @@ impl Replica {
     }
 
     /// Waits for the process to exit by itself, at most `patience`.
-    pub async fn wait_exit(&mut self, patience: Duration) -> anyhow::Result<std::process::ExitStatus> {
+    pub async fn wait_exit(
+        &mut self,
+        patience: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
         Ok(tokio::time::timeout(patience, self.child.wait())
             .await
-            .with_context(|| format!("replica {} still running after {patience:?}", self.instance))??)
+            .with_context(|| {
+                format!("replica {} still running after {patience:?}", self.instance)
+            })??)
     }
 
     /// Whether the process is still running.

@@ -144,6 +144,8 @@ pub struct Emitted {
 #[derive(Debug)]
 pub struct Collector {
     seen: Arc<Mutex<Vec<Emitted>>>,
+    /// The highest offset read per (topic, partition), every record counted.
+    last: Arc<Mutex<HashMap<(String, i32), i64>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -173,6 +175,8 @@ impl Collector {
         consumer.subscribe(&SAGA_TOPICS)?;
         let seen: Arc<Mutex<Vec<Emitted>>> = Arc::default();
         let sink = Arc::clone(&seen);
+        let last: Arc<Mutex<HashMap<(String, i32), i64>>> = Arc::default();
+        let last_sink = Arc::clone(&last);
         let task = tokio::spawn(async move {
             // The collector's own group may rebalance (a broker crash) and read records again
             // from the start; a record is counted once per offset, so only duplicates that
@@ -184,6 +188,10 @@ impl Collector {
                 };
                 if !offsets.insert((m.topic().to_owned(), m.partition(), m.offset())) {
                     continue;
+                }
+                if let Ok(mut l) = last_sink.lock() {
+                    let e = l.entry((m.topic().to_owned(), m.partition())).or_insert(-1);
+                    *e = (*e).max(m.offset());
                 }
                 let get = |k: &str| {
                     m.headers().and_then(|h| {
@@ -215,7 +223,12 @@ impl Collector {
                 }
             }
         });
-        Ok(Self { seen, task })
+        Ok(Self { seen, last, task })
+    }
+
+    /// The highest offset read so far per (topic, partition), of any record.
+    pub fn last_offsets(&self) -> HashMap<(String, i32), i64> {
+        self.last.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Everything seen so far.
@@ -439,7 +452,9 @@ impl Path {
                 "ReleaseInventory",
                 "OrderCancelled",
             ],
-            Path::ShippingDeadline => vec!["ShipmentRequested", "RefundPayment", "ReleaseInventory"],
+            Path::ShippingDeadline => {
+                vec!["ShipmentRequested", "RefundPayment", "ReleaseInventory"]
+            }
         };
         v.sort_unstable();
         v
@@ -562,10 +577,52 @@ pub fn check_order(collector: &Collector, orders: &[(String, Path)]) -> anyhow::
                 }
             }
         }
-        if let (Some(confirm), Some(ship)) = (ts(id, "OrderConfirmed"), ts(id, "ShipmentRequested")) {
-            anyhow::ensure!(ship < confirm, "{id}: OrderConfirmed not after ShipmentRequested");
+        if let (Some(confirm), Some(ship)) = (ts(id, "OrderConfirmed"), ts(id, "ShipmentRequested"))
+        {
+            anyhow::ensure!(
+                ship < confirm,
+                "{id}: OrderConfirmed not after ShipmentRequested"
+            );
         }
     }
+    Ok(())
+}
+
+/// Checks that `group` committed, for every partition of the saga topics, an offset past the
+/// last record the collector read there: every input the coordinator consumed was committed
+/// with the transaction that decided it, so a restarted replica does not read it again.
+pub fn check_committed_past(
+    bootstrap: &str,
+    group: &str,
+    collector: &Collector,
+) -> anyhow::Result<()> {
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let last = collector.last_offsets();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (t, p) in last.keys() {
+        tpl.add_partition(t, *p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(30))?;
+    let mut behind = Vec::new();
+    for el in committed.elements() {
+        let at = el.offset().to_raw().unwrap_or(-1);
+        let read = last[&(el.topic().to_owned(), el.partition())];
+        if at <= read {
+            behind.push(format!(
+                "{}/{}: committed {at}, last record {read}",
+                el.topic(),
+                el.partition()
+            ));
+        }
+    }
+    anyhow::ensure!(
+        behind.is_empty(),
+        "the coordinator's committed offsets are behind its inputs: {behind:?}"
+    );
     Ok(())
 }
 

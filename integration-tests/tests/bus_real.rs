@@ -90,7 +90,11 @@ fn handled(path: &std::path::Path) -> Vec<(String, i32, i64)> {
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
-            Some((f.first()?.to_string(), f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+            Some((
+                f.first()?.to_string(),
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse().ok()?,
+            ))
         })
         .collect()
 }
@@ -215,7 +219,11 @@ async fn consumer_killed_mid_batch_loses_nothing() {
     for (id, _, _) in &all {
         *times.entry(id.as_str()).or_default() += 1;
     }
-    let twice: HashSet<&str> = times.iter().filter(|(_, n)| **n > 1).map(|(id, _)| *id).collect();
+    let twice: HashSet<&str> = times
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| *id)
+        .collect();
     let uncommitted: HashSet<&str> = before
         .iter()
         .filter(|(_, p, o)| *o >= commits.get(p).copied().unwrap_or(0))

@@ -12,11 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use choreo_bus::{Context, HandlerError, Subscription, Unhandled};
-use choreo_schemas::event::OrderPlaced;
 use choreo_integration_tests::broker::real_broker;
 use choreo_integration_tests::process::Replica;
-use choreo_integration_tests::saga_scenarios::{Collector, Counts, Path, count_effects, start_services};
+use choreo_integration_tests::saga_scenarios::{
+    Collector, Counts, Path, check_committed_past, count_effects, start_services,
+};
 use choreo_integration_tests::world::{World, drive, plan, plan_dev_mix, rand_ms};
+use choreo_schemas::event::OrderPlaced;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -120,14 +122,24 @@ async fn exactly_once_under_repeated_sigkill_of_the_coordinator() {
         tokio::time::sleep(Duration::from_millis(2000 + rand_ms(5000))).await;
         let done = committed.terminal_count(&ids);
         replica.kill().await.expect("SIGKILL");
-        eprintln!("kill {}/{kills}: {done} of {} sagas finished", k + 1, ids.len());
+        eprintln!(
+            "kill {}/{kills}: {done} of {} sagas finished",
+            k + 1,
+            ids.len()
+        );
         if done > 0 && done < ids.len() {
             mid_run += 1;
         }
         replica = Replica::start(&cfg, "crash-0").await.expect("restart");
     }
-    assert!(mid_run >= 5, "at least 5 kills landed while sagas ran ({mid_run})");
-    driver.await.expect("driver").expect("every input published");
+    assert!(
+        mid_run >= 5,
+        "at least 5 kills landed while sagas ran ({mid_run})"
+    );
+    driver
+        .await
+        .expect("driver")
+        .expect("every input published");
     committed
         .wait_terminal(&ids, Duration::from_secs(600))
         .await
@@ -145,7 +157,12 @@ async fn exactly_once_under_repeated_sigkill_of_the_coordinator() {
         .await
         .expect("ready");
     assert_statuses(&replica, &orders, 1).await;
+    let group = cfg.group.clone();
     finish(services, vec![replica]).await;
+    // Every input was committed with the transaction that decided it (a replica that did not
+    // commit its offsets would read every input again after each restart).
+    check_committed_past(&world.broker.bootstrap, &group, &committed)
+        .expect("offsets committed with the decisions");
 }
 
 /// Three replicas in one group; every few seconds one is killed (SIGKILL) or started, at least
@@ -178,12 +195,27 @@ async fn exactly_once_under_replica_churn() {
         let kill = alive.len() >= 2 && (dead.is_empty() || changes % 2 == 0);
         if kill {
             let i = alive[usize::try_from(rand_ms(alive.len() as u64)).unwrap_or(0)];
-            live[i].take().expect("alive").kill().await.expect("SIGKILL");
-            eprintln!("churn {}: killed {} at {:?}", changes + 1, names[i], started.elapsed());
+            live[i]
+                .take()
+                .expect("alive")
+                .kill()
+                .await
+                .expect("SIGKILL");
+            eprintln!(
+                "churn {}: killed {} at {:?}",
+                changes + 1,
+                names[i],
+                started.elapsed()
+            );
         } else {
             let i = dead[0];
             live[i] = Some(Replica::start(&cfg, names[i]).await.expect("start"));
-            eprintln!("churn {}: started {} at {:?}", changes + 1, names[i], started.elapsed());
+            eprintln!(
+                "churn {}: started {} at {:?}",
+                changes + 1,
+                names[i],
+                started.elapsed()
+            );
         }
         changes += 1;
     }
@@ -197,7 +229,10 @@ async fn exactly_once_under_replica_churn() {
     for r in &mut replicas {
         r.wait_ready(Duration::from_secs(120)).await.expect("ready");
     }
-    eprintln!("{changes} membership changes; {terminal_during_churn} of {} sagas finished during them", ids.len());
+    eprintln!(
+        "{changes} membership changes; {terminal_during_churn} of {} sagas finished during them",
+        ids.len()
+    );
     assert!(
         terminal_during_churn > 0 && terminal_during_churn < ids.len(),
         "the churn happened while sagas ran"
@@ -228,9 +263,15 @@ async fn a_frozen_replica_is_fenced_when_it_thaws() {
     let services = start_services(&bus).expect("services");
     let collector = Collector::start(&world.broker.bootstrap).expect("collector");
     let mut zombie = Replica::start(&cfg, "zombie-a").await.expect("a");
-    zombie.wait_ready(Duration::from_secs(90)).await.expect("a ready");
+    zombie
+        .wait_ready(Duration::from_secs(90))
+        .await
+        .expect("a ready");
     let mut other = Replica::start(&cfg, "zombie-b").await.expect("b");
-    other.wait_ready(Duration::from_secs(90)).await.expect("b ready");
+    other
+        .wait_ready(Duration::from_secs(90))
+        .await
+        .expect("b ready");
     let orders = plan(3000);
     let ids: Vec<String> = orders.iter().map(|(o, _)| o.clone()).collect();
     let driver = tokio::spawn(drive(bus.clone(), orders.clone(), 150));
@@ -241,7 +282,10 @@ async fn a_frozen_replica_is_fenced_when_it_thaws() {
     tokio::time::sleep(Duration::from_secs(16)).await;
     let moved_on = collector.terminal_count(&ids);
     eprintln!("frozen with {frozen_at} sagas finished; {moved_on} finished while it was frozen");
-    assert!(moved_on > frozen_at, "the other replica took over the frozen one's partitions");
+    assert!(
+        moved_on > frozen_at,
+        "the other replica took over the frozen one's partitions"
+    );
     zombie.resume().await.expect("SIGCONT");
     let deadline = Instant::now() + Duration::from_secs(60);
     let fenced_line = loop {
@@ -304,25 +348,43 @@ async fn a_broker_crash_loses_nothing_and_duplicates_no_decision() {
         })
         .start()
         .expect("watcher");
-    let mut replica = Replica::start(&cfg, "crash-broker-0").await.expect("replica");
-    replica.wait_ready(Duration::from_secs(90)).await.expect("ready");
+    let mut replica = Replica::start(&cfg, "crash-broker-0")
+        .await
+        .expect("replica");
+    replica
+        .wait_ready(Duration::from_secs(90))
+        .await
+        .expect("ready");
     let orders = plan(3000);
     let ids: Vec<String> = orders.iter().map(|(o, _)| o.clone()).collect();
     let driver = tokio::spawn(drive(bus.clone(), orders.clone(), 150));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = collector.terminal_count(&ids);
     world.broker.kill().await.expect("SIGKILL the broker");
-    eprintln!("broker killed with {before} of {} sagas finished", ids.len());
+    eprintln!(
+        "broker killed with {before} of {} sagas finished",
+        ids.len()
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    world.broker.restart().await.expect("the broker restarts on its data");
+    world
+        .broker
+        .restart()
+        .await
+        .expect("the broker restarts on its data");
     eprintln!("broker restarted");
-    driver.await.expect("driver").expect("every input published (publishes retried)");
+    driver
+        .await
+        .expect("driver")
+        .expect("every input published (publishes retried)");
     collector
         .wait_terminal(&ids, Duration::from_secs(600))
         .await
         .expect("every saga terminal after the broker came back");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(replica.is_running(), "the coordinator rode out the broker crash");
+    assert!(
+        replica.is_running(),
+        "the coordinator rode out the broker crash"
+    );
     assert_exact("exactly-once across a broker crash", &collector, &orders);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -337,7 +399,10 @@ async fn a_broker_crash_loses_nothing_and_duplicates_no_decision() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("the bus subscriber handled all {} orders (at-least-once, none lost)", ids.len());
+    eprintln!(
+        "the bus subscriber handled all {} orders (at-least-once, none lost)",
+        ids.len()
+    );
     watcher.shutdown().await.expect("watcher stops");
     finish(services, vec![replica]).await;
 }

@@ -263,7 +263,14 @@ impl Cx<'_> {
         }
         self.start_ready_steps();
         let buffered = std::mem::take(&mut self.state.pending);
-        for e in &buffered {
+        // What had already happened before the start is applied before what went wrong:
+        // successes (and acknowledgements) first, then failures. So an abort decided during
+        // the replay knows every success the saga had been told of, and compensates it before
+        // the cancellation rather than after it.
+        let (before, after): (Vec<&Event>, Vec<&Event>) = buffered
+            .iter()
+            .partition(|e| !matches!(def.role_of(&e.event_type), Some(Role::Failure(_))));
+        for e in before.into_iter().chain(after) {
             if let Some(role) = def.role_of(&e.event_type) {
                 self.note(
                     TimelineKind::Received,

@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
                     "{} {} {} {}",
                     ctx.envelope.id, e.order_id, ctx.partition, ctx.offset
                 )
-                    .map_err(HandlerError::retryable)?;
+                .map_err(HandlerError::retryable)?;
                 f.flush().map_err(HandlerError::retryable)?;
                 Ok(())
             }

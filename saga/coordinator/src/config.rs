@@ -462,7 +462,10 @@ impl Config {
         if c.kafka_timeout < Duration::from_secs(1) {
             return Err(invalid(
                 "coordinator.kafka_timeout",
-                format!("must be at least 1s (got {})", format_duration(c.kafka_timeout)),
+                format!(
+                    "must be at least 1s (got {})",
+                    format_duration(c.kafka_timeout)
+                ),
             ));
         }
         if c.partitions < 1 {

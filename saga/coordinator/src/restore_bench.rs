@@ -44,9 +44,11 @@ fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
         })
         .map_or(0, |kb| kb * 1024)
 }
@@ -190,7 +192,11 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
         args.sagas,
         partitions,
         opts.changelog_topic,
-        if embedded.is_some() { "the embedded broker" } else { bootstrap.as_str() }
+        if embedded.is_some() {
+            "the embedded broker"
+        } else {
+            bootstrap.as_str()
+        }
     );
     println!(
         "  changelog written     {:>8.2} s   ({} B per saga, {:.1} MB)",
@@ -201,8 +207,8 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
 
     // Baseline: a plain read_committed consumer reads the same records.
     let (client, topic) = (kafka.consumer_config(), opts.changelog_topic.clone());
-    let baseline = tokio::task::spawn_blocking(move || read_all(&client, &topic, partitions))
-        .await??;
+    let baseline =
+        tokio::task::spawn_blocking(move || read_all(&client, &topic, partitions)).await??;
     println!(
         "  baseline: plain read  {:>8.2} s   ({} records)",
         baseline.0.as_secs_f64(),
@@ -242,7 +248,11 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
 }
 
 /// Reads every partition of `topic` from the start to its end, read_committed.
-fn read_all(client: &ClientConfig, topic: &str, partitions: i32) -> anyhow::Result<(Duration, u64)> {
+fn read_all(
+    client: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<(Duration, u64)> {
     let consumer: BaseConsumer = client
         .clone()
         .set("group.id", "restore-bench-baseline")

@@ -137,8 +137,7 @@ impl ChangelogReader {
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
                     last_progress = Instant::now();
-                    let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned())
-                    else {
+                    let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
                         continue;
                     };
                     match m.payload() {

@@ -363,7 +363,6 @@ fn producer_config(opts: &CoordinatorOptions) -> ClientConfig {
     c
 }
 
-
 /// A transactional producer with its transactions initialised: a previous incarnation with the
 /// same transactional id is fenced, and what it left open is aborted.
 pub(crate) async fn transactional_producer(
@@ -377,7 +376,10 @@ pub(crate) async fn transactional_producer(
             "transaction.timeout.ms",
             opts.transaction_timeout.as_millis().to_string(),
         )
-        .set("message.timeout.ms", message_timeout.as_millis().to_string());
+        .set(
+            "message.timeout.ms",
+            message_timeout.as_millis().to_string(),
+        );
     let producer: FutureProducer = c
         .create()
         .map_err(|e| CoordinatorError::kafka("creating the transactional producer", e))?;
@@ -415,7 +417,10 @@ fn init_error(opts: &CoordinatorOptions, e: &KafkaError) -> CoordinatorError {
     }
     .replace('\n', " ");
     let reason = reason
-        .replace("TransactionalIdAuthorizationFailed", "TRANSACTIONAL_ID_AUTHORIZATION_FAILED")
+        .replace(
+            "TransactionalIdAuthorizationFailed",
+            "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+        )
         .replace("ClusterAuthorizationFailed", "CLUSTER_AUTHORIZATION_FAILED");
     if refused {
         CoordinatorError::TransactionsUnsupported {
@@ -549,4 +554,3 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         },
     })
 }
-

@@ -149,7 +149,9 @@ impl Runtime {
                 batch.drain(..stale);
             }
             if !revoked.is_empty() {
-                batch.retain(|m| !revoked.contains(&m.partition()) || assigned.contains(&m.partition()));
+                batch.retain(|m| {
+                    !revoked.contains(&m.partition()) || assigned.contains(&m.partition())
+                });
                 for p in &revoked {
                     self.owned.remove(p);
                     self.index.forget_partition(*p);
@@ -388,7 +390,10 @@ impl Runtime {
     fn seek(&self, topic: &str, p: i32, offset: Offset) -> Result<(), CoordinatorError> {
         let mut last = None;
         for attempt in 0..5u64 {
-            match self.consumer.seek(topic, p, offset, Duration::from_secs(10)) {
+            match self
+                .consumer
+                .seek(topic, p, offset, Duration::from_secs(10))
+            {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     let still_ours = self.consumer.assignment().is_ok_and(|a| {
@@ -397,7 +402,11 @@ impl Runtime {
                             .any(|el| el.topic() == topic && el.partition() == p)
                     });
                     if !still_ours {
-                        tracing::info!(topic, partition = p, "not rewound: the partition is no longer assigned here");
+                        tracing::info!(
+                            topic,
+                            partition = p,
+                            "not rewound: the partition is no longer assigned here"
+                        );
                         return Ok(());
                     }
                     tracing::warn!(error = %e, topic, partition = p, attempt, "seek failed; retrying");

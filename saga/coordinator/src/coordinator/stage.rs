@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use apache_avro::types::Value as AvroValue;
+use choreo_bus::TraceParent;
 use choreo_bus::codec::{WriterSchemaError, decode_value, unframe};
 use choreo_bus::envelope::{Envelope, now_rfc3339};
-use choreo_bus::TraceParent;
 use choreo_saga::{Action, EmitKind, Event, Input, Millis, SagaState, Status, apply};
+use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
-use rdkafka::Message;
 use serde::Serialize;
 
 use super::runtime::{BatchError, Runtime};
@@ -48,7 +48,12 @@ pub(crate) struct Staged {
 }
 
 impl Runtime {
-    pub(crate) fn current(&self, staged: &Staged, partition: i32, saga_id: &str) -> Option<SagaState> {
+    pub(crate) fn current(
+        &self,
+        staged: &Staged,
+        partition: i32,
+        saga_id: &str,
+    ) -> Option<SagaState> {
         staged
             .states
             .get(saga_id)
@@ -387,9 +392,8 @@ impl Runtime {
                     .push((state.saga_id.clone(), Due::Deadline(kind))),
                 Action::Status { from, to, reason } => {
                     tracing::info!(saga_id = %state.saga_id, correlation_id = %state.correlation_id, from = ?from, to = ?to, reason = %reason, "saga status");
-                    let counted = to != Status::Compensated
-                        || from == Status::Compensating
-                        || cancelled;
+                    let counted =
+                        to != Status::Compensated || from == Status::Compensating || cancelled;
                     if counted {
                         staged
                             .transitions
@@ -492,4 +496,3 @@ fn avro_to_json(v: &AvroValue) -> Result<serde_json::Value, choreo_bus::DecodeEr
     serde_json::Value::try_from(v.clone())
         .map_err(|e| choreo_bus::DecodeError::Malformed(e.to_string()))
 }
-

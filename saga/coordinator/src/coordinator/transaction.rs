@@ -38,12 +38,12 @@ impl Runtime {
         if exactly_once {
             // Nothing of a batch is sent before this, and a failed batch always ends its
             // transaction: a producer that cannot begin one is in a state it cannot leave.
-            self.producer
-                .begin_transaction()
-                .map_err(|e| match classify(&e, "begin_transaction") {
+            self.producer.begin_transaction().map_err(|e| {
+                match classify(&e, "begin_transaction") {
                     BatchError::Retry(why) => BatchError::Recover(why),
                     other => other,
-                })?;
+                }
+            })?;
         }
         let mut staged = Staged::default();
         let offsets = match self.produce(batch, due, now, &mut staged).await {
@@ -89,7 +89,13 @@ impl Runtime {
             let value = state
                 .to_json()
                 .map_err(|e| BatchError::Retry(format!("serialising {saga_id}: {e}")))?;
-            let sent = self.send(&changelog, Some(*p), saga_id, Some(&value), OwnedHeaders::new())?;
+            let sent = self.send(
+                &changelog,
+                Some(*p),
+                saga_id,
+                Some(&value),
+                OwnedHeaders::new(),
+            )?;
             staged.deliveries.push(sent);
         }
         for (p, saga_id) in &staged.tombstones {
@@ -259,7 +265,6 @@ impl Runtime {
             metrics::counter!(m::DEAD_LETTERED).increment(staged.dead_lettered);
         }
     }
-
 }
 
 fn is_stale_generation(e: &KafkaError) -> bool {
@@ -300,4 +305,3 @@ fn classify(e: &KafkaError, what: &str) -> BatchError {
 fn describe(e: &RDKafkaError) -> String {
     format!("{} ({:?})", e.string(), e.code())
 }
-
