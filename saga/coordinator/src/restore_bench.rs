@@ -22,6 +22,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
 
+use crate::coordinator::changelog::QuietEof;
 use crate::coordinator::{CoordinatorOptions, Guarantee, start};
 use crate::topics::partition_counts;
 
@@ -253,13 +254,13 @@ fn read_all(
     topic: &str,
     partitions: i32,
 ) -> anyhow::Result<(Duration, u64)> {
-    let consumer: BaseConsumer = client
+    let consumer: BaseConsumer<QuietEof> = client
         .clone()
         .set("group.id", "restore-bench-baseline")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .create()?;
+        .create_with_context(QuietEof)?;
     let started = Instant::now();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {

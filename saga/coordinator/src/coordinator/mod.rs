@@ -54,7 +54,7 @@ use crate::index::DeadlineIndex;
 use crate::topics::{TopicSpec, check_copartitioned, ensure_topics, partition_counts};
 use crate::view::SagaView;
 
-mod changelog;
+pub(crate) mod changelog;
 mod runtime;
 mod stage;
 mod transaction;
