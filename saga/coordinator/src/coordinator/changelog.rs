@@ -45,6 +45,9 @@ pub(crate) struct ChangelogReader {
     uncommitted: BaseConsumer<QuietEof>,
     topic: String,
     timeout: Duration,
+    /// How long the last stable offset may stand still below the high watermark before the
+    /// transaction holding it is taken for a hanging one (see [`Self::settled_end`]).
+    hanging_after: Duration,
 }
 
 impl ChangelogReader {
@@ -52,6 +55,7 @@ impl ChangelogReader {
         client: &ClientConfig,
         topic: &str,
         timeout: Duration,
+        transaction_timeout: Duration,
     ) -> Result<Self, CoordinatorError> {
         let make = |isolation: &str| {
             client
@@ -69,13 +73,22 @@ impl ChangelogReader {
             uncommitted: make("read_uncommitted")?,
             topic: topic.to_owned(),
             timeout,
+            hanging_after: (transaction_timeout * 3).max(Duration::from_secs(30)),
         })
     }
 
     /// Waits until `partition` holds no open transaction and returns its (low, end) offsets.
+    ///
+    /// Every transaction a replica opens is committed, aborted by its successor's
+    /// `init_transactions`, or aborted by the broker after the transaction timeout. A last
+    /// stable offset that stands still for three transaction timeouts is held by a hanging
+    /// transaction, one the broker's transaction coordinator no longer tracks (it can never
+    /// commit, and only an administrator can abort it): the restore then reads up to the last
+    /// stable offset — all that can ever be read — and says so, rather than wait forever.
     fn settled_end(&self, partition: i32) -> Result<(i64, i64), CoordinatorError> {
         let started = Instant::now();
         let mut warned = Duration::ZERO;
+        let (mut last_stable, mut stable_since) = (i64::MIN, Instant::now());
         loop {
             // librdkafka asks for the offsets with the consumer's isolation level: the high
             // watermark read_uncommitted, the last stable offset read_committed.
@@ -96,6 +109,18 @@ impl ChangelogReader {
                 })?;
             if stable >= high {
                 return Ok((low, high));
+            }
+            if stable != last_stable {
+                (last_stable, stable_since) = (stable, Instant::now());
+            } else if stable_since.elapsed() >= self.hanging_after {
+                tracing::error!(
+                    topic = %self.topic,
+                    partition,
+                    stable,
+                    high,
+                    "a hanging transaction holds the changelog's last stable offset; restoring up to it, which is all a read_committed reader can see. Find and abort it with Kafka's tools: kafka-transactions.sh --bootstrap-server <brokers> find-hanging --broker-id <leader>, then abort --topic <topic> --partition <partition> --start-offset <its offset>"
+                );
+                return Ok((low, stable));
             }
             let waited = started.elapsed();
             if waited >= warned + Duration::from_secs(10) {

@@ -11,7 +11,7 @@ use choreo_bus::codec::Codec;
 use choreo_saga::{Millis, SagaState};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer, PurgeConfig};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -317,14 +317,15 @@ impl Runtime {
     /// Reads the changelog partitions just assigned and rebuilds their deadline index.
     async fn restore(&mut self, partitions: &BTreeSet<i32>) -> Result<(), CoordinatorError> {
         self.fetch_committed(partitions)?;
-        let (client, topic, timeout) = (
+        let (client, topic, timeout, txn_timeout) = (
             self.opts.kafka.consumer_config(),
             self.opts.changelog_topic.clone(),
             self.opts.kafka_timeout,
+            self.opts.transaction_timeout,
         );
         let list: Vec<i32> = partitions.iter().copied().collect();
         let restored = tokio::task::spawn_blocking(move || {
-            let reader = ChangelogReader::new(&client, &topic, timeout)?;
+            let reader = ChangelogReader::new(&client, &topic, timeout, txn_timeout)?;
             list.into_iter()
                 .map(|p| {
                     let started = Instant::now();
@@ -437,6 +438,10 @@ impl Runtime {
             )));
         }
         tracing::error!(reason = %why, transactional_id = %self.opts.transactional_id(), "fenced: this replica's transaction was refused (a transaction the broker timed out, or another instance with this transactional id); nothing of the batch is visible; recreating the producer and restoring the owned partitions");
+        // Nothing the old producer still holds may reach the log after its successor's
+        // `init_transactions`.
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
         self.producer = super::transactional_producer(&self.opts).await?;
         let partitions: BTreeSet<i32> = self.owned.keys().copied().collect();
         for p in &partitions {
