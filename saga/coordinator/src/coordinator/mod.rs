@@ -392,6 +392,19 @@ pub(crate) async fn transactional_producer(
     Ok(producer)
 }
 
+/// A broker error code as the Kafka protocol names it (`TRANSACTIONAL_ID_AUTHORIZATION_FAILED`),
+/// from rdkafka's variant name, so that the line matches Kafka's documentation and logs.
+fn protocol_name(code: RDKafkaErrorCode) -> String {
+    let mut out = String::new();
+    for (i, ch) in format!("{code:?}").chars().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_uppercase());
+    }
+    out
+}
+
 /// `init_transactions` failed: a refusal (authorization, a broker without transactions) is
 /// reported as such, with the setting that runs without them; anything else (a timeout, an
 /// unreachable broker) says what it is, without advice to downgrade.
@@ -408,20 +421,13 @@ fn init_error(opts: &CoordinatorOptions, e: &KafkaError) -> CoordinatorError {
                 | RDKafkaErrorCode::UnsupportedVersion
                 | RDKafkaErrorCode::UnsupportedFeature
                 | RDKafkaErrorCode::InvalidRequest
-                | RDKafkaErrorCode::BrokerNotAvailable
         )
     );
     let reason = match code {
-        Some(c) => format!("{c:?}: {e}"),
+        Some(c) => format!("{}: {e}", protocol_name(c)),
         None => e.to_string(),
     }
     .replace('\n', " ");
-    let reason = reason
-        .replace(
-            "TransactionalIdAuthorizationFailed",
-            "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
-        )
-        .replace("ClusterAuthorizationFailed", "CLUSTER_AUTHORIZATION_FAILED");
     if refused {
         CoordinatorError::TransactionsUnsupported {
             bootstrap: opts.kafka.bootstrap_servers.clone(),

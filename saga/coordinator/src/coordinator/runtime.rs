@@ -301,17 +301,20 @@ impl Runtime {
                 tpl.add_partition(t, *p);
             }
         }
-        let timeout = self.opts.kafka_timeout;
-        let consumer = &self.consumer;
-        let committed = tokio::task::block_in_place(|| consumer.committed_offsets(tpl, timeout))
-            .map_err(|e| CoordinatorError::kafka("fetching committed offsets", e))?;
-        for el in committed.elements() {
+        for el in self.committed(tpl)?.elements() {
             if let Offset::Offset(o) = el.offset() {
                 self.positions
                     .insert((el.topic().to_owned(), el.partition()), o);
             }
         }
         Ok(())
+    }
+
+    /// The group's committed offsets of `tpl` (stable ones, under read_committed).
+    fn committed(&self, tpl: TopicPartitionList) -> Result<TopicPartitionList, CoordinatorError> {
+        let (consumer, timeout) = (&self.consumer, self.opts.kafka_timeout);
+        tokio::task::block_in_place(|| consumer.committed_offsets(tpl, timeout))
+            .map_err(|e| CoordinatorError::kafka("fetching committed offsets", e))
     }
 
     /// Reads the changelog partitions just assigned and rebuilds their deadline index.
@@ -453,12 +456,7 @@ impl Runtime {
             .consumer
             .assignment()
             .map_err(|e| CoordinatorError::kafka("reading the assignment", e))?;
-        let timeout = self.opts.kafka_timeout;
-        let consumer = &self.consumer;
-        let committed =
-            tokio::task::block_in_place(|| consumer.committed_offsets(assignment, timeout))
-                .map_err(|e| CoordinatorError::kafka("fetching committed offsets", e))?;
-        for el in committed.elements() {
+        for el in self.committed(assignment)?.elements() {
             let offset = match el.offset() {
                 Offset::Offset(o) => Offset::Offset(o),
                 _ => Offset::Beginning,

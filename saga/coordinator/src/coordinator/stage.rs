@@ -176,15 +176,8 @@ impl Runtime {
             &Input::Command(record.command.clone()),
             now,
         );
-        if msg.payload().map_or(0, <[u8]>::len) >= MEASURE_INPUTS_FROM
-            && let Some(size) = oversize(&state)
-        {
-            return self.dead_letter(
-                msg,
-                "state_too_large",
-                &format!("saga {saga_id} would grow to {size} bytes, over the {MAX_STATE_BYTES}-byte limit"),
-                staged,
-            );
+        if let Some(refused) = self.refuse_oversize(msg, &state, staged) {
+            return refused;
         }
         tracing::info!(saga_id = %saga_id, correlation_id = %record.correlation_id, command = ?record.command, operator = record.operator.as_deref().unwrap_or(""), "operator command applied");
         self.perform(msg.partition(), &state, actions, None, staged)
@@ -306,15 +299,8 @@ impl Runtime {
                 data: data.clone(),
             });
             let actions = apply(&def, &mut state, &input, now);
-            if value.len() >= MEASURE_INPUTS_FROM
-                && let Some(size) = oversize(&state)
-            {
-                return self.dead_letter(
-                    msg,
-                    "state_too_large",
-                    &format!("saga {saga_id} would grow to {size} bytes, over the {MAX_STATE_BYTES}-byte limit"),
-                    staged,
-                );
+            if let Some(refused) = self.refuse_oversize(msg, &state, staged) {
+                return refused;
             }
             self.perform(msg.partition(), &state, actions, Some(&envelope), staged)
                 .await?;
@@ -408,6 +394,31 @@ impl Runtime {
         Ok(())
     }
 
+    /// Dead-letters `msg` instead of staging `state` when a large input would make the state
+    /// larger than [`MAX_STATE_BYTES`] (inputs under [`MEASURE_INPUTS_FROM`] are not measured).
+    fn refuse_oversize(
+        &self,
+        msg: &OwnedMessage,
+        state: &SagaState,
+        staged: &mut Staged,
+    ) -> Option<Result<(), BatchError>> {
+        if msg.payload().map_or(0, <[u8]>::len) < MEASURE_INPUTS_FROM {
+            return None;
+        }
+        let size = state.to_json().map_or(usize::MAX, |v| v.len());
+        (size > MAX_STATE_BYTES).then(|| {
+            self.dead_letter(
+                msg,
+                "state_too_large",
+                &format!(
+                    "saga {} would grow to {size} bytes, over the {MAX_STATE_BYTES}-byte limit",
+                    state.saga_id
+                ),
+                staged,
+            )
+        })
+    }
+
     /// Sends a poison input to `<topic>.dlq`, in the same transaction as the batch.
     fn dead_letter(
         &self,
@@ -449,12 +460,6 @@ impl Runtime {
         staged.dead_lettered += 1;
         result
     }
-}
-
-/// The serialized size of `state` when it is over [`MAX_STATE_BYTES`].
-fn oversize(state: &SagaState) -> Option<usize> {
-    let size = state.to_json().map_or(usize::MAX, |v| v.len());
-    (size > MAX_STATE_BYTES).then_some(size)
 }
 
 /// Serializes JSON for Avro: integers as `long` (serde_json would hand non-negative integers

@@ -152,43 +152,42 @@ impl Runtime {
     /// is retried — librdkafka allows only that — until the commit succeeds or fails for good;
     /// one that requires an abort is aborted.
     fn commit(&self) -> Result<(), BatchError> {
-        let mut attempt = 0u32;
-        loop {
-            match self.block(|p, t| p.commit_transaction(t)) {
-                Ok(()) => return Ok(()),
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && !e.is_fatal() => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "commit_transaction did not complete; retrying the commit (its outcome is unknown, so it is not aborted)");
-                    std::thread::sleep(Duration::from_millis(200));
+        self.retrying("commit_transaction", |p, t| p.commit_transaction(t))
+            .or_else(|e| {
+                let out = classify(&e, "commit_transaction");
+                if matches!(out, BatchError::Retry(_)) {
+                    self.abort()?;
                 }
-                Err(e) => {
-                    let out = classify(&e, "commit_transaction");
-                    if matches!(out, BatchError::Retry(_)) {
-                        self.abort()?;
-                    }
-                    return Err(out);
-                }
-            }
-        }
+                Err(out)
+            })
     }
 
-    /// Aborts the open transaction, retrying while the broker cannot be reached.
+    /// Aborts the open transaction, retrying while the broker cannot be reached. An abort that
+    /// fails for good leaves a producer that cannot go on.
     fn abort(&self) -> Result<(), BatchError> {
+        self.retrying("abort_transaction", |p, t| p.abort_transaction(t))
+            .map_err(|e| match classify(&e, "abort_transaction") {
+                BatchError::Retry(why) => BatchError::Recover(why),
+                other => other,
+            })
+    }
+
+    /// Calls a transaction step until it succeeds or fails with anything but a retriable
+    /// error (its outcome unknown: the same step again is the only call librdkafka allows).
+    fn retrying(
+        &self,
+        what: &str,
+        step: impl Fn(&FutureProducer, Timeout) -> Result<(), KafkaError>,
+    ) -> Result<(), KafkaError> {
         let mut attempt = 0u32;
         loop {
-            match self.block(|p, t| p.abort_transaction(t)) {
-                Ok(()) => return Ok(()),
+            match self.block(&step) {
                 Err(KafkaError::Transaction(e)) if e.is_retriable() && !e.is_fatal() => {
                     attempt += 1;
-                    tracing::warn!(error = %e, attempt, "abort_transaction did not complete; retrying");
+                    tracing::warn!(error = %e, attempt, "{what} did not complete; retrying it");
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                Err(e) => {
-                    return Err(match classify(&e, "abort_transaction") {
-                        BatchError::Retry(why) => BatchError::Recover(why),
-                        other => other,
-                    });
-                }
+                other => return other,
             }
         }
     }
