@@ -28,7 +28,8 @@ use std::future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use choreo_bus::codec::{encode_body, frame};
+use choreo_bus::wire::codec::encode_body;
+use choreo_bus::wire::framing::frame;
 use choreo_bus::{Bus, BusConfig, EmbeddedBroker, Event, HandlerError, PublishOptions};
 use choreo_schemas::MemoryRegistry;
 use choreo_schemas::event::{Money, PaymentAuthorized};

@@ -1,21 +1,19 @@
-//! The [`Bus`] handle: publishing typed events, and the entry point to subscribers.
+//! The [`Bus`] handle: publishing typed events (subscribers start from it too, see
+//! [`crate::subscriber`]).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use choreo_schemas::{Event, SchemaRegistry};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
 use tracing::Instrument;
 
-use crate::codec::Codec;
 use crate::config::BusConfig;
-use crate::envelope::{Envelope, now_rfc3339};
 use crate::error::BusError;
-use crate::subscriber::{Context, SubscriberBuilder};
+use crate::producer::Sender;
 use crate::telemetry;
-use crate::trace::TraceParent;
+use crate::wire::codec::Codec;
+use crate::wire::envelope::{Envelope, now_rfc3339};
+use crate::wire::trace::TraceParent;
 
 /// A cheap, clonable handle to the bus: one idempotent producer, one codec and registry cache.
 #[derive(Clone)]
@@ -25,7 +23,7 @@ pub struct Bus {
 
 struct Inner {
     config: BusConfig,
-    producer: FutureProducer,
+    sender: Sender,
     codec: Codec,
 }
 
@@ -66,17 +64,6 @@ pub struct PublishOptions {
 }
 
 impl PublishOptions {
-    /// Options for an event caused by the one a handler is handling: same trace, causation id =
-    /// the handled event's id.
-    pub fn caused_by(ctx: &Context) -> Self {
-        Self {
-            id: None,
-            causation_id: Some(ctx.envelope.id.clone()).filter(|s| !s.is_empty()),
-            traceparent: Some(ctx.trace),
-            topic: None,
-        }
-    }
-
     /// Sets the event id.
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
@@ -95,21 +82,11 @@ impl Bus {
     pub fn new(config: BusConfig, registry: Arc<dyn SchemaRegistry>) -> Result<Self, BusError> {
         config.validate()?;
         telemetry::describe();
-        let producer: FutureProducer = config
-            .client_config()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // The Java client's partitioner, so that keys land on the same partitions whichever
-            // language produced them (co-partitioning depends on it).
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", config.delivery_timeout_ms.to_string())
-            .create()
-            .map_err(|e| BusError::kafka("creating the producer", e))?;
+        let sender = Sender::new(&config)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                producer,
+                sender,
                 codec: Codec::new(registry),
             }),
         })
@@ -215,46 +192,16 @@ impl Bus {
         value: &[u8],
         headers: OwnedHeaders,
     ) -> Result<(i32, i64), BusError> {
-        let started = Instant::now();
-        let mut record = FutureRecord::<str, [u8]>::to(topic)
-            .payload(value)
-            .headers(headers);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        let result = self
-            .inner
-            .producer
-            .send(record, Timeout::After(self.inner.config.delivery_timeout()))
-            .await;
-        match result {
-            Ok(d) => {
-                tracing::debug!(
-                    partition = d.partition,
-                    offset = d.offset,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "delivered"
-                );
-                Ok((d.partition, d.offset))
-            }
-            Err((e, _)) => Err(BusError::Delivery {
-                topic: topic.to_owned(),
-                correlation_id: key.unwrap_or_default().to_owned(),
-                source: Box::new(e),
-            }),
-        }
+        self.inner.sender.send(topic, key, value, headers).await
     }
 
-    /// Starts building a subscriber in consumer group `group`.
-    pub fn subscriber(&self, group: &str) -> SubscriberBuilder {
-        SubscriberBuilder::new(self.clone(), group)
+    /// The producer, for the parts of the bus that send records of their own (dead letters).
+    pub(crate) fn sender(&self) -> &Sender {
+        &self.inner.sender
     }
 
     /// Waits until every queued record is acknowledged.
     pub fn flush(&self, timeout: std::time::Duration) -> Result<(), BusError> {
-        self.inner
-            .producer
-            .flush(Timeout::After(timeout))
-            .map_err(|e| BusError::kafka("flush", e))
+        self.inner.sender.flush(timeout)
     }
 }

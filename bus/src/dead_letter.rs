@@ -12,10 +12,10 @@ use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use tokio::sync::Mutex;
 
-use crate::bus::Bus;
-use crate::envelope::now_rfc3339;
 use crate::error::BusError;
+use crate::producer::Sender;
 use crate::telemetry;
+use crate::wire::envelope::now_rfc3339;
 
 /// Header names added to a dead letter.
 pub mod header {
@@ -112,7 +112,7 @@ pub fn headers_for(msg: &OwnedMessage, reason: &Reason, group: &str) -> OwnedHea
 
 #[derive(Debug)]
 pub(crate) struct DeadLetters {
-    bus: Bus,
+    sender: Sender,
     group: String,
     policy: DeadLetterPolicy,
     bucket: TokenBucket,
@@ -154,9 +154,9 @@ impl TokenBucket {
 }
 
 impl DeadLetters {
-    pub(crate) fn new(bus: Bus, group: &str, policy: DeadLetterPolicy) -> Self {
+    pub(crate) fn new(sender: Sender, group: &str, policy: DeadLetterPolicy) -> Self {
         Self {
-            bus,
+            sender,
             group: group.to_owned(),
             bucket: TokenBucket::new(policy.max_per_second),
             policy,
@@ -173,8 +173,8 @@ impl DeadLetters {
         let headers = headers_for(msg, reason, &self.group);
         let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
         let topic = self.topic_for(msg.topic());
-        self.bus
-            .send_raw(
+        self.sender
+            .send(
                 &topic,
                 key.as_deref(),
                 msg.payload().unwrap_or_default(),

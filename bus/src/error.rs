@@ -26,6 +26,14 @@ pub enum BusError {
         /// Why.
         reason: String,
     },
+    /// The schema registry could not register or look up a schema (try again later).
+    #[error("schema registry: subject {subject}: {reason}")]
+    Registry {
+        /// The subject.
+        subject: String,
+        /// Why.
+        reason: String,
+    },
     /// A record was not acknowledged by the broker.
     #[error("delivery to {topic} failed for correlation id {correlation_id}: {source}")]
     Delivery {
@@ -89,6 +97,9 @@ pub enum DecodeError {
     /// No handler of this subscriber takes the event type on this topic.
     #[error("unknown event type {0}: no handler for it on this topic")]
     UnknownEventType(String),
+    /// The event type is not in the event catalog the record is decoded against.
+    #[error("{0} is not in the catalog")]
+    NotInCatalog(String),
     /// The Avro body does not match its schema, or cannot be resolved to the reader's.
     #[error("malformed Avro body: {0}")]
     Malformed(String),
@@ -102,7 +113,7 @@ impl DecodeError {
             DecodeError::WrongMagicByte(_) => "wrong_magic_byte",
             DecodeError::Truncated(_) => "truncated",
             DecodeError::UnknownSchemaId(_) => "unknown_schema_id",
-            DecodeError::UnknownEventType(_) => "unknown_event_type",
+            DecodeError::UnknownEventType(_) | DecodeError::NotInCatalog(_) => "unknown_event_type",
             DecodeError::Malformed(_) => "malformed_avro",
         }
     }

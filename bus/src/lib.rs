@@ -26,11 +26,13 @@
 //!
 //! ## Layout
 //!
+//! - [`wire`]: the wire contract — [`wire::framing`] (no I/O), [`wire::codec`] (typed and JSON
+//!   entry points over one registry cache), [`wire::envelope`] (CloudEvents headers),
+//!   [`wire::trace`] (W3C `traceparent`).
 //! - [`bus`]: the [`Bus`] handle and publishing.
-//! - [`subscriber`]: subscribers, per-partition workers, offset discipline, rebalance drain.
-//! - [`codec`]: Avro in the Confluent framing (magic byte, schema id) against a registry.
-//! - [`envelope`]: CloudEvents Kafka binary headers, correlation and causation ids.
-//! - [`trace`]: W3C `traceparent`.
+//! - [`subscriber`]: subscribers — handlers, the per-record processor, per-partition workers
+//!   with the offset discipline, the rebalance drain, the dispatcher.
+//! - `producer`: the one idempotent producer that publishing and dead letters send through.
 //! - [`dead_letter`]: dead-letter topics, their headers, the rate limit.
 //! - [`dedup`]: the [`DedupStore`] trait and the bounded in-memory default.
 //! - [`retry`]: exponential backoff with jitter.
@@ -39,17 +41,16 @@
 //! - [`config`] and [`error`].
 
 pub mod bus;
-pub mod codec;
 pub mod config;
 pub mod dead_letter;
 pub mod dedup;
 pub mod embedded;
-pub mod envelope;
 pub mod error;
+mod producer;
 pub mod retry;
 pub mod subscriber;
 pub mod telemetry;
-pub mod trace;
+pub mod wire;
 
 pub use bus::{Bus, Delivery, PublishOptions};
 pub use choreo_schemas::{Event, SchemaRegistry};
@@ -57,8 +58,8 @@ pub use config::BusConfig;
 pub use dead_letter::DeadLetterPolicy;
 pub use dedup::{DedupStore, MemoryDedup};
 pub use embedded::EmbeddedBroker;
-pub use envelope::Envelope;
 pub use error::{BusError, DecodeError, HandlerError};
 pub use retry::RetryPolicy;
 pub use subscriber::{Context, Subscription, Unhandled};
-pub use trace::TraceParent;
+pub use wire::envelope::Envelope;
+pub use wire::trace::TraceParent;

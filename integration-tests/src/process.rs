@@ -19,14 +19,7 @@ pub fn choreo_binary() -> anyhow::Result<PathBuf> {
             let exe = std::env::current_exe().map_err(|e| e.to_string())?;
             let dir = exe.parent().and_then(Path::parent).ok_or("no target dir")?;
             let status = std::process::Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "choreo-coordinator",
-                    "--bin",
-                    "choreo",
-                ])
+                .args(["build", "--quiet", "-p", "choreo-cli", "--bin", "choreo"])
                 .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
                 .status()
                 .map_err(|e| e.to_string())?;

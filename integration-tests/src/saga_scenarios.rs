@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use choreo_bus::envelope::header;
+use choreo_bus::wire::envelope::header;
 use choreo_bus::{Bus, BusConfig, Context, EmbeddedBroker, HandlerError, Subscription, Unhandled};
 use choreo_coordinator::{CoordinatorHandle, CoordinatorOptions, Guarantee};
 use choreo_saga::{Definition, Definitions};

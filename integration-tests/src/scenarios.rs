@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use choreo_bus::dead_letter::header as dlq;
-use choreo_bus::envelope::header;
 use choreo_bus::subscriber::Context;
+use choreo_bus::wire::envelope::header;
 use choreo_bus::{
     Bus, BusConfig, EmbeddedBroker, HandlerError, PublishOptions, RetryPolicy, TraceParent,
 };

@@ -182,11 +182,12 @@ pub async fn serve(
     state: ApiState,
     addr: SocketAddr,
     shutdown: CancellationToken,
-) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (http.listen): {e}"))?;
-    let local = listener.local_addr()?;
+) -> Result<(SocketAddr, JoinHandle<()>), crate::CoordinatorError> {
+    let cannot = |e: std::io::Error| {
+        crate::CoordinatorError::Startup(format!("cannot listen on {addr} (http.listen): {e}"))
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(cannot)?;
+    let local = listener.local_addr().map_err(cannot)?;
     let app = router(state);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)

@@ -142,18 +142,23 @@ static INSTALL: Mutex<()> = Mutex::new(());
 /// Installs the Prometheus recorder as the process-wide `metrics` recorder (with buckets for
 /// seconds and batch sizes), describes every metric, and starts a thread that runs the
 /// recorder's upkeep every 5 s. A second call returns the handle of the first.
-pub fn install_prometheus() -> anyhow::Result<PrometheusHandle> {
+pub fn install_prometheus() -> Result<PrometheusHandle, crate::CoordinatorError> {
     let _guard = INSTALL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
+    let failed = |e: &dyn std::fmt::Display| {
+        crate::CoordinatorError::Startup(format!(
+            "cannot install the Prometheus metrics recorder: {e}"
+        ))
+    };
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
-        .set_buckets_for_metric(Matcher::Full(BATCH_RECORDS.into()), BATCH_BUCKETS)?
-        .install_recorder()
-        .map_err(|e| anyhow::anyhow!("cannot install the Prometheus metrics recorder: {e}"))?;
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_RECORDS.into()), BATCH_BUCKETS))
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|e| failed(&e))?;
     describe();
     choreo_bus::telemetry::describe();
     let upkeep = handle.clone();
@@ -164,7 +169,8 @@ pub fn install_prometheus() -> anyhow::Result<PrometheusHandle> {
                 std::thread::sleep(Duration::from_secs(5));
                 upkeep.run_upkeep();
             }
-        })?;
+        })
+        .map_err(|e| failed(&e))?;
     let _ = HANDLE.set(handle.clone());
     Ok(handle)
 }

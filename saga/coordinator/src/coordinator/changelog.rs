@@ -24,7 +24,8 @@ use crate::view::SagaView;
 
 /// A client context that does not report the end of a partition as an error (the restore and
 /// view consumers ask for those events on purpose).
-pub(crate) struct QuietEof;
+#[derive(Debug)]
+pub struct QuietEof;
 
 impl ClientContext for QuietEof {
     fn error(&self, error: KafkaError, reason: &str) {

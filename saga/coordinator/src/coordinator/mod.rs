@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use choreo_bus::BusConfig;
-use choreo_bus::codec::Codec;
+use choreo_bus::wire::codec::Codec;
 use choreo_saga::Definitions;
 use choreo_schemas::{Catalog, SchemaRegistry};
 use rdkafka::ClientConfig;
@@ -55,6 +55,7 @@ use crate::topics::{TopicSpec, check_copartitioned, ensure_topics, partition_cou
 use crate::view::SagaView;
 
 pub(crate) mod changelog;
+pub use changelog::QuietEof;
 mod runtime;
 mod stage;
 mod transaction;
@@ -540,7 +541,6 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         healthy: Arc::clone(&healthy),
         assigned_once: false,
         last_gauge: Instant::now(),
-        same_schema: HashMap::new(),
         positions: HashMap::new(),
         pending_restore: BTreeSet::new(),
         recoveries: VecDeque::new(),

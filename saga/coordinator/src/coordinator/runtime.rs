@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use choreo_bus::codec::Codec;
+use choreo_bus::wire::codec::Codec;
 use choreo_saga::{Millis, SagaState};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::OwnedMessage;
@@ -107,8 +107,6 @@ pub(crate) struct Runtime {
     pub(crate) healthy: Arc<AtomicBool>,
     pub(crate) assigned_once: bool,
     pub(crate) last_gauge: Instant,
-    /// Per writer schema id: whether it is the catalog's latest schema of its event type.
-    pub(crate) same_schema: HashMap<u32, bool>,
     /// The next offset of every owned input partition as last committed (or fetched at
     /// assignment). Every transaction sends these along, so that even a batch of deadlines
     /// only is fenced by the group generation (KIP-447) when this replica is a zombie.

@@ -4,17 +4,14 @@
 //! what a batch changes is collected in [`Staged`] and applied only after the commit.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
-use apache_avro::types::Value as AvroValue;
-use choreo_bus::TraceParent;
-use choreo_bus::codec::{WriterSchemaError, decode_value, unframe};
-use choreo_bus::envelope::{Envelope, now_rfc3339};
+use choreo_bus::BusError;
+use choreo_bus::wire::codec::{JsonEvent, WriterSchemaError};
+use choreo_bus::wire::envelope::Envelope;
 use choreo_saga::{Action, EmitKind, Event, Input, Millis, SagaState, Status, apply};
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
-use serde::Serialize;
 
 use super::runtime::{BatchError, Runtime};
 use crate::command::CommandRecord;
@@ -195,22 +192,30 @@ impl Runtime {
         let Some(value) = msg.payload() else {
             return self.dead_letter(msg, "truncated", "no value", staged);
         };
-        let writer = match self.codec.writer_schema(value).await {
-            Ok(w) => w,
+        let definitions = &self.opts.definitions;
+        let inputs = &mut staged.inputs;
+        let decoded = self
+            .codec
+            .decode_json(value, &self.opts.catalog, |event_type| {
+                let wanted = !definitions.interested_in(event_type).is_empty();
+                if wanted {
+                    *inputs.entry("event").or_default() += 1;
+                }
+                wanted
+            })
+            .await;
+        let JsonEvent {
+            event_type, data, ..
+        } = match decoded {
+            Ok(Some(event)) => event,
+            // Another service's event (or one the coordinator emitted).
+            Ok(None) => return Ok(()),
             Err(WriterSchemaError::Poison(decode)) => {
                 return self.dead_letter(msg, decode.kind(), &decode.to_string(), staged);
             }
             Err(WriterSchemaError::Unavailable(registry)) => {
                 return Err(BatchError::Retry(format!("schema registry: {registry}")));
             }
-        };
-        let Some(event_type) = writer.full_name() else {
-            return self.dead_letter(
-                msg,
-                "malformed_avro",
-                "the writer schema is not a named record",
-                staged,
-            );
         };
         let interested: Vec<String> = self
             .opts
@@ -219,35 +224,6 @@ impl Runtime {
             .into_iter()
             .map(str::to_owned)
             .collect();
-        if interested.is_empty() {
-            return Ok(()); // another service's event (or one the coordinator emitted)
-        }
-        *staged.inputs.entry("event").or_default() += 1;
-        let catalog = Arc::clone(&self.opts.catalog);
-        let Some(reader) = catalog.event(&event_type).map(|e| &e.latest().schema) else {
-            return self.dead_letter(
-                msg,
-                "unknown_event_type",
-                &format!("{event_type} is not in the catalog"),
-                staged,
-            );
-        };
-        let body = match unframe(value) {
-            Ok((_, b)) => b,
-            Err(d) => return self.dead_letter(msg, d.kind(), &d.to_string(), staged),
-        };
-        // Resolution is the costliest step of decoding; skip it when the writer wrote with the
-        // reader's own schema (decided once per schema id).
-        let same = *self
-            .same_schema
-            .entry(writer.id)
-            .or_insert_with(|| choreo_bus::codec::same_schema(&writer.schema, reader));
-        let data = match decode_value(&writer.schema, (!same).then_some(reader), body)
-            .and_then(|v| avro_to_json(&v))
-        {
-            Ok(d) => d,
-            Err(d) => return self.dead_letter(msg, d.kind(), &d.to_string(), staged),
-        };
         let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
         let envelope = Envelope::from_headers(msg.headers(), key.as_deref());
         let id = if envelope.id.is_empty() {
@@ -329,39 +305,26 @@ impl Runtime {
                         tracing::warn!(saga_id = %state.saga_id, correlation_id = %state.correlation_id, step = e.step.as_deref().unwrap_or(""), event_type = %e.event_type, "late compensation: a step succeeded after the saga was compensated; compensating it, the status stays terminal");
                         staged.late_compensations.push(state.definition.clone());
                     }
-                    let Some(info) = self.opts.catalog.event(&e.event_type) else {
-                        return Err(BatchError::Fatal(CoordinatorError::Startup(format!(
-                            "{} is not in the catalog",
-                            e.event_type
-                        ))));
-                    };
-                    let latest = info.latest();
-                    let value = apache_avro::to_value(AvroJson(&e.data))
-                        .and_then(|v| v.resolve(&latest.schema))
-                        .map_err(|err| {
-                            BatchError::Fatal(CoordinatorError::Startup(format!(
-                                "saga {} emits {} with data that does not fit its schema: {err}",
-                                state.saga_id, e.event_type
-                            )))
-                        })?;
                     let bytes = self
                         .codec
-                        .encode_value(&e.topic, &e.event_type, &latest.text, &latest.schema, value)
+                        .encode_json(&e.topic, &self.opts.catalog, &e.event_type, &e.data)
                         .await
-                        .map_err(|err| BatchError::Retry(err.to_string()))?;
-                    let envelope = Envelope {
-                        id: e.event_id.to_string(),
-                        source: format!("/choreo/sagas/{}", state.definition),
-                        event_type: e.event_type.clone(),
-                        time: now_rfc3339(),
-                        correlation_id: e.key.clone(),
-                        causation_id: cause.map(|c| c.id.clone()).filter(|s| !s.is_empty()),
-                        traceparent: Some(
-                            cause
-                                .and_then(|c| c.traceparent)
-                                .map_or_else(TraceParent::new_root, |t| t.child()),
-                        ),
-                    };
+                        .map_err(|err| match err {
+                            BusError::Encode { .. } => {
+                                BatchError::Fatal(CoordinatorError::Startup(format!(
+                                    "saga {} emits {}: {err}",
+                                    state.saga_id, e.event_type
+                                )))
+                            }
+                            other => BatchError::Retry(other.to_string()),
+                        })?;
+                    let envelope = Envelope::caused_by(
+                        cause,
+                        e.event_id.to_string(),
+                        format!("/choreo/sagas/{}", state.definition),
+                        e.event_type.clone(),
+                        e.key.clone(),
+                    );
                     tracing::debug!(saga_id = %state.saga_id, correlation_id = %e.key, event_type = %e.event_type, event_id = %envelope.id, kind = ?e.kind, attempt = e.attempt, "emit");
                     let sent =
                         self.send(&e.topic, None, &e.key, Some(&bytes), envelope.to_headers())?;
@@ -460,44 +423,4 @@ impl Runtime {
         staged.dead_lettered += 1;
         result
     }
-}
-
-/// Serializes JSON for Avro: integers as `long` (serde_json would hand non-negative integers
-/// over as `u64`, which Avro has no type for), then schema resolution narrows them.
-struct AvroJson<'a>(&'a serde_json::Value);
-
-impl Serialize for AvroJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{SerializeMap, SerializeSeq};
-        use serde_json::Value as J;
-        match self.0 {
-            J::Null => s.serialize_unit(),
-            J::Bool(b) => s.serialize_bool(*b),
-            J::Number(n) => match n.as_i64() {
-                Some(i) => s.serialize_i64(i),
-                None => s.serialize_f64(n.as_f64().unwrap_or(0.0)),
-            },
-            J::String(t) => s.serialize_str(t),
-            J::Array(items) => {
-                let mut seq = s.serialize_seq(Some(items.len()))?;
-                for i in items {
-                    seq.serialize_element(&AvroJson(i))?;
-                }
-                seq.end()
-            }
-            J::Object(fields) => {
-                let mut map = s.serialize_map(Some(fields.len()))?;
-                for (k, v) in fields {
-                    map.serialize_entry(k, &AvroJson(v))?;
-                }
-                map.end()
-            }
-        }
-    }
-}
-
-/// Converts a decoded Avro value into JSON for the saga core.
-fn avro_to_json(v: &AvroValue) -> Result<serde_json::Value, choreo_bus::DecodeError> {
-    serde_json::Value::try_from(v.clone())
-        .map_err(|e| choreo_bus::DecodeError::Malformed(e.to_string()))
 }

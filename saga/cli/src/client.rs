@@ -1,4 +1,4 @@
-//! `choreo sagas …`: the command-line client of the operator API ([`crate::http`]).
+//! `choreo sagas …`: the command-line client of the operator API (`choreo_coordinator::http`).
 //!
 //! ```text
 //! choreo sagas list [--definition D] [--status S] [--min-age 5m] [--max-age 1h] [--limit N]
@@ -21,7 +21,9 @@ use choreo_saga::{Command, CompensationState, SagaState, format_duration};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::http::{ALL_STATUSES, CommandAccepted, ErrorBody, ListResponse, OPERATOR_HEADER};
+use choreo_coordinator::http::{
+    ALL_STATUSES, CommandAccepted, ErrorBody, ListResponse, OPERATOR_HEADER,
+};
 
 /// The API address used when neither `--api` nor `$CHOREO_API` is given.
 pub const DEFAULT_API: &str = "http://127.0.0.1:8080";

@@ -22,9 +22,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
 
-use crate::coordinator::changelog::QuietEof;
-use crate::coordinator::{CoordinatorOptions, Guarantee, start};
-use crate::topics::partition_counts;
+use choreo_coordinator::QuietEof;
+use choreo_coordinator::topics::partition_counts;
+use choreo_coordinator::{CoordinatorOptions, Guarantee, start};
 
 /// `choreo bench-restore` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -137,7 +137,7 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
         opts.create_topics_on(b)?;
     } else {
         let client = kafka.client_config();
-        crate::topics::ensure_topics(
+        choreo_coordinator::topics::ensure_topics(
             &client,
             &opts.required_topics()?,
             opts.replication_factor,

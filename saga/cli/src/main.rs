@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use choreo_bus::{Bus, BusConfig, EmbeddedBroker};
+use choreo_cli::client;
+use choreo_cli::demo::{Demo, DemoOptions};
 use choreo_coordinator::config::{Config, LogFormat};
-use choreo_coordinator::demo::{Demo, DemoOptions};
 use choreo_coordinator::http::{self, ApiState};
-use choreo_coordinator::{
-    CoordinatorHandle, CoordinatorOptions, Guarantee, client, start, telemetry,
-};
+use choreo_coordinator::{CoordinatorHandle, CoordinatorOptions, Guarantee, start, telemetry};
 use choreo_saga::{Definition, Definitions};
 use choreo_schemas::{Catalog, ConfluentRegistry, MemoryRegistry, SchemaRegistry};
 use clap::{Parser, Subcommand};
@@ -44,9 +43,9 @@ enum Cmd {
     /// Watch and act on sagas through a coordinator's operator API.
     Sagas(client::SagasArgs),
     /// Drive sagas through a broker and print throughput and latency against a baseline.
-    Loadgen(choreo_coordinator::loadgen::LoadgenArgs),
+    Loadgen(choreo_cli::loadgen::LoadgenArgs),
     /// Time a replica's restore of a changelog of in-flight sagas against a plain read of it.
-    BenchRestore(choreo_coordinator::restore_bench::RestoreBenchArgs),
+    BenchRestore(choreo_cli::restore_bench::RestoreBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -387,11 +386,11 @@ async fn main() -> std::process::ExitCode {
         Cmd::Sagas(args) => client::run(args).await,
         Cmd::Loadgen(args) => {
             init_logs("warn", LogFormat::Text);
-            choreo_coordinator::loadgen::run(args).await
+            choreo_cli::loadgen::run(args).await
         }
         Cmd::BenchRestore(args) => {
             init_logs("warn", LogFormat::Text);
-            choreo_coordinator::restore_bench::run(args).await
+            choreo_cli::restore_bench::run(args).await
         }
     };
     match result {

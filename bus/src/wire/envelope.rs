@@ -16,7 +16,7 @@
 
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-use crate::trace::TraceParent;
+use super::trace::TraceParent;
 
 /// Header names of the envelope.
 pub mod header {
@@ -65,6 +65,31 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// The envelope of an event emitted because of `cause` (none for an event that starts a
+    /// chain, such as one fired by a deadline): causation id = the cause's id, the trace
+    /// continued as a child span of the cause's (a new trace when there is none), time now.
+    pub fn caused_by(
+        cause: Option<&Envelope>,
+        id: impl Into<String>,
+        source: impl Into<String>,
+        event_type: impl Into<String>,
+        correlation_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            source: source.into(),
+            event_type: event_type.into(),
+            time: now_rfc3339(),
+            correlation_id: correlation_id.into(),
+            causation_id: cause.map(|c| c.id.clone()).filter(|s| !s.is_empty()),
+            traceparent: Some(
+                cause
+                    .and_then(|c| c.traceparent)
+                    .map_or_else(TraceParent::new_root, |t| t.child()),
+            ),
+        }
+    }
+
     /// Kafka headers for this envelope.
     pub fn to_headers(&self) -> OwnedHeaders {
         let tp = self.traceparent.map(|t| t.to_string());
@@ -199,6 +224,18 @@ mod tests {
             .find(|x| x.key == header::SPECVERSION)
             .and_then(|x| x.value);
         assert_eq!(specversion, Some(&b"1.0"[..]));
+    }
+
+    #[test]
+    fn an_effect_carries_its_cause_id_and_continues_its_trace() {
+        let cause = Envelope::caused_by(None, "cause-1", "/orders", "T", "order-1");
+        assert_eq!(cause.causation_id, None);
+        let root = cause.traceparent.expect("a new trace");
+        let effect = Envelope::caused_by(Some(&cause), "effect-1", "/sagas", "U", "order-1");
+        assert_eq!(effect.causation_id.as_deref(), Some("cause-1"));
+        let child = effect.traceparent.expect("the cause's trace");
+        assert_eq!(child.trace_id_hex(), root.trace_id_hex());
+        assert_ne!(child.span_id, root.span_id);
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use choreo_bus::envelope::{Envelope, header, now_rfc3339};
+use choreo_bus::wire::envelope::{Envelope, header, now_rfc3339};
 use choreo_bus::{Bus, BusConfig, EmbeddedBroker, TraceParent};
 use choreo_saga::{Definition, Definitions};
 use choreo_schemas::event::{
@@ -50,8 +50,8 @@ use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::coordinator::{CoordinatorOptions, Guarantee, start};
-use crate::topics::{TopicSpec, ensure_topics, partition_counts};
+use choreo_coordinator::topics::{TopicSpec, ensure_topics, partition_counts};
+use choreo_coordinator::{CoordinatorOptions, Guarantee, start};
 
 /// The processing guarantee to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

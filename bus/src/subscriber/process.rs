@@ -1,0 +1,268 @@
+//! One record, start to end: the framing and writer schema (retried while the registry is
+//! unreachable), the route to a handler, dedup by `ce_id`, the handler with retries and
+//! backoff, and the dead letter — whose acknowledgement is what lets the offset move on.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::handler::{Context, Handler, Unhandled};
+use crate::bus::Bus;
+use crate::dead_letter::{DeadLetters, Reason};
+use crate::dedup::DedupStore;
+use crate::error::{DecodeError, HandlerError};
+use crate::retry::RetryPolicy;
+use crate::telemetry;
+use crate::wire::codec::WriterSchemaError;
+use crate::wire::envelope::Envelope;
+use crate::wire::trace::TraceParent;
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// The record is done with (handled, skipped, or dead-lettered): store its offset.
+    Done,
+    /// Stopped before the record was done with: do not store; it will be handled again.
+    Interrupted,
+}
+
+/// Handles records for one subscriber.
+pub(super) struct Processor {
+    pub(super) bus: Bus,
+    pub(super) group: String,
+    pub(super) handlers: HashMap<(String, String), Arc<dyn Handler>>,
+    pub(super) ignored: HashSet<(String, String)>,
+    pub(super) unhandled: Unhandled,
+    pub(super) retry: RetryPolicy,
+    pub(super) dedup: Arc<dyn DedupStore>,
+    pub(super) dead_letters: DeadLetters,
+}
+
+impl Processor {
+    pub(super) async fn process(&self, msg: &OwnedMessage, stop: &CancellationToken) -> Outcome {
+        let topic = msg.topic();
+        let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
+            return self
+                .poison(msg, DecodeError::MissingKey, None, 0, stop)
+                .await;
+        };
+        let Some(value) = msg.payload() else {
+            return self
+                .poison(
+                    msg,
+                    DecodeError::Truncated("no value".into()),
+                    None,
+                    0,
+                    stop,
+                )
+                .await;
+        };
+        // The writer schema: poison if unknown, retried if the registry is unreachable.
+        let mut attempt = 0;
+        let framed = loop {
+            attempt += 1;
+            match self.bus.codec().read(value).await {
+                Ok(f) => break f,
+                Err(WriterSchemaError::Poison(decode)) => {
+                    return self.poison(msg, decode, None, 0, stop).await;
+                }
+                Err(WriterSchemaError::Unavailable(e)) if attempt < self.retry.max_attempts => {
+                    tracing::warn!(error = %e, attempt, "schema registry unavailable; retrying");
+                    if !self.sleep(self.retry.backoff(attempt), stop).await {
+                        return Outcome::Interrupted;
+                    }
+                }
+                Err(WriterSchemaError::Unavailable(e)) => {
+                    let reason = Reason {
+                        kind: "registry_unavailable",
+                        message: e.to_string(),
+                        handler: None,
+                        attempts: attempt,
+                    };
+                    return self.dead_letter(msg, &reason, stop).await;
+                }
+            }
+        };
+        let event_type = framed.writer.full_name().unwrap_or_default();
+        metrics::counter!(telemetry::CONSUMED, "topic" => topic.to_owned(), "type" => event_type.clone()).increment(1);
+        let route = (topic.to_owned(), event_type.clone());
+        let Some(handler) = self.handlers.get(&route) else {
+            if self.ignored.contains(&route) || self.unhandled == Unhandled::Skip {
+                return Outcome::Done;
+            }
+            return self
+                .poison(
+                    msg,
+                    DecodeError::UnknownEventType(event_type),
+                    None,
+                    0,
+                    stop,
+                )
+                .await;
+        };
+        let envelope = Envelope::from_headers(msg.headers(), Some(&key));
+        if !envelope.id.is_empty() && self.dedup.seen(handler.name(), &envelope.id).await {
+            metrics::counter!(telemetry::DUPLICATES, "handler" => handler.name().to_owned())
+                .increment(1);
+            tracing::debug!(event_id = %envelope.id, correlation_id = %key, "duplicate dropped");
+            return Outcome::Done;
+        }
+        let trace = envelope
+            .traceparent
+            .map_or_else(TraceParent::new_root, |t| t.child());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let ctx = Context {
+                envelope: envelope.clone(),
+                topic: topic.to_owned(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                timestamp: msg.timestamp().to_millis(),
+                attempt,
+                trace,
+                schema_id: framed.writer.id,
+                bus: self.bus.clone(),
+            };
+            let fut = match handler.call(self.bus.codec(), &framed, ctx) {
+                Ok(f) => f,
+                Err(decode) => {
+                    return self
+                        .poison(msg, decode, Some(handler.name()), attempt, stop)
+                        .await;
+                }
+            };
+            let span = tracing::info_span!(
+                "choreo.process",
+                otel.name = %format!("{topic} process"),
+                otel.kind = "consumer",
+                messaging.system = "kafka",
+                messaging.operation.type = "process",
+                messaging.destination.name = %topic,
+                messaging.consumer.group.name = %self.group,
+                messaging.destination.partition.id = msg.partition(),
+                messaging.kafka.message.offset = msg.offset(),
+                messaging.kafka.message.key = %key,
+                messaging.message.id = %envelope.id,
+                correlation_id = %key,
+                event_type = %event_type,
+                handler = handler.name(),
+                attempt,
+                trace_id = %trace.trace_id_hex(),
+                span_id = %format!("{:016x}", trace.span_id),
+            );
+            let started = Instant::now();
+            let result = AssertUnwindSafe(fut).catch_unwind().instrument(span).await;
+            let result = result.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                Err(HandlerError::Permanent(format!("handler panicked: {what}")))
+            });
+            let outcome = match &result {
+                Ok(()) => "ok",
+                Err(HandlerError::Retryable(_)) => "retryable",
+                Err(HandlerError::Permanent(_)) => "permanent",
+            };
+            metrics::histogram!(telemetry::HANDLER_SECONDS, "handler" => handler.name().to_owned(), "outcome" => outcome)
+                .record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(()) => {
+                    if !envelope.id.is_empty() {
+                        self.dedup.mark(handler.name(), &envelope.id).await;
+                    }
+                    return Outcome::Done;
+                }
+                Err(HandlerError::Permanent(m)) => {
+                    let reason = Reason {
+                        kind: "handler_permanent",
+                        message: m,
+                        handler: Some(handler.name().to_owned()),
+                        attempts: attempt,
+                    };
+                    return self.dead_letter(msg, &reason, stop).await;
+                }
+                Err(HandlerError::Retryable(m)) if attempt >= self.retry.max_attempts => {
+                    let reason = Reason {
+                        kind: "retries_exhausted",
+                        message: format!("gave up after {attempt} attempts: {m}"),
+                        handler: Some(handler.name().to_owned()),
+                        attempts: attempt,
+                    };
+                    return self.dead_letter(msg, &reason, stop).await;
+                }
+                Err(HandlerError::Retryable(m)) => {
+                    metrics::counter!(telemetry::RETRIES, "handler" => handler.name().to_owned())
+                        .increment(1);
+                    let backoff = self.retry.backoff(attempt);
+                    tracing::info!(handler = handler.name(), attempt, error = %m, backoff_ms = backoff.as_millis() as u64, correlation_id = %key, "retrying");
+                    if !self.sleep(backoff, stop).await {
+                        return Outcome::Interrupted;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps unless stopped first; false when stopped.
+    async fn sleep(&self, d: Duration, stop: &CancellationToken) -> bool {
+        tokio::select! {
+            () = stop.cancelled() => false,
+            () = tokio::time::sleep(d) => true,
+        }
+    }
+
+    async fn poison(
+        &self,
+        msg: &OwnedMessage,
+        error: DecodeError,
+        handler: Option<&str>,
+        attempts: u32,
+        stop: &CancellationToken,
+    ) -> Outcome {
+        let reason = Reason {
+            kind: error.kind(),
+            message: error.to_string(),
+            handler: handler.map(str::to_owned),
+            attempts,
+        };
+        self.dead_letter(msg, &reason, stop).await
+    }
+
+    /// Sends to the dead-letter topic, retrying until acknowledged or stopped: the source offset
+    /// moves on only once the dead letter is durable.
+    async fn dead_letter(
+        &self,
+        msg: &OwnedMessage,
+        reason: &Reason,
+        stop: &CancellationToken,
+    ) -> Outcome {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.dead_letters.send(msg, reason).await {
+                Ok(()) => return Outcome::Done,
+                Err(e) => {
+                    tracing::error!(error = %e, attempt, "dead letter not acknowledged; retrying");
+                    if !self
+                        .sleep(
+                            self.retry.backoff(attempt.min(self.retry.max_attempts)),
+                            stop,
+                        )
+                        .await
+                    {
+                        return Outcome::Interrupted;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The wire contract every language speaks, in one folder:
+//!
+//! - [`framing`]: the Confluent framing of a value (magic byte, schema id, Avro body), without
+//!   I/O.
+//! - [`codec`]: Avro bodies against the schema registry, typed and JSON entry points, one cache.
+//! - [`envelope`]: the CloudEvents Kafka binary headers, correlation and causation ids.
+//! - [`trace`]: W3C `traceparent`.
+
+pub mod codec;
+pub mod envelope;
+pub mod framing;
+pub mod trace;

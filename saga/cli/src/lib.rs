@@ -1,0 +1,19 @@
+//! # choreo-cli
+//!
+//! The `choreo` command: `dev` (everything in one process), `run` (a production replica),
+//! `sagas` (the operator client), `loadgen` and `bench-restore`. The command-line, HTTP-client
+//! and error-reporting dependencies (clap, reqwest, anyhow) live only in this crate.
+//!
+//! ## Layout
+//!
+//! - `main.rs`: the commands, and the part `dev` and `run` share (logs, the operator API,
+//!   shutdown on one signal).
+//! - [`client`]: the `choreo sagas …` command-line client of the operator API.
+//! - [`demo`]: the demo order, payment, inventory and shipping services of `choreo dev`.
+//! - [`loadgen`]: the saga load generator, its baseline pipe and its watcher.
+//! - [`restore_bench`]: the restore benchmark (`choreo bench-restore`) and its baseline.
+
+pub mod client;
+pub mod demo;
+pub mod loadgen;
+pub mod restore_bench;
