@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use choreo_bus::{BusConfig, EmbeddedBroker};
+use choreo_bus::BusConfig;
 use choreo_saga::{Definition, Definitions, Event, Input, Millis, SagaState, apply};
 use choreo_schemas::{Catalog, MemoryRegistry, SchemaRegistry};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -91,15 +91,8 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
     if args.sagas == 0 {
         bail!("--sagas must be at least 1");
     }
-    let embedded = match &args.bootstrap_servers {
-        Some(_) => None,
-        None => Some(EmbeddedBroker::start(1).context("starting the embedded broker")?),
-    };
-    let bootstrap = match (&args.bootstrap_servers, &embedded) {
-        (Some(b), _) => b.clone(),
-        (None, Some(e)) => e.bootstrap_servers().to_owned(),
-        (None, None) => bail!("no broker"),
-    };
+    let (embedded, bootstrap) =
+        crate::loadgen::broker_or_embedded(args.bootstrap_servers.as_deref())?;
     let kafka = match &embedded {
         Some(_) => BusConfig::new(&bootstrap).tuned_for_embedded_broker(),
         None => BusConfig::new(&bootstrap),
