@@ -12,7 +12,8 @@ use choreo_integration_tests::broker::{
 };
 use choreo_integration_tests::process::Replica;
 use choreo_integration_tests::saga_scenarios::{
-    self, Collector, Path, SAGA_TOPICS, SagaEnv, check_after_dedup, check_exact, start_services,
+    self, Collector, Path, SAGA_TOPICS, SagaEnv, check_after_dedup, check_exact, send_abort,
+    start_services,
 };
 use choreo_integration_tests::world::{PARTITIONS, World, drive, plan, rand_ms};
 use choreo_schemas::Catalog;
@@ -388,17 +389,7 @@ async fn an_oversize_operator_command_does_not_stop_the_coordinator() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    coordinator
-        .commands()
-        .send(&choreo_coordinator::command::CommandRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            definition: "order".into(),
-            correlation_id: victim.into(),
-            command: choreo_saga::Command::Abort {
-                reason: "x".repeat(600 * 1024),
-            },
-            operator: Some("test".into()),
-        })
+    send_abort(&coordinator, victim, &"x".repeat(600 * 1024))
         .await
         .expect("the command reaches the commands topic");
     // Later sagas are decided as usual.
