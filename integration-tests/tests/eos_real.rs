@@ -145,7 +145,7 @@ async fn exactly_once_under_repeated_sigkill_of_the_coordinator() {
         .await
         .expect("every saga reaches a terminal event");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let exact = assert_exact("exactly-once under SIGKILL", &committed, &orders);
+    assert_exact("exactly-once under SIGKILL", &committed, &orders);
     let leaked = count_effects(&uncommitted, &orders);
     eprintln!(
         "the same topics read_uncommitted: {} records, {} duplicates from transactions the kills aborted",

@@ -28,7 +28,7 @@ use choreo_saga::{format_duration, parse_duration};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::coordinator::Guarantee;
+use crate::coordinator::{Guarantee, defaults};
 
 /// The prefix of environment overrides; sections and keys are separated by `__`.
 pub const ENV_PREFIX: &str = "CHOREO__";
@@ -97,7 +97,7 @@ impl Default for KafkaConfig {
     fn default() -> Self {
         Self {
             bootstrap_servers: "localhost:9092".into(),
-            group_id: "choreo-coordinator".into(),
+            group_id: defaults::GROUP_ID.into(),
             client: BTreeMap::new(),
             consumer: BTreeMap::new(),
         }
@@ -186,16 +186,16 @@ impl Default for CoordinatorConfig {
             catalog: None,
             guarantee: Guarantee::ExactlyOnce,
             instance_id: default_instance_id(std::env::var("HOSTNAME").ok()),
-            partitions: 6,
-            replication_factor: 1,
-            changelog_topic: "choreo.saga-state".into(),
-            commands_topic: "choreo.saga-commands".into(),
-            batch_max_records: 500,
-            batch_linger: Duration::from_millis(10),
-            completed_retention: Duration::from_secs(3600),
-            drain_timeout: Duration::from_secs(30),
-            transaction_timeout: Duration::from_secs(10),
-            kafka_timeout: Duration::from_secs(30),
+            partitions: defaults::PARTITIONS,
+            replication_factor: defaults::REPLICATION_FACTOR,
+            changelog_topic: defaults::CHANGELOG_TOPIC.into(),
+            commands_topic: defaults::COMMANDS_TOPIC.into(),
+            batch_max_records: defaults::BATCH_MAX_RECORDS,
+            batch_linger: defaults::BATCH_LINGER,
+            completed_retention: defaults::COMPLETED_RETENTION,
+            drain_timeout: defaults::DRAIN_TIMEOUT,
+            transaction_timeout: defaults::TRANSACTION_TIMEOUT,
+            kafka_timeout: defaults::KAFKA_TIMEOUT,
         }
     }
 }
@@ -203,7 +203,7 @@ impl Default for CoordinatorConfig {
 fn default_instance_id(hostname: Option<String>) -> String {
     hostname
         .filter(|h| !h.trim().is_empty())
-        .unwrap_or_else(|| "choreo-0".into())
+        .unwrap_or_else(|| defaults::INSTANCE_ID.into())
 }
 
 /// `[http]`: the operator API and web page.
@@ -331,13 +331,14 @@ impl Config {
             }
         }
 
-        // The file alone: its errors carry a span, hence a line.
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| file_error(file_label, text, &e))?;
-        let mut origins = file_origins(file_label, text);
-
-        // Then each override in turn, so that an error names its variable.
-        let mut table: toml::Table = text.parse().map_err(|e| file_error(file_label, text, &e))?;
+        // The file is parsed once, keeping spans: the typed configuration, the origin (file
+        // and line) of every key, and the table the overrides are applied to all come from it.
+        let doc = toml::de::DeTable::parse(text).map_err(|e| file_error(file_label, text, &e))?;
+        let mut origins = file_origins(file_label, text, &doc);
+        let mut config = Config::deserialize(toml::de::Deserializer::from(doc.clone()))
+            .map_err(|e| file_error(file_label, text, &e))?;
+        let mut table = toml::Table::deserialize(toml::de::Deserializer::from(doc))
+            .map_err(|e| file_error(file_label, text, &e))?;
         for (var, raw) in &overrides {
             let path = env_path(var)?;
             let mut first_error = None;
@@ -575,11 +576,12 @@ fn file_error(file: &str, text: &str, e: &toml::de::Error) -> ConfigError {
 }
 
 /// Where each `section.key` (and `kafka.client.<name>`) of the file is written: `file:line`.
-fn file_origins(file: &str, text: &str) -> BTreeMap<String, String> {
+fn file_origins(
+    file: &str,
+    text: &str,
+    doc: &toml::Spanned<toml::de::DeTable<'_>>,
+) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let Ok(doc) = toml::de::DeTable::parse(text) else {
-        return out;
-    };
     for (section, value) in doc.get_ref() {
         let Some(table) = value.get_ref().as_table() else {
             continue;

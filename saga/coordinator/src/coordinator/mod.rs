@@ -123,8 +123,40 @@ pub struct CoordinatorOptions {
     pub drain_timeout: Duration,
 }
 
+/// The default of every coordinator setting, written once: [`CoordinatorOptions::new`] and the
+/// configuration file's defaults ([`crate::config`]) both take them from here.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// `kafka.group_id`.
+    pub const GROUP_ID: &str = "choreo-coordinator";
+    /// `coordinator.instance_id` when neither the file nor `HOSTNAME` names one.
+    pub const INSTANCE_ID: &str = "choreo-0";
+    /// `coordinator.changelog_topic`.
+    pub const CHANGELOG_TOPIC: &str = "choreo.saga-state";
+    /// `coordinator.commands_topic`.
+    pub const COMMANDS_TOPIC: &str = "choreo.saga-commands";
+    /// `coordinator.partitions`.
+    pub const PARTITIONS: i32 = 6;
+    /// `coordinator.replication_factor`.
+    pub const REPLICATION_FACTOR: i32 = 1;
+    /// `coordinator.batch_max_records`.
+    pub const BATCH_MAX_RECORDS: usize = 500;
+    /// `coordinator.batch_linger`.
+    pub const BATCH_LINGER: Duration = Duration::from_millis(10);
+    /// `coordinator.completed_retention`.
+    pub const COMPLETED_RETENTION: Duration = Duration::from_secs(3600);
+    /// `coordinator.kafka_timeout`.
+    pub const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `coordinator.transaction_timeout`.
+    pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `coordinator.drain_timeout`.
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
 impl CoordinatorOptions {
-    /// Options with defaults for everything but the brokers, definitions and registry.
+    /// Options with defaults ([`defaults`]) for everything but the brokers, definitions and
+    /// registry.
     pub fn new(
         kafka: BusConfig,
         definitions: Arc<Definitions>,
@@ -133,23 +165,23 @@ impl CoordinatorOptions {
     ) -> Self {
         Self {
             kafka,
-            group_id: "choreo-coordinator".into(),
-            instance_id: "choreo-0".into(),
+            group_id: defaults::GROUP_ID.into(),
+            instance_id: defaults::INSTANCE_ID.into(),
             guarantee: Guarantee::ExactlyOnce,
             definitions,
             catalog,
             registry,
-            changelog_topic: "choreo.saga-state".into(),
-            commands_topic: "choreo.saga-commands".into(),
-            partitions: 6,
-            replication_factor: 1,
+            changelog_topic: defaults::CHANGELOG_TOPIC.into(),
+            commands_topic: defaults::COMMANDS_TOPIC.into(),
+            partitions: defaults::PARTITIONS,
+            replication_factor: defaults::REPLICATION_FACTOR,
             create_topics: true,
-            batch_max_records: 500,
-            batch_linger: Duration::from_millis(10),
-            completed_retention: Duration::from_secs(3600),
-            kafka_timeout: Duration::from_secs(30),
-            transaction_timeout: Duration::from_secs(10),
-            drain_timeout: Duration::from_secs(30),
+            batch_max_records: defaults::BATCH_MAX_RECORDS,
+            batch_linger: defaults::BATCH_LINGER,
+            completed_retention: defaults::COMPLETED_RETENTION,
+            kafka_timeout: defaults::KAFKA_TIMEOUT,
+            transaction_timeout: defaults::TRANSACTION_TIMEOUT,
+            drain_timeout: defaults::DRAIN_TIMEOUT,
         }
     }
 
