@@ -7,6 +7,10 @@
 # into the cache directory (~/.cache/choreo; needs Java 17+ and Maven) and started by the tests
 # themselves as single KRaft nodes. Builds go to the cache too, so a second run rebuilds only
 # what changed. Extra arguments go to `cargo test`.
+#
+# Before the tests: formatting (`cargo fmt --check`), lints (`cargo clippy --workspace
+# --all-targets -- -D warnings`) and the dependency policy (`deny.toml`, through cargo-deny,
+# installed once into the cache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CHOREO_CACHE_DIR="${CHOREO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/choreo}"
@@ -16,4 +20,7 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ] && ! timeout 10 docker info >/dev/null 
   export CHOREO_KAFKA_LIBS
   echo "real tier: Apache Kafka 4.4 from $CHOREO_KAFKA_LIBS" >&2
 fi
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+integration-tests/tools/cargo-deny.sh --log-level error check licenses bans sources
 cargo test --workspace --locked --no-fail-fast "$@"

@@ -35,6 +35,8 @@ pub struct DemoOptions {
     pub shipping_failure_rate: f64,
     /// Share of requests a service silently never answers (the saga's deadlines fire).
     pub silent_rate: f64,
+    /// The process's shutdown signal: the generator stops on it (a fresh token by default).
+    pub shutdown: CancellationToken,
 }
 
 impl Default for DemoOptions {
@@ -46,6 +48,7 @@ impl Default for DemoOptions {
             stockout_rate: 0.1,
             shipping_failure_rate: 0.05,
             silent_rate: 0.05,
+            shutdown: CancellationToken::new(),
         }
     }
 }
@@ -263,7 +266,7 @@ impl Demo {
                 .start()?,
         );
 
-        let cancel = CancellationToken::new();
+        let cancel = o.shutdown.child_token();
         let placed = Arc::new(AtomicU64::new(0));
         let generator = tokio::spawn(generate(
             bus.clone(),

@@ -134,7 +134,11 @@ struct Services {
     api_task: tokio::task::JoinHandle<()>,
 }
 
-async fn serve_api(coordinator: CoordinatorHandle, addr: SocketAddr) -> anyhow::Result<Services> {
+async fn serve_api(
+    coordinator: CoordinatorHandle,
+    addr: SocketAddr,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Services> {
     let metrics = telemetry::install_prometheus().ok();
     let state = ApiState {
         view: coordinator.view(),
@@ -142,7 +146,7 @@ async fn serve_api(coordinator: CoordinatorHandle, addr: SocketAddr) -> anyhow::
         ready: coordinator.readiness(),
         metrics,
     };
-    let api_stop = CancellationToken::new();
+    let api_stop = shutdown.child_token();
     let (api_addr, api_task) = http::serve(state, addr, api_stop.clone()).await?;
     Ok(Services {
         coordinator,
@@ -150,6 +154,18 @@ async fn serve_api(coordinator: CoordinatorHandle, addr: SocketAddr) -> anyhow::
         api_stop,
         api_task,
     })
+}
+
+/// The root of the process's one cancellation tree: cancelled on SIGINT or SIGTERM. Every
+/// part (coordinator, operator API, demo services) listens on a child of it.
+fn shutdown_on_signal() -> CancellationToken {
+    let root = CancellationToken::new();
+    let on_signal = root.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+    root
 }
 
 async fn shutdown_signal() {
@@ -193,6 +209,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot serve the schema registry on {}", args.registry))?;
     let registry: Arc<dyn SchemaRegistry> = memory;
 
+    let shutdown = shutdown_on_signal();
     let mut opts = CoordinatorOptions::new(
         kafka.clone(),
         definitions,
@@ -201,6 +218,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     opts.partitions = args.partitions;
     opts.instance_id = "dev-0".into();
+    opts.shutdown = shutdown.clone();
     opts.group_id = "choreo-dev-coordinator".into();
     opts.guarantee = match args.guarantee {
         GuaranteeArg::ExactlyOnce => Guarantee::ExactlyOnce,
@@ -220,7 +238,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  schema registry          http://{registry_addr}");
     let coordinator = start(opts).await?;
-    let services = serve_api(coordinator, args.http).await?;
+    let services = serve_api(coordinator, args.http, &shutdown).await?;
     println!("  operator web page        http://{}/", services.api_addr);
     println!(
         "  saga API                 http://{}/api/sagas",
@@ -249,6 +267,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             stockout_rate: args.stockout_rate,
             shipping_failure_rate: args.shipping_failure_rate,
             silent_rate: args.silent_rate,
+            shutdown: shutdown.clone(),
         },
     )
     .await?;
@@ -274,12 +293,13 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     };
     let mut coordinator_failed = None;
     tokio::select! {
-        () = shutdown_signal() => {}
+        () = shutdown.cancelled() => {}
         () = stop => {}
         () = report => {}
         r = wait_coordinator(&services) => coordinator_failed = Some(r),
     }
     println!("stopping…");
+    shutdown.cancel();
     demo.shutdown().await;
     let summary = counts_line(&view);
     services.api_stop.cancel();
@@ -339,6 +359,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
             memory
         }
     };
+    let shutdown = shutdown_on_signal();
     let mut opts = CoordinatorOptions::new(
         cfg.kafka.bus_config("/choreo/coordinator"),
         definitions,
@@ -360,14 +381,16 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     opts.drain_timeout = cfg.coordinator.drain_timeout;
     opts.transaction_timeout = cfg.coordinator.transaction_timeout;
     opts.kafka_timeout = cfg.coordinator.kafka_timeout;
+    opts.shutdown = shutdown.clone();
     let coordinator = start(opts).await?;
-    let services = serve_api(coordinator, cfg.http.listen).await?;
+    let services = serve_api(coordinator, cfg.http.listen, &shutdown).await?;
     tracing::info!(api = %services.api_addr, "coordinator running");
     let mut failed = None;
     tokio::select! {
-        () = shutdown_signal() => {}
+        () = shutdown.cancelled() => {}
         r = wait_coordinator(&services) => failed = Some(r),
     }
+    shutdown.cancel();
     services.api_stop.cancel();
     let _ = services.api_task.await;
     let result = services.coordinator.shutdown().await;

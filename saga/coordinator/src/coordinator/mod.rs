@@ -121,6 +121,9 @@ pub struct CoordinatorOptions {
     /// How long shutdown waits for the batch in hand to commit before giving up on it (it is
     /// then aborted by the broker's transaction timeout, and its inputs are read again).
     pub drain_timeout: Duration,
+    /// The process's shutdown signal: the coordinator stops on it (as on
+    /// [`CoordinatorHandle::shutdown`]) through a child token; a fresh token by default.
+    pub shutdown: CancellationToken,
 }
 
 /// The default of every coordinator setting, written once: [`CoordinatorOptions::new`] and the
@@ -182,6 +185,7 @@ impl CoordinatorOptions {
             kafka_timeout: defaults::KAFKA_TIMEOUT,
             transaction_timeout: defaults::TRANSACTION_TIMEOUT,
             drain_timeout: defaults::DRAIN_TIMEOUT,
+            shutdown: CancellationToken::new(),
         }
     }
 
@@ -553,7 +557,7 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
     let view = Arc::new(SagaView::new());
     let ready = Arc::new(AtomicBool::new(false));
     let healthy = Arc::new(AtomicBool::new(true));
-    let cancel = CancellationToken::new();
+    let cancel = opts.shutdown.child_token();
     let tailer = tokio::spawn(changelog::tail_changelog(
         opts.kafka.consumer_config(),
         opts.changelog_topic.clone(),
