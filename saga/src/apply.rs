@@ -7,7 +7,6 @@
 
 use serde_json::Value;
 
-use crate::deadlines::{Deadline, DeadlineKind, Millis};
 use crate::definition::{DeadlineFrom, Definition, Emission, Role, project};
 use crate::input::{Action, Emit, EmitKind, Event, Input};
 use crate::mapping::{event_id, render};
@@ -16,6 +15,7 @@ use crate::state::{
     MAX_REASON_BYTES, PENDING_CAPACITY, SEEN_CAPACITY, SagaState, Status, StepStatus, TimelineKind,
     bounded,
 };
+use crate::time::{Deadline, DeadlineKind, Millis};
 
 /// Applies one input to one saga and returns what the runtime must do.
 ///

@@ -3,11 +3,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::apply::Cx;
-use crate::deadlines::DeadlineKind;
 use crate::state::{
     CompensationState, MAX_REASON_BYTES, MAX_STEP_NAME_BYTES, Status, StepStatus, TimelineKind,
     bounded,
 };
+use crate::time::DeadlineKind;
 
 /// What an operator can ask of one saga.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,10 +22,11 @@
 //!   compensated once it is settled — never to compensating.
 
 use crate::apply::Cx;
-use crate::deadlines::DeadlineKind;
-use crate::definition::{Role, UnknownOutcome, describe};
+use crate::definition::{Role, UnknownOutcome};
 use crate::input::{Action, EmitKind, Event};
 use crate::state::{CompensationState, Status, StepStatus, TimelineKind};
+use crate::time::DeadlineKind;
+use crate::time::describe;
 
 impl Cx<'_> {
     /// Gives up: stops the steps and starts compensating. Only from Pending or Running.

@@ -5,8 +5,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::commands::Command;
-use crate::deadlines::{Deadline, DeadlineKind, Millis};
 use crate::state::Status;
+use crate::time::{Deadline, DeadlineKind, Millis};
 
 /// A consumed event, decoded by the runtime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -20,10 +20,12 @@
 //!
 //! # Layout
 //!
-//! - `definition`: the Rust API to describe a saga ([`SagaSpec`], [`StepSpec`],
-//!   [`EmitSpec`], [`CompensationSpec`]) and its validated, compiled form ([`Definition`]).
-//! - `loader`: reading definitions from TOML, errors with file and line; the compiled-in
-//!   reference order saga ([`Definition::reference_order_saga`]).
+//! - `time`: the vocabulary of time — [`Millis`], [`Deadline`], durations.
+//! - `definition`: a folder — `spec` (the Rust API to describe a saga: [`SagaSpec`],
+//!   [`StepSpec`], [`EmitSpec`], [`CompensationSpec`]), the compiled form ([`Definition`]),
+//!   `plans` (mapping plans), `compile` (spec → definition, one function per concern) and
+//!   `loader` (TOML, errors with file and line; the compiled-in reference order saga,
+//!   [`Definition::reference_order_saga`]).
 //! - `registry`: [`Definitions`], keyed by name and version (instances stay pinned).
 //! - `state`: [`SagaState`] — serde-serializable, with its deadlines and timeline; its size
 //!   is bounded whatever the inputs (`MAX_*` constants); [`SagaState::check_against`] says
@@ -31,7 +33,7 @@
 //! - `input`: [`Input`] (what goes in) and [`Action`] (what comes out).
 //! - `apply`: the state machine's entry point and the running saga's rules.
 //! - `compensation`: aborting, compensating in reverse order, acknowledgements, escalation.
-//! - `deadlines`: [`Millis`], [`Deadline`], durations, and what a fired deadline does.
+//! - `deadlines`: what a fired deadline does.
 //! - `commands`: operator [`Command`]s (abort, retry, skip, resume).
 //! - `mapping`: deterministic event ids ([`event_id`]) and filling emitted data.
 //! - `testing`: [`testing::SagaTest`], a virtual-clock harness for saga authors.
@@ -44,11 +46,12 @@ mod deadlines;
 mod definition;
 mod error;
 mod input;
-mod loader;
+
 mod mapping;
 mod registry;
 mod state;
 pub mod testing;
+mod time;
 
 /// `saga/HARNESS.md`'s example runs as a doctest.
 #[cfg(doctest)]
@@ -57,7 +60,6 @@ mod harness_md {}
 
 pub use apply::apply;
 pub use commands::Command;
-pub use deadlines::{Deadline, DeadlineKind, Millis, format_duration, parse_duration};
 pub use definition::{
     Compensation, CompensationSpec, Correlation, DeadlineFrom, Definition, Emission, EmitSpec,
     FieldPlan, MapFrom, Role, SagaField, SagaSpec, Source, Step, StepDeadline, StepSpec,
@@ -73,3 +75,4 @@ pub use state::{
     PENDING_CAPACITY, SEEN_CAPACITY, SagaState, Status, StepState, StepStatus, TIMELINE_CAPACITY,
     Timeline, TimelineEntry, TimelineKind,
 };
+pub use time::{Deadline, DeadlineKind, Millis, format_duration, parse_duration};

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use choreo_schemas::Catalog;
 
-use crate::deadlines::Millis;
 use crate::definition::Definition;
 use crate::error::SagaError;
 use crate::state::SagaState;
+use crate::time::Millis;
 
 /// A registry of saga definitions.
 #[derive(Debug, Clone, Default)]

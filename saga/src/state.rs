@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::deadlines::{Deadline, DeadlineKind, Millis};
 use crate::definition::Definition;
 use crate::input::Event;
+use crate::time::{Deadline, DeadlineKind, Millis};
 
 /// How many timeline entries a saga keeps (older ones are dropped and counted).
 pub const TIMELINE_CAPACITY: usize = 64;

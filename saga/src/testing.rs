@@ -39,10 +39,10 @@ use serde_json::Value;
 
 use crate::apply::apply;
 use crate::commands::Command;
-use crate::deadlines::Millis;
 use crate::definition::Definition;
 use crate::input::{Action, Emit, Event, Input};
 use crate::state::{SagaState, Status};
+use crate::time::Millis;
 
 /// The virtual clock's starting point: 2026-01-01T00:00:00Z.
 pub const EPOCH: Millis = Millis(1_767_225_600_000);

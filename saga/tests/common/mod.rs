@@ -1,8 +1,11 @@
 //! Fixtures shared by the order saga's tests: the definition and one sample of each event.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
+
+mod script;
 
 use choreo_saga::Definition;
 use choreo_schemas::Catalog;
+pub use script::*;
 use serde_json::{Value, json};
 
 pub const PLACED: &str = "io.choreo.orders.OrderPlaced";

@@ -14,15 +14,17 @@ use choreo_schemas::Catalog;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::deadlines::parse_duration;
-use crate::definition::{
-    CompensationSpec, Correlation, DeadlineFrom, Definition, EmitSpec, Invalid, MapFrom, Owner,
-    SagaSpec, StepDeadline, StepSpec, UnknownOutcome, Where, compile,
+use super::Definition;
+use super::compile::compile;
+use super::spec::{
+    CompensationSpec, Correlation, DeadlineFrom, EmitSpec, Invalid, MapFrom, Owner, SagaSpec,
+    StepDeadline, StepSpec, UnknownOutcome, Where,
 };
 use crate::error::SagaError;
+use crate::time::parse_duration;
 
 /// The reference order saga, compiled in.
-const ORDER_SAGA: &str = include_str!("../definitions/order.toml");
+const ORDER_SAGA: &str = include_str!("../../definitions/order.toml");
 /// The name the compiled-in order saga reports in errors.
 const ORDER_SAGA_FILE: &str = "saga/definitions/order.toml";
 
