@@ -12,7 +12,7 @@ use crate::error::BusError;
 use crate::producer::Sender;
 use crate::telemetry;
 use crate::wire::codec::Codec;
-use crate::wire::envelope::{Envelope, now_rfc3339};
+use crate::wire::envelope::Envelope;
 use crate::wire::trace::TraceParent;
 
 /// A cheap, clonable handle to the bus: one idempotent producer, one codec and registry cache.
@@ -116,21 +116,16 @@ impl Bus {
     ) -> Result<Delivery, BusError> {
         let topic = options.topic.clone().unwrap_or_else(|| T::TOPIC.to_owned());
         let value = self.inner.codec.encode(&topic, event).await?;
-        let envelope = Envelope {
-            id: options
+        let envelope = Envelope::new(
+            options
                 .id
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            source: self.inner.config.source.clone(),
-            event_type: T::TYPE.to_owned(),
-            time: now_rfc3339(),
-            correlation_id: event.correlation_id().to_owned(),
-            causation_id: options.causation_id,
-            traceparent: Some(
-                options
-                    .traceparent
-                    .map_or_else(TraceParent::new_root, |t| t.child()),
-            ),
-        };
+            self.inner.config.source.clone(),
+            T::TYPE,
+            event.correlation_id(),
+            options.causation_id,
+            options.traceparent,
+        );
         self.publish_envelope(&topic, &envelope, &value).await
     }
 

@@ -27,9 +27,12 @@ use crate::error::{BusError, DecodeError};
 #[derive(Debug, Clone)]
 pub struct Codec {
     registry: CachedRegistry,
-    /// Per (writer schema id, reader full name): whether the writer wrote with the reader's own
+    /// Per (writer schema id, reader type): whether the writer wrote with the reader's own
     /// schema, so that the costliest step of decoding, resolution, can be skipped.
-    same: Arc<DashMap<(u32, String), bool>>,
+    same: Arc<DashMap<(u32, &'static str), bool>>,
+    /// Per writer schema id: whether it is the catalog's latest schema of its type (for
+    /// [`Codec::decode_json`]; a codec decodes JSON against one catalog).
+    same_as_latest: Arc<DashMap<u32, bool>>,
 }
 
 /// A value's writer schema, looked up from its framing.
@@ -74,6 +77,7 @@ impl Codec {
         Self {
             registry: CachedRegistry::new(registry),
             same: Arc::default(),
+            same_as_latest: Arc::default(),
         }
     }
 
@@ -155,7 +159,10 @@ impl Codec {
     /// Decodes a value already [read](Self::read) into `T`, resolving the writer schema to
     /// `T`'s unless it is the same (decided once per schema id).
     pub fn decode_framed<T: Event>(&self, framed: &Framed<'_>) -> Result<T, DecodeError> {
-        let same = self.is_reader(&framed.writer, T::TYPE, T::schema());
+        let same = *self
+            .same
+            .entry((framed.writer.id, T::TYPE))
+            .or_insert_with(|| same_schema(&framed.writer.schema, T::schema()));
         decode_body_with::<T>(&framed.writer.schema, same, framed.body)
     }
 
@@ -170,14 +177,14 @@ impl Codec {
 
     /// Decodes a framed value to JSON, resolved to the catalog's latest schema of its type, in
     /// one call: the framing is read, the writer schema looked up, and then — only when
-    /// `wanted(event_type)` says so — the body decoded. `Ok(None)` is an event that is not
-    /// wanted (its body is not decoded).
-    pub async fn decode_json(
+    /// `wanted(event_type)` returns what the caller will do with it — the body decoded.
+    /// `Ok(None)` is an event that is not wanted (its body is not decoded).
+    pub async fn decode_json<W>(
         &self,
         value: &[u8],
         catalog: &Catalog,
-        wanted: impl FnOnce(&str) -> bool,
-    ) -> Result<Option<JsonEvent>, WriterSchemaError> {
+        wanted: impl FnOnce(&str) -> Option<W>,
+    ) -> Result<Option<(JsonEvent, W)>, WriterSchemaError> {
         let framed = self.read(value).await?;
         let poison = WriterSchemaError::Poison;
         let Some(event_type) = framed.writer.full_name() else {
@@ -185,14 +192,17 @@ impl Codec {
                 "the writer schema is not a named record".into(),
             )));
         };
-        if !wanted(&event_type) {
+        let Some(use_of_it) = wanted(&event_type) else {
             return Ok(None);
-        }
+        };
         let Some(info) = catalog.event(&event_type) else {
             return Err(poison(DecodeError::NotInCatalog(event_type)));
         };
         let reader = &info.latest().schema;
-        let same = self.is_reader(&framed.writer, &event_type, reader);
+        let same = *self
+            .same_as_latest
+            .entry(framed.writer.id)
+            .or_insert_with(|| same_schema(&framed.writer.schema, reader));
         let data = decode_value(
             &framed.writer.schema,
             (!same).then_some(reader),
@@ -202,19 +212,14 @@ impl Codec {
             serde_json::Value::try_from(v).map_err(|e| DecodeError::Malformed(e.to_string()))
         })
         .map_err(poison)?;
-        Ok(Some(JsonEvent {
-            event_type,
-            schema_id: framed.writer.id,
-            data,
-        }))
-    }
-
-    /// Whether `writer` is `reader` (the reader named `reader_name`), cached per schema id.
-    fn is_reader(&self, writer: &WriterSchema, reader_name: &str, reader: &Schema) -> bool {
-        *self
-            .same
-            .entry((writer.id, reader_name.to_owned()))
-            .or_insert_with(|| same_schema(&writer.schema, reader))
+        Ok(Some((
+            JsonEvent {
+                event_type,
+                schema_id: framed.writer.id,
+                data,
+            },
+            use_of_it,
+        )))
     }
 }
 
@@ -402,13 +407,16 @@ mod tests {
         let typed: PaymentAuthorized = codec.decode(&bytes).await.expect("typed read");
         assert_eq!(typed.amount.amount_minor, 1999);
         let back = codec
-            .decode_json(&bytes, &catalog, |t| t == PaymentAuthorized::TYPE)
+            .decode_json(&bytes, &catalog, |t| {
+                (t == PaymentAuthorized::TYPE).then_some(())
+            })
             .await
             .expect("decode")
-            .expect("wanted");
+            .expect("wanted")
+            .0;
         assert_eq!(back.event_type, PaymentAuthorized::TYPE);
         assert_eq!(back.data, data);
-        let skipped = codec.decode_json(&bytes, &catalog, |_| false).await;
+        let skipped = codec.decode_json(&bytes, &catalog, |_| None::<()>).await;
         assert!(
             matches!(skipped, Ok(None)),
             "an unwanted event is not decoded"

@@ -65,15 +65,15 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// The envelope of an event emitted because of `cause` (none for an event that starts a
-    /// chain, such as one fired by a deadline): causation id = the cause's id, the trace
-    /// continued as a child span of the cause's (a new trace when there is none), time now.
-    pub fn caused_by(
-        cause: Option<&Envelope>,
+    /// A new event's envelope, timed now: its trace continues `parent` as a child span (a
+    /// new trace when there is none).
+    pub fn new(
         id: impl Into<String>,
         source: impl Into<String>,
         event_type: impl Into<String>,
         correlation_id: impl Into<String>,
+        causation_id: Option<String>,
+        parent: Option<TraceParent>,
     ) -> Self {
         Self {
             id: id.into(),
@@ -81,13 +81,29 @@ impl Envelope {
             event_type: event_type.into(),
             time: now_rfc3339(),
             correlation_id: correlation_id.into(),
-            causation_id: cause.map(|c| c.id.clone()).filter(|s| !s.is_empty()),
-            traceparent: Some(
-                cause
-                    .and_then(|c| c.traceparent)
-                    .map_or_else(TraceParent::new_root, |t| t.child()),
-            ),
+            causation_id: causation_id.filter(|s| !s.is_empty()),
+            traceparent: Some(parent.map_or_else(TraceParent::new_root, |t| t.child())),
         }
+    }
+
+    /// The envelope of an event emitted because of `cause` (none for an event that starts a
+    /// chain, such as one fired by a deadline): causation id = the cause's id, the trace
+    /// continued from the cause's.
+    pub fn caused_by(
+        cause: Option<&Envelope>,
+        id: impl Into<String>,
+        source: impl Into<String>,
+        event_type: impl Into<String>,
+        correlation_id: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            id,
+            source,
+            event_type,
+            correlation_id,
+            cause.map(|c| c.id.clone()),
+            cause.and_then(|c| c.traceparent),
+        )
     }
 
     /// Kafka headers for this envelope.

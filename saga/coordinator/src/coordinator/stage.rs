@@ -197,17 +197,26 @@ impl Runtime {
         let decoded = self
             .codec
             .decode_json(value, &self.opts.catalog, |event_type| {
-                let wanted = !definitions.interested_in(event_type).is_empty();
-                if wanted {
-                    *inputs.entry("event").or_default() += 1;
+                let interested = definitions.interested_in(event_type);
+                if interested.is_empty() {
+                    return None;
                 }
-                wanted
+                *inputs.entry("event").or_default() += 1;
+                Some(
+                    interested
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>(),
+                )
             })
             .await;
-        let JsonEvent {
-            event_type, data, ..
-        } = match decoded {
-            Ok(Some(event)) => event,
+        let (
+            JsonEvent {
+                event_type, data, ..
+            },
+            interested,
+        ) = match decoded {
+            Ok(Some(decoded)) => decoded,
             // Another service's event (or one the coordinator emitted).
             Ok(None) => return Ok(()),
             Err(WriterSchemaError::Poison(decode)) => {
@@ -217,13 +226,6 @@ impl Runtime {
                 return Err(BatchError::Retry(format!("schema registry: {registry}")));
             }
         };
-        let interested: Vec<String> = self
-            .opts
-            .definitions
-            .interested_in(&event_type)
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
         let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
         let envelope = Envelope::from_headers(msg.headers(), key.as_deref());
         let id = if envelope.id.is_empty() {
