@@ -51,7 +51,16 @@ impl World {
 
     /// A bus for the driver and the services.
     pub fn bus(&self) -> anyhow::Result<Bus> {
+        self.bus_with_delivery_timeout(None)
+    }
+
+    /// A bus whose publishes wait up to `timeout` for the broker (past an outage a test
+    /// causes), or the default.
+    pub fn bus_with_delivery_timeout(&self, timeout: Option<Duration>) -> anyhow::Result<Bus> {
         let mut kafka = BusConfig::new(&self.broker.bootstrap).with_source("/tests/driver");
+        if let Some(t) = timeout {
+            kafka.delivery_timeout_ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+        }
         if self.broker.kind == BrokerKind::HostedMock {
             kafka = kafka.tuned_for_embedded_broker();
         }

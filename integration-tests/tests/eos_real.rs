@@ -17,7 +17,7 @@ use choreo_integration_tests::process::Replica;
 use choreo_integration_tests::saga_scenarios::{
     Collector, Counts, Path, check_committed_past, count_effects, start_services,
 };
-use choreo_integration_tests::world::{World, drive, plan, plan_dev_mix, rand_ms};
+use choreo_integration_tests::world::{PARTITIONS, World, drive, plan, plan_dev_mix, rand_ms};
 use choreo_schemas::event::OrderPlaced;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -331,7 +331,10 @@ async fn a_broker_crash_loses_nothing_and_duplicates_no_decision() {
     // deadline then fires and compensates a happy saga, a decision the test is not about. An
     // input that is really lost still leaves its saga unfinished past 300 s and fails the test.
     let cfg = world.replica_config("exactly_once", 300);
-    let bus = world.bus().expect("bus");
+    // Publishes wait out the outage (the default 30 s delivery timeout is about its length).
+    let bus = world
+        .bus_with_delivery_timeout(Some(Duration::from_secs(120)))
+        .expect("bus");
     let services = start_services(&bus).expect("services");
     let collector = Collector::start(&world.broker.bootstrap).expect("collector");
     // A bus subscriber of its own beside the coordinator: every order placed must reach it.
@@ -369,7 +372,11 @@ async fn a_broker_crash_loses_nothing_and_duplicates_no_decision() {
         "broker killed with {before} of {} sagas finished",
         ids.len()
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Down for longer than the transaction timeout (10 s): the restarted broker times out the
+    // transaction open at the kill while loading, before its partitions have a leader, and
+    // drops those partitions' abort markers (Apache Kafka 4.4, one node). The coordinator
+    // must close them as aborted itself, or its next commit closes them as committed.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     world
         .broker
         .restart()
@@ -388,6 +395,15 @@ async fn a_broker_crash_loses_nothing_and_duplicates_no_decision() {
     assert!(
         replica.is_running(),
         "the coordinator rode out the broker crash"
+    );
+    let dropped = world
+        .broker
+        .log_path()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .is_some_and(|log| log.contains("Couldn't find leader endpoint for partitions"));
+    eprintln!(
+        "the restarted broker {} abort markers of the transaction open at the kill",
+        if dropped { "dropped" } else { "wrote all" }
     );
     assert_exact("exactly-once across a broker crash", &collector, &orders);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -409,4 +425,124 @@ async fn a_broker_crash_loses_nothing_and_duplicates_no_decision() {
     );
     watcher.shutdown().await.expect("watcher stops");
     finish(services, vec![replica]).await;
+}
+
+/// A transaction of the coordinator's transactional id left open on the changelog by a broker
+/// crash, whose abort markers the restarted broker drops (it times the transaction out while
+/// its partitions have no leader yet), is closed as aborted when the coordinator starts: its
+/// records never become visible to a read_committed reader, although the coordinator's own
+/// commits (same producer id) land on the same partitions after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_the_broker_left_open_is_closed_as_aborted_not_committed() {
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut world = world().await;
+    let cfg = world.replica_config("exactly_once", 300);
+    let bus = world
+        .bus_with_delivery_timeout(Some(Duration::from_secs(120)))
+        .expect("bus");
+    let services = start_services(&bus).expect("services");
+    // A first run creates the topics; then it stops, and its transactional id is the test's.
+    let mut first = Replica::start(&cfg, "leftover-0").await.expect("replica");
+    first
+        .wait_ready(Duration::from_secs(90))
+        .await
+        .expect("ready");
+    first.stop().await.expect("stops");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &world.broker.bootstrap)
+        .set("transactional.id", format!("{}-leftover-0", cfg.group))
+        .set("transaction.timeout.ms", "10000")
+        .create()
+        .expect("producer");
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .expect("init_transactions");
+    producer.begin_transaction().expect("begin");
+    for p in 0..PARTITIONS {
+        producer
+            .send(
+                FutureRecord::<str, [u8]>::to(CHANGELOG)
+                    .key(&format!("leftover-{p}"))
+                    .partition(p),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("a leftover record written");
+    }
+    // The records are on the broker, the transaction open: the broker dies, stays down past
+    // the transaction timeout, and comes back.
+    world.broker.kill().await.expect("SIGKILL the broker");
+    drop(producer);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    world.broker.restart().await.expect("the broker restarts");
+    let dropped = world
+        .broker
+        .log_path()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .is_some_and(|log| log.contains("Couldn't find leader endpoint for partitions"));
+    assert!(
+        dropped,
+        "the restarted broker wrote the abort markers itself: this test no longer reaches the case it is for"
+    );
+    let collector = Collector::start(&world.broker.bootstrap).expect("collector");
+    let mut replica = Replica::start(&cfg, "leftover-0").await.expect("replica");
+    // Patient: without the sweep, restore waits out the open transaction on every partition.
+    replica
+        .wait_ready(Duration::from_secs(240))
+        .await
+        .expect("ready");
+    // Sagas on every partition: the coordinator's commits land after the leftovers.
+    let orders = plan(60);
+    let ids: Vec<String> = orders.iter().map(|(o, _)| o.clone()).collect();
+    drive(bus.clone(), orders.clone(), 0)
+        .await
+        .expect("inputs published");
+    collector
+        .wait_terminal(&ids, Duration::from_secs(120))
+        .await
+        .expect("every saga terminal");
+    let leftovers = committed_keys(&world.broker.bootstrap, CHANGELOG, "leftover-")
+        .await
+        .expect("reading the changelog");
+    eprintln!("leftover records visible read_committed: {leftovers} (of {PARTITIONS} written)");
+    assert_eq!(
+        leftovers, 0,
+        "the open transaction's records were closed as committed by the coordinator's next commit"
+    );
+    assert_exact("after the leftover transaction", &collector, &orders);
+    finish(services, vec![replica]).await;
+}
+
+const CHANGELOG: &str = "choreo.saga-state";
+
+/// Records of `topic` whose key starts with `prefix`, read read_committed from the beginning
+/// (the first within 60 s) until nothing new comes for 5 s.
+async fn committed_keys(bootstrap: &str, topic: &str, prefix: &str) -> anyhow::Result<usize> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::{ClientConfig, Message};
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set(
+            "group.id",
+            format!("leftovers-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut n = 0;
+    let mut wait = Duration::from_secs(60);
+    while let Ok(m) = tokio::time::timeout(wait, consumer.recv()).await {
+        let m = m?;
+        wait = Duration::from_secs(5);
+        if m.key().is_some_and(|k| k.starts_with(prefix.as_bytes())) {
+            n += 1;
+        }
+    }
+    Ok(n)
 }

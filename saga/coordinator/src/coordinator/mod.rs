@@ -6,9 +6,12 @@
 //! - `runtime.rs`: the loop — batches, rebalances, restore on assignment, recovery;
 //! - `transaction.rs`: one batch's transaction (where exactly-once and effectively-once fork);
 //! - `stage.rs`: inputs through the pure state machine into the batch's records;
-//! - `changelog.rs`: reading the changelog back (restore, and the operator view's tail).
+//! - `changelog.rs`: reading the changelog back (restore, and the operator view's tail);
+//! - `sweep.rs`: after every `init_transactions`, closing as aborted whatever an earlier
+//!   producer with the same transactional id left open (a marker the broker skipped).
 //!
-//! Imports go one way: runtime → transaction → stage → the saga core; changelog is a leaf.
+//! Imports go one way: runtime → transaction → stage → the saga core; changelog and sweep
+//! are leaves.
 //!
 //! ```text
 //!  input topics ──► consumer (group, read_committed, range assignor)
@@ -58,6 +61,7 @@ pub(crate) mod changelog;
 pub use changelog::QuietEof;
 mod runtime;
 mod stage;
+mod sweep;
 mod transaction;
 
 pub use stage::MAX_STATE_BYTES;
@@ -426,6 +430,7 @@ pub(crate) async fn transactional_producer(
         .map_err(|e| CoordinatorError::Startup(format!("init_transactions task: {e}")))?
         .map_err(|e| init_error(opts, &e))?;
     tracing::info!(transactional_id = %opts.transactional_id(), "transactions initialised; earlier instances with this id are fenced");
+    sweep::abort_leftovers(&producer, opts).await?;
     Ok(producer)
 }
 
