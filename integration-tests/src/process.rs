@@ -20,7 +20,7 @@ pub fn choreo_binary() -> anyhow::Result<PathBuf> {
             let dir = exe.parent().and_then(Path::parent).ok_or("no target dir")?;
             let status = std::process::Command::new(env!("CARGO"))
                 .args(["build", "--quiet", "-p", "choreo-cli", "--bin", "choreo"])
-                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+                .current_dir(format!("{}/..", manifest_dir()))
                 .status()
                 .map_err(|e| e.to_string())?;
             if !status.success() {
@@ -231,4 +231,10 @@ impl Replica {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// The package folder as the running test sees it (not as it was when compiled: a build shared
+/// between two checkouts must use the one under test).
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }

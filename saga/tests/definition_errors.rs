@@ -63,14 +63,11 @@ fn the_reference_definition_loads() {
 
 #[test]
 fn the_definition_file_on_disk_loads_too() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/definitions/order.toml");
+    let path = format!("{}/definitions/order.toml", manifest_dir());
     let def = Definition::load(path, &catalog()).expect("loads");
     assert_eq!(def, order());
-    let all = Definitions::load_dir(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/definitions"),
-        &catalog(),
-    )
-    .expect("loads");
+    let all = Definitions::load_dir(format!("{}/definitions", manifest_dir()), &catalog())
+        .expect("loads");
     assert_eq!(all.latest("order").map(|d| d.version()), Some(1));
 }
 
@@ -376,4 +373,10 @@ fn a_step_name_too_long() {
     let long = "s".repeat(choreo_saga::MAX_STEP_NAME_BYTES + 1);
     let text = mutated("name = \"inventory\"", &format!("name = \"{long}\""));
     rejects(&text, &long, "is longer than 128 bytes");
+}
+
+/// The package folder as the running test sees it (not as it was when compiled: a build shared
+/// between two checkouts must use the one under test).
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }

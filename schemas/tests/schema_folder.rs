@@ -4,7 +4,7 @@
 //! e.g. `FULL_TRANSITIVE`).
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::PathBuf;
 
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
@@ -13,8 +13,13 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use choreo_schemas::event::*;
 use choreo_schemas::{Catalog, Compatibility, Event};
 
-fn folder() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The crate's folder, as the running test sees it (not as it was when compiled: a build
+/// shared between two checkouts must read the one under test).
+fn folder() -> PathBuf {
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
 }
 
 /// A value that fills every field of `schema` with something non-trivial.
