@@ -138,7 +138,7 @@ impl Runtime {
                 tracing::error!(
                     stalled_secs = iteration.elapsed().as_secs_f64(),
                     session_timeout_secs = session.as_secs_f64(),
-                    "fenced: this replica stalled past its group session timeout and its partitions went to another replica; it had no batch in hand, and rejoins the group"
+                    "fenced: this replica was away from the group longer than its session timeout (it stalled, or the broker was unreachable) and its partitions were revoked; it had no batch in hand, and rejoins the group"
                 );
             }
             if stale > 0 {
@@ -182,7 +182,7 @@ impl Runtime {
                 tracing::error!(
                     stalled_secs = iteration.elapsed().as_secs_f64(),
                     session_timeout_secs = session.as_secs_f64(),
-                    "fenced: this replica stalled past its group session timeout, so its partitions went to another replica; its batch in hand was aborted and nothing of it is visible; it rejoins the group"
+                    "fenced: this batch took longer than the group session timeout (the replica stalled, or the broker was unreachable), so its partitions may have gone to another replica; the batch was aborted and nothing of it is visible; it rejoins the group"
                 );
             }
             match result {
