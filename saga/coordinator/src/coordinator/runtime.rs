@@ -94,6 +94,10 @@ const UNHEALTHY_AFTER: u32 = 3;
 /// fencing it (another process running with the same instance id).
 const MAX_RECOVERIES_PER_MINUTE: usize = 5;
 
+/// Failed tries of one recovery (a broker that does not answer) after which the replica
+/// stops: about eight minutes.
+const RECOVERY_ATTEMPTS: u32 = 55;
+
 pub(crate) struct Runtime {
     pub(crate) opts: Arc<CoordinatorOptions>,
     pub(crate) consumer: StreamConsumer<RebalanceContext>,
@@ -196,7 +200,10 @@ impl Runtime {
                 }
                 Err(BatchError::Recover(why)) => {
                     metrics::counter!(m::TRANSACTION_ABORTS).increment(1);
-                    self.recover(&why).await?;
+                    if let Err(e) = self.recover(&why).await {
+                        tracing::error!(error = %e, "recovery failed; coordinator stopping");
+                        return Err(e);
+                    }
                 }
                 Err(BatchError::Retry(why)) => {
                     failures += 1;
@@ -443,13 +450,34 @@ impl Runtime {
         // `init_transactions`.
         self.producer
             .purge(PurgeConfig::default().queue().inflight());
-        self.producer = super::transactional_producer(&self.opts).await?;
+        // A broker just back may not answer yet: keep trying (the replica is not ready
+        // meanwhile) rather than stop; only the session of tries has a bound.
         let partitions: BTreeSet<i32> = self.owned.keys().copied().collect();
         for p in &partitions {
             self.index.forget_partition(*p);
         }
         self.owned.clear();
         self.positions.clear();
+        self.pending_restore.extend(partitions);
+        let mut attempt = 0u32;
+        loop {
+            match self.renew().await {
+                Ok(()) => return Ok(()),
+                Err(e @ CoordinatorError::Fenced(_)) => return Err(e),
+                Err(e) if attempt >= RECOVERY_ATTEMPTS => return Err(e),
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "recovery did not complete; trying again");
+                    tokio::time::sleep(Duration::from_secs(u64::from(attempt.min(10)))).await;
+                }
+            }
+        }
+    }
+
+    /// A new transactional producer, and the consumer put back at the committed offsets of
+    /// the assignment (whose partitions are restored again before their next batch).
+    async fn renew(&mut self) -> Result<(), CoordinatorError> {
+        self.producer = super::transactional_producer(&self.opts).await?;
         let assignment = self
             .consumer
             .assignment()
@@ -461,7 +489,6 @@ impl Runtime {
             };
             self.seek(el.topic(), el.partition(), offset)?;
         }
-        self.pending_restore.extend(partitions);
         Ok(())
     }
 
