@@ -232,7 +232,7 @@ async fn testcontainers_kafka() -> anyhow::Result<TestBroker> {
 }
 
 fn repo_root() -> PathBuf {
-    PathBuf::from(manifest_dir()).join("..")
+    PathBuf::from(crate::process::manifest_dir()).join("..")
 }
 
 fn cache_dir() -> PathBuf {
@@ -573,10 +573,4 @@ pub async fn hosted_mock(mock_bin: &str, topics: &[(&str, i32)]) -> anyhow::Resu
         mock: Some(child),
         _container: None,
     })
-}
-
-/// The package folder as the running test sees it (not as it was when compiled: a build shared
-/// between two checkouts must use the one under test).
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }

@@ -233,8 +233,8 @@ impl Replica {
     }
 }
 
-/// The package folder as the running test sees it (not as it was when compiled: a build shared
-/// between two checkouts must use the one under test).
-fn manifest_dir() -> String {
+/// The integration-tests package folder as the running test sees it (not as it was when
+/// compiled: a build shared between two checkouts must use the one under test).
+pub fn manifest_dir() -> String {
     std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }

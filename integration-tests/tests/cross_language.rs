@@ -13,7 +13,10 @@ use choreo_schemas::event::{OrderPlaced, PaymentAuthorized};
 use tokio::process::Command;
 
 fn python() -> String {
-    let script = &format!("{}/python/setup.sh", manifest_dir());
+    let script = &format!(
+        "{}/python/setup.sh",
+        choreo_integration_tests::process::manifest_dir()
+    );
     let out = std::process::Command::new("bash")
         .arg(script)
         .output()
@@ -29,7 +32,10 @@ fn python() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_python_service_and_a_choreo_service_talk() {
     let python = python();
-    let script = &format!("{}/python/cross_language.py", manifest_dir());
+    let script = &format!(
+        "{}/python/cross_language.py",
+        choreo_integration_tests::process::manifest_dir()
+    );
     let broker = EmbeddedBroker::start(1).expect("broker");
     for t in ["orders", "payments"] {
         broker.create_topic(t, 3).expect("topic");
@@ -130,10 +136,4 @@ async fn a_python_service_and_a_choreo_service_talk() {
             .is_some_and(|t| t.contains("4bf92f3577b34da6a3ce929d0e0e4736"))
     );
     sub.shutdown().await.expect("shutdown");
-}
-
-/// The package folder as the running test sees it (not as it was when compiled: a build shared
-/// between two checkouts must use the one under test).
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
 }

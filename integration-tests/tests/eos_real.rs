@@ -396,11 +396,7 @@ async fn a_broker_crash_loses_nothing_and_duplicates_no_decision() {
         replica.is_running(),
         "the coordinator rode out the broker crash"
     );
-    let dropped = world
-        .broker
-        .log_path()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .is_some_and(|log| log.contains("Couldn't find leader endpoint for partitions"));
+    let dropped = broker_dropped_markers(&world);
     eprintln!(
         "the restarted broker {} abort markers of the transaction open at the kill",
         if dropped { "dropped" } else { "wrote all" }
@@ -478,11 +474,7 @@ async fn a_transaction_the_broker_left_open_is_closed_as_aborted_not_committed()
     drop(producer);
     tokio::time::sleep(Duration::from_secs(12)).await;
     world.broker.restart().await.expect("the broker restarts");
-    let dropped = world
-        .broker
-        .log_path()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .is_some_and(|log| log.contains("Couldn't find leader endpoint for partitions"));
+    let dropped = broker_dropped_markers(&world);
     assert!(
         dropped,
         "the restarted broker wrote the abort markers itself: this test no longer reaches the case it is for"
@@ -517,6 +509,16 @@ async fn a_transaction_the_broker_left_open_is_closed_as_aborted_not_committed()
 }
 
 const CHANGELOG: &str = "choreo.saga-state";
+
+/// Whether the restarted broker's log says it dropped transaction markers for partitions it
+/// found no leader for.
+fn broker_dropped_markers(world: &World) -> bool {
+    world
+        .broker
+        .log_path()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .is_some_and(|log| log.contains("Couldn't find leader endpoint for partitions"))
+}
 
 /// Records of `topic` whose key starts with `prefix`, read read_committed from the beginning
 /// (the first within 60 s) until nothing new comes for 5 s.

@@ -26,6 +26,7 @@ use rdkafka::util::Timeout;
 
 use super::CoordinatorOptions;
 use crate::error::CoordinatorError;
+use crate::topics::partition_counts;
 
 /// The key of a sweep record (a tombstone, so that even a read_uncommitted reader of the
 /// compacted changelog finds nothing in it).
@@ -86,25 +87,18 @@ async fn sweep_once(
     wanted: &BTreeSet<String>,
 ) -> Result<usize, SweepError> {
     let timeout = opts.kafka_timeout;
-    let partitions = {
-        let p = producer.clone();
-        let wanted = wanted.clone();
+    let partitions: Vec<(String, i32)> = {
+        let (client, names) = (opts.kafka.consumer_config(), wanted.clone());
         tokio::task::spawn_blocking(move || {
-            let md = p
-                .client()
-                .fetch_metadata(None, timeout)
-                .map_err(|e| format!("fetching cluster metadata: {e}"))?;
-            Ok::<_, String>(
-                md.topics()
-                    .iter()
-                    .filter(|t| wanted.contains(t.name()) && t.error().is_none())
-                    .flat_map(|t| t.partitions().iter().map(|p| (t.name().to_owned(), p.id())))
-                    .collect::<Vec<_>>(),
-            )
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            partition_counts(&client, &refs, timeout)
         })
         .await
         .map_err(|e| SweepError::Again(format!("metadata task: {e}")))?
-        .map_err(SweepError::Again)?
+        .map_err(|e| SweepError::Again(e.to_string()))?
+        .into_iter()
+        .flat_map(|(topic, n)| (0..n).map(move |p| (topic.clone(), p)))
+        .collect()
     };
     let step = |what: &'static str| {
         move |e: rdkafka::error::KafkaError| {
