@@ -136,6 +136,19 @@ impl Bus {
         envelope: &Envelope,
         value: &[u8],
     ) -> Result<Delivery, BusError> {
+        self.publish_envelope_keyed(topic, &envelope.correlation_id, envelope, value)
+            .await
+    }
+
+    /// [`Bus::publish_envelope`] with a record key other than the correlation id (the
+    /// CloudEvents `partitionkey` extension).
+    pub async fn publish_envelope_keyed(
+        &self,
+        topic: &str,
+        key: &str,
+        envelope: &Envelope,
+        value: &[u8],
+    ) -> Result<Delivery, BusError> {
         let span = tracing::info_span!(
             "choreo.publish",
             otel.name = %format!("{topic} publish"),
@@ -144,18 +157,13 @@ impl Bus {
             messaging.operation.type = "publish",
             messaging.destination.name = %topic,
             messaging.message.id = %envelope.id,
-            messaging.kafka.message.key = %envelope.correlation_id,
+            messaging.kafka.message.key = %key,
             correlation_id = %envelope.correlation_id,
             event_type = %envelope.event_type,
             trace_id = %envelope.traceparent.map(|t| t.trace_id_hex()).unwrap_or_default(),
         );
         let delivery = self
-            .send_raw(
-                topic,
-                Some(&envelope.correlation_id),
-                value,
-                envelope.to_headers(),
-            )
+            .send_raw(topic, Some(key), value, envelope.to_headers())
             .instrument(span)
             .await;
         let labels = [

@@ -441,6 +441,21 @@ pub async fn poison_goes_to_the_dead_letter_topic(env: &Env) -> anyhow::Result<(
         )
         .await?;
     let raw = env.raw_producer()?;
+    // A transaction-sweep record (the coordinator's, written only to be aborted; a broker that
+    // shows aborted records shows it): skipped, not dead-lettered. Sent before the poison, its
+    // dead letter would be the first one read below.
+    let sweep = OwnedHeaders::new().insert(Header {
+        key: choreo_bus::wire::envelope::header::TRANSACTION_SWEEP,
+        value: Some(""),
+    });
+    raw.send(
+        FutureRecord::<str, [u8]>::to(&topic)
+            .key("choreo.transaction-sweep")
+            .headers(sweep),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|(e, _)| e)?;
     let mut wrong_magic = good_value.clone();
     wrong_magic[0] = 7;
     let mut unknown_id = good_value.clone();
@@ -500,6 +515,12 @@ pub async fn poison_goes_to_the_dead_letter_topic(env: &Env) -> anyhow::Result<(
     );
 
     let dead = env.read(&format!("{topic}.dlq"), 7).await?;
+    ensure!(
+        !dead
+            .iter()
+            .any(|m| m.key() == Some(b"choreo.transaction-sweep".as_slice())),
+        "a transaction-sweep record is skipped, not dead-lettered"
+    );
     let mut by_kind: BTreeMap<String, &OwnedMessage> = BTreeMap::new();
     for m in &dead {
         by_kind.insert(header_str(m, dlq::KIND).context("kind header")?, m);

@@ -47,6 +47,9 @@ pub(super) struct Processor {
 impl Processor {
     pub(super) async fn process(&self, msg: &OwnedMessage, stop: &CancellationToken) -> Outcome {
         let topic = msg.topic();
+        if crate::wire::envelope::is_transaction_sweep(msg.headers()) {
+            return Outcome::Done;
+        }
         let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
             return self
                 .poison(msg, DecodeError::MissingKey, None, 0, stop)

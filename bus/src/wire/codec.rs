@@ -108,15 +108,41 @@ impl Codec {
         event_type: &str,
         data: &serde_json::Value,
     ) -> Result<Vec<u8>, BusError> {
+        self.encode_json_version(topic, catalog, event_type, None, data)
+            .await
+    }
+
+    /// [`Codec::encode_json`] with a chosen schema `version` of the type (1-based, as in the
+    /// catalog; `None`: the newest). A version the catalog lacks is [`BusError::Encode`].
+    pub async fn encode_json_version(
+        &self,
+        topic: &str,
+        catalog: &Catalog,
+        event_type: &str,
+        version: Option<u32>,
+        data: &serde_json::Value,
+    ) -> Result<Vec<u8>, BusError> {
         let encode_err = |reason: String| BusError::Encode {
             event_type: event_type.to_owned(),
             topic: topic.to_owned(),
             reason,
         };
-        let latest = catalog
+        let info = catalog
             .event(event_type)
-            .ok_or_else(|| encode_err("the type is not in the catalog".into()))?
-            .latest();
+            .ok_or_else(|| encode_err("the type is not in the catalog".into()))?;
+        let latest = match version {
+            None => info.latest(),
+            Some(v) => info
+                .versions
+                .iter()
+                .find(|s| s.version == v)
+                .ok_or_else(|| {
+                    encode_err(format!(
+                        "the catalog has no version {v} of the type (it has 1 to {})",
+                        info.latest().version
+                    ))
+                })?,
+        };
         let value = apache_avro::to_value(AvroJson(data))
             .and_then(|v| v.resolve(&latest.schema))
             .map_err(|e| encode_err(format!("the data does not fit its schema: {e}")))?;

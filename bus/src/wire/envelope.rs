@@ -40,6 +40,17 @@ pub mod header {
     pub const CONTENT_TYPE: &str = "content-type";
     /// W3C trace context.
     pub const TRACEPARENT: &str = "traceparent";
+    /// Marks a record the saga coordinator writes only to abort it (closing, with its abort
+    /// marker, whatever transaction the broker left open for its producer). A read_committed
+    /// reader never sees one on Apache Kafka; choreo's readers skip one wherever a broker
+    /// shows it (librdkafka's mock cluster does not filter aborted records).
+    pub const TRANSACTION_SWEEP: &str = "choreo-transaction-sweep";
+}
+
+/// Whether a record is a transaction-sweep record ([`header::TRANSACTION_SWEEP`]): nothing to
+/// handle, skipped by every choreo reader.
+pub fn is_transaction_sweep<H: Headers>(headers: Option<&H>) -> bool {
+    headers.is_some_and(|h| h.iter().any(|x| x.key == header::TRANSACTION_SWEEP))
 }
 
 /// The content type of a choreo record value.

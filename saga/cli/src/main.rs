@@ -11,6 +11,7 @@ use choreo_cli::client;
 use choreo_cli::demo::{Demo, DemoOptions};
 use choreo_coordinator::config::{Config, LogFormat};
 use choreo_coordinator::http::{self, ApiState};
+use choreo_coordinator::ingest::{self, EventSink, IngestOptions, auth::Auth};
 use choreo_coordinator::{CoordinatorHandle, CoordinatorOptions, Guarantee, start, telemetry};
 use choreo_saga::{Definition, Definitions};
 use choreo_schemas::{Catalog, ConfluentRegistry, MemoryRegistry, SchemaRegistry};
@@ -40,6 +41,14 @@ enum Cmd {
         #[arg(long, short, env = "CHOREO_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Only the HTTP ingest (CloudEvents over HTTP into Kafka), without a coordinator: the
+    /// `[kafka]`, `[registry]`, `coordinator.catalog` and `[ingest]` parts of the configuration.
+    Ingest {
+        /// The configuration file (see deploy/choreo.example.toml); `CHOREO__…` variables
+        /// override it. `ingest.listen` must be set.
+        #[arg(long, short, env = "CHOREO_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Watch and act on sagas through a coordinator's operator API.
     Sagas(client::SagasArgs),
     /// Drive sagas through a broker and print throughput and latency against a baseline.
@@ -62,6 +71,9 @@ struct DevArgs {
     /// The schema registry (Confluent REST API), for other languages' serializers.
     #[arg(long, default_value = "127.0.0.1:8081")]
     registry: SocketAddr,
+    /// The HTTP ingest (`POST /events`, CloudEvents over HTTP; no authentication in dev).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    ingest: SocketAddr,
     /// Orders placed per second by the demo.
     #[arg(long, default_value_t = 2.0)]
     orders_per_second: f64,
@@ -248,6 +260,22 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         "  metrics                  http://{}/metrics",
         services.api_addr
     );
+    let ingest_bus = Bus::new(
+        kafka.clone().with_source("/choreo/ingest"),
+        Arc::clone(&registry),
+    )?;
+    let (ingest_addr, ingest_task) = ingest::serve(
+        ingest_options(
+            Arc::clone(&catalog),
+            &ingest_bus,
+            &Default::default(),
+            Auth::Off,
+        ),
+        args.ingest,
+        services.api_stop.clone(),
+    )
+    .await?;
+    println!("  event ingest (HTTP)      http://{ingest_addr}/events");
     println!(
         "  try: choreo sagas list --api http://{}",
         services.api_addr
@@ -304,6 +332,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let summary = counts_line(&view);
     services.api_stop.cancel();
     let _ = services.api_task.await;
+    let _ = ingest_task.await;
     let result = services.coordinator.shutdown().await;
     println!("final saga counts: {summary}");
     if let Some(Err(e)) = coordinator_failed {
@@ -347,18 +376,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         None => Catalog::reference(),
     });
     let definitions = Arc::new(load_definitions(&cfg.coordinator.definitions, &catalog)?);
-    let registry: Arc<dyn SchemaRegistry> = match &cfg.registry.url {
-        Some(url) => Arc::new(ConfluentRegistry::new(url)),
-        None => {
-            let memory = Arc::new(MemoryRegistry::new());
-            catalog.register_all(memory.as_ref()).await?;
-            if let Some(addr) = cfg.registry.listen {
-                let (a, _) = choreo_schemas::server::serve(Arc::clone(&memory), addr).await?;
-                tracing::info!(addr = %a, "schema registry served");
-            }
-            memory
-        }
-    };
+    let registry = registry_of(&cfg, &catalog).await?;
     let shutdown = shutdown_on_signal();
     let mut opts = CoordinatorOptions::new(
         cfg.kafka.bus_config("/choreo/coordinator"),
@@ -382,9 +400,25 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     opts.transaction_timeout = cfg.coordinator.transaction_timeout;
     opts.kafka_timeout = cfg.coordinator.kafka_timeout;
     opts.shutdown = shutdown.clone();
+    let ingest_catalog = Arc::clone(&opts.catalog);
+    let ingest_registry = Arc::clone(&opts.registry);
     let coordinator = start(opts).await?;
     let services = serve_api(coordinator, cfg.http.listen, &shutdown).await?;
     tracing::info!(api = %services.api_addr, "coordinator running");
+    let ingest_task = match cfg.ingest.listen {
+        Some(addr) => {
+            let (_, task) = serve_ingest(
+                &cfg,
+                ingest_catalog,
+                ingest_registry,
+                addr,
+                &services.api_stop,
+            )
+            .await?;
+            Some(task)
+        }
+        None => None,
+    };
     let mut failed = None;
     tokio::select! {
         () = shutdown.cancelled() => {}
@@ -393,11 +427,91 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     shutdown.cancel();
     services.api_stop.cancel();
     let _ = services.api_task.await;
+    if let Some(task) = ingest_task {
+        let _ = task.await;
+    }
     let result = services.coordinator.shutdown().await;
     if let Some(Err(e)) = failed {
         return Err(e);
     }
     result.map_err(Into::into)
+}
+
+/// The schema registry `choreo run` and `choreo ingest` use: `registry.url`, or the in-process
+/// one filled from the catalog (served on `registry.listen` when set).
+async fn registry_of(cfg: &Config, catalog: &Catalog) -> anyhow::Result<Arc<dyn SchemaRegistry>> {
+    Ok(match &cfg.registry.url {
+        Some(url) => Arc::new(ConfluentRegistry::new(url)),
+        None => {
+            let memory = Arc::new(MemoryRegistry::new());
+            catalog.register_all(memory.as_ref()).await?;
+            if let Some(addr) = cfg.registry.listen {
+                let (a, _) = choreo_schemas::server::serve(Arc::clone(&memory), addr).await?;
+                tracing::info!(addr = %a, "schema registry served");
+            }
+            memory
+        }
+    })
+}
+
+fn ingest_options(
+    catalog: Arc<Catalog>,
+    bus: &Bus,
+    limits: &choreo_coordinator::config::IngestConfig,
+    auth: Auth,
+) -> IngestOptions {
+    IngestOptions {
+        catalog,
+        codec: bus.codec().clone(),
+        sink: Arc::new(bus.clone()) as Arc<dyn EventSink>,
+        auth,
+        max_body_bytes: limits.max_body_bytes,
+        max_in_flight: limits.max_in_flight,
+        dedup_window: limits.dedup_window,
+    }
+}
+
+/// Serves the configured ingest on `addr` until `stop`.
+async fn serve_ingest(
+    cfg: &Config,
+    catalog: Arc<Catalog>,
+    registry: Arc<dyn SchemaRegistry>,
+    addr: SocketAddr,
+    stop: &CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let auth = cfg
+        .ingest
+        .auth(&|var| std::env::var(var).ok())
+        .map_err(|e| anyhow::anyhow!("ingest.tokens: {e}"))?;
+    let bus = Bus::new(cfg.kafka.bus_config("/choreo/ingest"), registry)?;
+    let (local, task) = ingest::serve(
+        ingest_options(catalog, &bus, &cfg.ingest, auth),
+        addr,
+        stop.clone(),
+    )
+    .await?;
+    tracing::info!(addr = %local, "event ingest listening on POST /events");
+    Ok((local, task))
+}
+
+/// `choreo ingest`: the HTTP ingest alone.
+async fn ingest_only(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = Config::load(config.as_deref())?;
+    init_logs(&cfg.log.level, cfg.log.format);
+    let addr = cfg
+        .ingest
+        .listen
+        .context("ingest.listen is not set: `choreo ingest` serves only the ingest")?;
+    let catalog = Arc::new(match &cfg.coordinator.catalog {
+        Some(dir) => Catalog::load(dir)?,
+        None => Catalog::reference(),
+    });
+    let registry = registry_of(&cfg, &catalog).await?;
+    let shutdown = shutdown_on_signal();
+    let (_, task) = serve_ingest(&cfg, catalog, registry, addr, &shutdown).await?;
+    shutdown.cancelled().await;
+    let _ = task.await;
+    Ok(())
 }
 
 #[tokio::main]
@@ -406,6 +520,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Dev(args) => dev(args).await,
         Cmd::Run { config } => run(config).await,
+        Cmd::Ingest { config } => ingest_only(config).await,
         Cmd::Sagas(args) => client::run(args).await,
         Cmd::Loadgen(args) => {
             init_logs("warn", LogFormat::Text);

@@ -30,6 +30,10 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::coordinator::{Guarantee, defaults};
 
+mod ingest;
+
+pub use ingest::{IngestConfig, TokenConfig};
+
 /// The prefix of environment overrides; sections and keys are separated by `__`.
 pub const ENV_PREFIX: &str = "CHOREO__";
 
@@ -71,6 +75,8 @@ pub struct Config {
     pub coordinator: CoordinatorConfig,
     /// The operator API and web page.
     pub http: HttpConfig,
+    /// The HTTP ingest of events.
+    pub ingest: IngestConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -314,7 +320,8 @@ impl Config {
     }
 
     /// Loads the configuration from `text` (named `file_label` in errors) and the environment
-    /// `env` (only `CHOREO__…` variables and `HOSTNAME` are read); validated. Does not touch
+    /// `env` (`CHOREO__…` variables, `HOSTNAME`, and the variables `ingest.tokens` name in
+    /// `token_env`); validated. Does not touch
     /// the process environment.
     pub fn from_toml_str(
         file_label: &str,
@@ -323,11 +330,14 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut overrides = BTreeMap::new();
         let mut hostname = None;
+        let mut others = BTreeMap::new();
         for (k, v) in env {
             if k == "HOSTNAME" {
                 hostname = Some(v);
             } else if k.starts_with(ENV_PREFIX) {
                 overrides.insert(k, v);
+            } else {
+                others.insert(k, v);
             }
         }
 
@@ -383,12 +393,15 @@ impl Config {
             config.coordinator.instance_id = default_instance_id(hostname);
         }
 
-        config.validate_with(&|field| {
-            origins
-                .get(field)
-                .cloned()
-                .unwrap_or_else(|| "default".to_owned())
-        })?;
+        config.validate_with(
+            &|field| {
+                origins
+                    .get(field)
+                    .cloned()
+                    .unwrap_or_else(|| "default".to_owned())
+            },
+            &|var| others.get(var).cloned(),
+        )?;
         Ok(config)
     }
 
@@ -396,10 +409,16 @@ impl Config {
     /// topics, a usable log filter, a registry URL with a scheme, and no `kafka.client` setting
     /// that the coordinator manages itself.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_with(&|_| "configuration".to_owned())
+        self.validate_with(&|_| "configuration".to_owned(), &|var| {
+            std::env::var(var).ok()
+        })
     }
 
-    fn validate_with(&self, origin: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    fn validate_with(
+        &self,
+        origin: &dyn Fn(&str) -> String,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
         let invalid = |field: &str, reason: String| ConfigError::Invalid {
             origin: origin(field),
             field: field.to_owned(),
@@ -502,6 +521,14 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        self.ingest.check(env).map_err(|(field, reason)| {
+            let section = field.split('[').next().unwrap_or_default().to_owned();
+            ConfigError::Invalid {
+                origin: origin(&section),
+                field,
+                reason,
+            }
+        })?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",

@@ -12,6 +12,7 @@
 //! - [`view`]: every saga's latest state, read from the changelog by every replica.
 //! - [`command`]: operator commands as records on the commands topic.
 //! - [`http`]: the operator JSON API, health, readiness, metrics and the web page.
+//! - [`ingest`]: domain events over the CloudEvents HTTP binding, into Kafka as Avro.
 //! - [`config`]: the typed configuration (defaults → file → `CHOREO__…` environment).
 //! - [`telemetry`]: metric names and the Prometheus exporter.
 //! - [`error`]: the coordinator's errors.
@@ -22,6 +23,7 @@ pub mod coordinator;
 pub mod error;
 pub mod http;
 pub mod index;
+pub mod ingest;
 pub mod telemetry;
 pub mod topics;
 pub mod view;

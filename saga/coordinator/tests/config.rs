@@ -479,3 +479,70 @@ fn load_reads_a_file_and_names_it() {
     assert!(e.starts_with(&missing.display().to_string()), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn an_ingest_without_tokens_is_refused_at_load_unless_anonymous_is_allowed() {
+    let text = "[ingest]\nlisten = \"127.0.0.1:8090\"\n";
+    let e = err(text);
+    assert!(
+        e.starts_with("choreo.toml:2: ingest.listen: the ingest has no [[ingest.tokens]]"),
+        "{e}"
+    );
+    let c = load(&format!("{text}allow_anonymous = true\n")).expect("valid");
+    assert_eq!(
+        c.ingest.listen,
+        Some("127.0.0.1:8090".parse().expect("addr"))
+    );
+    assert!(matches!(
+        c.ingest.auth(&|_| None),
+        Ok(choreo_coordinator::ingest::auth::Auth::Off)
+    ));
+}
+
+#[test]
+fn an_ingest_token_is_read_from_its_variable_and_checked_at_load() {
+    let text = r#"
+[ingest]
+listen = "127.0.0.1:8090"
+
+[[ingest.tokens]]
+name = "checkout"
+token_env = "CHECKOUT_TOKEN"
+sources = ["/shop/checkout"]
+types = ["io.choreo.orders.*"]
+"#;
+    let e = Config::from_toml_str("choreo.toml", text, no_env())
+        .expect_err("the variable is not set")
+        .to_string();
+    assert_eq!(
+        e,
+        "choreo.toml:5: ingest.tokens[0].token_env: environment variable CHECKOUT_TOKEN is not set"
+    );
+    let short = Config::from_toml_str("choreo.toml", text, env(&[("CHECKOUT_TOKEN", "abc")]))
+        .expect_err("too short")
+        .to_string();
+    assert!(short.contains("use at least 16"), "{short}");
+    let c = Config::from_toml_str(
+        "choreo.toml",
+        text,
+        env(&[("CHECKOUT_TOKEN", "0123456789abcdef-secret")]),
+    )
+    .expect("valid");
+    let auth = c
+        .ingest
+        .auth(&|v| (v == "CHECKOUT_TOKEN").then(|| "0123456789abcdef-secret".to_owned()))
+        .expect("auth");
+    assert!(matches!(auth, choreo_coordinator::ingest::auth::Auth::Tokens(g) if g.len() == 1));
+    let no_sources = text.replace("sources = [\"/shop/checkout\"]\n", "");
+    let e = Config::from_toml_str(
+        "choreo.toml",
+        &no_sources,
+        env(&[("CHECKOUT_TOKEN", "0123456789abcdef-secret")]),
+    )
+    .expect_err("no sources")
+    .to_string();
+    assert!(
+        e.contains("ingest.tokens[0].sources: must list at least one"),
+        "{e}"
+    );
+}

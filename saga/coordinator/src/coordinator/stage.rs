@@ -74,6 +74,9 @@ impl Runtime {
             staged
                 .next_offsets
                 .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
+            if choreo_bus::wire::envelope::is_transaction_sweep(msg.headers()) {
+                continue;
+            }
             if msg.topic() == self.opts.commands_topic {
                 *staged.inputs.entry("command").or_default() += 1;
                 self.stage_command(msg, now, staged).await?;

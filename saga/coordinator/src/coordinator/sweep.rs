@@ -32,8 +32,8 @@ use crate::topics::partition_counts;
 /// compacted changelog finds nothing in it).
 pub(crate) const SWEEP_KEY: &str = "choreo.transaction-sweep";
 
-/// The header every sweep record carries.
-pub(crate) const SWEEP_HEADER: &str = "choreo-transaction-sweep";
+/// The header every sweep record carries (choreo's readers skip such records).
+pub(crate) const SWEEP_HEADER: &str = choreo_bus::wire::envelope::header::TRANSACTION_SWEEP;
 
 const ATTEMPTS: u32 = 5;
 
