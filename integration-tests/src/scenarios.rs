@@ -445,7 +445,7 @@ pub async fn poison_goes_to_the_dead_letter_topic(env: &Env) -> anyhow::Result<(
     // shows aborted records shows it): skipped, not dead-lettered. Sent before the poison, its
     // dead letter would be the first one read below.
     let sweep = OwnedHeaders::new().insert(Header {
-        key: choreo_bus::wire::envelope::header::TRANSACTION_SWEEP,
+        key: header::TRANSACTION_SWEEP,
         value: Some(""),
     });
     raw.send(

@@ -483,7 +483,10 @@ async fn serve_ingest(
         .ingest
         .auth(&|var| std::env::var(var).ok())
         .map_err(|e| anyhow::anyhow!("ingest.tokens: {e}"))?;
-    let bus = Bus::new(cfg.kafka.bus_config("/choreo/ingest"), registry)?;
+    let mut kafka = cfg.kafka.bus_config("/choreo/ingest");
+    kafka.delivery_timeout_ms =
+        u64::try_from(cfg.ingest.delivery_timeout.as_millis()).unwrap_or(u64::MAX);
+    let bus = Bus::new(kafka, registry)?;
     let (local, task) = ingest::serve(
         ingest_options(catalog, &bus, &cfg.ingest, auth),
         addr,

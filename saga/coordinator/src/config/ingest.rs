@@ -2,6 +2,7 @@
 //! `choreo ingest`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,13 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// The most events being produced at once (429 above).
     pub max_in_flight: usize,
+    /// How long a request waits for the broker's acknowledgement before it is answered 503
+    /// (the producer's `message.timeout.ms`).
+    #[serde(
+        deserialize_with = "super::de_duration",
+        serialize_with = "super::ser_duration"
+    )]
+    pub delivery_timeout: Duration,
     /// How many recent event identities (`source` + `id`) are remembered, so that one sent
     /// again is produced once. 0: none.
     pub dedup_window: usize,
@@ -35,6 +43,7 @@ impl Default for IngestConfig {
             listen: None,
             max_body_bytes: 1024 * 1024,
             max_in_flight: 10_000,
+            delivery_timeout: Duration::from_secs(10),
             dedup_window: 100_000,
             allow_anonymous: false,
             tokens: Vec::new(),
@@ -85,6 +94,12 @@ impl IngestConfig {
         }
         if self.max_in_flight == 0 {
             return Err(("ingest.max_in_flight".into(), "must be at least 1".into()));
+        }
+        if self.delivery_timeout < Duration::from_secs(1) {
+            return Err((
+                "ingest.delivery_timeout".into(),
+                "must be at least 1s".into(),
+            ));
         }
         if self.listen.is_some() && self.tokens.is_empty() && !self.allow_anonymous {
             return Err((
