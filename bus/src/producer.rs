@@ -27,14 +27,18 @@ impl std::fmt::Debug for Sender {
 impl Sender {
     /// Creates the producer (the broker is contacted lazily).
     pub(crate) fn new(config: &BusConfig) -> Result<Self, BusError> {
-        let producer: FutureProducer = config
-            .client_config()
+        let mut client = config.client_config();
+        // 5 ms unless the client settings choose (the HTTP ingest, answering per request,
+        // waits less).
+        if !config.client.contains_key("linger.ms") {
+            client.set("linger.ms", "5");
+        }
+        let producer: FutureProducer = client
             .set("enable.idempotence", "true")
             .set("acks", "all")
             // The Java client's partitioner, so that keys land on the same partitions whichever
             // language produced them (co-partitioning depends on it).
             .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5")
             .set("message.timeout.ms", config.delivery_timeout_ms.to_string())
             .create()
             .map_err(|e| BusError::kafka("creating the producer", e))?;

@@ -1,7 +1,8 @@
 //! # choreo-cli
 //!
 //! The `choreo` command: `dev` (everything in one process), `run` (a production replica),
-//! `sagas` (the operator client), `loadgen` and `bench-restore`. The command-line, HTTP-client
+//! `ingest` (the HTTP ingest alone), `sagas` (the operator client), `loadgen`, `bench-ingest`
+//! and `bench-restore`. The command-line, HTTP-client
 //! and error-reporting dependencies (clap, reqwest, anyhow) live only in this crate.
 //!
 //! ## Layout
@@ -11,9 +12,11 @@
 //! - [`client`]: the `choreo sagas …` command-line client of the operator API.
 //! - [`demo`]: the demo order, payment, inventory and shipping services of `choreo dev`.
 //! - [`loadgen`]: the saga load generator, its baseline pipe and its watcher.
+//! - [`ingest_bench`]: the HTTP ingest benchmark (`choreo bench-ingest`) and its rdkafka baseline.
 //! - [`restore_bench`]: the restore benchmark (`choreo bench-restore`) and its baseline.
 
 pub mod client;
 pub mod demo;
+pub mod ingest_bench;
 pub mod loadgen;
 pub mod restore_bench;

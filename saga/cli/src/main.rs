@@ -53,6 +53,8 @@ enum Cmd {
     Sagas(client::SagasArgs),
     /// Drive sagas through a broker and print throughput and latency against a baseline.
     Loadgen(choreo_cli::loadgen::LoadgenArgs),
+    /// Post events to the HTTP ingest and print throughput and latency against rdkafka.
+    BenchIngest(choreo_cli::ingest_bench::IngestBenchArgs),
     /// Time a replica's restore of a changelog of in-flight sagas against a plain read of it.
     BenchRestore(choreo_cli::restore_bench::RestoreBenchArgs),
 }
@@ -486,7 +488,7 @@ async fn serve_ingest(
     let mut kafka = cfg.kafka.bus_config("/choreo/ingest");
     kafka.delivery_timeout_ms =
         u64::try_from(cfg.ingest.delivery_timeout.as_millis()).unwrap_or(u64::MAX);
-    let bus = Bus::new(kafka, registry)?;
+    let bus = Bus::new(ingest::producer_config(kafka), registry)?;
     let (local, task) = ingest::serve(
         ingest_options(catalog, &bus, &cfg.ingest, auth),
         addr,
@@ -528,6 +530,10 @@ async fn main() -> std::process::ExitCode {
         Cmd::Loadgen(args) => {
             init_logs("warn", LogFormat::Text);
             choreo_cli::loadgen::run(args).await
+        }
+        Cmd::BenchIngest(args) => {
+            init_logs("warn", LogFormat::Text);
+            choreo_cli::ingest_bench::run(args).await
         }
         Cmd::BenchRestore(args) => {
             init_logs("warn", LogFormat::Text);

@@ -94,6 +94,16 @@ impl EventSink for Bus {
     }
 }
 
+/// The bus settings of the ingest's producer: `kafka`, waiting at most 1 ms to fill a batch
+/// (`linger.ms`, unless `kafka.client` sets it) — each request waits for its acknowledgement.
+pub fn producer_config(mut kafka: choreo_bus::BusConfig) -> choreo_bus::BusConfig {
+    kafka
+        .client
+        .entry("linger.ms".into())
+        .or_insert_with(|| "1".into());
+    kafka
+}
+
 /// What the ingest is built from.
 #[derive(Clone)]
 pub struct IngestOptions {

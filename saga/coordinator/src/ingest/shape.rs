@@ -14,9 +14,7 @@ use serde_json::Value;
 /// Checks `data` against `schema`; the error names the path of the first field that does not
 /// fit, and why.
 pub fn check(schema: &Schema, data: &Value) -> Result<(), String> {
-    let mut named = HashMap::new();
-    collect_named(schema, &mut named);
-    walk(schema, data, &mut String::new(), &named)
+    walk(schema, data, &mut String::new(), schema)
 }
 
 fn collect_named<'s>(schema: &'s Schema, out: &mut HashMap<String, &'s Schema>) {
@@ -60,12 +58,8 @@ fn at(path: &str) -> &str {
     if path.is_empty() { "the data" } else { path }
 }
 
-fn walk(
-    schema: &Schema,
-    v: &Value,
-    path: &mut String,
-    named: &HashMap<String, &Schema>,
-) -> Result<(), String> {
+/// `root` is the whole schema, searched for a named type only when a reference needs it.
+fn walk(schema: &Schema, v: &Value, path: &mut String, named: &Schema) -> Result<(), String> {
     let mismatch =
         |want: &str, path: &str| format!("{}: expected {want}, got {}", at(path), got(v));
     let whole = |v: &Value, lo: i64, hi: i64| v.as_i64().is_some_and(|n| (lo..=hi).contains(&n));
@@ -185,14 +179,18 @@ fn walk(
             }
             Ok(())
         }
-        Schema::Ref { name } => match named.get(&name.fullname(None)) {
-            Some(s) => walk(s, v, path, named),
-            None => Err(format!(
-                "{}: the schema refers to an unknown type {}",
-                at(path),
-                name.fullname(None)
-            )),
-        },
+        Schema::Ref { name } => {
+            let mut types = HashMap::new();
+            collect_named(named, &mut types);
+            match types.get(&name.fullname(None)) {
+                Some(s) => walk(s, v, path, named),
+                None => Err(format!(
+                    "{}: the schema refers to an unknown type {}",
+                    at(path),
+                    name.fullname(None)
+                )),
+            }
+        }
     }
 }
 
