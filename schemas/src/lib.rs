@@ -27,4 +27,6 @@ pub use catalog::{Catalog, EventInfo, SchemaVersion};
 pub use compat::Compatibility;
 pub use error::{RegistryError, SchemaError};
 pub use event::Event;
-pub use registry::{CachedRegistry, ConfluentRegistry, MemoryRegistry, SchemaRegistry};
+pub use registry::{
+    CachedRegistry, ConfluentRegistry, MemoryRegistry, SchemaRegistry, schema_id_of,
+};

@@ -47,7 +47,24 @@ pub trait SchemaRegistry: Send + Sync + fmt::Debug {
     async fn schema_by_id(&self, id: u32) -> Result<String, RegistryError>;
 }
 
-/// The in-process registry.
+/// The largest schema id (ids are positive 31-bit integers, as Java clients read them).
+pub const MAX_SCHEMA_ID: u32 = 0x7FFF_FFFF;
+
+/// The id a schema gets from its content: the 64-bit FNV-1a hash of its Parsing Canonical
+/// Form, folded to 31 bits (never 0). So an id never depends on the order in which schemas are
+/// registered — adding an event type on upgrade re-points nothing — and two registries (two
+/// `choreo` processes, or one before and after a restart) give a schema the same id.
+pub fn schema_id_of(canonical_form: &str) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in canonical_form.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let folded = u32::try_from((h ^ (h >> 32)) & u64::from(MAX_SCHEMA_ID)).unwrap_or(1);
+    folded.max(1)
+}
+
+/// The in-process registry. Ids come from the schema's content ([`schema_id_of`]).
 #[derive(Debug, Default)]
 pub struct MemoryRegistry {
     inner: Mutex<MemoryState>,
@@ -55,8 +72,8 @@ pub struct MemoryRegistry {
 
 #[derive(Debug, Default)]
 struct MemoryState {
-    /// Schema texts by id (index = id - 1).
-    schemas: Vec<String>,
+    /// Schema texts by id.
+    schemas: HashMap<u32, String>,
     /// Parsed canonical form → id, so one schema under two subjects has one id.
     by_canonical: HashMap<String, u32>,
     /// Subject → ids of its versions in order.
@@ -80,7 +97,7 @@ impl MemoryState {
             .get(subject)
             .map(|ids| {
                 ids.iter()
-                    .filter_map(|id| Schema::parse_str(&self.schemas[(*id - 1) as usize]).ok())
+                    .filter_map(|id| Schema::parse_str(self.schemas.get(id)?).ok())
                     .collect()
             })
             .unwrap_or_default();
@@ -126,15 +143,20 @@ impl MemoryRegistry {
                 subject: subject.to_owned(),
                 version: u32::try_from(pos + 1).unwrap_or(u32::MAX),
                 id,
-                schema: st.schemas[(id - 1) as usize].clone(),
+                schema: st.schemas.get(&id).cloned().unwrap_or_default(),
             });
         }
         st.check(subject, &schema)?;
         let id = match st.by_canonical.get(&canonical) {
             Some(&id) => id,
             None => {
-                st.schemas.push(text.to_owned());
-                let id = u32::try_from(st.schemas.len()).unwrap_or(u32::MAX);
+                let mut id = schema_id_of(&canonical);
+                // Another schema with the same fingerprint (about one in two billion per pair):
+                // the next free id. Only then does an id depend on what was registered before.
+                while st.schemas.contains_key(&id) {
+                    id = if id >= MAX_SCHEMA_ID { 1 } else { id + 1 };
+                }
+                st.schemas.insert(id, text.to_owned());
                 st.by_canonical.insert(canonical, id);
                 id
             }
@@ -171,7 +193,7 @@ impl MemoryRegistry {
                 subject: subject.to_owned(),
                 version: u32::try_from(i + 1).unwrap_or(u32::MAX),
                 id: *id,
-                schema: st.schemas[(*id - 1) as usize].clone(),
+                schema: st.schemas.get(id).cloned().unwrap_or_default(),
             })
             .collect())
     }
@@ -220,10 +242,7 @@ impl MemoryRegistry {
 
     /// The schema text of an id.
     pub fn get(&self, id: u32) -> Option<String> {
-        let st = self.lock();
-        id.checked_sub(1)
-            .and_then(|i| st.schemas.get(i as usize))
-            .cloned()
+        self.lock().schemas.get(&id).cloned()
     }
 }
 

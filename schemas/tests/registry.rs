@@ -43,9 +43,50 @@ async fn ids_are_stable_and_versions_accumulate() {
         OrderPlaced::schema_text()
     );
     assert!(matches!(
-        reg.schema_by_id(99).await,
-        Err(RegistryError::UnknownId(99))
+        reg.schema_by_id(a ^ 1).await,
+        Err(RegistryError::UnknownId(_))
     ));
+}
+
+#[tokio::test]
+async fn an_id_means_one_schema_whatever_was_registered_before_and_in_every_registry() {
+    // Before: ids followed the order of registration, so an event type added on upgrade (its
+    // name sorting first) re-pointed the ids records already in Kafka carry.
+    let catalog = choreo_schemas::Catalog::reference();
+    let all: Vec<(String, String)> = catalog
+        .events()
+        .flat_map(|e| {
+            e.versions
+                .iter()
+                .map(|v| (e.subject(), v.text.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let forward = MemoryRegistry::new();
+    let mut ids = Vec::new();
+    for (subject, text) in &all {
+        ids.push(forward.register(subject, text).await.expect("registers"));
+    }
+    // Another registry (another process, or this one after a restart) that first saw a new
+    // event type, then the catalog backwards.
+    let other = MemoryRegistry::new();
+    other
+        .register(
+            "aaa-new.Event",
+            r#"{"type":"record","name":"Event","namespace":"new","fields":[{"name":"x","type":"int"}]}"#,
+        )
+        .await
+        .expect("new type");
+    for ((subject, text), id) in all.iter().zip(&ids).rev() {
+        assert_eq!(
+            other.register(subject, text).await.expect("registers"),
+            *id,
+            "{subject}: the same id"
+        );
+    }
+    let distinct: std::collections::HashSet<u32> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "one id per schema");
+    assert!(ids.iter().all(|id| (1..=0x7FFF_FFFF).contains(id)));
 }
 
 #[tokio::test]

@@ -393,7 +393,8 @@ mod tests {
         let bytes = codec.encode("orders", &v1()).await.expect("encode");
         assert_eq!(bytes[0], 0);
         let (id, body) = unframe(&bytes).expect("frame");
-        assert_eq!(id, 1);
+        let canonical = OrderPlacedV1::schema().canonical_form();
+        assert_eq!(id, choreo_schemas::registry::schema_id_of(&canonical));
         assert!(!body.is_empty());
         let v2: OrderPlaced = codec.decode(&bytes).await.expect("v1 read as v2");
         assert_eq!(v2.channel, "web");
