@@ -36,6 +36,7 @@
 //! - [`dead_letter`]: dead-letter topics, their headers, the rate limit.
 //! - [`dedup`]: the [`DedupStore`] trait and the bounded in-memory default.
 //! - [`retry`]: exponential backoff with jitter.
+//! - [`schema_store`]: a schema registry whose storage is a compacted Kafka topic.
 //! - [`telemetry`]: metric names.
 //! - [`embedded`]: an in-process Kafka-protocol broker (librdkafka's mock cluster).
 //! - [`config`] and [`error`].
@@ -48,6 +49,7 @@ pub mod embedded;
 pub mod error;
 mod producer;
 pub mod retry;
+pub mod schema_store;
 pub mod subscriber;
 pub mod telemetry;
 pub mod wire;

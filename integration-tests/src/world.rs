@@ -35,8 +35,11 @@ impl World {
     /// A world around `broker`.
     pub async fn new(broker: TestBroker) -> anyhow::Result<World> {
         let registry = Arc::new(MemoryRegistry::new());
-        let (addr, server) =
-            choreo_schemas::server::serve(Arc::clone(&registry), "127.0.0.1:0".parse()?).await?;
+        let (addr, server) = choreo_schemas::server::serve(
+            Arc::clone(&registry) as Arc<dyn choreo_schemas::RegistryStore>,
+            "127.0.0.1:0".parse()?,
+        )
+        .await?;
         let dir =
             std::env::temp_dir().join(format!("choreo-saga-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;

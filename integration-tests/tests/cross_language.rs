@@ -41,10 +41,12 @@ async fn a_python_service_and_a_choreo_service_talk() {
         broker.create_topic(t, 3).expect("topic");
     }
     let registry = Arc::new(MemoryRegistry::new());
-    let (addr, _server) =
-        choreo_schemas::server::serve(Arc::clone(&registry), "127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("registry");
+    let (addr, _server) = choreo_schemas::server::serve(
+        Arc::clone(&registry) as Arc<dyn choreo_schemas::RegistryStore>,
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("registry");
     let registry_url = format!("http://{addr}");
     let bootstrap = broker.bootstrap_servers().to_owned();
     let bus = Bus::new(

@@ -28,5 +28,6 @@ pub use compat::Compatibility;
 pub use error::{RegistryError, SchemaError};
 pub use event::Event;
 pub use registry::{
-    CachedRegistry, ConfluentRegistry, MemoryRegistry, SchemaRegistry, schema_id_of,
+    CachedRegistry, ConfluentRegistry, MemoryRegistry, RegistryStore, SchemaRegistry,
+    SubjectVersion, schema_id_of,
 };

@@ -70,7 +70,7 @@ pub struct MemoryRegistry {
     inner: Mutex<MemoryState>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct MemoryState {
     /// Schema texts by id.
     schemas: HashMap<u32, String>,
@@ -172,6 +172,44 @@ impl MemoryRegistry {
         })
     }
 
+    /// What registering `text` under `subject` would give, without registering it: the
+    /// version, and whether it is new (`false`: registered already).
+    pub fn plan_register(
+        &self,
+        subject: &str,
+        text: &str,
+    ) -> Result<(SubjectVersion, bool), RegistryError> {
+        let before = self.lock().clone();
+        let scratch = MemoryRegistry {
+            inner: Mutex::new(before),
+        };
+        let known = scratch.lock().subjects.get(subject).map_or(0, Vec::len);
+        let v = scratch.register_schema(subject, text)?;
+        Ok((
+            v.clone(),
+            usize::try_from(v.version).unwrap_or(usize::MAX) > known,
+        ))
+    }
+
+    /// Puts a version exactly as a durable store recorded it (id, version, text), without
+    /// checks; applying one twice changes nothing.
+    pub fn restore(&self, v: &SubjectVersion) -> Result<(), RegistryError> {
+        let canonical = Schema::parse_str(&v.schema)
+            .map_err(|e| RegistryError::InvalidSchema(e.to_string()))?
+            .canonical_form();
+        let mut st = self.lock();
+        st.schemas.entry(v.id).or_insert_with(|| v.schema.clone());
+        st.by_canonical.entry(canonical).or_insert(v.id);
+        let versions = st.subjects.entry(v.subject.clone()).or_default();
+        let at = usize::try_from(v.version)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(1);
+        if at >= versions.len() {
+            versions.push(v.id);
+        }
+        Ok(())
+    }
+
     /// Every subject, sorted.
     pub fn subjects(&self) -> Vec<String> {
         let mut s: Vec<String> = self.lock().subjects.keys().cloned().collect();
@@ -243,6 +281,54 @@ impl MemoryRegistry {
     /// The schema text of an id.
     pub fn get(&self, id: u32) -> Option<String> {
         self.lock().schemas.get(&id).cloned()
+    }
+}
+
+/// Where a registry keeps its schemas: reads come from an in-process view, writes go through
+/// the store (in memory, or a durable log such as a Kafka topic) before the view shows them.
+#[async_trait]
+pub trait RegistryStore: Send + Sync + fmt::Debug {
+    /// The current view (every read is served from it).
+    fn view(&self) -> &MemoryRegistry;
+    /// Registers `text` under `subject` under the subject's rule; durable before it returns.
+    async fn register_version(
+        &self,
+        subject: &str,
+        text: &str,
+    ) -> Result<SubjectVersion, RegistryError>;
+    /// Sets a subject's rule (or the global one); durable before it returns.
+    async fn set_rule(
+        &self,
+        subject: Option<&str>,
+        rule: Compatibility,
+    ) -> Result<(), RegistryError>;
+    /// Brings the view up to date with the store (before answering "not found").
+    async fn refresh(&self) -> Result<(), RegistryError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RegistryStore for MemoryRegistry {
+    fn view(&self) -> &MemoryRegistry {
+        self
+    }
+
+    async fn register_version(
+        &self,
+        subject: &str,
+        text: &str,
+    ) -> Result<SubjectVersion, RegistryError> {
+        self.register_schema(subject, text)
+    }
+
+    async fn set_rule(
+        &self,
+        subject: Option<&str>,
+        rule: Compatibility,
+    ) -> Result<(), RegistryError> {
+        self.set_compatibility(subject, rule);
+        Ok(())
     }
 }
 

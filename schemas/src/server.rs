@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -20,12 +20,23 @@ use serde_json::{Value, json};
 
 use crate::compat::Compatibility;
 use crate::error::RegistryError;
-use crate::registry::{MemoryRegistry, SubjectVersion};
+use crate::registry::{MemoryRegistry, RegistryStore, SubjectVersion};
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
-/// The router serving `registry`; mount it at the root of a listener.
-pub fn router(registry: Arc<MemoryRegistry>) -> Router {
+/// The router serving `store` (reads from its view, writes through it); mount it at the root
+/// of a listener.
+pub fn router(store: Arc<dyn RegistryStore>) -> Router {
+    router_with_token(store, None)
+}
+
+/// [`router`], with writes (registering, config changes) refused without
+/// `Authorization: Bearer <write_token>` when it is set.
+pub fn router_with_token(store: Arc<dyn RegistryStore>, write_token: Option<String>) -> Router {
+    let state = Server {
+        store,
+        write_token: write_token.map(Arc::from),
+    };
     Router::new()
         .route("/subjects", get(subjects))
         .route("/subjects/{subject}", post(lookup))
@@ -42,23 +53,78 @@ pub fn router(registry: Arc<MemoryRegistry>) -> Router {
             "/compatibility/subjects/{subject}/versions/{version}",
             post(compatible),
         )
-        .with_state(registry)
+        .with_state(state)
 }
 
-/// Binds `addr` and serves the registry until the task is dropped; returns the bound address.
+/// Binds `addr` and serves [`router`] in the background; returns the bound address.
 pub async fn serve(
-    registry: Arc<MemoryRegistry>,
+    store: Arc<dyn RegistryStore>,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_app(router(store), addr).await
+}
+
+/// Serves an already built router (see [`router_with_token`]) on `addr`.
+pub async fn serve_app(
+    app: Router,
     addr: std::net::SocketAddr,
 ) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = router(registry);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "schema registry server stopped");
         }
     });
     Ok((local, task))
+}
+
+#[derive(Clone)]
+struct Server {
+    store: Arc<dyn RegistryStore>,
+    write_token: Option<Arc<str>>,
+}
+
+impl Server {
+    fn view(&self) -> &MemoryRegistry {
+        self.store.view()
+    }
+
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(token) = &self.write_token else {
+            return Ok(());
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Constant-time in the token's content.
+        let same = presented.len() == token.len()
+            && presented
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(())
+        } else {
+            Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                40101,
+                "writes to this registry need Authorization: Bearer <token>".into(),
+            ))
+        }
+    }
+
+    /// The schema of `id`, refreshing the view once before answering that it is unknown.
+    async fn schema(&self, id: u32) -> Result<String, ApiError> {
+        if let Some(s) = self.view().get(id) {
+            return Ok(s);
+        }
+        self.store.refresh().await?;
+        Ok(self.view().get(id).ok_or(RegistryError::UnknownId(id))?)
+    }
 }
 
 struct ApiError(StatusCode, u32, String);
@@ -150,27 +216,29 @@ fn pick(reg: &MemoryRegistry, subject: &str, version: &str) -> Result<SubjectVer
     })
 }
 
-async fn subjects(State(reg): State<Arc<MemoryRegistry>>) -> Response {
-    ok(json!(reg.subjects()))
+async fn subjects(State(srv): State<Server>) -> Response {
+    ok(json!(srv.view().subjects()))
 }
 
 async fn register(
-    State(reg): State<Arc<MemoryRegistry>>,
+    State(srv): State<Server>,
     Path(subject): Path<String>,
+    headers: HeaderMap,
     Json(body): Json<SchemaBody>,
 ) -> Result<Response, ApiError> {
+    srv.authorize(&headers)?;
     check_type(&body)?;
-    let v = reg.register_schema(&subject, &body.schema)?;
+    let v = srv.store.register_version(&subject, &body.schema).await?;
     Ok(ok(json!({"id": v.id})))
 }
 
 async fn lookup(
-    State(reg): State<Arc<MemoryRegistry>>,
+    State(srv): State<Server>,
     Path(subject): Path<String>,
     Json(body): Json<SchemaBody>,
 ) -> Result<Response, ApiError> {
     check_type(&body)?;
-    match reg.lookup(&subject, &body.schema)? {
+    match srv.view().lookup(&subject, &body.schema)? {
         Some(v) => Ok(ok(version_json(&v))),
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -181,74 +249,76 @@ async fn lookup(
 }
 
 async fn versions(
-    State(reg): State<Arc<MemoryRegistry>>,
+    State(srv): State<Server>,
     Path(subject): Path<String>,
 ) -> Result<Response, ApiError> {
-    let v: Vec<u32> = reg.versions(&subject)?.iter().map(|v| v.version).collect();
+    let v: Vec<u32> = srv
+        .view()
+        .versions(&subject)?
+        .iter()
+        .map(|v| v.version)
+        .collect();
     Ok(ok(json!(v)))
 }
 
 async fn version(
-    State(reg): State<Arc<MemoryRegistry>>,
+    State(srv): State<Server>,
     Path((subject, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    Ok(ok(version_json(&pick(&reg, &subject, &version)?)))
+    Ok(ok(version_json(&pick(srv.view(), &subject, &version)?)))
 }
 
-async fn by_id(
-    State(reg): State<Arc<MemoryRegistry>>,
-    Path(id): Path<u32>,
-) -> Result<Response, ApiError> {
-    let schema = reg.get(id).ok_or(RegistryError::UnknownId(id))?;
+async fn by_id(State(srv): State<Server>, Path(id): Path<u32>) -> Result<Response, ApiError> {
+    let schema = srv.schema(id).await?;
     Ok(ok(json!({"schema": schema})))
 }
 
-async fn raw_by_id(
-    State(reg): State<Arc<MemoryRegistry>>,
-    Path(id): Path<u32>,
-) -> Result<Response, ApiError> {
-    let schema = reg.get(id).ok_or(RegistryError::UnknownId(id))?;
+async fn raw_by_id(State(srv): State<Server>, Path(id): Path<u32>) -> Result<Response, ApiError> {
+    let schema = srv.schema(id).await?;
     Ok(reply(
         StatusCode::OK,
         serde_json::from_str(&schema).unwrap_or(Value::String(schema)),
     ))
 }
 
-async fn get_global(State(reg): State<Arc<MemoryRegistry>>) -> Response {
-    ok(json!({"compatibilityLevel": reg.compatibility(None)}))
+async fn get_global(State(srv): State<Server>) -> Response {
+    ok(json!({"compatibilityLevel": srv.view().compatibility(None)}))
 }
 
 async fn put_global(
-    State(reg): State<Arc<MemoryRegistry>>,
+    State(srv): State<Server>,
+    headers: HeaderMap,
     Json(body): Json<ConfigBody>,
-) -> Response {
-    reg.set_compatibility(None, body.compatibility);
-    ok(json!({"compatibility": body.compatibility}))
+) -> Result<Response, ApiError> {
+    srv.authorize(&headers)?;
+    srv.store.set_rule(None, body.compatibility).await?;
+    Ok(ok(json!({"compatibility": body.compatibility})))
 }
 
-async fn get_subject_config(
-    State(reg): State<Arc<MemoryRegistry>>,
-    Path(subject): Path<String>,
-) -> Response {
-    ok(json!({"compatibilityLevel": reg.compatibility(Some(&subject))}))
+async fn get_subject_config(State(srv): State<Server>, Path(subject): Path<String>) -> Response {
+    ok(json!({"compatibilityLevel": srv.view().compatibility(Some(&subject))}))
 }
 
 async fn put_subject_config(
-    State(reg): State<Arc<MemoryRegistry>>,
+    State(srv): State<Server>,
     Path(subject): Path<String>,
+    headers: HeaderMap,
     Json(body): Json<ConfigBody>,
-) -> Response {
-    reg.set_compatibility(Some(&subject), body.compatibility);
-    ok(json!({"compatibility": body.compatibility}))
+) -> Result<Response, ApiError> {
+    srv.authorize(&headers)?;
+    srv.store
+        .set_rule(Some(&subject), body.compatibility)
+        .await?;
+    Ok(ok(json!({"compatibility": body.compatibility})))
 }
 
 async fn compatible(
-    State(reg): State<Arc<MemoryRegistry>>,
+    State(srv): State<Server>,
     Path((subject, _version)): Path<(String, String)>,
     Json(body): Json<SchemaBody>,
 ) -> Result<Response, ApiError> {
     check_type(&body)?;
-    match reg.check(&subject, &body.schema) {
+    match srv.view().check(&subject, &body.schema) {
         Ok(()) => Ok(ok(json!({"is_compatible": true}))),
         Err(RegistryError::Incompatible { reason, .. }) => {
             Ok(ok(json!({"is_compatible": false, "messages": [reason]})))

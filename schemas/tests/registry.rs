@@ -108,10 +108,12 @@ async fn an_incompatible_schema_is_refused_with_the_field() {
 #[tokio::test]
 async fn the_rest_api_serves_the_confluent_client() {
     let reg = Arc::new(MemoryRegistry::new());
-    let (addr, task) =
-        choreo_schemas::server::serve(Arc::clone(&reg), "127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("bind");
+    let (addr, task) = choreo_schemas::server::serve(
+        Arc::clone(&reg) as Arc<dyn choreo_schemas::RegistryStore>,
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("bind");
     let client = ConfluentRegistry::new(&format!("http://{addr}"));
     let id = client
         .register(SUBJECT, OrderPlacedV1::schema_text())

@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use choreo_bus::schema_store::SchemaTopic;
 use choreo_bus::{Bus, BusConfig, EmbeddedBroker};
 use choreo_cli::client;
 use choreo_cli::demo::{Demo, DemoOptions};
-use choreo_coordinator::config::{Config, LogFormat};
+use choreo_coordinator::config::{Config, LogFormat, RegistryStoreKind};
 use choreo_coordinator::http::{self, ApiState};
 use choreo_coordinator::ingest::{self, EventSink, IngestOptions, auth::Auth};
 use choreo_coordinator::{CoordinatorHandle, CoordinatorOptions, Guarantee, start, telemetry};
 use choreo_saga::{Definition, Definitions};
-use choreo_schemas::{Catalog, ConfluentRegistry, MemoryRegistry, SchemaRegistry};
+use choreo_schemas::{Catalog, ConfluentRegistry, MemoryRegistry, RegistryStore, SchemaRegistry};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +47,14 @@ enum Cmd {
     Ingest {
         /// The configuration file (see deploy/choreo.example.toml); `CHOREO__…` variables
         /// override it. `ingest.listen` must be set.
+        #[arg(long, short, env = "CHOREO_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Only the schema registry (the Confluent REST API), its schemas kept in a compacted Kafka
+    /// topic: the `[kafka]` and `[registry]` parts of the configuration.
+    Registry {
+        /// The configuration file (see deploy/choreo.example.toml); `CHOREO__…` variables
+        /// override it.
         #[arg(long, short, env = "CHOREO_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -218,7 +227,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let memory = Arc::new(MemoryRegistry::new());
     catalog.register_all(memory.as_ref()).await?;
     let (registry_addr, _registry_task) =
-        choreo_schemas::server::serve(Arc::clone(&memory), args.registry)
+        choreo_schemas::server::serve(Arc::clone(&memory) as Arc<dyn RegistryStore>, args.registry)
             .await
             .with_context(|| format!("cannot serve the schema registry on {}", args.registry))?;
     let registry: Arc<dyn SchemaRegistry> = memory;
@@ -439,21 +448,84 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     result.map_err(Into::into)
 }
 
-/// The schema registry `choreo run` and `choreo ingest` use: `registry.url`, or the in-process
-/// one filled from the catalog (served on `registry.listen` when set).
+/// The schema registry `choreo run` and `choreo ingest` use: `registry.url`, or choreo's own
+/// (in memory or in a Kafka topic, see `registry.store`), the catalog registered in it and
+/// served on `registry.listen` when set.
 async fn registry_of(cfg: &Config, catalog: &Catalog) -> anyhow::Result<Arc<dyn SchemaRegistry>> {
-    Ok(match &cfg.registry.url {
-        Some(url) => Arc::new(ConfluentRegistry::new(url)),
-        None => {
-            let memory = Arc::new(MemoryRegistry::new());
-            catalog.register_all(memory.as_ref()).await?;
-            if let Some(addr) = cfg.registry.listen {
-                let (a, _) = choreo_schemas::server::serve(Arc::clone(&memory), addr).await?;
-                tracing::info!(addr = %a, "schema registry served");
+    if let Some(url) = &cfg.registry.url {
+        return Ok(Arc::new(ConfluentRegistry::new(url)));
+    }
+    let (store, registry): (Arc<dyn RegistryStore>, Arc<dyn SchemaRegistry>) =
+        match cfg.registry.store {
+            RegistryStoreKind::Memory => {
+                let memory = Arc::new(MemoryRegistry::new());
+                (Arc::clone(&memory) as Arc<dyn RegistryStore>, memory)
             }
-            memory
-        }
-    })
+            RegistryStoreKind::Kafka => {
+                let kafka = open_schema_topic(cfg).await?;
+                (Arc::clone(&kafka) as Arc<dyn RegistryStore>, kafka)
+            }
+        };
+    catalog.register_all(registry.as_ref()).await?;
+    if let Some(addr) = cfg.registry.listen {
+        serve_registry(cfg, store, addr).await?;
+    }
+    Ok(registry)
+}
+
+async fn open_schema_topic(
+    cfg: &Config,
+) -> anyhow::Result<Arc<choreo_bus::schema_store::KafkaSchemaStore>> {
+    let mut topic = SchemaTopic::new(cfg.kafka.bus_config("/choreo/registry"));
+    topic.topic.clone_from(&cfg.registry.topic);
+    topic.replication_factor = cfg.coordinator.replication_factor;
+    topic.timeout = cfg.coordinator.kafka_timeout;
+    choreo_bus::schema_store::KafkaSchemaStore::open(topic)
+        .await
+        .with_context(|| format!("opening the schema topic {}", cfg.registry.topic))
+}
+
+async fn serve_registry(
+    cfg: &Config,
+    store: Arc<dyn RegistryStore>,
+    addr: SocketAddr,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let token = match &cfg.registry.write_token_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .with_context(|| format!("registry.write_token_env: {var} is not set"))?,
+        ),
+        None => None,
+    };
+    let app = choreo_schemas::server::router_with_token(store, token);
+    let (a, task) = choreo_schemas::server::serve_app(app, addr)
+        .await
+        .with_context(|| format!("cannot serve the schema registry on {addr} (registry.listen)"))?;
+    tracing::info!(addr = %a, "schema registry served");
+    Ok((a, task))
+}
+
+/// `choreo registry`: the schema registry alone, its schemas in Kafka.
+async fn registry_only(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut cfg = Config::load(config.as_deref())?;
+    init_logs(&cfg.log.level, cfg.log.format);
+    if cfg.registry.url.is_some() {
+        anyhow::bail!("registry.url is set: `choreo registry` is the registry itself; unset it");
+    }
+    cfg.registry.store = RegistryStoreKind::Kafka;
+    let addr = cfg
+        .registry
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081)));
+    let store = open_schema_topic(&cfg).await?;
+    let shutdown = shutdown_on_signal();
+    let (a, _task) = serve_registry(&cfg, store, addr).await?;
+    println!(
+        "schema registry on http://{a} (schemas in Kafka topic {})",
+        cfg.registry.topic
+    );
+    shutdown.cancelled().await;
+    Ok(())
 }
 
 fn ingest_options(
@@ -526,6 +598,7 @@ async fn main() -> std::process::ExitCode {
         Cmd::Dev(args) => dev(args).await,
         Cmd::Run { config } => run(config).await,
         Cmd::Ingest { config } => ingest_only(config).await,
+        Cmd::Registry { config } => registry_only(config).await,
         Cmd::Sagas(args) => client::run(args).await,
         Cmd::Loadgen(args) => {
             init_logs("warn", LogFormat::Text);

@@ -123,7 +123,7 @@ impl KafkaConfig {
 }
 
 /// `[registry]`: where event schemas are registered.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
     /// A schema registry speaking the Confluent REST API (Confluent Schema Registry, Karapace,
@@ -131,10 +131,43 @@ pub struct RegistryConfig {
     /// catalog.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Serve the in-process registry over the Confluent REST API on this address, so that
-    /// other services' serializers can use it. Unset: not served.
+    /// Serve the registry over the Confluent REST API on this address, so that other
+    /// services' serializers can use it. Unset: not served (`choreo registry`: 127.0.0.1:8081).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Where the registry keeps schemas when `url` is unset: `memory` (this process only,
+    /// filled from the catalog at start-up) or `kafka` (the compacted `topic`: survives
+    /// restarts, shared by every instance). `choreo registry` always uses `kafka`.
+    pub store: RegistryStoreKind,
+    /// The compacted topic of the `kafka` store.
+    pub topic: String,
+    /// The environment variable holding the token that writes (registering, config changes)
+    /// need, as `Authorization: Bearer <token>`. Unset: writes are open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_token_env: Option<String>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            listen: None,
+            store: RegistryStoreKind::Memory,
+            topic: choreo_bus::schema_store::DEFAULT_TOPIC.into(),
+            write_token_env: None,
+        }
+    }
+}
+
+/// Where the registry keeps its schemas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistryStoreKind {
+    /// In this process.
+    #[default]
+    Memory,
+    /// In a compacted Kafka topic.
+    Kafka,
 }
 
 /// `[coordinator]`: the saga coordinator itself.
@@ -456,6 +489,33 @@ impl Config {
                 "registry.url",
                 format!("\"{url}\" is not an http:// or https:// URL"),
             ));
+        }
+        if self.registry.url.is_some() && self.registry.store == RegistryStoreKind::Kafka {
+            return Err(invalid(
+                "registry.store",
+                "\"kafka\" keeps schemas in this process's own registry; it cannot be combined with registry.url".into(),
+            ));
+        }
+        check_topic(&self.registry.topic).map_err(|r| invalid("registry.topic", r))?;
+        if let Some(var) = &self.registry.write_token_env {
+            match env(var) {
+                None => {
+                    return Err(invalid(
+                        "registry.write_token_env",
+                        format!("environment variable {var} is not set"),
+                    ));
+                }
+                Some(t) if t.len() < 16 => {
+                    return Err(invalid(
+                        "registry.write_token_env",
+                        format!(
+                            "the token in {var} is {} characters; use at least 16",
+                            t.len()
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
         }
         let c = &self.coordinator;
         non_empty("coordinator.instance_id", &c.instance_id)?;

@@ -1,0 +1,217 @@
+//! `choreo registry` on Apache Kafka: schemas kept in a compacted topic. Two instances answer
+//! alike, either can write (the other is fenced and catches up), writes need the token, and an
+//! instance killed with SIGKILL and started again resolves every id to the same schema.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use choreo_integration_tests::broker::{free_port, real_broker};
+use choreo_integration_tests::process::choreo_binary;
+use choreo_schemas::Catalog;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+const TOKEN: &str = "registry-write-token-0123";
+
+struct Instance {
+    url: String,
+    port: u16,
+    child: Child,
+}
+
+async fn start(bootstrap: &str, port: u16, dir: &std::path::Path, name: &str) -> Instance {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .expect("log");
+    let child = Command::new(choreo_binary().expect("choreo"))
+        .arg("registry")
+        .env_remove("CHOREO_CONFIG")
+        .env("CHOREO__KAFKA__BOOTSTRAP_SERVERS", bootstrap)
+        .env("CHOREO__REGISTRY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CHOREO__REGISTRY__WRITE_TOKEN_ENV", "TEST_REGISTRY_TOKEN")
+        .env("TEST_REGISTRY_TOKEN", TOKEN)
+        .env("CHOREO__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("choreo registry");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http
+        .get(format!("{url}/subjects"))
+        .send()
+        .await
+        .map_or(true, |r| !r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "{name} never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Instance { url, port, child }
+}
+
+async fn register(url: &str, token: Option<&str>, subject: &str, schema: &str) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{url}/subjects/{subject}/versions"))
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .json(&json!({ "schema": schema }));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.expect("answers");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(url: &str, path: &str) -> Value {
+    reqwest::get(format!("{url}{path}"))
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Every subject's versions, each with its id and schema, as an instance answers them.
+async fn everything(url: &str) -> BTreeMap<String, Vec<Value>> {
+    let mut out = BTreeMap::new();
+    for s in get(url, "/subjects").await.as_array().expect("subjects") {
+        let s = s.as_str().expect("subject");
+        let mut versions = Vec::new();
+        for v in get(url, &format!("/subjects/{s}/versions"))
+            .await
+            .as_array()
+            .expect("versions")
+        {
+            versions.push(get(url, &format!("/subjects/{s}/versions/{v}")).await);
+        }
+        out.insert(s.to_owned(), versions);
+    }
+    out
+}
+
+fn parsed(text: &str) -> String {
+    choreo_schemas::apache_avro::Schema::parse_str(text)
+        .expect("schema")
+        .canonical_form()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_agree_on_every_id_and_a_killed_one_comes_back_with_the_same_ids() {
+    let broker = real_broker()
+        .await
+        .expect("a real broker for the real tier (this tier never skips)");
+    let dir =
+        std::env::temp_dir().join(format!("choreo-registry-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let a = start(&broker.bootstrap, free_port().expect("port"), &dir, "a").await;
+    let b = start(&broker.bootstrap, free_port().expect("port"), &dir, "b").await;
+
+    // The catalog through A.
+    let catalog = Catalog::reference();
+    let mut ids = BTreeMap::new();
+    for e in catalog.events() {
+        for v in &e.versions {
+            let (status, body) = register(&a.url, Some(TOKEN), &e.subject(), &v.text).await;
+            assert_eq!(status, 200, "{}: {body}", e.subject());
+            ids.insert(body["id"].as_u64().expect("id"), parsed(&v.text));
+        }
+    }
+    // Writes need the token.
+    let (status, _) = register(
+        &a.url,
+        None,
+        "x-new.Event",
+        r#"{"type":"record","name":"Event","namespace":"new","fields":[]}"#,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = register(
+        &a.url,
+        Some("registry-write-token-wrong"),
+        "x-new.Event",
+        r#"{"type":"record","name":"Event","namespace":"new","fields":[]}"#,
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // B, which never wrote, serves the same ids.
+    for (id, canonical) in &ids {
+        let got = get(&b.url, &format!("/schemas/ids/{id}")).await;
+        assert_eq!(
+            &parsed(got["schema"].as_str().expect("schema")),
+            canonical,
+            "id {id} on B"
+        );
+    }
+    // B writes (A's writer is fenced); A sees it; then A writes again.
+    let new_schema = r#"{"type":"record","name":"GiftWrapped","namespace":"io.choreo.orders","fields":[{"name":"order_id","type":"string"}]}"#;
+    let (status, body) = register(
+        &b.url,
+        Some(TOKEN),
+        "orders-io.choreo.orders.GiftWrapped",
+        new_schema,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let gift = body["id"].as_u64().expect("id");
+    let on_a = get(&a.url, &format!("/schemas/ids/{gift}")).await;
+    assert_eq!(
+        parsed(on_a["schema"].as_str().expect("schema")),
+        parsed(new_schema)
+    );
+    let v2 = r#"{"type":"record","name":"GiftWrapped","namespace":"io.choreo.orders","fields":[{"name":"order_id","type":"string"},{"name":"note","type":"string","default":""}]}"#;
+    let (status, body) = register(
+        &a.url,
+        Some(TOKEN),
+        "orders-io.choreo.orders.GiftWrapped",
+        v2,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    ids.insert(gift, parsed(new_schema));
+    ids.insert(body["id"].as_u64().expect("id"), parsed(v2));
+    // Compatibility holds across instances: B refuses what breaks A's version.
+    let breaking = r#"{"type":"record","name":"GiftWrapped","namespace":"io.choreo.orders","fields":[{"name":"order_id","type":"int"}]}"#;
+    let (status, body) = register(
+        &b.url,
+        Some(TOKEN),
+        "orders-io.choreo.orders.GiftWrapped",
+        breaking,
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+
+    let before = everything(&a.url).await;
+    assert_eq!(
+        everything(&b.url).await,
+        before,
+        "both instances answer alike"
+    );
+    assert_eq!(before["orders-io.choreo.orders.GiftWrapped"].len(), 2);
+
+    // A dies without warning and starts again: every id means the same schema.
+    let (port, mut child) = (a.port, a.child);
+    child.start_kill().expect("SIGKILL");
+    let _ = child.wait().await;
+    let a = start(&broker.bootstrap, port, &dir, "a").await;
+    for (id, canonical) in &ids {
+        let got = get(&a.url, &format!("/schemas/ids/{id}")).await;
+        assert_eq!(
+            &parsed(got["schema"].as_str().expect("schema")),
+            canonical,
+            "id {id} after the restart"
+        );
+    }
+    assert_eq!(
+        everything(&a.url).await,
+        before,
+        "subjects and versions survive the restart"
+    );
+    drop(b);
+    std::fs::remove_dir_all(&dir).ok();
+}
