@@ -40,6 +40,8 @@ pub enum BrokerKind {
 /// The SASL/PLAIN principal of the test brokers that may not use transactional ids (an ACL
 /// denies it), so that its transactional producer gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
 pub const NO_TRANSACTIONS_USER: (&str, &str) = ("notxn", "notxn-secret");
+/// The SASL principal [`TestBroker::deny_writes`] restricts.
+pub const WRITE_DENIED_USER: (&str, &str) = ("choreo", "choreo-secret");
 
 /// A broker for one test (or one test binary); the process stops when this is dropped.
 #[derive(Debug)]
@@ -121,17 +123,76 @@ impl TestBroker {
             "*",
         ])
         .await?;
-        Ok(vec![
-            (
-                "bootstrap.servers".into(),
-                format!("127.0.0.1:{}", k.sasl_port),
-            ),
-            ("security.protocol".into(), "SASL_PLAINTEXT".into()),
-            ("sasl.mechanism".into(), "PLAIN".into()),
-            ("sasl.username".into(), NO_TRANSACTIONS_USER.0.into()),
-            ("sasl.password".into(), NO_TRANSACTIONS_USER.1.into()),
-        ])
+        Ok(k.sasl_settings(NO_TRANSACTIONS_USER))
     }
+
+    /// Client settings (`bootstrap.servers` included) of a principal that an ACL denies
+    /// writes to `topic`: its records there fail with TOPIC_AUTHORIZATION_FAILED, while every
+    /// other topic takes them — a fault on one output alone. [`TestBroker::allow_writes`] lifts
+    /// it. Only for an Apache Kafka this process started (it has the SASL listener).
+    pub async fn deny_writes(&self, topic: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let Some(k) = &self.kafka else {
+            bail!(
+                "a principal denied one topic needs the project's own Apache Kafka ({:?} has no such listener)",
+                self.kind
+            );
+        };
+        // An ACL on the topic ends the everyone-if-no-ACL default there: reading stays allowed.
+        let user = format!("User:{}", WRITE_DENIED_USER.0);
+        k.acl(&[
+            "--add",
+            "--allow-principal",
+            &user,
+            "--operation",
+            "Read",
+            "--operation",
+            "Describe",
+            "--topic",
+            topic,
+        ])
+        .await?;
+        let deny = write_acl("--add", topic);
+        k.acl(&deny.iter().map(String::as_str).collect::<Vec<_>>())
+            .await?;
+        Ok(k.sasl_settings(WRITE_DENIED_USER))
+    }
+
+    /// Lifts the denial [`TestBroker::deny_writes`] added for `topic`.
+    pub async fn allow_writes(&self, topic: &str) -> anyhow::Result<()> {
+        let Some(k) = &self.kafka else {
+            bail!("no ACLs on {:?}", self.kind);
+        };
+        let mut args = write_acl("--remove", topic);
+        args.push("--force".into());
+        k.acl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .await?;
+        // The topic still has ACLs (reading), so writing needs one of its own.
+        k.acl(&[
+            "--add",
+            "--allow-principal",
+            &format!("User:{}", WRITE_DENIED_USER.0),
+            "--operation",
+            "Write",
+            "--topic",
+            topic,
+        ])
+        .await
+    }
+}
+
+fn write_acl(action: &str, topic: &str) -> Vec<String> {
+    [
+        action,
+        "--deny-principal",
+        &format!("User:{}", WRITE_DENIED_USER.0),
+        "--operation",
+        "Write",
+        "--topic",
+        topic,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
 }
 
 /// Creates the topics that do not exist yet (the coordinator's own start-up routine).
@@ -478,6 +539,20 @@ impl KafkaProcess {
             drop(w.stdin.take());
             let _ = w.wait();
         }
+    }
+
+    /// Client settings that reach this broker as `user` (name, password) over SASL/PLAIN.
+    fn sasl_settings(&self, user: (&str, &str)) -> Vec<(String, String)> {
+        vec![
+            (
+                "bootstrap.servers".into(),
+                format!("127.0.0.1:{}", self.sasl_port),
+            ),
+            ("security.protocol".into(), "SASL_PLAINTEXT".into()),
+            ("sasl.mechanism".into(), "PLAIN".into()),
+            ("sasl.username".into(), user.0.into()),
+            ("sasl.password".into(), user.1.into()),
+        ]
     }
 
     async fn acl(&self, args: &[&str]) -> anyhow::Result<()> {

@@ -67,6 +67,26 @@ pub struct Replica {
     child: Child,
 }
 
+impl ReplicaConfig {
+    /// Connects the replica with these client settings (`bootstrap.servers` and librdkafka
+    /// properties, e.g. a SASL principal's), passed as `CHOREO__KAFKA__CLIENT__…` variables.
+    pub fn use_client_settings(&mut self, settings: &[(String, String)]) {
+        for (k, v) in settings {
+            if k == "bootstrap.servers" {
+                self.bootstrap.clone_from(v);
+            } else {
+                self.env.push((
+                    format!(
+                        "CHOREO__KAFKA__CLIENT__{}",
+                        k.replace('.', "_").to_uppercase()
+                    ),
+                    v.clone(),
+                ));
+            }
+        }
+    }
+}
+
 impl Replica {
     /// Starts `choreo run` as instance `instance`.
     pub async fn start(cfg: &ReplicaConfig, instance: &str) -> anyhow::Result<Replica> {

@@ -12,17 +12,26 @@
 //! which closes the aborted batch's records as committed: its effects become visible beside the
 //! retried batch's.
 //!
+//! The group's offsets partition (`__consumer_offsets-<n>`) is one of those partitions: a batch
+//! commits its input offsets inside the transaction. Left open there, the offsets stay pending,
+//! and every read of the group's committed offsets (a stable read, under read_committed) is
+//! answered `UNSTABLE_OFFSET_COMMIT` until the fetch times out: the replica cannot restore.
+//!
 //! So after every `init_transactions`, before the first batch, the producer writes one record
-//! to every partition it can write to and aborts. That abort marker, of the same producer id,
-//! closes whatever was left open there as aborted. No read_committed reader sees the records
-//! (a tombstone keyed [`SWEEP_KEY`], with a [`SWEEP_HEADER`] header).
+//! to every partition it can write to, adds the group's offsets to the same transaction, and
+//! aborts. That abort marker, of the same producer id, closes whatever was left open there as
+//! aborted. No read_committed reader sees the records (a tombstone keyed [`SWEEP_KEY`], with a
+//! [`SWEEP_HEADER`] header), and no offset of the sweep is ever committed.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::CoordinatorOptions;
 use crate::error::CoordinatorError;
@@ -37,8 +46,9 @@ pub(crate) const SWEEP_HEADER: &str = choreo_bus::wire::envelope::header::TRANSA
 
 const ATTEMPTS: u32 = 5;
 
-/// Writes one record to every partition of every topic the coordinator writes to, in one
-/// transaction, and aborts it. Returns the number of partitions swept.
+/// Writes one record to every partition of every topic the coordinator writes to, adds the
+/// group's offsets partition, in one transaction, and aborts it. Returns the number of
+/// partitions swept (the offsets partition included).
 pub(crate) async fn abort_leftovers(
     producer: &FutureProducer,
     opts: &CoordinatorOptions,
@@ -114,9 +124,12 @@ async fn sweep_once(
     blocking(producer, timeout, |p, _| p.begin_transaction())
         .await
         .map_err(step("begin_transaction"))?;
+    let mut failed = add_group_offsets(producer, opts).await;
     let mut deliveries = Vec::with_capacity(partitions.len());
-    let mut failed = None;
     for (topic, p) in &partitions {
+        if failed.is_some() {
+            break;
+        }
         let rec = FutureRecord::<str, [u8]>::to(topic)
             .key(SWEEP_KEY)
             .partition(*p)
@@ -156,8 +169,60 @@ async fn sweep_once(
     }
     match failed {
         Some(why) => Err(SweepError::Again(why)),
-        None => Ok(partitions.len()),
+        None => Ok(partitions.len() + 1),
     }
+}
+
+/// Adds the group's offsets partition to the open transaction, through the offset of one input
+/// partition (which the abort discards). The broker adds the partition (`AddOffsetsToTxn`)
+/// before the group checks the commit (`TxnOffsetCommit`): a group that refuses it, since this
+/// is not one of its members, leaves the partition in the transaction all the same. `None` when
+/// the partition is in; otherwise why not.
+async fn add_group_offsets(producer: &FutureProducer, opts: &CoordinatorOptions) -> Option<String> {
+    let topic = match opts.input_topics() {
+        Ok(topics) => topics.into_iter().next()?,
+        Err(e) => return Some(format!("input topics: {e}")),
+    };
+    // A consumer that never joins: only its group id goes into the commit.
+    let outsider: BaseConsumer = match opts
+        .kafka
+        .consumer_config()
+        .set("group.id", &opts.group_id)
+        .create()
+    {
+        Ok(c) => c,
+        Err(e) => return Some(format!("creating the group's client: {e}")),
+    };
+    let Some(group) = outsider.group_metadata() else {
+        return Some("no group metadata".to_owned());
+    };
+    let mut tpl = TopicPartitionList::new();
+    if let Err(e) = tpl.add_partition_offset(&topic, 0, Offset::Offset(0)) {
+        return Some(format!("offsets: {e}"));
+    }
+    match blocking(producer, opts.kafka_timeout, move |p, t| {
+        p.send_offsets_to_transaction(&tpl, &group, t)
+    })
+    .await
+    {
+        Ok(()) => None,
+        Err(e) if refused_by_the_group(&e) => None,
+        Err(e) => Some(format!("send_offsets_to_transaction: {e}")),
+    }
+}
+
+/// The group coordinator's answer to a commit from outside the group (which comes only once
+/// the offsets partition is in the transaction).
+fn refused_by_the_group(e: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::FencedInstanceId
+                | RDKafkaErrorCode::RebalanceInProgress
+        )
+    )
 }
 
 async fn blocking<R: Send + 'static>(

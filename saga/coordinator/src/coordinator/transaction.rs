@@ -4,8 +4,13 @@
 //! every acknowledgement → offsets with the group metadata (KIP-447: a zombie's generation is
 //! refused) → commit. Every error after `begin_transaction` aborts; a commit whose outcome is
 //! unknown (a timeout) is retried, never aborted, because it may have committed.
-//! Effectively-once: the same records through the idempotent producer, every acknowledgement,
-//! then a plain offset commit.
+//! Effectively-once: the same records through the idempotent producer, in two waves — the
+//! emitted events and dead letters first, every one acknowledged, and only then the changelog
+//! records — then a plain offset commit. Without a transaction nothing hides a half-written
+//! batch, so the order is what keeps every effect: a changelog record that landed before its
+//! emitted event would, after a crash, restore a saga that believes the event sent, and the
+//! replayed input would be dropped as already seen. Emitted first, a crash in between only
+//! replays the input, and the event goes out again under the same deterministic id.
 //!
 //! Memory (states, deadline index, metrics) changes only after the commit
 //! ([`Runtime::apply_committed`]).
@@ -83,6 +88,11 @@ impl Runtime {
         staged: &mut Staged,
     ) -> Result<TopicPartitionList, BatchError> {
         self.stage(batch, due, now, staged).await?;
+        let exactly_once = self.opts.guarantee == Guarantee::ExactlyOnce;
+        if !exactly_once {
+            // Effects before the state that records them (see the module docs).
+            Self::acknowledged(&mut staged.deliveries).await?;
+        }
         // The saga states, once per saga per batch, to the partition the saga's inputs live on.
         let changelog = self.opts.changelog_topic.clone();
         for (saga_id, (p, state)) in &staged.states {
@@ -106,14 +116,8 @@ impl Runtime {
         // Wait for every record's acknowledgement first: `commit_transaction` would otherwise
         // flush in-flight records itself, and rdkafka's flush then waits out its whole poll
         // interval (100 ms) because the delivery reports go to the producer's own thread.
-        for d in futures::future::join_all(std::mem::take(&mut staged.deliveries)).await {
-            match d {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(classify(&e, "delivery")),
-                Err(_) => return Err(BatchError::Retry("delivery cancelled".into())),
-            }
-        }
-        if self.opts.guarantee == Guarantee::ExactlyOnce && tpl.count() > 0 {
+        Self::acknowledged(&mut staged.deliveries).await?;
+        if exactly_once && tpl.count() > 0 {
             let cgm = self
                 .consumer
                 .group_metadata()
@@ -127,6 +131,19 @@ impl Runtime {
                 })?;
         }
         Ok(tpl)
+    }
+
+    /// Waits for every delivery in `deliveries` (and empties it); the first failure fails the
+    /// batch.
+    async fn acknowledged(deliveries: &mut Vec<DeliveryFuture>) -> Result<(), BatchError> {
+        for d in futures::future::join_all(std::mem::take(deliveries)).await {
+            match d {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(classify(&e, "delivery")),
+                Err(_) => return Err(BatchError::Retry("delivery cancelled".into())),
+            }
+        }
+        Ok(())
     }
 
     /// The batch's consumed offsets, plus the last committed offset of every other owned input
