@@ -212,7 +212,7 @@ async fn effectively_once_writes_no_state_before_the_events_it_records_are_durab
     while !replica
         .log_text()
         .lines()
-        .any(|l| l.contains("batch aborted") && l.contains("uthorization"))
+        .any(|l| l.contains("batch aborted") && l.contains("TopicAuthorizationFailed"))
     {
         assert!(
             started.elapsed() < Duration::from_secs(90),

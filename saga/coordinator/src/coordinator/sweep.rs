@@ -27,13 +27,13 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::CoordinatorOptions;
+use super::transaction::is_stale_generation;
 use crate::error::CoordinatorError;
 use crate::topics::partition_counts;
 
@@ -206,23 +206,11 @@ async fn add_group_offsets(producer: &FutureProducer, opts: &CoordinatorOptions)
     .await
     {
         Ok(()) => None,
-        Err(e) if refused_by_the_group(&e) => None,
+        // The group coordinator's answer to a commit from outside the group, which comes only
+        // once the offsets partition is in the transaction.
+        Err(e) if is_stale_generation(&e) => None,
         Err(e) => Some(format!("send_offsets_to_transaction: {e}")),
     }
-}
-
-/// The group coordinator's answer to a commit from outside the group (which comes only once
-/// the offsets partition is in the transaction).
-fn refused_by_the_group(e: &rdkafka::error::KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::IllegalGeneration
-                | RDKafkaErrorCode::UnknownMemberId
-                | RDKafkaErrorCode::FencedInstanceId
-                | RDKafkaErrorCode::RebalanceInProgress
-        )
-    )
 }
 
 async fn blocking<R: Send + 'static>(

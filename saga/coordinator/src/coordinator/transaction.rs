@@ -283,7 +283,8 @@ impl Runtime {
     }
 }
 
-fn is_stale_generation(e: &KafkaError) -> bool {
+/// A commit refused for the sender's group generation (or membership).
+pub(crate) fn is_stale_generation(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
         Some(
