@@ -1,7 +1,7 @@
 //! # choreo-cli
 //!
 //! The `choreo` command: `dev` (everything in one process), `run` (a production replica),
-//! `ingest` (the HTTP ingest alone), `sagas` (the operator client), `loadgen`, `bench-ingest`
+//! `ingest` (the HTTP ingest alone), `registry`, `asyncapi`, `sagas` (the operator client), `loadgen`, `bench-ingest`
 //! and `bench-restore`. The command-line, HTTP-client
 //! and error-reporting dependencies (clap, reqwest, anyhow) live only in this crate.
 //!
@@ -9,12 +9,14 @@
 //!
 //! - `main.rs`: the commands, and the part `dev` and `run` share (logs, the operator API,
 //!   shutdown on one signal).
+//! - [`asyncapi`]: the AsyncAPI 3.0 document of the catalog and the sagas (`choreo asyncapi`).
 //! - [`client`]: the `choreo sagas …` command-line client of the operator API.
 //! - [`demo`]: the demo order, payment, inventory and shipping services of `choreo dev`.
 //! - [`loadgen`]: the saga load generator, its baseline pipe and its watcher.
 //! - [`ingest_bench`]: the HTTP ingest benchmark (`choreo bench-ingest`) and its rdkafka baseline.
 //! - [`restore_bench`]: the restore benchmark (`choreo bench-restore`) and its baseline.
 
+pub mod asyncapi;
 pub mod client;
 pub mod demo;
 pub mod ingest_bench;

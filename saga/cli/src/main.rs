@@ -58,6 +58,10 @@ enum Cmd {
         #[arg(long, short, env = "CHOREO_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Write the AsyncAPI 3.0 document of the event catalog and the saga definitions (topics,
+    /// event types with their Avro schemas and CloudEvents headers, what each saga receives and
+    /// sends).
+    Asyncapi(AsyncapiArgs),
     /// Watch and act on sagas through a coordinator's operator API.
     Sagas(client::SagasArgs),
     /// Drive sagas through a broker and print throughput and latency against a baseline.
@@ -112,6 +116,23 @@ struct DevArgs {
     /// Saga definition files instead of the compiled-in order saga.
     #[arg(long = "definition")]
     definitions: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct AsyncapiArgs {
+    /// The catalog folder (holding catalog.toml and its schema files); default: the reference
+    /// catalog compiled into choreo.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// Saga definition files or folders; default: the reference order saga.
+    #[arg(long = "definition")]
+    definitions: Vec<PathBuf>,
+    /// Write the document here instead of to standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Write nothing; exit with 1 when the --output file differs from the document (for CI).
+    #[arg(long, requires = "output")]
+    check: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -591,6 +612,37 @@ async fn ingest_only(config: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `choreo asyncapi`.
+fn asyncapi(args: AsyncapiArgs) -> anyhow::Result<()> {
+    let catalog = match &args.catalog {
+        Some(dir) => Catalog::load(dir)?,
+        None => Catalog::reference(),
+    };
+    let defs = load_definitions(&args.definitions, &catalog)?;
+    let list: Vec<&Definition> = defs.iter().map(AsRef::as_ref).collect();
+    let text = choreo_cli::asyncapi::render(&choreo_cli::asyncapi::document(&catalog, &list));
+    match (&args.output, args.check) {
+        (Some(path), true) => {
+            let current = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if current != text {
+                anyhow::bail!(
+                    "{} is not current: run `choreo asyncapi --output {}` (with the same \
+                     --catalog and --definition arguments)",
+                    path.display(),
+                    path.display()
+                );
+            }
+            println!("{} is current", path.display());
+        }
+        (Some(path), false) => {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?
+        }
+        (None, _) => print!("{text}"),
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -599,6 +651,7 @@ async fn main() -> std::process::ExitCode {
         Cmd::Run { config } => run(config).await,
         Cmd::Ingest { config } => ingest_only(config).await,
         Cmd::Registry { config } => registry_only(config).await,
+        Cmd::Asyncapi(args) => asyncapi(args),
         Cmd::Sagas(args) => client::run(args).await,
         Cmd::Loadgen(args) => {
             init_logs("warn", LogFormat::Text);
