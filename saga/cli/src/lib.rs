@@ -1,7 +1,7 @@
 //! # choreo-cli
 //!
 //! The `choreo` command: `dev` (everything in one process), `run` (a production replica),
-//! `ingest` (the HTTP ingest alone), `registry`, `asyncapi`, `sagas` (the operator client), `loadgen`, `bench-ingest`
+//! `ingest` (the HTTP ingest alone), `registry`, `asyncapi`, `schemas`, `sagas` (the operator client), `loadgen`, `bench-ingest`
 //! and `bench-restore`. The command-line, HTTP-client
 //! and error-reporting dependencies (clap, reqwest, anyhow) live only in this crate.
 //!
@@ -14,6 +14,7 @@
 //! - [`demo`]: the demo order, payment, inventory and shipping services of `choreo dev`.
 //! - [`loadgen`]: the saga load generator, its baseline pipe and its watcher.
 //! - [`ingest_bench`]: the HTTP ingest benchmark (`choreo bench-ingest`) and its rdkafka baseline.
+//! - [`schemas_cmd`]: `choreo schemas check|register`, a catalog against a registry, for CI.
 //! - [`restore_bench`]: the restore benchmark (`choreo bench-restore`) and its baseline.
 
 pub mod asyncapi;
@@ -22,3 +23,4 @@ pub mod demo;
 pub mod ingest_bench;
 pub mod loadgen;
 pub mod restore_bench;
+pub mod schemas_cmd;

@@ -62,6 +62,9 @@ enum Cmd {
     /// event types with their Avro schemas and CloudEvents headers, what each saga receives and
     /// sends).
     Asyncapi(AsyncapiArgs),
+    /// Check a folder of schemas and its catalog against a registry's compatibility rules, and
+    /// register them (exit 0: fine, 1: incompatible, 2: error).
+    Schemas(choreo_cli::schemas_cmd::SchemasArgs),
     /// Watch and act on sagas through a coordinator's operator API.
     Sagas(client::SagasArgs),
     /// Drive sagas through a broker and print throughput and latency against a baseline.
@@ -647,6 +650,10 @@ fn asyncapi(args: AsyncapiArgs) -> anyhow::Result<()> {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Cmd::Schemas(args) => {
+            init_logs("warn", LogFormat::Text);
+            return std::process::ExitCode::from(choreo_cli::schemas_cmd::run(args).await);
+        }
         Cmd::Dev(args) => dev(args).await,
         Cmd::Run { config } => run(config).await,
         Cmd::Ingest { config } => ingest_only(config).await,
