@@ -1,6 +1,8 @@
 //! `choreo registry` on Apache Kafka: schemas kept in a compacted topic. Two instances answer
 //! alike, either can write (the other is fenced and catches up), writes need the token, and an
-//! instance killed with SIGKILL and started again resolves every id to the same schema.
+//! instance killed with SIGKILL and started again resolves every id to the same schema. Two
+//! writers racing on one subject never give one version two schemas (with a writer id of its
+//! own for one of them — no fencing — the same test finds a version written twice).
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -214,4 +216,132 @@ async fn two_instances_agree_on_every_id_and_a_killed_one_comes_back_with_the_sa
     );
     drop(b);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A schema no other round or writer uses: a record with one field named after both.
+fn race_schema(round: usize, writer: &str) -> String {
+    json!({"type": "record", "name": "Race", "namespace": "io.choreo.tests",
+           "fields": [{"name": format!("f_{round}_{writer}"), "type": "string", "default": ""}]})
+    .to_string()
+}
+
+/// Every record of the schema topic: key → the distinct values written under it.
+fn topic_history(bootstrap: &str, topic: &str) -> BTreeMap<String, Vec<String>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "registry-race-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("reader");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&tpl).expect("assign");
+    let mut history: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                let values = history.entry(key).or_default();
+                if !values.contains(&value) {
+                    values.push(value);
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => return history,
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => assert!(Instant::now() < deadline, "{topic} never reached its end"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_writers_at_once_never_give_one_subject_version_two_schemas() {
+    use choreo_bus::BusConfig;
+    use choreo_bus::schema_store::{KafkaSchemaStore, SchemaTopic};
+    use choreo_schemas::{RegistryStore, compat::Compatibility};
+
+    let bootstrap = choreo_integration_tests::broker::shared_real_broker()
+        .await
+        .expect("a real broker");
+    let topic = format!("_schemas-race-{}", uuid::Uuid::new_v4().simple());
+    let open = |writer_id: &str| {
+        let mut cfg = SchemaTopic::new(BusConfig::new(&bootstrap));
+        cfg.topic.clone_from(&topic);
+        writer_id.clone_into(&mut cfg.writer_id);
+        KafkaSchemaStore::open(cfg)
+    };
+    // Both instances share the writer's transactional id, as every `choreo registry` does.
+    let writer_id = format!("{topic}-writer");
+    let a = open(&writer_id).await.expect("instance a");
+    let b = open(&writer_id).await.expect("instance b");
+    let subject = "race-io.choreo.tests.Race";
+    a.set_rule(Some(subject), Compatibility::None)
+        .await
+        .expect("rule");
+
+    // Each round both instances register a different new version of the same subject at once;
+    // a writer that loses the race is told so and retries, as a client does.
+    let rounds = 8;
+    let mut answers = Vec::new();
+    let mut fenced = 0;
+    for round in 0..rounds {
+        let write = |store: std::sync::Arc<KafkaSchemaStore>, schema: String| async move {
+            let mut refused = 0;
+            loop {
+                match store.register_version(subject, &schema).await {
+                    Ok(v) => return (v, refused),
+                    Err(e) if refused < 10 => {
+                        assert!(e.to_string().contains("schema topic"), "{e}");
+                        refused += 1;
+                    }
+                    Err(e) => panic!("never registered: {e}"),
+                }
+            }
+        };
+        let (ra, rb) = tokio::join!(
+            write(a.clone(), race_schema(round, "a")),
+            write(b.clone(), race_schema(round, "b")),
+        );
+        fenced += ra.1 + rb.1;
+        answers.push(ra.0);
+        answers.push(rb.0);
+    }
+
+    // The topic gives each subject version one schema, and every answer is what it says.
+    let history = topic_history(&bootstrap, &topic);
+    let two_meanings: Vec<_> = history.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(
+        two_meanings.is_empty(),
+        "subject versions written with two schemas: {two_meanings:#?}"
+    );
+    let mut versions: Vec<u32> = answers.iter().map(|v| v.version).collect();
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (1..=2 * rounds as u32).collect::<Vec<_>>(),
+        "each answer a version of its own"
+    );
+    a.refresh().await.expect("refresh a");
+    b.refresh().await.expect("refresh b");
+    let (va, vb) = (
+        a.view().versions(subject).expect("a's versions"),
+        b.view().versions(subject).expect("b's versions"),
+    );
+    assert_eq!(va, vb, "both instances serve the same history");
+    for answer in &answers {
+        assert_eq!(
+            va[answer.version as usize - 1].schema,
+            answer.schema,
+            "version {} is what its writer was told",
+            answer.version
+        );
+    }
+    eprintln!("{rounds} rounds of two writers: {fenced} writes refused and retried");
 }
