@@ -7,8 +7,8 @@
 //! `GET /subjects/{s}/versions/{v|latest}`, `GET|PUT /config`, `GET|PUT /config/{s}`,
 //! `POST /compatibility/subjects/{s}/versions/{v|latest}`.
 
-use subtle::ConstantTimeEq;
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 
 use axum::Json;
 use axum::Router;
