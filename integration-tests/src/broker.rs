@@ -293,7 +293,7 @@ async fn testcontainers_kafka() -> anyhow::Result<TestBroker> {
 }
 
 fn repo_root() -> PathBuf {
-    PathBuf::from(crate::process::manifest_dir()).join("..")
+    PathBuf::from(crate::manifest_dir()).join("..")
 }
 
 fn cache_dir() -> PathBuf {

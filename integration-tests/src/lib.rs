@@ -17,6 +17,12 @@
 //! - `brokers/`: `install-kafka.sh` (resolve Apache Kafka once), `kafka.sh` (run it by hand),
 //!   `kafka/` (its pom and server.properties template).
 
+/// The integration-tests package folder as the running test sees it (not as it was when
+/// compiled: a build shared between two checkouts must use the one under test).
+pub fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
+}
+
 pub mod broker;
 pub mod process;
 pub mod saga_scenarios;

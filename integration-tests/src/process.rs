@@ -114,6 +114,8 @@ impl Replica {
                 cfg.partitions.to_string(),
             )
             .env("CHOREO__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            // Loopback, for the test alone.
+            .env("CHOREO__HTTP__TRUSTED_NETWORK", "true")
             .env("CHOREO__LOG__LEVEL", "warn")
             .envs(cfg.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
@@ -253,8 +255,4 @@ impl Replica {
     }
 }
 
-/// The integration-tests package folder as the running test sees it (not as it was when
-/// compiled: a build shared between two checkouts must use the one under test).
-pub fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
-}
+pub use crate::manifest_dir;

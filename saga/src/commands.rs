@@ -1,65 +1,9 @@
 //! Operator commands: abort, retry a stuck compensation, skip a step, resume.
 
-use serde::{Deserialize, Serialize};
-
 use crate::apply::Cx;
-use crate::state::{
-    CompensationState, MAX_REASON_BYTES, MAX_STEP_NAME_BYTES, Status, StepStatus, TimelineKind,
-    bounded,
-};
+use crate::input::Command;
+use crate::state::{CompensationState, Status, StepStatus, TimelineKind};
 use crate::time::DeadlineKind;
-
-/// What an operator can ask of one saga.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case")]
-pub enum Command {
-    /// Give up now: compensate what completed, await the steps in flight (Pending or Running
-    /// sagas).
-    Abort {
-        /// Why; recorded and available to mappings as `saga.reason`. At most
-        /// [`crate::MAX_REASON_BYTES`] of it are kept (truncated, ending with `…`).
-        reason: String,
-    },
-    /// Emit a step's unacknowledged (or stuck) compensation again — same event id — with a
-    /// fresh retry budget; for a step whose outcome is unknown and that needs an operator,
-    /// emit its compensation anyway.
-    Retry {
-        /// The step.
-        step: String,
-    },
-    /// While running: the step counts as done without its success event (it will not be
-    /// compensated) and the steps after it start. While compensating or needing an operator:
-    /// the step's compensation counts as done (handled by hand) — or, for a step in flight or
-    /// whose outcome is unknown, it is not waited for any more (it did nothing, or was undone
-    /// by hand).
-    Skip {
-        /// The step.
-        step: String,
-    },
-    /// Leave NeedsOperator: every stuck compensation waits for its acknowledgement again, with
-    /// a fresh retry budget, without being re-emitted now (e.g. the service that acknowledges
-    /// it was down and is back).
-    Resume,
-}
-
-impl Command {
-    /// The command with its free text cut to what a state keeps ([`MAX_REASON_BYTES`],
-    /// [`MAX_STEP_NAME_BYTES`]).
-    fn bounded(&self) -> Command {
-        match self {
-            Command::Abort { reason } => Command::Abort {
-                reason: bounded(reason, MAX_REASON_BYTES),
-            },
-            Command::Retry { step } => Command::Retry {
-                step: bounded(step, MAX_STEP_NAME_BYTES),
-            },
-            Command::Skip { step } => Command::Skip {
-                step: bounded(step, MAX_STEP_NAME_BYTES),
-            },
-            Command::Resume => Command::Resume,
-        }
-    }
-}
 
 impl Cx<'_> {
     pub(crate) fn on_command(&mut self, command: &Command) {

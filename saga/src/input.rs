@@ -4,24 +4,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::commands::Command;
-use crate::state::Status;
-use crate::time::{Deadline, DeadlineKind, Millis};
-
-/// A consumed event, decoded by the runtime.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// The event's id (CloudEvents `ce_id`); two inputs with the same id are one event.
-    pub id: String,
-    /// The event type (Avro full name, `ce_type`).
-    pub event_type: String,
-    /// The saga's correlation id (see [`crate::Definition::correlation_id`]).
-    pub correlation_id: String,
-    /// The event's own time (`ce_time`), for the timeline; decisions use `now`.
-    pub time: Millis,
-    /// The event's data (Avro decoded into JSON).
-    pub data: Value,
-}
+pub use crate::event::Event;
+use crate::state::{MAX_REASON_BYTES, MAX_STEP_NAME_BYTES, Status, bounded};
+use crate::time::{Deadline, DeadlineKind};
 
 /// One input to the state machine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +22,58 @@ pub enum Input {
     },
     /// An operator command.
     Command(Command),
+}
+
+/// What an operator can ask of one saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Give up now: compensate what completed, await the steps in flight (Pending or Running
+    /// sagas).
+    Abort {
+        /// Why; recorded and available to mappings as `saga.reason`. At most
+        /// [`crate::MAX_REASON_BYTES`] of it are kept (truncated, ending with `…`).
+        reason: String,
+    },
+    /// Emit a step's unacknowledged (or stuck) compensation again — same event id — with a
+    /// fresh retry budget; for a step whose outcome is unknown and that needs an operator,
+    /// emit its compensation anyway.
+    Retry {
+        /// The step.
+        step: String,
+    },
+    /// While running: the step counts as done without its success event (it will not be
+    /// compensated) and the steps after it start. While compensating or needing an operator:
+    /// the step's compensation counts as done (handled by hand) — or, for a step in flight or
+    /// whose outcome is unknown, it is not waited for any more (it did nothing, or was undone
+    /// by hand).
+    Skip {
+        /// The step.
+        step: String,
+    },
+    /// Leave NeedsOperator: every stuck compensation waits for its acknowledgement again, with
+    /// a fresh retry budget, without being re-emitted now (e.g. the service that acknowledges
+    /// it was down and is back).
+    Resume,
+}
+
+impl Command {
+    /// The command with its free text cut to what a state keeps ([`MAX_REASON_BYTES`],
+    /// [`MAX_STEP_NAME_BYTES`]).
+    pub(crate) fn bounded(&self) -> Command {
+        match self {
+            Command::Abort { reason } => Command::Abort {
+                reason: bounded(reason, MAX_REASON_BYTES),
+            },
+            Command::Retry { step } => Command::Retry {
+                step: bounded(step, MAX_STEP_NAME_BYTES),
+            },
+            Command::Skip { step } => Command::Skip {
+                step: bounded(step, MAX_STEP_NAME_BYTES),
+            },
+            Command::Resume => Command::Resume,
+        }
+    }
 }
 
 /// Why the saga emits an event.

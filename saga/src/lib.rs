@@ -27,14 +27,19 @@
 //!   `loader` (TOML, errors with file and line; the compiled-in reference order saga,
 //!   [`Definition::reference_order_saga`]).
 //! - `registry`: [`Definitions`], keyed by name and version (instances stay pinned).
+//! - `event`: [`Event`], a consumed event as the runtime decoded it.
 //! - `state`: [`SagaState`] — serde-serializable, with its deadlines and timeline; its size
 //!   is bounded whatever the inputs (`MAX_*` constants); [`SagaState::check_against`] says
 //!   whether a restored state fits a definition.
-//! - `input`: [`Input`] (what goes in) and [`Action`] (what comes out).
+//! - `input`: [`Input`] (what goes in: an event, a fired deadline, an operator [`Command`])
+//!   and [`Action`] (what comes out).
 //! - `apply`: the state machine's entry point and the running saga's rules.
 //! - `compensation`: aborting, compensating in reverse order, acknowledgements, escalation.
 //! - `deadlines`: what a fired deadline does.
-//! - `commands`: operator [`Command`]s (abort, retry, skip, resume).
+//! - `commands`: what operator [`Command`]s do (abort, retry, skip, resume).
+//!
+//! Files import downwards only: `time` ← `event` ← `state` ← `input` ← `mapping` ← `apply`
+//! (with `compensation`, `deadlines` and `commands` extending its context).
 //! - `mapping`: deterministic event ids ([`event_id`]) and filling emitted data.
 //! - `testing`: [`testing::SagaTest`], a virtual-clock harness for saga authors.
 //! - `error`: [`SagaError`].
@@ -45,6 +50,7 @@ mod compensation;
 mod deadlines;
 mod definition;
 mod error;
+mod event;
 mod input;
 
 mod mapping;
@@ -59,14 +65,13 @@ mod time;
 mod harness_md {}
 
 pub use apply::apply;
-pub use commands::Command;
 pub use definition::{
     Compensation, CompensationSpec, Correlation, DeadlineFrom, Definition, Emission, EmitSpec,
     FieldPlan, MapFrom, Role, SagaField, SagaSpec, Source, Step, StepDeadline, StepSpec,
     UnknownOutcome,
 };
 pub use error::SagaError;
-pub use input::{Action, Emit, EmitKind, Event, Input};
+pub use input::{Action, Command, Emit, EmitKind, Event, Input};
 pub use mapping::event_id;
 pub use registry::Definitions;
 pub use state::{

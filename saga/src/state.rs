@@ -23,7 +23,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::definition::Definition;
-use crate::input::Event;
+use crate::event::Event;
 use crate::time::{Deadline, DeadlineKind, Millis};
 
 /// How many timeline entries a saga keeps (older ones are dropped and counted).

@@ -38,8 +38,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::apply::apply;
-use crate::commands::Command;
 use crate::definition::Definition;
+use crate::input::Command;
 use crate::input::{Action, Emit, Event, Input};
 use crate::state::{SagaState, Status};
 use crate::time::Millis;

@@ -40,9 +40,14 @@ pub struct SagasArgs {
     /// Print the API's JSON answer instead of text.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Who is acting, recorded with a command [default: $USER].
+    /// Who is acting, recorded with a command on an API without tokens [default: $USER] (with
+    /// tokens, the token's name is recorded).
     #[arg(long, global = true, env = "CHOREO_OPERATOR")]
     pub operator: Option<String>,
+    /// The API's bearer token (a viewer's to read, an operator's to act). Prefer the
+    /// environment variable.
+    #[arg(long, global = true, env = "CHOREO_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: SagasCommand,
@@ -119,6 +124,9 @@ pub struct ListArgs {
 
 /// Runs a `choreo sagas …` command and prints its answer.
 pub async fn run(args: SagasArgs) -> anyhow::Result<()> {
+    if let Some(t) = args.token.as_deref().filter(|t| !t.trim().is_empty()) {
+        let _ = TOKEN.set(t.trim().to_owned());
+    }
     let api = args.api.as_str();
     let operator = args
         .operator
@@ -259,9 +267,20 @@ fn command_name(c: &Command) -> &'static str {
     }
 }
 
+/// The bearer token every request of this process sends (`--token`, `CHOREO_API_TOKEN`).
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn client() -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = TOKEN.get() {
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+            .context("the API token is not visible ASCII")?;
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
     reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
+        .default_headers(headers)
         .build()
         .context("cannot create an HTTP client")
 }

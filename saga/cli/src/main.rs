@@ -10,6 +10,7 @@ use choreo_bus::schema_store::SchemaTopic;
 use choreo_bus::{Bus, BusConfig, EmbeddedBroker};
 use choreo_cli::client;
 use choreo_cli::demo::{Demo, DemoOptions};
+use choreo_coordinator::api_auth::ApiAuth;
 use choreo_coordinator::config::{Config, LogFormat, RegistryStoreKind};
 use choreo_coordinator::http::{self, ApiState};
 use choreo_coordinator::ingest::{self, EventSink, IngestOptions, auth::Auth};
@@ -70,6 +71,11 @@ enum Cmd {
     /// Check a folder of schemas and its catalog against a registry's compatibility rules, and
     /// register them (exit 0: fine, 1: incompatible, 2: error).
     Schemas(choreo_cli::schemas_cmd::SchemasArgs),
+    /// Work with saga definitions: `choreo saga diagram`.
+    Saga {
+        #[command(subcommand)]
+        command: SagaCmd,
+    },
     /// Watch and act on sagas through a coordinator's operator API.
     Sagas(client::SagasArgs),
     /// Drive sagas through a broker and print throughput and latency against a baseline.
@@ -124,6 +130,53 @@ struct DevArgs {
     /// Saga definition files instead of the compiled-in order saga.
     #[arg(long = "definition")]
     definitions: Vec<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+enum SagaCmd {
+    /// Print a saga definition as a Mermaid state diagram (steps, dependencies, success,
+    /// failure and deadline edges, compensations).
+    Diagram {
+        /// A definition file or a folder of them; default: the reference order saga.
+        #[arg(long)]
+        definition: Option<PathBuf>,
+        /// The catalog folder the definition is checked against; default: the reference one.
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        /// Which saga of a folder (its name); needed when the folder holds several.
+        name: Option<String>,
+    },
+}
+
+/// `choreo saga diagram`.
+fn saga_diagram(
+    definition: Option<PathBuf>,
+    catalog: Option<PathBuf>,
+    name: Option<String>,
+) -> anyhow::Result<()> {
+    let catalog = match &catalog {
+        Some(dir) => Catalog::load(dir)?,
+        None => Catalog::reference(),
+    };
+    let defs = load_definitions(definition.as_slice(), &catalog)?;
+    let all: Vec<&Definition> = defs.iter().map(AsRef::as_ref).collect();
+    let def = match (&name, all.as_slice()) {
+        (Some(n), _) => all
+            .iter()
+            .filter(|d| d.name() == n)
+            .max_by_key(|d| d.version())
+            .with_context(|| {
+                let names: Vec<&str> = all.iter().map(|d| d.name()).collect();
+                format!("no saga named {n} (there are: {})", names.join(", "))
+            })?,
+        (None, [one]) => one,
+        (None, _) => anyhow::bail!(
+            "several sagas: name one ({})",
+            all.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    print!("{}", choreo_cli::diagram::mermaid(def));
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -189,6 +242,7 @@ struct Services {
 async fn serve_api(
     coordinator: CoordinatorHandle,
     addr: SocketAddr,
+    auth: ApiAuth,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Services> {
     let metrics = telemetry::install_prometheus().ok();
@@ -197,6 +251,7 @@ async fn serve_api(
         sink: Arc::new(coordinator.commands()),
         ready: coordinator.readiness(),
         metrics,
+        auth: Arc::new(auth),
     };
     let api_stop = shutdown.child_token();
     let (api_addr, api_task) = http::serve(state, addr, api_stop.clone()).await?;
@@ -290,7 +345,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  schema registry          http://{registry_addr}");
     let coordinator = start(opts).await?;
-    let services = serve_api(coordinator, args.http, &shutdown).await?;
+    // choreo dev: everything on loopback, for one person; no tokens.
+    let services = serve_api(coordinator, args.http, ApiAuth::Open, &shutdown).await?;
     println!("  operator web page        http://{}/", services.api_addr);
     println!(
         "  saga API                 http://{}/api/sagas",
@@ -411,6 +467,16 @@ async fn wait_coordinator(services: &Services) -> anyhow::Result<()> {
 async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     let cfg = Config::load(config.as_deref())?;
     init_logs(&cfg.log.level, cfg.log.format);
+    let api_auth = cfg.http.auth().map_err(|(field, reason)| {
+        let file = config.as_deref().map_or_else(
+            || "the configuration".to_owned(),
+            |p| p.display().to_string(),
+        );
+        anyhow::anyhow!("{file}: {field}: {reason}")
+    })?;
+    if matches!(api_auth, ApiAuth::Open) {
+        tracing::warn!(listen = %cfg.http.listen, "operator API without tokens (http.trusted_network = true): anyone who reaches it may read and act on every saga");
+    }
     let catalog = Arc::new(match &cfg.coordinator.catalog {
         Some(dir) => Catalog::load(dir)?,
         None => Catalog::reference(),
@@ -443,7 +509,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     let ingest_catalog = Arc::clone(&opts.catalog);
     let ingest_registry = Arc::clone(&opts.registry);
     let coordinator = start(opts).await?;
-    let services = serve_api(coordinator, cfg.http.listen, &shutdown).await?;
+    let services = serve_api(coordinator, cfg.http.listen, api_auth, &shutdown).await?;
     tracing::info!(api = %services.api_addr, "coordinator running");
     let ingest_task = match cfg.ingest.listen {
         Some(addr) => {
@@ -664,6 +730,14 @@ async fn main() -> std::process::ExitCode {
         Cmd::Ingest { config } => ingest_only(config).await,
         Cmd::Registry { config } => registry_only(config).await,
         Cmd::Asyncapi(args) => asyncapi(args),
+        Cmd::Saga {
+            command:
+                SagaCmd::Diagram {
+                    definition,
+                    catalog,
+                    name,
+                },
+        } => saga_diagram(definition, catalog, name),
         Cmd::Sagas(args) => client::run(args).await,
         Cmd::Loadgen(args) => {
             init_logs("warn", LogFormat::Text);

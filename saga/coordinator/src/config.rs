@@ -251,12 +251,71 @@ fn default_instance_id(hostname: Option<String>) -> String {
 pub struct HttpConfig {
     /// Where the operator API, the web page, `/metrics`, `/healthz` and `/readyz` listen.
     pub listen: SocketAddr,
+    /// Serve the API without tokens: anyone who reaches `listen` may read every saga and act
+    /// on it. Off by default: `choreo run` refuses to start an API without `[[http.tokens]]`
+    /// unless this is set.
+    pub trusted_network: bool,
+    /// Who may use the API.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<ApiTokenConfig>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            trusted_network: false,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// `[[http.tokens]]`: one bearer token of the operator API, kept as its SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenConfig {
+    /// Who it is: recorded in the saga's timeline with every command it sends.
+    pub name: String,
+    /// `viewer` (read) or `operator` (read and send commands).
+    pub role: crate::api_auth::Role,
+    /// The token's SHA-256 in hex: `printf %s "$TOKEN" | sha256sum`.
+    pub sha256: String,
+}
+
+impl HttpConfig {
+    fn tokens(&self) -> Result<Vec<crate::api_auth::ApiToken>, (String, String)> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let field = |k: &str| format!("http.tokens[{i}].{k}");
+            if t.name.trim().is_empty() || t.name.len() > 200 {
+                return Err((field("name"), "must be 1 to 200 characters".into()));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err((field("name"), format!("\"{}\" names two tokens", t.name)));
+            }
+            out.push(
+                crate::api_auth::ApiToken::from_sha256_hex(&t.name, t.role, &t.sha256)
+                    .map_err(|r| (field("sha256"), r))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The API's access rule for `choreo run`: the tokens, or open when
+    /// `trusted_network = true`; an error (field, reason) when there are neither.
+    pub fn auth(&self) -> Result<crate::api_auth::ApiAuth, (String, String)> {
+        let tokens = self.tokens()?;
+        match (tokens.is_empty(), self.trusted_network) {
+            (false, _) => Ok(crate::api_auth::ApiAuth::Tokens(tokens)),
+            (true, true) => Ok(crate::api_auth::ApiAuth::Open),
+            (true, false) => Err((
+                "http.tokens".into(),
+                "the operator API has no [[http.tokens]] (name, role = viewer|operator, sha256): add \
+                 one, or set http.trusted_network = true to let anyone who reaches http.listen \
+                 read and act on every saga"
+                    .into(),
+            )),
         }
     }
 }
@@ -581,6 +640,18 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        self.http.tokens().map_err(|(field, reason)| {
+            // The entry's own line, else its section's.
+            let mut at = origin(&field);
+            if at == "default" {
+                at = origin(field.split('[').next().unwrap_or_default());
+            }
+            ConfigError::Invalid {
+                origin: at,
+                field,
+                reason,
+            }
+        })?;
         self.ingest.check(env).map_err(|(field, reason)| {
             let section = field.split('[').next().unwrap_or_default().to_owned();
             ConfigError::Invalid {
@@ -681,6 +752,18 @@ fn file_origins(
                 for (k, _) in inner {
                     let line = line_of(text, k.span().start);
                     out.insert(format!("{path}.{}", k.get_ref()), format!("{file}:{line}"));
+                }
+            }
+            // [[section.key]] entries: `section.key[i].field`.
+            if let Some(entries) = value.get_ref().as_array() {
+                for (i, entry) in entries.iter().enumerate() {
+                    for (k, _) in entry.get_ref().as_table().into_iter().flatten() {
+                        let line = line_of(text, k.span().start);
+                        out.insert(
+                            format!("{path}[{i}].{}", k.get_ref()),
+                            format!("{file}:{line}"),
+                        );
+                    }
                 }
             }
         }

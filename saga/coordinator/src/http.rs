@@ -11,6 +11,12 @@
 //! | `GET /metrics` | Prometheus text format (404 when no exporter is installed) |
 //! | `GET /` | the operator page |
 //!
+//! With tokens configured ([`ApiAuth::Tokens`]), `/api/…` needs `Authorization: Bearer
+//! <token>`: a viewer may read, an operator may also send commands (401 without a known token,
+//! 403 for a viewer's command); the token's name is recorded as who sent a command. Commands
+//! must be `application/json` (415 otherwise). `/`, `/healthz`, `/readyz` and `/metrics` stay
+//! open (the page holds no data; it asks for a token).
+//!
 //! Every error answer is JSON: `{"error": "…"}`. Any replica answers any query (the
 //! [`SagaView`] holds every saga); commands travel through Kafka to the replica that owns the
 //! saga ([`crate::command`]), so a 202 means "published", and the command's effect shows in the
@@ -36,11 +42,15 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api_auth::{ApiAuth, Refusal, Role};
 use crate::command::CommandRecord;
 use crate::view::{ListQuery, SagaSummary, SagaView};
 
 /// The header naming who sends a command (free text, recorded in the saga's timeline).
 pub const OPERATOR_HEADER: &str = "x-operator";
+
+/// Operator commands published, by `command` (abort, retry, skip, resume).
+pub const OPERATOR_COMMANDS: &str = "choreo_operator_commands_total";
 
 /// The most sagas one listing returns.
 pub const MAX_LIMIT: usize = 10_000;
@@ -83,6 +93,8 @@ pub struct ApiState {
     pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
     /// The Prometheus exporter `/metrics` renders, if installed.
     pub metrics: Option<PrometheusHandle>,
+    /// Who may read and act.
+    pub auth: Arc<ApiAuth>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -91,6 +103,7 @@ impl std::fmt::Debug for ApiState {
             .field("sagas", &self.view.len())
             .field("ready", &(self.ready)())
             .field("metrics", &self.metrics.is_some())
+            .field("auth", &matches!(*self.auth, ApiAuth::Tokens(_)))
             .finish_non_exhaustive()
     }
 }
@@ -124,9 +137,18 @@ pub enum ApiError {
     /// 400: the request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// 401: no token, or an unknown one.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// 403: the token's role does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such saga or route.
     #[error("{0}")]
     NotFound(String),
+    /// 415: a command that is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 503: a dependency (the commands topic) is unavailable.
     #[error("{0}")]
     Unavailable(String),
@@ -136,7 +158,10 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -145,13 +170,29 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        (
+        let mut r = (
             status,
             Json(ErrorBody {
                 error: self.to_string(),
             }),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Unauthenticated(m) => ApiError::Unauthenticated(m),
+            Refusal::Forbidden(m) => ApiError::Forbidden(m),
+        }
     }
 }
 
@@ -319,8 +360,10 @@ impl ListParams {
 
 async fn list_sagas(
     State(s): State<ApiState>,
+    headers: HeaderMap,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<ListResponse>, ApiError> {
+    s.auth.check(&headers, Role::Viewer)?;
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let query = params.into_query()?;
     let sagas = s.view.list(&query, now_ms());
@@ -349,8 +392,10 @@ fn find(
 /// One saga as the API shows it: its state, plus the steps a compensating saga waits on.
 async fn get_saga(
     State(s): State<ApiState>,
+    headers: HeaderMap,
     Path((definition, correlation_id)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    s.auth.check(&headers, Role::Viewer)?;
     let state = find(&s.view, &definition, &correlation_id)?;
     let mut v = serde_json::to_value(state.as_ref())
         .map_err(|e| ApiError::Unavailable(format!("serialising {}: {e}", state.saga_id)))?;
@@ -409,7 +454,19 @@ async fn post_command(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
-    // The body is read whatever its content type, so `curl -d '{"command":"resume"}'` works.
+    let who = s.auth.check(&headers, Role::Operator)?;
+    // JSON only: a form or a text body (what a cross-site page can send without asking) is
+    // refused before it is read.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::UnsupportedMediaType(
+            "a command must be sent as Content-Type: application/json".into(),
+        ));
+    }
     let command: Command = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "the body is not a command ({e}); expected e.g. {{\"command\":\"abort\",\"reason\":\"...\"}}, \
@@ -417,7 +474,11 @@ async fn post_command(
              {{\"command\":\"resume\"}}"
         ))
     })?;
-    let operator = operator(&headers)?;
+    // With tokens, who acted is the token's name; on an open API, what X-Operator says.
+    let operator = match who {
+        Some(name) => Some(name),
+        None => operator(&headers)?,
+    };
     let state = find(&s.view, &definition, &correlation_id)?;
     check_command(&state, &command)?;
     let record = CommandRecord {
@@ -429,10 +490,17 @@ async fn post_command(
     };
     let command_id = record.id.clone();
     let (saga, what) = (state.saga_id.clone(), format!("{:?}", record.command));
+    let command_kind = match &record.command {
+        Command::Abort { .. } => "abort",
+        Command::Retry { .. } => "retry",
+        Command::Skip { .. } => "skip",
+        Command::Resume => "resume",
+    };
     s.sink.send(record).await.map_err(|e| {
         tracing::warn!(saga_id = %saga, command_id = %command_id, error = %e, "command not published");
         ApiError::Unavailable(format!("the command could not be published: {e}"))
     })?;
+    metrics::counter!(OPERATOR_COMMANDS, "command" => command_kind).increment(1);
     tracing::info!(saga_id = %saga, command_id = %command_id, command = %what, "operator command published");
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id })))
 }

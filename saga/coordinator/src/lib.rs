@@ -12,11 +12,13 @@
 //! - [`view`]: every saga's latest state, read from the changelog by every replica.
 //! - [`command`]: operator commands as records on the commands topic.
 //! - [`http`]: the operator JSON API, health, readiness, metrics and the web page.
+//! - [`api_auth`]: who may use the operator API (bearer tokens kept as SHA-256, with roles).
 //! - [`ingest`]: domain events over the CloudEvents HTTP binding, into Kafka as Avro.
 //! - [`config`]: the typed configuration (defaults → file → `CHOREO__…` environment).
 //! - [`telemetry`]: metric names and the Prometheus exporter.
 //! - [`error`]: the coordinator's errors.
 
+pub mod api_auth;
 pub mod command;
 pub mod config;
 pub mod coordinator;

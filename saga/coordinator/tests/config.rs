@@ -546,3 +546,51 @@ types = ["io.choreo.orders.*"]
         "{e}"
     );
 }
+
+#[test]
+fn operator_api_tokens_are_kept_as_hashes_and_run_needs_them_or_a_trusted_network() {
+    use choreo_coordinator::api_auth::ApiAuth;
+    let none = Config::from_toml_str("choreo.toml", "", no_env()).expect("loads");
+    let (field, reason) = none.http.auth().expect_err("no tokens, not trusted");
+    assert_eq!(field, "http.tokens");
+    assert!(reason.contains("trusted_network"), "{reason}");
+    let trusted =
+        Config::from_toml_str("choreo.toml", "[http]\ntrusted_network = true\n", no_env())
+            .expect("loads");
+    assert!(matches!(trusted.http.auth(), Ok(ApiAuth::Open)));
+
+    let text = r#"[http]
+listen = "0.0.0.0:8080"
+
+[[http.tokens]]
+name = "alice"
+role = "operator"
+sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+
+[[http.tokens]]
+name = "victor"
+role = "viewer"
+sha256 = "c0ffee"
+"#;
+    let e = Config::from_toml_str("choreo.toml", text, no_env())
+        .expect_err("a short hash")
+        .to_string();
+    assert!(
+        e.starts_with("choreo.toml:12: http.tokens[1].sha256: must be the token's SHA-256"),
+        "{e}"
+    );
+    let fixed = text.replace(
+        "\"c0ffee\"",
+        "\"fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9\"",
+    );
+    let c = Config::from_toml_str("choreo.toml", &fixed, no_env()).expect("loads");
+    assert!(matches!(c.http.auth(), Ok(ApiAuth::Tokens(t)) if t.len() == 2));
+    let e = Config::from_toml_str(
+        "choreo.toml",
+        &fixed.replace("role = \"viewer\"", "role = \"admin\""),
+        no_env(),
+    )
+    .expect_err("an unknown role")
+    .to_string();
+    assert!(e.contains("admin") && e.contains("viewer"), "{e}");
+}

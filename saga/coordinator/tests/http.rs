@@ -207,9 +207,9 @@ async fn commands_are_published() {
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    // Any content type: the body is what counts.
+    // JSON with a charset is JSON.
     let req = Request::post("/api/sagas/order/a%2Fb/commands")
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
         .body(Body::from(r#"{"command":"resume"}"#))
         .expect("request");
     let (status, _, _) = call(&f.state, req).await;
@@ -306,4 +306,122 @@ async fn bad_commands_are_refused() {
         answer["error"],
         "the command could not be published: broker down"
     );
+}
+
+#[tokio::test]
+async fn a_command_that_is_not_json_is_refused_before_it_is_read() {
+    // What a cross-site form or a plain-text fetch can send without asking first.
+    let f = fixture();
+    for ctype in [
+        Some("application/x-www-form-urlencoded"),
+        Some("text/plain"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let mut req = Request::post("/api/sagas/order/order-1/commands");
+        if let Some(c) = ctype {
+            req = req.header(header::CONTENT_TYPE, c);
+        }
+        let (status, _, body) = call(
+            &f.state,
+            req.body(Body::from(r#"{"command":"resume"}"#))
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{ctype:?}: {body}"
+        );
+        assert!(body.contains("application/json"), "{body}");
+    }
+    assert!(f.sink.sent().is_empty(), "nothing was published");
+}
+
+mod with_tokens {
+    use super::*;
+    use choreo_coordinator::api_auth::{ApiAuth, ApiToken, Role, sha256_hex};
+    use std::sync::Arc;
+
+    const OPERATOR: &str = "operator-token-0123456789";
+    const VIEWER: &str = "viewer-token-0123456789";
+
+    fn guarded() -> Fixture {
+        let mut f = fixture();
+        f.state.auth = Arc::new(ApiAuth::Tokens(vec![
+            ApiToken::from_sha256_hex("alice", Role::Operator, &sha256_hex(OPERATOR))
+                .expect("hash"),
+            ApiToken::from_sha256_hex("victor", Role::Viewer, &sha256_hex(VIEWER)).expect("hash"),
+        ]));
+        f
+    }
+
+    async fn send(
+        f: &Fixture,
+        req: axum::http::request::Builder,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, String) {
+        let req = match token {
+            Some(t) => req.header(header::AUTHORIZATION, format!("Bearer {t}")),
+            None => req,
+        };
+        let (status, _, body) = call(
+            &f.state,
+            req.body(Body::from(body.to_owned())).expect("request"),
+        )
+        .await;
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn sagas_are_shown_only_to_a_known_token() {
+        let f = guarded();
+        for uri in ["/api/sagas", "/api/sagas/order/order-1"] {
+            for token in [None, Some("not-a-token")] {
+                let (status, body) = send(&f, Request::get(uri), token, "").await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} {token:?}: {body}");
+                assert!(!body.contains("order-1\","), "{body}");
+            }
+            for token in [VIEWER, OPERATOR] {
+                let (status, body) = send(&f, Request::get(uri), Some(token), "").await;
+                assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+            }
+        }
+        // Probes, metrics and the page (which holds no data) stay open.
+        for uri in ["/healthz", "/"] {
+            let (status, _) = send(&f, Request::get(uri), None, "").await;
+            assert_eq!(status, StatusCode::OK, "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn only_an_operator_acts_and_is_recorded_as_who_acted() {
+        let f = guarded();
+        let uri = "/api/sagas/order/order-1/commands";
+        let json = || Request::post(uri).header(header::CONTENT_TYPE, "application/json");
+        let abort = r#"{"command":"abort","reason":"fraud"}"#;
+        let (status, body) = send(&f, json(), None, abort).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        let (status, body) = send(&f, json(), Some(VIEWER), abort).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(
+            body.contains("victor") && body.contains("operator role"),
+            "{body}"
+        );
+        assert!(f.sink.sent().is_empty(), "nothing published for a viewer");
+
+        // The token's name is who acted, whatever X-Operator claims.
+        let (status, body) = send(
+            &f,
+            json().header("X-Operator", "mallory"),
+            Some(OPERATOR),
+            abort,
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let sent = f.sink.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].operator.as_deref(), Some("alice"));
+    }
 }

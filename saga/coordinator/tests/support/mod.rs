@@ -133,6 +133,7 @@ pub fn fixture() -> Fixture {
         sink: Arc::clone(&sink) as Arc<dyn CommandSink>,
         ready: Arc::new(move || flag.load(Ordering::SeqCst)),
         metrics: None,
+        auth: Arc::new(choreo_coordinator::api_auth::ApiAuth::Open),
     };
     Fixture {
         state,
