@@ -392,7 +392,7 @@ impl Cx<'_> {
         self.cancel_deadline(&DeadlineKind::Step(name));
     }
 
-    /// After an operator skipped a running step.
+    /// After an operator skipped (or approved) a running step.
     pub(crate) fn after_skip(&mut self) {
         self.start_ready_steps();
         self.check_completed();

@@ -1,4 +1,5 @@
-//! Operator commands: abort, retry a stuck compensation, skip a step, resume.
+//! Operator commands: abort, retry a stuck compensation, skip a step, resume, and approve or
+//! reject a step that waits for a person.
 
 use crate::apply::Cx;
 use crate::input::Command;
@@ -14,6 +15,47 @@ impl Cx<'_> {
             Command::Retry { step } => self.cmd_retry(step),
             Command::Skip { step } => self.cmd_skip(step),
             Command::Resume => self.cmd_resume(),
+            Command::Approve { step, reason } => self.cmd_decide(step, reason, true),
+            Command::Reject { step, reason } => self.cmd_decide(step, reason, false),
+        }
+    }
+
+    /// Approve (`approved`) or reject a started step of a running saga, as its success or
+    /// failure event would.
+    fn cmd_decide(&mut self, step: &str, reason: &str, approved: bool) {
+        let Some(i) = self.step_or_reject(step) else {
+            return;
+        };
+        let verb = if approved { "approve" } else { "reject" };
+        let (saga, status) = (self.state.status, self.state.steps[i].status);
+        if saga != Status::Running || status != StepStatus::Running {
+            self.reject(
+                format!("can {verb} only a started step of a running saga; step \"{step}\" is {status:?} and the saga is {saga}")
+                    .to_lowercase(),
+            );
+            return;
+        }
+        if approved {
+            let decision = crate::Event {
+                id: format!("operator-approval:{step}"),
+                event_type: "operator approval".into(),
+                correlation_id: self.state.correlation_id.clone(),
+                time: self.now,
+                data: serde_json::Value::Object(serde_json::Map::new()),
+            };
+            self.state.steps[i].needs_operator = None;
+            self.mark_completed(i, &decision, false);
+            self.note(
+                TimelineKind::Status,
+                format!("step \"{step}\" approved by an operator: {reason}"),
+            );
+            self.after_skip();
+        } else {
+            self.state.steps[i].status = StepStatus::Failed;
+            self.state.steps[i].finished_at = Some(self.now);
+            self.state.steps[i].needs_operator = None;
+            self.cancel_deadline(&DeadlineKind::Step(step.to_owned()));
+            self.abort(format!("step \"{step}\" rejected by an operator: {reason}"));
         }
     }
 

@@ -55,6 +55,23 @@ pub enum Command {
     /// a fresh retry budget, without being re-emitted now (e.g. the service that acknowledges
     /// it was down and is back).
     Resume,
+    /// A step that waits for a person (an approval step): complete it as if its success event
+    /// had arrived (its success data is empty, so mappings of it take their defaults). Only a
+    /// started step of a running saga; its deadline is cancelled as a success's would be.
+    Approve {
+        /// The step.
+        step: String,
+        /// Why; recorded in the timeline. At most [`crate::MAX_REASON_BYTES`] are kept.
+        reason: String,
+    },
+    /// Fail a started step of a running saga as if its failure event had arrived: the saga
+    /// aborts, with this reason, and compensates what completed.
+    Reject {
+        /// The step.
+        step: String,
+        /// Why; recorded, and available to mappings as `saga.reason`.
+        reason: String,
+    },
 }
 
 impl Command {
@@ -72,6 +89,14 @@ impl Command {
                 step: bounded(step, MAX_STEP_NAME_BYTES),
             },
             Command::Resume => Command::Resume,
+            Command::Approve { step, reason } => Command::Approve {
+                step: bounded(step, MAX_STEP_NAME_BYTES),
+                reason: bounded(reason, MAX_REASON_BYTES),
+            },
+            Command::Reject { step, reason } => Command::Reject {
+                step: bounded(step, MAX_STEP_NAME_BYTES),
+                reason: bounded(reason, MAX_REASON_BYTES),
+            },
         }
     }
 }

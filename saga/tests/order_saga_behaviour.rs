@@ -541,3 +541,74 @@ fn states_written_before_steps_were_awaited_still_load_and_stay_terminal() {
     );
     assert_eq!(state.status(), Status::Compensated);
 }
+
+#[test]
+fn an_approved_step_completes_as_its_success_would_and_the_saga_goes_on() {
+    // Payment approved by a person instead of a PaymentAuthorized; inventory answers; shipping
+    // starts and completes the saga.
+    let t = SagaTest::new(order())
+        .event(PLACED, data(PLACED))
+        .command(Command::Approve {
+            step: "payment".into(),
+            reason: "paid by bank transfer, checked by hand".into(),
+        })
+        .expect_status(Status::Running)
+        .expect_nothing_emitted()
+        .event(RESERVED, data(RESERVED))
+        .expect_emitted_exactly(&[REQUESTED])
+        .event(SCHEDULED, data(SCHEDULED))
+        .expect_emitted_exactly(&[CONFIRMED])
+        .expect_status(Status::Completed);
+    let payment = &t.state().steps[0];
+    assert_eq!(payment.status, StepStatus::Completed);
+    assert!(
+        t.state().timeline.entries.iter().any(|e| e
+            .what
+            .contains("approved by an operator: paid by bank transfer")),
+        "the approval and its reason are in the timeline"
+    );
+    // Its deadline went with it: advancing past it changes nothing.
+    let t = t.advance(Duration::from_secs(60)).expect_nothing_emitted();
+    assert_eq!(t.state().status(), Status::Completed);
+}
+
+#[test]
+fn a_rejected_step_fails_as_its_failure_would_and_completed_steps_are_compensated() {
+    SagaTest::new(order())
+        .event(PLACED, data(PLACED))
+        .event(AUTHORIZED, data(AUTHORIZED))
+        .command(Command::Reject {
+            step: "inventory".into(),
+            reason: "address is on the fraud list".into(),
+        })
+        .expect_emitted_exactly(&[REFUND])
+        .expect_status(Status::Compensating)
+        .event(REFUNDED, data(REFUNDED))
+        .expect_emitted_exactly(&[CANCELLED])
+        .expect_status(Status::Compensated);
+}
+
+#[test]
+fn only_a_started_step_of_a_running_saga_can_be_approved_or_rejected() {
+    let approve = |step: &str| Command::Approve {
+        step: step.into(),
+        reason: "ok".into(),
+    };
+    SagaTest::new(order())
+        .event(PLACED, data(PLACED))
+        // shipping waits for payment and inventory: not started yet.
+        .command(approve("shipping"))
+        .expect_rejected()
+        .command(approve("no-such-step"))
+        .expect_rejected()
+        .event(AUTHORIZED, data(AUTHORIZED))
+        // payment already completed.
+        .command(Command::Reject {
+            step: "payment".into(),
+            reason: "too late".into(),
+        })
+        .expect_rejected()
+        .expect_status(Status::Running)
+        .event(DECLINED, data(DECLINED))
+        .expect_status(Status::Running);
+}

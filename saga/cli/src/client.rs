@@ -90,6 +90,32 @@ pub enum SagasCommand {
     },
     /// Leave needs_operator: stuck compensations wait for their acknowledgement again.
     Resume(SagaRef),
+    /// Complete a started step of a running saga as its success event would (an approval by a
+    /// person).
+    Approve {
+        /// The saga.
+        #[command(flatten)]
+        saga: SagaRef,
+        /// The step.
+        #[arg(long)]
+        step: String,
+        /// Why (recorded in the timeline).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Fail a started step of a running saga as its failure event would: the saga aborts and
+    /// compensates.
+    Reject {
+        /// The saga.
+        #[command(flatten)]
+        saga: SagaRef,
+        /// The step.
+        #[arg(long)]
+        step: String,
+        /// Why (recorded, and the abort reason).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// One saga, named by its definition and correlation id.
@@ -180,6 +206,20 @@ pub async fn run(args: SagasArgs) -> anyhow::Result<()> {
         SagasCommand::Resume(saga) => {
             act(&args, operator.as_deref(), saga, Command::Resume).await?
         }
+        SagasCommand::Approve { saga, step, reason } => {
+            let command = Command::Approve {
+                step: step.clone(),
+                reason: reason.clone(),
+            };
+            act(&args, operator.as_deref(), saga, command).await?
+        }
+        SagasCommand::Reject { saga, step, reason } => {
+            let command = Command::Reject {
+                step: step.clone(),
+                reason: reason.clone(),
+            };
+            act(&args, operator.as_deref(), saga, command).await?
+        }
     };
     println!("{}", out.trim_end());
     Ok(())
@@ -264,6 +304,8 @@ fn command_name(c: &Command) -> &'static str {
         Command::Retry { .. } => "retry",
         Command::Skip { .. } => "skip",
         Command::Resume => "resume",
+        Command::Approve { .. } => "approve",
+        Command::Reject { .. } => "reject",
     }
 }
 

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `GET /api/sagas?definition=&status=&min_age=&max_age=&limit=` | `{"sagas": [SagaSummary…], "counts": {status: n}}`, newest first |
 //! | `GET /api/sagas/{definition}/{correlation_id}` | the saga's full [`SagaState`] (steps, deadlines, timeline), or 404 |
-//! | `POST /api/sagas/{definition}/{correlation_id}/commands` | a [`Command`] body → 202 `{"command_id": …}`; 404 unknown saga, 400 bad body, 503 not published |
+//! | `POST /api/sagas/{definition}/{correlation_id}/commands` | a [`Command`] body (abort, retry, skip, resume, approve, reject) → 202 `{"command_id": …}`; 404 unknown saga, 400 bad body, 503 not published |
 //! | `GET /healthz` | 200 `ok` while the process runs |
 //! | `GET /readyz` | 200 when ready (partitions restored, view caught up), else 503 |
 //! | `GET /metrics` | Prometheus text format (404 when no exporter is installed) |
@@ -49,7 +49,7 @@ use crate::view::{ListQuery, SagaSummary, SagaView};
 /// The header naming who sends a command (free text, recorded in the saga's timeline).
 pub const OPERATOR_HEADER: &str = "x-operator";
 
-/// Operator commands published, by `command` (abort, retry, skip, resume).
+/// Operator commands published, by `command` (abort, retry, skip, resume, approve, reject).
 pub const OPERATOR_COMMANDS: &str = "choreo_operator_commands_total";
 
 /// The most sagas one listing returns.
@@ -420,7 +420,28 @@ fn check_command(state: &SagaState, command: &Command) -> Result<(), ApiError> {
                 choreo_saga::MAX_REASON_BYTES
             )))
         }
-        Command::Retry { step } | Command::Skip { step } if state.step(step).is_none() => {
+        Command::Approve { reason, .. } | Command::Reject { reason, .. }
+            if reason.trim().is_empty() =>
+        {
+            Err(ApiError::BadRequest(
+                "approve and reject need a reason (it is recorded in the timeline)".into(),
+            ))
+        }
+        Command::Approve { reason, .. } | Command::Reject { reason, .. }
+            if reason.len() > choreo_saga::MAX_REASON_BYTES =>
+        {
+            Err(ApiError::BadRequest(format!(
+                "the reason is {} bytes long; at most {} are allowed",
+                reason.len(),
+                choreo_saga::MAX_REASON_BYTES
+            )))
+        }
+        Command::Retry { step }
+        | Command::Skip { step }
+        | Command::Approve { step, .. }
+        | Command::Reject { step, .. }
+            if state.step(step).is_none() =>
+        {
             let steps: Vec<&str> = state.steps.iter().map(|s| s.name.as_str()).collect();
             Err(ApiError::BadRequest(format!(
                 "saga {} has no step \"{step}\" (its steps: {})",
@@ -495,6 +516,8 @@ async fn post_command(
         Command::Retry { .. } => "retry",
         Command::Skip { .. } => "skip",
         Command::Resume => "resume",
+        Command::Approve { .. } => "approve",
+        Command::Reject { .. } => "reject",
     };
     s.sink.send(record).await.map_err(|e| {
         tracing::warn!(saga_id = %saga, command_id = %command_id, error = %e, "command not published");

@@ -425,3 +425,50 @@ mod with_tokens {
         assert_eq!(sent[0].operator.as_deref(), Some("alice"));
     }
 }
+
+#[tokio::test]
+async fn approvals_travel_as_commands_and_need_a_reason() {
+    let f = fixture();
+    let uri = "/api/sagas/order/order-1/commands";
+    let (status, body) = post(
+        &f.state,
+        uri,
+        r#"{"command":"approve","step":"inventory","reason":"counted by hand"}"#,
+        Some("alice"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    for (body, message) in [
+        (
+            r#"{"command":"reject","step":"inventory","reason":" "}"#,
+            "need a reason",
+        ),
+        (
+            r#"{"command":"approve","step":"inventory"}"#,
+            "missing field `reason`",
+        ),
+        (
+            r#"{"command":"approve","step":"invntory","reason":"x"}"#,
+            "has no step \"invntory\"",
+        ),
+    ] {
+        let (status, answer) = post(&f.state, uri, body, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(message),
+            "{answer}"
+        );
+    }
+    let sent = f.sink.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].command,
+        Command::Approve {
+            step: "inventory".into(),
+            reason: "counted by hand".into()
+        }
+    );
+}
