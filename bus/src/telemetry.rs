@@ -16,6 +16,9 @@ pub const DEAD_LETTERED: &str = "choreo_bus_dead_lettered_total";
 pub const DUPLICATES: &str = "choreo_bus_duplicates_total";
 /// Consumer lag in records (labels: topic, partition).
 pub const CONSUMER_LAG: &str = "choreo_bus_consumer_lag";
+/// Attempts to read a record's writer schema while the registry was unreachable (label: topic):
+/// the partition waits instead of dead-lettering.
+pub const REGISTRY_WAITS: &str = "choreo_bus_registry_waits_total";
 
 /// Registers descriptions with the installed `metrics` recorder.
 pub fn describe() {
@@ -54,6 +57,11 @@ pub fn describe() {
         DUPLICATES,
         Unit::Count,
         "Records dropped as duplicates by event id"
+    );
+    describe_counter!(
+        REGISTRY_WAITS,
+        Unit::Count,
+        "Attempts to read a writer schema while the registry was unreachable (the partition waits)"
     );
     describe_gauge!(
         CONSUMER_LAG,

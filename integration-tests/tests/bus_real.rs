@@ -243,3 +243,92 @@ async fn consumer_killed_mid_batch_loses_nothing() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The registry unreachable for several seconds — longer than every retry of the subscriber's
+/// policy together — while a readable record waits: the partition waits with it, and once the
+/// registry is back the record is handled, not dead-lettered as "registry unavailable".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registry_outage_pauses_the_partition_and_dead_letters_nothing() {
+    use choreo_bus::{Bus, BusConfig, HandlerError};
+    let bootstrap = shared_real_broker().await.expect("a real broker");
+    let env = Env {
+        bootstrap: bootstrap.clone(),
+        registry: Arc::new(MemoryRegistry::new()),
+        embedded: None,
+    };
+    let topic = env.topic("registry-outage", 1).await.expect("topic");
+    let store = Arc::new(MemoryRegistry::new());
+    let port = choreo_integration_tests::broker::free_port().expect("port");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let url = format!("http://{addr}");
+    let (_, first) = choreo_schemas::server::serve(Arc::clone(&store) as _, addr)
+        .await
+        .expect("registry");
+    let publisher = Bus::new(
+        BusConfig::new(&bootstrap).with_source("/tests/outage"),
+        Arc::new(ConfluentRegistry::new(&url)),
+    )
+    .expect("bus");
+    let event = PaymentAuthorized {
+        order_id: "outage-1".into(),
+        payment_id: "p-outage".into(),
+        amount: Money {
+            amount_minor: 1,
+            currency: "EUR".into(),
+        },
+    };
+    publisher
+        .publish_with(&event, PublishOptions::default().with_topic(&topic))
+        .await
+        .expect("published while the registry is up");
+    // The registry goes away.
+    first.abort();
+    let _ = first.await;
+    assert!(
+        reqwest::get(format!("{url}/subjects")).await.is_err(),
+        "the registry still answers"
+    );
+
+    // A subscriber with a cold schema cache: it must fetch the writer schema.
+    let consumer_bus = Bus::new(
+        BusConfig::new(&bootstrap).with_source("/tests/outage"),
+        Arc::new(ConfluentRegistry::new(&url)),
+    )
+    .expect("bus");
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    let sub = env
+        .subscriber(&consumer_bus, "outage")
+        .handle_on(&topic, "payments", move |e: PaymentAuthorized, _ctx| {
+            let sink = Arc::clone(&sink);
+            async move {
+                sink.lock()
+                    .map_err(|_| HandlerError::permanent("lock"))?
+                    .push(e.payment_id);
+                Ok(())
+            }
+        })
+        .start()
+        .expect("subscriber");
+    // The subscriber's policy: 3 attempts, backoff up to 200 ms — all spent within a second.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "handled without its schema?"
+    );
+
+    // The registry is back on the same address.
+    let (_, _second) = choreo_schemas::server::serve(Arc::clone(&store) as _, addr)
+        .await
+        .expect("registry again");
+    let deadline = Instant::now() + PATIENCE;
+    while seen.lock().expect("lock").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the record waiting for the registry was never handled (dead-lettered?)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(*seen.lock().expect("lock"), ["p-outage"]);
+    sub.shutdown().await.expect("shutdown");
+}

@@ -78,6 +78,7 @@ fn exported() -> BTreeSet<&'static str> {
         bus::DEAD_LETTERED,
         bus::DUPLICATES,
         bus::CONSUMER_LAG,
+        bus::REGISTRY_WAITS,
     ]
     .into_iter()
     .collect()

@@ -1,5 +1,5 @@
-//! One record, start to end: the framing and writer schema (retried while the registry is
-//! unreachable), the route to a handler, dedup by `ce_id`, the handler with retries and
+//! One record, start to end: the framing and writer schema (waited for while the registry is
+//! unreachable, however long), the route to a handler, dedup by `ce_id`, the handler with retries and
 //! backoff, and the dead letter — whose acknowledgement is what lets the offset move on.
 
 use std::collections::{HashMap, HashSet};
@@ -66,29 +66,32 @@ impl Processor {
                 )
                 .await;
         };
-        // The writer schema: poison if unknown, retried if the registry is unreachable.
-        let mut attempt = 0;
+        // The writer schema: poison if the registry says it does not exist; while the registry
+        // cannot be reached, the partition waits (backoff up to the policy's ceiling) for as
+        // long as the outage lasts — a readable record is never dead-lettered for it — until
+        // the subscriber stops or the partition is revoked.
+        let mut attempt: u32 = 0;
         let framed = loop {
-            attempt += 1;
+            attempt = attempt.saturating_add(1);
             match self.bus.codec().read(value).await {
-                Ok(f) => break f,
+                Ok(f) => {
+                    if attempt > 1 {
+                        tracing::info!(attempts = attempt, "schema registry reachable again");
+                    }
+                    break f;
+                }
                 Err(WriterSchemaError::Poison(decode)) => {
                     return self.poison(msg, decode, None, 0, stop).await;
                 }
-                Err(WriterSchemaError::Unavailable(e)) if attempt < self.retry.max_attempts => {
-                    tracing::warn!(error = %e, attempt, "schema registry unavailable; retrying");
+                Err(WriterSchemaError::Unavailable(e)) => {
+                    if attempt == 1 || attempt.is_power_of_two() {
+                        tracing::warn!(error = %e, attempt, topic, partition = msg.partition(), offset = msg.offset(), "schema registry unavailable; the partition waits for it");
+                    }
+                    metrics::counter!(telemetry::REGISTRY_WAITS, "topic" => topic.to_owned())
+                        .increment(1);
                     if !self.sleep(self.retry.backoff(attempt), stop).await {
                         return Outcome::Interrupted;
                     }
-                }
-                Err(WriterSchemaError::Unavailable(e)) => {
-                    let reason = Reason {
-                        kind: "registry_unavailable",
-                        message: e.to_string(),
-                        handler: None,
-                        attempts: attempt,
-                    };
-                    return self.dead_letter(msg, &reason, stop).await;
                 }
             }
         };

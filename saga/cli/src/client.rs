@@ -90,6 +90,20 @@ pub enum SagasCommand {
     },
     /// Leave needs_operator: stuck compensations wait for their acknowledgement again.
     Resume(SagaRef),
+    /// One command to every saga a filter matches, e.g. `choreo sagas batch --status
+    /// needs_operator --definition order --command '{"command":"retry","step":"payment"}'`.
+    /// Without --yes it only says how many sagas (and which) it would touch.
+    Batch {
+        /// Which sagas.
+        #[command(flatten)]
+        filter: ListArgs,
+        /// The command, as the API takes it (JSON).
+        #[arg(long)]
+        command: String,
+        /// Send it (to exactly the number of sagas the dry run just counted).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Complete a started step of a running saga as its success event would (an approval by a
     /// person).
     Approve {
@@ -206,6 +220,11 @@ pub async fn run(args: SagasArgs) -> anyhow::Result<()> {
         SagasCommand::Resume(saga) => {
             act(&args, operator.as_deref(), saga, Command::Resume).await?
         }
+        SagasCommand::Batch {
+            filter,
+            command,
+            yes,
+        } => batch(api, filter, command, *yes, operator.as_deref(), args.json).await?,
         SagasCommand::Approve { saga, step, reason } => {
             let command = Command::Approve {
                 step: step.clone(),
@@ -296,6 +315,80 @@ async fn post_command(
     }
     let resp = req.send().await.with_context(|| unreachable_api(api))?;
     read_json(resp, &url).await
+}
+
+/// `choreo sagas batch`: a dry run, then (with `yes`) the run on that many sagas; the text (or
+/// JSON) to print.
+pub async fn batch(
+    api: &str,
+    filter: &ListArgs,
+    command: &str,
+    yes: bool,
+    operator: Option<&str>,
+    json: bool,
+) -> anyhow::Result<String> {
+    let command: Command = serde_json::from_str(command).with_context(|| {
+        format!("--command {command:?} is not a command, e.g. {{\"command\":\"retry\",\"step\":\"payment\"}}")
+    })?;
+    let url = with_segments(api, &["api", "sagas", "batch"])?;
+    let mut f = serde_json::Map::new();
+    for (k, v) in [
+        ("definition", filter.definition.clone()),
+        ("status", filter.status.clone()),
+        ("min_age", filter.min_age.clone()),
+        ("max_age", filter.max_age.clone()),
+        ("limit", filter.limit.map(|l| l.to_string())),
+    ] {
+        if let Some(v) = v {
+            f.insert(k.into(), v.into());
+        }
+    }
+    let send = |body: serde_json::Value| {
+        let url = url.clone();
+        async move {
+            let mut req = client()?.post(url.clone()).json(&body);
+            if let Some(op) = operator {
+                req = req.header(OPERATOR_HEADER, op);
+            }
+            let resp = req.send().await.with_context(|| unreachable_api(api))?;
+            read_json::<serde_json::Value>(resp, &url).await
+        }
+    };
+    let preview =
+        send(serde_json::json!({"filter": f, "command": command, "dry_run": true})).await?;
+    let matched = preview["matched"].as_u64().unwrap_or(0);
+    if !yes {
+        if json {
+            return pretty(&preview);
+        }
+        let ids: Vec<&str> = preview["saga_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        return Ok(format!(
+            "{} would go to {matched} saga(s):\n{}\n(nothing sent: add --yes to send it)",
+            command_name(&command),
+            ids.join("\n")
+        ));
+    }
+    let done =
+        send(serde_json::json!({"filter": f, "command": command, "expect": matched})).await?;
+    if json {
+        return pretty(&done);
+    }
+    let mut out = format!(
+        "{} sent to {} of {matched} saga(s)",
+        command_name(&command),
+        done["published"]
+    );
+    for r in done["refused"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\n  not sent to {}: {}",
+            r["saga_id"].as_str().unwrap_or("?"),
+            r["error"].as_str().unwrap_or("?")
+        ));
+    }
+    Ok(out)
 }
 
 fn command_name(c: &Command) -> &'static str {

@@ -257,3 +257,50 @@ async fn the_cli_arguments_parse() {
         "--step is required"
     );
 }
+
+#[tokio::test]
+async fn batch_shows_what_it_would_touch_and_sends_only_with_yes() {
+    let f = fixture();
+    let shutdown = CancellationToken::new();
+    let (addr, task) = http::serve(
+        f.state.clone(),
+        "127.0.0.1:0".parse().expect("addr"),
+        shutdown.clone(),
+    )
+    .await
+    .expect("serves");
+    let api = format!("http://{addr}");
+    let filter = ListArgs {
+        status: Some("running".into()),
+        ..ListArgs::default()
+    };
+    let command = r#"{"command":"abort","reason":"supplier gone"}"#;
+    let dry = client::batch(&api, &filter, command, false, Some("ops"), false)
+        .await
+        .expect("dry run");
+    assert!(dry.starts_with("abort would go to 2 saga(s):"), "{dry}");
+    assert!(
+        dry.contains("order/order-1") && dry.contains("refund/r-1"),
+        "{dry}"
+    );
+    assert!(dry.contains("nothing sent"), "{dry}");
+    assert!(f.sink.sent().is_empty());
+    let done = client::batch(&api, &filter, command, true, Some("ops"), false)
+        .await
+        .expect("run");
+    assert_eq!(done, "abort sent to 2 of 2 saga(s)");
+    assert_eq!(f.sink.sent().len(), 2);
+    let bad = client::batch(
+        &api,
+        &filter,
+        "{\"command\":\"explode\"}",
+        true,
+        None,
+        false,
+    )
+    .await
+    .expect_err("not a command");
+    assert!(bad.to_string().contains("is not a command"), "{bad}");
+    shutdown.cancel();
+    task.await.expect("stops");
+}

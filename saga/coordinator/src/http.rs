@@ -6,6 +6,7 @@
 //! | `GET /api/sagas?definition=&status=&min_age=&max_age=&limit=` | `{"sagas": [SagaSummary…], "counts": {status: n}}`, newest first |
 //! | `GET /api/sagas/{definition}/{correlation_id}` | the saga's full [`SagaState`] (steps, deadlines, timeline), or 404 |
 //! | `POST /api/sagas/{definition}/{correlation_id}/commands` | a [`Command`] body (abort, retry, skip, resume, approve, reject) → 202 `{"command_id": …}`; 404 unknown saga, 400 bad body, 503 not published |
+//! | `POST /api/sagas/batch` | `{"filter": {definition, status, min_age, max_age}, "command": Command, "dry_run": true}` → 200 `{"matched", "saga_ids"}`; without `dry_run`, `"expect": <matched>` is required and the command is published to every matching saga → 202 `{"published", "command_ids", "refused"}`; 409 when the matching set no longer has `expect` sagas |
 //! | `GET /healthz` | 200 `ok` while the process runs |
 //! | `GET /readyz` | 200 when ready (partitions restored, view caught up), else 503 |
 //! | `GET /metrics` | Prometheus text format (404 when no exporter is installed) |
@@ -146,6 +147,9 @@ pub enum ApiError {
     /// 404: no such saga or route.
     #[error("{0}")]
     NotFound(String),
+    /// 409: a batch whose matching sagas changed since its dry run.
+    #[error("{0}")]
+    Conflict(String),
     /// 415: a command that is not JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -161,6 +165,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -208,6 +213,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/sagas", get(list_sagas))
+        .route(
+            "/api/sagas/batch",
+            post(post_batch).layer(axum::extract::DefaultBodyLimit::max(MAX_COMMAND_BODY)),
+        )
         .route("/api/sagas/{definition}/{correlation_id}", get(get_saga))
         .route(
             "/api/sagas/{definition}/{correlation_id}/commands",
@@ -469,6 +478,160 @@ fn operator(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(v.to_owned()).filter(|v| !v.is_empty()))
 }
 
+/// JSON only: a form or a text body (what a cross-site page can send without asking first) is
+/// refused before it is read.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(
+            "a command must be sent as Content-Type: application/json".into(),
+        ))
+    }
+}
+
+/// The body of `POST /api/sagas/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    #[serde(default)]
+    filter: ListParams,
+    command: Command,
+    #[serde(default)]
+    dry_run: bool,
+    expect: Option<usize>,
+}
+
+/// The answer to a batch's dry run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchPreview {
+    /// How many sagas the filter matches now.
+    pub matched: usize,
+    /// Which (newest first).
+    pub saga_ids: Vec<String>,
+}
+
+/// The answer to a batch that ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchAccepted {
+    /// Commands published.
+    pub published: usize,
+    /// Their ids, in the order of the sagas.
+    pub command_ids: Vec<String>,
+    /// Sagas the command could not be sent to, with why (e.g. no such step).
+    pub refused: Vec<BatchRefusal>,
+}
+
+/// A saga of a batch the command was not sent to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRefusal {
+    /// The saga.
+    pub saga_id: String,
+    /// Why.
+    pub error: String,
+}
+
+/// One command to every saga a filter matches ("retry every needs-operator saga of order"):
+/// first a dry run that says how many, then the run itself with that number as `expect`, so
+/// that it touches what the operator saw (409 otherwise). Each command goes through the
+/// commands topic like a single one.
+async fn post_batch(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let who = s.auth.check(&headers, Role::Operator)?;
+    require_json(&headers)?;
+    let req: BatchRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the body is not a batch ({e}); expected {{\"filter\": {{\"definition\": \"order\", \"status\": \"needs_operator\"}}, \"command\": {{\"command\": \"retry\", \"step\": \"payment\"}}, \"dry_run\": true}}"
+        ))
+    })?;
+    let mut query = req.filter.into_query()?;
+    query.limit = Some(query.limit.unwrap_or(MAX_LIMIT));
+    let matched = s.view.list(&query, now_ms());
+    let saga_ids: Vec<String> = matched.iter().map(|m| m.saga_id.clone()).collect();
+    if req.dry_run {
+        return Ok(Json(BatchPreview {
+            matched: saga_ids.len(),
+            saga_ids,
+        })
+        .into_response());
+    }
+    match req.expect {
+        None => {
+            return Err(ApiError::BadRequest(format!(
+                "a batch runs only with \"expect\": the number of sagas its dry run matched (now {})",
+                saga_ids.len()
+            )));
+        }
+        Some(n) if n != saga_ids.len() => {
+            return Err(ApiError::Conflict(format!(
+                "the filter matches {} sagas now, not {n}: run the dry run again",
+                saga_ids.len()
+            )));
+        }
+        Some(_) => {}
+    }
+    let operator = match who {
+        Some(name) => Some(name),
+        None => operator(&headers)?,
+    };
+    let mut out = BatchAccepted {
+        published: 0,
+        command_ids: Vec::new(),
+        refused: Vec::new(),
+    };
+    for m in &matched {
+        let Some(state) = s.view.get(&m.saga_id) else {
+            continue;
+        };
+        if let Err(e) = check_command(&state, &req.command) {
+            out.refused.push(BatchRefusal {
+                saga_id: m.saga_id.clone(),
+                error: e.to_string(),
+            });
+            continue;
+        }
+        let record = CommandRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            definition: m.definition.clone(),
+            correlation_id: m.correlation_id.clone(),
+            command: req.command.clone(),
+            operator: operator.clone(),
+        };
+        let id = record.id.clone();
+        s.sink.send(record).await.map_err(|e| {
+            ApiError::Unavailable(format!(
+                "published {} of {} commands, then: {e}",
+                out.published,
+                matched.len()
+            ))
+        })?;
+        metrics::counter!(OPERATOR_COMMANDS, "command" => command_kind(&req.command)).increment(1);
+        out.published += 1;
+        out.command_ids.push(id);
+    }
+    tracing::info!(published = out.published, refused = out.refused.len(), command = ?req.command, "operator batch published");
+    Ok((StatusCode::ACCEPTED, Json(out)).into_response())
+}
+
+fn command_kind(c: &Command) -> &'static str {
+    match c {
+        Command::Abort { .. } => "abort",
+        Command::Retry { .. } => "retry",
+        Command::Skip { .. } => "skip",
+        Command::Resume => "resume",
+        Command::Approve { .. } => "approve",
+        Command::Reject { .. } => "reject",
+    }
+}
+
 async fn post_command(
     State(s): State<ApiState>,
     Path((definition, correlation_id)): Path<(String, String)>,
@@ -476,18 +639,7 @@ async fn post_command(
     body: Bytes,
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
     let who = s.auth.check(&headers, Role::Operator)?;
-    // JSON only: a form or a text body (what a cross-site page can send without asking) is
-    // refused before it is read.
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        return Err(ApiError::UnsupportedMediaType(
-            "a command must be sent as Content-Type: application/json".into(),
-        ));
-    }
+    require_json(&headers)?;
     let command: Command = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "the body is not a command ({e}); expected e.g. {{\"command\":\"abort\",\"reason\":\"...\"}}, \
@@ -511,14 +663,7 @@ async fn post_command(
     };
     let command_id = record.id.clone();
     let (saga, what) = (state.saga_id.clone(), format!("{:?}", record.command));
-    let command_kind = match &record.command {
-        Command::Abort { .. } => "abort",
-        Command::Retry { .. } => "retry",
-        Command::Skip { .. } => "skip",
-        Command::Resume => "resume",
-        Command::Approve { .. } => "approve",
-        Command::Reject { .. } => "reject",
-    };
+    let command_kind = command_kind(&record.command);
     s.sink.send(record).await.map_err(|e| {
         tracing::warn!(saga_id = %saga, command_id = %command_id, error = %e, "command not published");
         ApiError::Unavailable(format!("the command could not be published: {e}"))

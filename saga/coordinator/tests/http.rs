@@ -472,3 +472,87 @@ async fn approvals_travel_as_commands_and_need_a_reason() {
         }
     );
 }
+
+#[tokio::test]
+async fn a_batch_says_how_many_sagas_it_touches_and_runs_only_on_that_many() {
+    let f = fixture();
+    let uri = "/api/sagas/batch";
+    let running = r#""filter": {"status": "running"}"#;
+    let retry = r#""command": {"command": "abort", "reason": "supplier gone"}"#;
+    let (status, preview) = post(
+        &f.state,
+        uri,
+        &format!("{{{running}, {retry}, \"dry_run\": true}}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["matched"], 2, "{preview}");
+    let mut ids: Vec<&str> = preview["saga_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["order/order-1", "refund/r-1"]);
+    assert!(f.sink.sent().is_empty(), "a dry run publishes nothing");
+
+    let (status, answer) = post(&f.state, uri, &format!("{{{running}, {retry}}}"), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("expect"),
+        "{answer}"
+    );
+    let (status, answer) = post(
+        &f.state,
+        uri,
+        &format!("{{{running}, {retry}, \"expect\": 3}}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(
+        f.sink.sent().is_empty(),
+        "nothing published on a changed set"
+    );
+
+    let (status, answer) = post(
+        &f.state,
+        uri,
+        &format!("{{{running}, {retry}, \"expect\": 2}}"),
+        Some("alice"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["published"], 2);
+    let sent = f.sink.sent();
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|r| r.operator.as_deref() == Some("alice")
+        && r.command
+            == Command::Abort {
+                reason: "supplier gone".into()
+            }));
+    let mut targets: Vec<String> = sent
+        .iter()
+        .map(|r| format!("{}/{}", r.definition, r.correlation_id))
+        .collect();
+    targets.sort_unstable();
+    assert_eq!(targets, ["order/order-1", "refund/r-1"]);
+
+    // A command a saga cannot take is refused for it, per saga.
+    let (status, answer) = post(
+        &f.state,
+        uri,
+        r#"{"filter": {"definition": "order", "status": "needs_operator"}, "command": {"command": "skip", "step": "nope"}, "expect": 1}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["published"], 0);
+    assert_eq!(answer["refused"][0]["saga_id"], "order/order-2", "{answer}");
+    assert_eq!(f.sink.sent().len(), 2);
+}
