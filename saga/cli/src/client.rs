@@ -157,6 +157,15 @@ pub struct ListArgs {
     /// Only sagas created at most this long ago, e.g. `1h`.
     #[arg(long)]
     pub max_age: Option<String>,
+    /// Only stuck sagas: neither completed nor compensated, and unchanged this long, e.g. `10m`.
+    #[arg(long)]
+    pub stuck: Option<String>,
+    /// Only sagas waiting on this step (started, not answered yet).
+    #[arg(long)]
+    pub waiting_on: Option<String>,
+    /// Only sagas whose correlation id contains this text.
+    #[arg(long)]
+    pub search: Option<String>,
     /// At most this many sagas [API default: 100].
     #[arg(long)]
     pub limit: Option<usize>,
@@ -337,6 +346,9 @@ pub async fn batch(
         ("status", filter.status.clone()),
         ("min_age", filter.min_age.clone()),
         ("max_age", filter.max_age.clone()),
+        ("stuck", filter.stuck.clone()),
+        ("waiting_on", filter.waiting_on.clone()),
+        ("search", filter.search.clone()),
         ("limit", filter.limit.map(|l| l.to_string())),
     ] {
         if let Some(v) = v {
@@ -360,6 +372,12 @@ pub async fn batch(
     if !yes {
         if json {
             return pretty(&preview);
+        }
+        if matched == 0 {
+            return Ok(format!(
+                "{} would go to no saga: nothing matches",
+                command_name(&command)
+            ));
         }
         let ids: Vec<&str> = preview["saga_ids"]
             .as_array()
@@ -451,6 +469,9 @@ fn list_url(api: &str, q: &ListArgs) -> anyhow::Result<reqwest::Url> {
             ("status", q.status.clone()),
             ("min_age", q.min_age.clone()),
             ("max_age", q.max_age.clone()),
+            ("stuck", q.stuck.clone()),
+            ("waiting_on", q.waiting_on.clone()),
+            ("search", q.search.clone()),
             ("limit", q.limit.map(|l| l.to_string())),
         ] {
             if let Some(v) = v {

@@ -217,6 +217,9 @@ async fn the_cli_arguments_parse() {
             status: Some("running".into()),
             min_age: Some("5m".into()),
             max_age: None,
+            stuck: None,
+            waiting_on: None,
+            search: None,
             limit: Some(3),
         })
     );

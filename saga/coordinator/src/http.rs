@@ -3,7 +3,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /api/sagas?definition=&status=&min_age=&max_age=&limit=` | `{"sagas": [SagaSummary…], "counts": {status: n}}`, newest first |
+//! | `GET /api/sagas?definition=&status=&min_age=&max_age=&stuck=&waiting_on=&search=&limit=` | `{"sagas": [SagaSummary…], "counts": {status: n}}`, newest first |
 //! | `GET /api/sagas/{definition}/{correlation_id}` | the saga's full [`SagaState`] (steps, deadlines, timeline), or 404 |
 //! | `POST /api/sagas/{definition}/{correlation_id}/commands` | a [`Command`] body (abort, retry, skip, resume, approve, reject) → 202 `{"command_id": …}`; 404 unknown saga, 400 bad body, 503 not published |
 //! | `POST /api/sagas/batch` | `{"filter": {definition, status, min_age, max_age}, "command": Command, "dry_run": true}` → 200 `{"matched", "saga_ids"}`; without `dry_run`, `"expect": <matched>` is required and the command is published to every matching saga → 202 `{"published", "command_ids", "refused"}`; 409 when the matching set no longer has `expect` sagas |
@@ -301,6 +301,9 @@ struct ListParams {
     status: Option<String>,
     min_age: Option<String>,
     max_age: Option<String>,
+    stuck: Option<String>,
+    waiting_on: Option<String>,
+    search: Option<String>,
     limit: Option<String>,
 }
 
@@ -338,6 +341,7 @@ impl ListParams {
             .transpose()
             .map_err(|e| ApiError::BadRequest(format!("status: {e}")))?;
         let min_age_ms = age_ms("min_age", self.min_age)?;
+        let stuck_ms = age_ms("stuck", self.stuck)?;
         let max_age_ms = age_ms("max_age", self.max_age)?;
         if let (Some(min), Some(max)) = (min_age_ms, max_age_ms)
             && min > max
@@ -362,6 +366,9 @@ impl ListParams {
             status,
             min_age_ms,
             max_age_ms,
+            stuck_ms,
+            waiting_on: non_empty(self.waiting_on),
+            search: non_empty(self.search),
             limit,
         })
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use choreo_saga::{SagaState, Status};
+use choreo_saga::{SagaState, Status, StepStatus};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,13 @@ pub struct ListQuery {
     pub min_age_ms: Option<u64>,
     /// Only sagas created at most this many milliseconds ago.
     pub max_age_ms: Option<u64>,
+    /// Only sagas stuck this long: neither completed nor compensated, and unchanged for at
+    /// least this many milliseconds.
+    pub stuck_ms: Option<u64>,
+    /// Only sagas waiting on this step: started, its answer not in yet.
+    pub waiting_on: Option<String>,
+    /// Only sagas whose correlation id contains this text.
+    pub search: Option<String>,
     /// At most this many (default 100, newest first).
     pub limit: Option<usize>,
 }
@@ -99,6 +106,24 @@ impl SagaView {
             .filter(|s| {
                 q.max_age_ms
                     .is_none_or(|a| now_ms.saturating_sub(s.created_at.0) <= a)
+            })
+            .filter(|s| {
+                q.stuck_ms.is_none_or(|a| {
+                    !matches!(s.status, Status::Completed | Status::Compensated)
+                        && now_ms.saturating_sub(s.updated_at.0) >= a
+                })
+            })
+            .filter(|s| {
+                q.waiting_on.as_deref().is_none_or(|w| {
+                    s.steps
+                        .iter()
+                        .any(|st| st.name == w && st.status == StepStatus::Running)
+                })
+            })
+            .filter(|s| {
+                q.search
+                    .as_deref()
+                    .is_none_or(|t| s.correlation_id.contains(t))
             })
             .map(|s| SagaSummary::from(s.value().as_ref()))
             .collect();

@@ -143,6 +143,16 @@ async fn list_with_filters_and_counts() {
             &["order/a/b", "refund/r-1", "order/order-2", "order/order-1"],
         ),
         ("status=completed", &[]),
+        // Stuck: not finished, and unchanged this long (a/b is compensated: never stuck).
+        ("stuck=90s", &["order/order-2"]),
+        (
+            "stuck=30s",
+            &["refund/r-1", "order/order-2", "order/order-1"],
+        ),
+        ("waiting_on=inventory", &["order/order-1"]),
+        ("waiting_on=inventory&stuck=5m", &[]),
+        ("search=order-", &["order/order-2", "order/order-1"]),
+        ("search=%2F", &["order/a/b"]),
     ];
     for (query, expected) in cases {
         let (status, body) = get_json(&f.state, &format!("/api/sagas?{query}")).await;
@@ -161,6 +171,7 @@ async fn list_rejects_bad_filters() {
         ),
         ("min_age=soon", "min_age: malformed duration"),
         ("max_age=5", "max_age: malformed duration"),
+        ("stuck=soon", "stuck: "),
         (
             "limit=0",
             "limit: \"0\" is not a number between 1 and 10000",
