@@ -256,3 +256,48 @@ impl Replica {
 }
 
 pub use crate::manifest_dir;
+
+/// Starts `choreo registry` (schemas in the broker's compacted topic) on `port`, with `env`'s
+/// extra `CHOREO__…` settings, its log appended to `log`; returns once it answers.
+pub async fn start_registry(
+    bootstrap: &str,
+    port: u16,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Child> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let mut child = Command::new(choreo_binary()?)
+        .arg("registry")
+        .env_remove("CHOREO_CONFIG")
+        .env("CHOREO__KAFKA__BOOTSTRAP_SERVERS", bootstrap)
+        .env("CHOREO__REGISTRY__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CHOREO__LOG__LEVEL", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting choreo registry")?;
+    let url = format!("http://127.0.0.1:{port}/subjects");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reqwest::get(&url)
+        .await
+        .map_or(true, |r| !r.status().is_success())
+    {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "choreo registry exited with {status} before it answered (log: {})",
+                log.display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("choreo registry never answered on port {port}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(child)
+}

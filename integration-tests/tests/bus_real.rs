@@ -321,14 +321,12 @@ async fn a_registry_outage_pauses_the_partition_and_dead_letters_nothing() {
     let (_, _second) = choreo_schemas::server::serve(Arc::clone(&store) as _, addr)
         .await
         .expect("registry again");
-    let deadline = Instant::now() + PATIENCE;
-    while seen.lock().expect("lock").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the record waiting for the registry was never handled (dead-lettered?)"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    scenarios::eventually(
+        "the record waiting for the registry handled (not dead-lettered)",
+        || !seen.lock().expect("lock").is_empty(),
+    )
+    .await
+    .expect("handled once the registry is back");
     assert_eq!(*seen.lock().expect("lock"), ["p-outage"]);
     sub.shutdown().await.expect("shutdown");
 }

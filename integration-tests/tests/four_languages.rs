@@ -12,14 +12,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use choreo_integration_tests::broker::{free_port, real_broker};
-use choreo_integration_tests::process::{Replica, ReplicaConfig, choreo_binary, manifest_dir};
+use choreo_integration_tests::process::{Replica, ReplicaConfig, manifest_dir, start_registry};
 use choreo_schemas::{Catalog, ConfluentRegistry};
 use rdkafka::message::OwnedHeaders;
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -37,32 +37,6 @@ fn setup(script: &str) -> String {
         "{script} printed {program:?}, which is not a program"
     );
     program
-}
-
-/// `choreo registry` on its own port, schemas in the broker's compacted topic.
-async fn start_registry(bootstrap: &str, log: &Path) -> (String, Child) {
-    let port = free_port().expect("port");
-    let child = Command::new(choreo_binary().expect("choreo"))
-        .arg("registry")
-        .env_remove("CHOREO_CONFIG")
-        .env("CHOREO__KAFKA__BOOTSTRAP_SERVERS", bootstrap)
-        .env("CHOREO__REGISTRY__LISTEN", format!("127.0.0.1:{port}"))
-        .env("CHOREO__LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("registry log"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("choreo registry");
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while reqwest::get(format!("{url}/subjects"))
-        .await
-        .map_or(true, |r| !r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "choreo registry never answered");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    (url, child)
 }
 
 /// Runs `program args…` to the end; its one JSON line.
@@ -115,7 +89,11 @@ async fn an_order_saga_runs_across_python_go_node_and_java_with_choreo_in_the_mi
     let dir = std::env::temp_dir().join(format!("choreo-4lang-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
 
-    let (registry, _registry) = start_registry(&bootstrap, &dir.join("registry.log")).await;
+    let port = free_port().expect("port");
+    let _registry = start_registry(&bootstrap, port, &dir.join("registry.log"), &[])
+        .await
+        .expect("choreo registry");
+    let registry = format!("http://127.0.0.1:{port}");
     let catalog = Catalog::load(format!("{}/../schemas", manifest_dir())).expect("catalog");
     catalog
         .register_all(&ConfluentRegistry::new(&registry))

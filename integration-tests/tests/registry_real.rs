@@ -5,14 +5,13 @@
 //! own for one of them — no fencing — the same test finds a version written twice).
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use choreo_integration_tests::broker::{free_port, real_broker};
-use choreo_integration_tests::process::choreo_binary;
+use choreo_integration_tests::process::start_registry;
 use choreo_schemas::Catalog;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const TOKEN: &str = "registry-write-token-0123";
 
@@ -23,37 +22,22 @@ struct Instance {
 }
 
 async fn start(bootstrap: &str, port: u16, dir: &std::path::Path, name: &str) -> Instance {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(format!("{name}.log")))
-        .expect("log");
-    let child = Command::new(choreo_binary().expect("choreo"))
-        .arg("registry")
-        .env_remove("CHOREO_CONFIG")
-        .env("CHOREO__KAFKA__BOOTSTRAP_SERVERS", bootstrap)
-        .env("CHOREO__REGISTRY__LISTEN", format!("127.0.0.1:{port}"))
-        .env("CHOREO__REGISTRY__WRITE_TOKEN_ENV", "TEST_REGISTRY_TOKEN")
-        .env("TEST_REGISTRY_TOKEN", TOKEN)
-        .env("CHOREO__LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("choreo registry");
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http
-        .get(format!("{url}/subjects"))
-        .send()
-        .await
-        .map_or(true, |r| !r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "{name} never answered");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let child = start_registry(
+        bootstrap,
+        port,
+        &dir.join(format!("{name}.log")),
+        &[
+            ("CHOREO__REGISTRY__WRITE_TOKEN_ENV", "TEST_REGISTRY_TOKEN"),
+            ("TEST_REGISTRY_TOKEN", TOKEN),
+        ],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    Instance {
+        url: format!("http://127.0.0.1:{port}"),
+        port,
+        child,
     }
-    Instance { url, port, child }
 }
 
 async fn register(url: &str, token: Option<&str>, subject: &str, schema: &str) -> (u16, Value) {

@@ -75,6 +75,39 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command's name as the API writes it (`abort`, `retry`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Abort { .. } => "abort",
+            Command::Retry { .. } => "retry",
+            Command::Skip { .. } => "skip",
+            Command::Resume => "resume",
+            Command::Approve { .. } => "approve",
+            Command::Reject { .. } => "reject",
+        }
+    }
+
+    /// The free-text reason it carries, if it is a kind that needs one.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Command::Abort { reason }
+            | Command::Approve { reason, .. }
+            | Command::Reject { reason, .. } => Some(reason),
+            Command::Retry { .. } | Command::Skip { .. } | Command::Resume => None,
+        }
+    }
+
+    /// The step it names, if any.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Command::Retry { step }
+            | Command::Skip { step }
+            | Command::Approve { step, .. }
+            | Command::Reject { step, .. } => Some(step),
+            Command::Abort { .. } | Command::Resume => None,
+        }
+    }
+
     /// The command with its free text cut to what a state keeps ([`MAX_REASON_BYTES`],
     /// [`MAX_STEP_NAME_BYTES`]).
     pub(crate) fn bounded(&self) -> Command {

@@ -33,13 +33,13 @@ pub fn document(catalog: &Catalog, definitions: &[&Definition]) -> Value {
         let mut refs = Map::new();
         for e in events {
             refs.insert(
-                message_id(&e.name),
-                json!({ "$ref": format!("#/components/messages/{}", message_id(&e.name)) }),
+                key(&e.name),
+                json!({ "$ref": format!("#/components/messages/{}", key(&e.name)) }),
             );
-            messages.insert(message_id(&e.name), message(e));
+            messages.insert(key(&e.name), message(e));
         }
         channels.insert(
-            channel_id(topic),
+            key(topic),
             json!({
                 "address": topic,
                 "title": topic,
@@ -124,9 +124,9 @@ fn operation(d: &Definition, action: &str, info: &EventInfo) -> Value {
             d.version(),
             info.name
         ),
-        "channel": { "$ref": format!("#/channels/{}", channel_id(&info.topic)) },
+        "channel": { "$ref": format!("#/channels/{}", key(&info.topic)) },
         "messages": [{
-            "$ref": format!("#/channels/{}/messages/{}", channel_id(&info.topic), message_id(&info.name))
+            "$ref": format!("#/channels/{}/messages/{}", key(&info.topic), key(&info.name))
         }],
     })
 }
@@ -205,16 +205,9 @@ fn short_name(full: &str) -> &str {
     full.rsplit('.').next().unwrap_or(full)
 }
 
-/// A component key: AsyncAPI allows `[A-Za-z0-9.\-_]`.
-fn message_id(full: &str) -> String {
-    sanitize(full)
-}
-
-fn channel_id(topic: &str) -> String {
-    sanitize(topic)
-}
-
-fn sanitize(s: &str) -> String {
+/// A component key (a message's full name, a channel's topic): AsyncAPI allows
+/// `[A-Za-z0-9.\-_]`.
+fn key(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {

@@ -171,6 +171,25 @@ pub struct ListArgs {
     pub limit: Option<usize>,
 }
 
+impl ListArgs {
+    /// The filters that are set, as the API names them (query string, batch filter).
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        [
+            ("definition", self.definition.clone()),
+            ("status", self.status.clone()),
+            ("min_age", self.min_age.clone()),
+            ("max_age", self.max_age.clone()),
+            ("stuck", self.stuck.clone()),
+            ("waiting_on", self.waiting_on.clone()),
+            ("search", self.search.clone()),
+            ("limit", self.limit.map(|l| l.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
+}
+
 /// Runs a `choreo sagas …` command and prints its answer.
 pub async fn run(args: SagasArgs) -> anyhow::Result<()> {
     if let Some(t) = args.token.as_deref().filter(|t| !t.trim().is_empty()) {
@@ -305,7 +324,7 @@ pub async fn send_command_as(
     Ok(format!(
         "{} accepted for {definition}/{correlation_id} (command {}); it shows in the saga's timeline \
          once applied: choreo sagas get {definition} {correlation_id}",
-        command_name(&command),
+        command.name(),
         accepted.command_id
     ))
 }
@@ -340,21 +359,11 @@ pub async fn batch(
         format!("--command {command:?} is not a command, e.g. {{\"command\":\"retry\",\"step\":\"payment\"}}")
     })?;
     let url = with_segments(api, &["api", "sagas", "batch"])?;
-    let mut f = serde_json::Map::new();
-    for (k, v) in [
-        ("definition", filter.definition.clone()),
-        ("status", filter.status.clone()),
-        ("min_age", filter.min_age.clone()),
-        ("max_age", filter.max_age.clone()),
-        ("stuck", filter.stuck.clone()),
-        ("waiting_on", filter.waiting_on.clone()),
-        ("search", filter.search.clone()),
-        ("limit", filter.limit.map(|l| l.to_string())),
-    ] {
-        if let Some(v) = v {
-            f.insert(k.into(), v.into());
-        }
-    }
+    let f: serde_json::Map<String, serde_json::Value> = filter
+        .pairs()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
     let send = |body: serde_json::Value| {
         let url = url.clone();
         async move {
@@ -376,7 +385,7 @@ pub async fn batch(
         if matched == 0 {
             return Ok(format!(
                 "{} would go to no saga: nothing matches",
-                command_name(&command)
+                command.name()
             ));
         }
         let ids: Vec<&str> = preview["saga_ids"]
@@ -385,7 +394,7 @@ pub async fn batch(
             .unwrap_or_default();
         return Ok(format!(
             "{} would go to {matched} saga(s):\n{}\n(nothing sent: add --yes to send it)",
-            command_name(&command),
+            command.name(),
             ids.join("\n")
         ));
     }
@@ -396,7 +405,7 @@ pub async fn batch(
     }
     let mut out = format!(
         "{} sent to {} of {matched} saga(s)",
-        command_name(&command),
+        command.name(),
         done["published"]
     );
     for r in done["refused"].as_array().into_iter().flatten() {
@@ -407,17 +416,6 @@ pub async fn batch(
         ));
     }
     Ok(out)
-}
-
-fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Abort { .. } => "abort",
-        Command::Retry { .. } => "retry",
-        Command::Skip { .. } => "skip",
-        Command::Resume => "resume",
-        Command::Approve { .. } => "approve",
-        Command::Reject { .. } => "reject",
-    }
 }
 
 /// The bearer token every request of this process sends (`--token`, `CHOREO_API_TOKEN`).
@@ -464,19 +462,8 @@ fn list_url(api: &str, q: &ListArgs) -> anyhow::Result<reqwest::Url> {
     let mut url = with_segments(api, &["api", "sagas"])?;
     {
         let mut pairs = url.query_pairs_mut();
-        for (k, v) in [
-            ("definition", q.definition.clone()),
-            ("status", q.status.clone()),
-            ("min_age", q.min_age.clone()),
-            ("max_age", q.max_age.clone()),
-            ("stuck", q.stuck.clone()),
-            ("waiting_on", q.waiting_on.clone()),
-            ("search", q.search.clone()),
-            ("limit", q.limit.map(|l| l.to_string())),
-        ] {
-            if let Some(v) = v {
-                pairs.append_pair(k, &v);
-            }
+        for (k, v) in q.pairs() {
+            pairs.append_pair(k, &v);
         }
     }
     if url.query() == Some("") {

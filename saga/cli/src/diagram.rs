@@ -82,37 +82,23 @@ pub fn mermaid(def: &Definition) -> String {
         let _ = writeln!(w, "    [*] --> Completed : {start}");
     }
     // Success edges: into the dependents (through a join when they wait for several), or into
-    // the completion.
+    // the completion (through a join when several steps end the saga).
+    let joins_at_end = steps.iter().filter(|t| t.dependents.is_empty()).count() > 1;
     for (i, s) in steps.iter().enumerate() {
         let ok = label(&events(&s.success));
-        let next: Vec<&Step> = steps.iter().filter(|d| d.after.contains(&i)).collect();
-        for d in &next {
-            if d.after.len() > 1 {
-                let _ = writeln!(
-                    w,
-                    "    {} --> {} : {ok}",
-                    id("step_", &s.name),
-                    id("join_", &d.name)
-                );
+        for d in steps.iter().filter(|d| d.after.contains(&i)) {
+            let target = if d.after.len() > 1 {
+                id("join_", &d.name)
             } else {
-                let _ = writeln!(
-                    w,
-                    "    {} --> {} : {ok}",
-                    id("step_", &s.name),
-                    id("step_", &d.name)
-                );
-            }
+                id("step_", &d.name)
+            };
+            let _ = writeln!(w, "    {} --> {target} : {ok}", id("step_", &s.name));
         }
-        if next.is_empty() {
-            let target = if steps
-                .iter()
-                .filter(|t| steps_without_dependents(steps, t))
-                .count()
-                > 1
-            {
-                "join_complete".to_owned()
+        if s.dependents.is_empty() {
+            let target = if joins_at_end {
+                "join_complete"
             } else {
-                "Completed".to_owned()
+                "Completed"
             };
             let _ = writeln!(w, "    {} --> {target} : {ok}", id("step_", &s.name));
         }
@@ -126,12 +112,7 @@ pub fn mermaid(def: &Definition) -> String {
             id("step_", &d.name)
         );
     }
-    if steps
-        .iter()
-        .filter(|t| steps_without_dependents(steps, t))
-        .count()
-        > 1
-    {
+    if joins_at_end {
         let _ = writeln!(w, "    state join_complete <<join>>");
         let _ = writeln!(w, "    join_complete --> Completed");
     }
@@ -243,13 +224,6 @@ pub fn mermaid(def: &Definition) -> String {
         );
     }
     out
-}
-
-fn steps_without_dependents(steps: &[Step], s: &Step) -> bool {
-    let i = steps.iter().position(|t| t.name == s.name);
-    !steps
-        .iter()
-        .any(|d| i.is_some_and(|i| d.after.contains(&i)))
 }
 
 #[cfg(test)]

@@ -7,9 +7,8 @@ use tokio_util::sync::CancellationToken;
 mod support;
 use support::*;
 
-#[tokio::test]
-async fn the_client_talks_to_the_served_api() {
-    let f = fixture();
+/// The fixture's API served on a free port: its URL, the stop signal and the server task.
+async fn served(f: &Fixture) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
     let shutdown = CancellationToken::new();
     let (addr, task) = http::serve(
         f.state.clone(),
@@ -18,7 +17,13 @@ async fn the_client_talks_to_the_served_api() {
     )
     .await
     .expect("serves");
-    let api = format!("http://{addr}");
+    (format!("http://{addr}"), shutdown, task)
+}
+
+#[tokio::test]
+async fn the_client_talks_to_the_served_api() {
+    let f = fixture();
+    let (api, shutdown, task) = served(&f).await;
 
     let text = client::list(&api, &ListArgs::default())
         .await
@@ -264,15 +269,7 @@ async fn the_cli_arguments_parse() {
 #[tokio::test]
 async fn batch_shows_what_it_would_touch_and_sends_only_with_yes() {
     let f = fixture();
-    let shutdown = CancellationToken::new();
-    let (addr, task) = http::serve(
-        f.state.clone(),
-        "127.0.0.1:0".parse().expect("addr"),
-        shutdown.clone(),
-    )
-    .await
-    .expect("serves");
-    let api = format!("http://{addr}");
+    let (api, shutdown, task) = served(&f).await;
     let filter = ListArgs {
         status: Some("running".into()),
         ..ListArgs::default()

@@ -76,7 +76,7 @@ impl ApiToken {
         })
     }
 
-    /// A token from the secret itself (tests, `choreo dev`).
+    /// A token from the secret itself (for tests and embedding programs that hold the secret).
     pub fn from_secret(name: &str, role: Role, secret: &str) -> Self {
         Self {
             name: name.to_owned(),

@@ -486,9 +486,12 @@ impl Config {
         }
 
         config.validate_with(
+            // A field's own line; for an entry of an array of tables (`http.tokens[1].sha256`)
+            // the entry's key, else its array's line.
             &|field| {
                 origins
                     .get(field)
+                    .or_else(|| origins.get(field.split('[').next().unwrap_or_default()))
                     .cloned()
                     .unwrap_or_else(|| "default".to_owned())
             },
@@ -640,18 +643,13 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
-        self.http.tokens().map_err(|(field, reason)| {
-            // The entry's own line, else its section's.
-            let mut at = origin(&field);
-            if at == "default" {
-                at = origin(field.split('[').next().unwrap_or_default());
-            }
-            ConfigError::Invalid {
-                origin: at,
+        self.http
+            .tokens()
+            .map_err(|(field, reason)| ConfigError::Invalid {
+                origin: origin(&field),
                 field,
                 reason,
-            }
-        })?;
+            })?;
         self.ingest.check(env).map_err(|(field, reason)| {
             let section = field.split('[').next().unwrap_or_default().to_owned();
             ConfigError::Invalid {

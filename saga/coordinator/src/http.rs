@@ -425,48 +425,33 @@ async fn get_saga(
 /// given. Whether the saga's status allows the command is decided when it is applied (the view
 /// may be a moment behind); a refusal shows in the saga's timeline.
 fn check_command(state: &SagaState, command: &Command) -> Result<(), ApiError> {
-    match command {
-        Command::Abort { reason } if reason.trim().is_empty() => {
-            Err(ApiError::BadRequest("abort needs a reason".into()))
+    if let Some(reason) = command.reason() {
+        if reason.trim().is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "{} needs a reason (abort, approve and reject need a reason: it is recorded in the timeline)",
+                command.name()
+            )));
         }
-        Command::Abort { reason } if reason.len() > choreo_saga::MAX_REASON_BYTES => {
-            Err(ApiError::BadRequest(format!(
-                "the abort reason is {} bytes long; at most {} are allowed",
+        if reason.len() > choreo_saga::MAX_REASON_BYTES {
+            return Err(ApiError::BadRequest(format!(
+                "the {} reason is {} bytes long; at most {} are allowed",
+                command.name(),
                 reason.len(),
                 choreo_saga::MAX_REASON_BYTES
-            )))
+            )));
         }
-        Command::Approve { reason, .. } | Command::Reject { reason, .. }
-            if reason.trim().is_empty() =>
-        {
-            Err(ApiError::BadRequest(
-                "approve and reject need a reason (it is recorded in the timeline)".into(),
-            ))
-        }
-        Command::Approve { reason, .. } | Command::Reject { reason, .. }
-            if reason.len() > choreo_saga::MAX_REASON_BYTES =>
-        {
-            Err(ApiError::BadRequest(format!(
-                "the reason is {} bytes long; at most {} are allowed",
-                reason.len(),
-                choreo_saga::MAX_REASON_BYTES
-            )))
-        }
-        Command::Retry { step }
-        | Command::Skip { step }
-        | Command::Approve { step, .. }
-        | Command::Reject { step, .. }
-            if state.step(step).is_none() =>
-        {
-            let steps: Vec<&str> = state.steps.iter().map(|s| s.name.as_str()).collect();
-            Err(ApiError::BadRequest(format!(
-                "saga {} has no step \"{step}\" (its steps: {})",
-                state.saga_id,
-                steps.join(", ")
-            )))
-        }
-        _ => Ok(()),
     }
+    if let Some(step) = command.step()
+        && state.step(step).is_none()
+    {
+        let steps: Vec<&str> = state.steps.iter().map(|s| s.name.as_str()).collect();
+        return Err(ApiError::BadRequest(format!(
+            "saga {} has no step \"{step}\" (its steps: {})",
+            state.saga_id,
+            steps.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 fn operator(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -483,6 +468,38 @@ fn operator(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         )));
     }
     Ok(Some(v.to_owned()).filter(|v| !v.is_empty()))
+}
+
+/// Who may send a command: an operator token (its name is who acted) or, on an open API, what
+/// X-Operator says; and the body must be JSON.
+fn acting_operator(s: &ApiState, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let who = s.auth.check(headers, Role::Operator)?;
+    require_json(headers)?;
+    match who {
+        Some(name) => Ok(Some(name)),
+        None => operator(headers),
+    }
+}
+
+/// Publishes `command` to one saga through the commands topic; its command id once durable.
+async fn publish(
+    s: &ApiState,
+    definition: &str,
+    correlation_id: &str,
+    command: &Command,
+    operator: Option<&String>,
+) -> Result<String, String> {
+    let record = CommandRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        definition: definition.to_owned(),
+        correlation_id: correlation_id.to_owned(),
+        command: command.clone(),
+        operator: operator.cloned(),
+    };
+    let id = record.id.clone();
+    s.sink.send(record).await?;
+    metrics::counter!(OPERATOR_COMMANDS, "command" => command.name()).increment(1);
+    Ok(id)
 }
 
 /// JSON only: a form or a text body (what a cross-site page can send without asking first) is
@@ -552,8 +569,7 @@ async fn post_batch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let who = s.auth.check(&headers, Role::Operator)?;
-    require_json(&headers)?;
+    let operator = acting_operator(&s, &headers)?;
     let req: BatchRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "the body is not a batch ({e}); expected {{\"filter\": {{\"definition\": \"order\", \"status\": \"needs_operator\"}}, \"command\": {{\"command\": \"retry\", \"step\": \"payment\"}}, \"dry_run\": true}}"
@@ -585,10 +601,6 @@ async fn post_batch(
         }
         Some(_) => {}
     }
-    let operator = match who {
-        Some(name) => Some(name),
-        None => operator(&headers)?,
-    };
     let mut out = BatchAccepted {
         published: 0,
         command_ids: Vec::new(),
@@ -605,38 +617,26 @@ async fn post_batch(
             });
             continue;
         }
-        let record = CommandRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            definition: m.definition.clone(),
-            correlation_id: m.correlation_id.clone(),
-            command: req.command.clone(),
-            operator: operator.clone(),
-        };
-        let id = record.id.clone();
-        s.sink.send(record).await.map_err(|e| {
+        let id = publish(
+            &s,
+            &m.definition,
+            &m.correlation_id,
+            &req.command,
+            operator.as_ref(),
+        )
+        .await
+        .map_err(|e| {
             ApiError::Unavailable(format!(
                 "published {} of {} commands, then: {e}",
                 out.published,
                 matched.len()
             ))
         })?;
-        metrics::counter!(OPERATOR_COMMANDS, "command" => command_kind(&req.command)).increment(1);
         out.published += 1;
         out.command_ids.push(id);
     }
     tracing::info!(published = out.published, refused = out.refused.len(), command = ?req.command, "operator batch published");
     Ok((StatusCode::ACCEPTED, Json(out)).into_response())
-}
-
-fn command_kind(c: &Command) -> &'static str {
-    match c {
-        Command::Abort { .. } => "abort",
-        Command::Retry { .. } => "retry",
-        Command::Skip { .. } => "skip",
-        Command::Resume => "resume",
-        Command::Approve { .. } => "approve",
-        Command::Reject { .. } => "reject",
-    }
 }
 
 async fn post_command(
@@ -645,8 +645,7 @@ async fn post_command(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
-    let who = s.auth.check(&headers, Role::Operator)?;
-    require_json(&headers)?;
+    let operator = acting_operator(&s, &headers)?;
     let command: Command = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "the body is not a command ({e}); expected e.g. {{\"command\":\"abort\",\"reason\":\"...\"}}, \
@@ -654,29 +653,22 @@ async fn post_command(
              {{\"command\":\"resume\"}}"
         ))
     })?;
-    // With tokens, who acted is the token's name; on an open API, what X-Operator says.
-    let operator = match who {
-        Some(name) => Some(name),
-        None => operator(&headers)?,
-    };
     let state = find(&s.view, &definition, &correlation_id)?;
     check_command(&state, &command)?;
-    let record = CommandRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        definition,
-        correlation_id,
-        command,
-        operator,
-    };
-    let command_id = record.id.clone();
-    let (saga, what) = (state.saga_id.clone(), format!("{:?}", record.command));
-    let command_kind = command_kind(&record.command);
-    s.sink.send(record).await.map_err(|e| {
-        tracing::warn!(saga_id = %saga, command_id = %command_id, error = %e, "command not published");
+    let saga = &state.saga_id;
+    let command_id = publish(
+        &s,
+        &definition,
+        &correlation_id,
+        &command,
+        operator.as_ref(),
+    )
+    .await
+    .map_err(|e| {
+        tracing::warn!(saga_id = %saga, error = %e, "command not published");
         ApiError::Unavailable(format!("the command could not be published: {e}"))
     })?;
-    metrics::counter!(OPERATOR_COMMANDS, "command" => command_kind).increment(1);
-    tracing::info!(saga_id = %saga, command_id = %command_id, command = %what, "operator command published");
+    tracing::info!(saga_id = %saga, command_id = %command_id, command = ?command, "operator command published");
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id })))
 }
 
