@@ -79,8 +79,9 @@ pub struct SchemaTopic {
     pub topic: String,
     /// The transactional id writers share (one writer at a time).
     pub writer_id: String,
-    /// Replication factor when the topic is created.
-    pub replication_factor: i32,
+    /// Replication factor when the topic is created; unset: the cluster's
+    /// `default.replication.factor`.
+    pub replication_factor: Option<i32>,
     /// Upper bound of one broker call.
     pub timeout: Duration,
 }
@@ -92,7 +93,7 @@ impl SchemaTopic {
             kafka,
             topic: DEFAULT_TOPIC.into(),
             writer_id: DEFAULT_WRITER_ID.into(),
-            replication_factor: 1,
+            replication_factor: None,
             timeout: Duration::from_secs(30),
         }
     }
@@ -326,7 +327,8 @@ async fn create_topic(cfg: &SchemaTopic) -> Result<(), RegistryError> {
     let topic = NewTopic::new(
         &cfg.topic,
         1,
-        TopicReplication::Fixed(cfg.replication_factor),
+        // -1: the cluster's default (KIP-464).
+        TopicReplication::Fixed(cfg.replication_factor.unwrap_or(-1)),
     )
     .set("cleanup.policy", "compact");
     let results = admin

@@ -206,7 +206,7 @@ pub async fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::R
         })
         .collect();
     let client = choreo_bus::BusConfig::new(bootstrap).client_config();
-    ensure_topics(&client, &specs, 1, Duration::from_secs(20)).await?;
+    ensure_topics(&client, &specs, None, Duration::from_secs(20)).await?;
     Ok(())
 }
 

@@ -460,7 +460,7 @@ async fn a_transaction_the_broker_left_open_is_closed_as_aborted_not_committed()
     for p in 0..PARTITIONS {
         producer
             .send(
-                FutureRecord::<str, [u8]>::to(CHANGELOG)
+                FutureRecord::<str, [u8]>::to(&changelog_of(&cfg.group))
                     .key(&format!("leftover-{p}"))
                     .partition(p),
                 Duration::from_secs(10),
@@ -496,9 +496,13 @@ async fn a_transaction_the_broker_left_open_is_closed_as_aborted_not_committed()
         .wait_terminal(&ids, Duration::from_secs(120))
         .await
         .expect("every saga terminal");
-    let leftovers = committed_keys(&world.broker.bootstrap, CHANGELOG, "leftover-")
-        .await
-        .expect("reading the changelog");
+    let leftovers = committed_keys(
+        &world.broker.bootstrap,
+        &changelog_of(&cfg.group),
+        "leftover-",
+    )
+    .await
+    .expect("reading the changelog");
     eprintln!("leftover records visible read_committed: {leftovers} (of {PARTITIONS} written)");
     assert_eq!(
         leftovers, 0,
@@ -508,7 +512,10 @@ async fn a_transaction_the_broker_left_open_is_closed_as_aborted_not_committed()
     finish(services, vec![replica]).await;
 }
 
-const CHANGELOG: &str = "choreo.saga-state";
+/// The changelog of a coordinator group (named after it).
+fn changelog_of(group: &str) -> String {
+    choreo_coordinator::coordinator::derived_topic(group, "saga-state")
+}
 
 /// Whether the restarted broker's log says it dropped transaction markers for partitions it
 /// found no leader for.

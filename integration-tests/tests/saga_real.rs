@@ -24,9 +24,13 @@ async fn hosted() -> TestBroker {
         .iter()
         .map(|t| ((*t).to_owned(), PARTITIONS))
         .collect();
-    topics.push(("choreo.saga-state".into(), PARTITIONS));
-    topics.push(("choreo.saga-commands".into(), PARTITIONS));
-    for t in SAGA_TOPICS.iter().chain(["choreo.saga-commands"].iter()) {
+    // The scenarios' coordinator group is choreo-test-coordinator; its topics are named after it.
+    topics.push(("choreo-test-coordinator.saga-state".into(), PARTITIONS));
+    topics.push(("choreo-test-coordinator.saga-commands".into(), PARTITIONS));
+    for t in SAGA_TOPICS
+        .iter()
+        .chain(["choreo-test-coordinator.saga-commands"].iter())
+    {
         topics.push((format!("{t}.dlq"), 1));
     }
     let refs: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
@@ -472,4 +476,207 @@ async fn an_oversize_operator_command_does_not_stop_the_coordinator() {
     assert!(s.to_json().expect("json").len() < choreo_coordinator::MAX_STATE_BYTES);
     services.shutdown().await.expect("services stop");
     coordinator.shutdown().await.expect("stops");
+}
+
+/// Starts an in-process coordinator of `group` (slow deadlines: its sagas wait) and waits until
+/// it has `saga` in its view, or `patience` is over.
+async fn coordinator_of(
+    env: &SagaEnv,
+    group: &str,
+    changelog: Option<&str>,
+) -> anyhow::Result<choreo_coordinator::CoordinatorHandle> {
+    let catalog = Catalog::reference();
+    let mut o = env.options(
+        saga_scenarios::slow_order_saga(&catalog)?,
+        &format!("{group}-0"),
+    )?;
+    o.group_id = group.to_owned();
+    o.changelog_topic = changelog.map(str::to_owned);
+    o.commands_topic = changelog.map(|c| format!("{c}.commands"));
+    Ok(choreo_coordinator::start(o).await?)
+}
+
+async fn wait_for_saga(c: &choreo_coordinator::CoordinatorHandle, saga: &str) {
+    let view = c.view();
+    choreo_integration_tests::scenarios::eventually(&format!("{saga} in the view"), || {
+        view.get(saga).is_some()
+    })
+    .await
+    .expect("the saga is in the view");
+}
+
+/// Kafka Streams names a changelog after its application; choreo names it after the
+/// coordinator group. Two groups with the default names keep apart: each restores only its own
+/// sagas. Two groups pointed at one changelog on purpose: the second stops at restore with a
+/// line naming both groups, instead of owning, deciding and emitting for the first one's sagas
+/// (without the owner header on changelog records this test fails: group b restores
+/// order/shared-1 and runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_coordinator_groups_never_share_one_changelog() {
+    let world = real().await;
+    let env = env_for(&world, Guarantee::ExactlyOnce);
+    let bus = env.bus("/tests/driver").expect("bus");
+
+    // Default names: <group>.saga-state each.
+    let a = coordinator_of(&env, "group-a", None)
+        .await
+        .expect("a starts");
+    bus.publish(&saga_scenarios::order("apart-1"))
+        .await
+        .expect("order");
+    wait_for_saga(&a, "order/apart-1").await;
+    let b = coordinator_of(&env, "group-b", None)
+        .await
+        .expect("b starts");
+    wait_for_saga(&b, "order/apart-1").await; // b consumes orders too, in its own group
+    a.shutdown().await.expect("a stops");
+    b.shutdown().await.expect("b stops");
+    let counts = choreo_coordinator::topics::partition_counts(
+        &choreo_bus::BusConfig::new(&env.bootstrap).client_config(),
+        &[
+            "group-a.saga-state",
+            "group-b.saga-state",
+            "choreo.saga-state",
+        ],
+        Duration::from_secs(10),
+    )
+    .expect("metadata");
+    assert!(
+        counts.contains_key("group-a.saga-state") && counts.contains_key("group-b.saga-state"),
+        "each group has a changelog of its own: {counts:?}"
+    );
+    assert!(!counts.contains_key("choreo.saga-state"), "{counts:?}");
+
+    // One changelog named for both: the second group refuses at restore.
+    let c = coordinator_of(&env, "group-c", Some("shared.saga-state"))
+        .await
+        .expect("c starts");
+    bus.publish(&saga_scenarios::order("shared-1"))
+        .await
+        .expect("order");
+    wait_for_saga(&c, "order/shared-1").await;
+    c.shutdown().await.expect("c stops");
+    let mut d = coordinator_of(&env, "group-d", Some("shared.saga-state"))
+        .await
+        .expect("d starts (it learns the owner at restore)");
+    let err = tokio::time::timeout(Duration::from_secs(60), d.wait())
+        .await
+        .expect("group d stops by itself")
+        .expect_err("group d refuses the shared changelog");
+    let line = err.to_string();
+    assert!(
+        line.contains("group-c") && line.contains("group-d") && line.contains("shared.saga-state"),
+        "{line}"
+    );
+    assert!(d.view().get("order/shared-1").is_none() || d.is_finished());
+}
+
+/// Upgrading from the changelog every group shared (`choreo.saga-state`): a group that has run
+/// on it (committed offsets) and has no changelog of its own yet refuses to start on a new,
+/// empty one — it would forget its running sagas — and says which setting keeps them. With
+/// that setting it starts and still has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upgraded_group_keeps_its_sagas_in_the_old_shared_changelog() {
+    let world = real().await;
+    let env = env_for(&world, Guarantee::ExactlyOnce);
+    let bus = env.bus("/tests/driver").expect("bus");
+    let catalog = Catalog::reference();
+    let old = |changelog: Option<&str>, commands: Option<&str>| {
+        let mut o = env
+            .options(
+                saga_scenarios::slow_order_saga(&catalog).expect("def"),
+                "upgraded-0",
+            )
+            .expect("options");
+        o.group_id = "upgraded".into();
+        o.changelog_topic = changelog.map(str::to_owned);
+        o.commands_topic = commands.map(str::to_owned);
+        o
+    };
+    // An earlier version: every group on choreo.saga-state / choreo.saga-commands.
+    let first =
+        choreo_coordinator::start(old(Some("choreo.saga-state"), Some("choreo.saga-commands")))
+            .await
+            .expect("the earlier layout starts");
+    bus.publish(&saga_scenarios::order("kept-1"))
+        .await
+        .expect("order");
+    wait_for_saga(&first, "order/kept-1").await;
+    first.shutdown().await.expect("stops");
+
+    let refused = choreo_coordinator::start(old(None, None))
+        .await
+        .err()
+        .expect("the upgraded group refuses its new, empty changelog");
+    let line = refused.to_string();
+    assert!(
+        line.contains("upgraded.saga-state")
+            && line.contains("coordinator.changelog_topic = \"choreo.saga-state\""),
+        "{line}"
+    );
+    let kept =
+        choreo_coordinator::start(old(Some("choreo.saga-state"), Some("choreo.saga-commands")))
+            .await
+            .expect("starts with the setting the line names");
+    wait_for_saga(&kept, "order/kept-1").await;
+    kept.shutdown().await.expect("stops");
+}
+
+/// The changelog is created compacted with compaction that keeps up and tombstones kept a day;
+/// an existing changelog with `cleanup.policy=delete` (the broker would drop old sagas) is
+/// refused at start-up with the command that fixes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_changelog_is_compacted_and_a_deleting_one_is_refused() {
+    use rdkafka::admin::{
+        AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication,
+    };
+    use rdkafka::client::DefaultClientContext;
+
+    let world = real().await;
+    let env = env_for(&world, Guarantee::ExactlyOnce);
+    let c = coordinator_of(&env, "compacted", None)
+        .await
+        .expect("starts");
+    c.shutdown().await.expect("stops");
+    let admin: AdminClient<DefaultClientContext> = choreo_bus::BusConfig::new(&env.bootstrap)
+        .client_config()
+        .create()
+        .expect("admin");
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic("compacted.saga-state")], &opts)
+        .await
+        .expect("describe");
+    let resource = described[0].as_ref().expect("the changelog's configs");
+    for (k, v) in choreo_coordinator::topics::CHANGELOG_SETTINGS {
+        assert_eq!(
+            resource.get(k).and_then(|e| e.value.as_deref()),
+            Some(*v),
+            "{k} of the changelog"
+        );
+    }
+
+    let topic = NewTopic::new(
+        "deleting.saga-state",
+        PARTITIONS,
+        TopicReplication::Fixed(1),
+    )
+    .set("cleanup.policy", "delete");
+    admin
+        .create_topics([&topic], &opts)
+        .await
+        .expect("create")
+        .into_iter()
+        .for_each(|r| {
+            r.expect("created");
+        });
+    let refused = coordinator_of(&env, "deleting", None)
+        .await
+        .err()
+        .expect("a deleting changelog is refused");
+    let line = refused.to_string();
+    assert!(
+        line.contains("deleting.saga-state") && line.contains("cleanup.policy=delete"),
+        "{line}"
+    );
 }

@@ -364,7 +364,7 @@ pub async fn finished_sagas_are_tombstoned(env: &SagaEnv) -> anyhow::Result<()> 
     let catalog = Catalog::reference();
     let mut opts = env.options(fast_order_saga(&catalog)?, "retention-0")?;
     opts.completed_retention = Duration::from_secs(1);
-    let changelog = opts.changelog_topic.clone();
+    let changelog = opts.changelog_topic();
     let coordinator = choreo_coordinator::start(opts).await?;
     let bus = env.bus("/tests/driver")?;
     let services = start_services(&bus)?;

@@ -98,7 +98,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
                 partitions: args.partitions,
                 compacted: false,
             }],
-            1,
+            None,
             Duration::from_secs(30),
         )
         .await

@@ -123,9 +123,9 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
     opts.group_id = format!("restore-bench-{run}");
     opts.instance_id = "bench-0".into();
     opts.guarantee = Guarantee::ExactlyOnce;
-    opts.changelog_topic = format!("choreo.saga-state.bench-{run}");
-    opts.commands_topic = format!("choreo.saga-commands.bench-{run}");
     opts.partitions = partitions;
+    // Topics of its own: named after the run's group (`restore-bench-<run>.saga-state`).
+    let changelog = opts.changelog_topic();
     if let Some(b) = &embedded {
         opts.create_topics_on(b)?;
     } else {
@@ -163,7 +163,7 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
             let value = state.to_json()?;
             bytes += value.len();
             let partition = i32::try_from(i % p)?;
-            let record = FutureRecord::to(&opts.changelog_topic)
+            let record = FutureRecord::to(&changelog)
                 .key(&state.saga_id)
                 .payload(&value)
                 .partition(partition);
@@ -185,7 +185,7 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
         "choreo bench-restore: {} in-flight sagas, {} partitions, {} on {}",
         args.sagas,
         partitions,
-        opts.changelog_topic,
+        changelog,
         if embedded.is_some() {
             "the embedded broker"
         } else {
@@ -200,7 +200,7 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
     );
 
     // Baseline: a plain read_committed consumer reads the same records.
-    let (client, topic) = (kafka.consumer_config(), opts.changelog_topic.clone());
+    let (client, topic) = (kafka.consumer_config(), opts.changelog_topic());
     let baseline =
         tokio::task::spawn_blocking(move || read_all(&client, &topic, partitions)).await??;
     println!(

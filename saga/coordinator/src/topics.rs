@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -22,6 +22,19 @@ pub struct TopicSpec {
     /// Whether it is compacted (the saga state changelog).
     pub compacted: bool,
 }
+
+/// The changelog's topic settings: compacted, with compaction that keeps up (the active
+/// segment rolls hourly so that it can be cleaned, a tenth of dirty records is enough to clean,
+/// and no record waits more than six hours for it), and tombstones kept a day — longer than any
+/// restore takes, so that a restore that reads a saga's state also reads its deletion.
+pub const CHANGELOG_SETTINGS: &[(&str, &str)] = &[
+    ("cleanup.policy", "compact"),
+    ("segment.ms", "3600000"),
+    ("segment.bytes", "67108864"),
+    ("min.cleanable.dirty.ratio", "0.1"),
+    ("max.compaction.lag.ms", "21600000"),
+    ("delete.retention.ms", "86400000"),
+];
 
 /// Partition counts of existing topics (absent = the topic does not exist).
 pub fn partition_counts(
@@ -55,7 +68,7 @@ pub fn partition_counts(
 pub async fn ensure_topics(
     client: &ClientConfig,
     specs: &[TopicSpec],
-    replication_factor: i32,
+    replication_factor: Option<i32>,
     timeout: Duration,
 ) -> Result<(), CoordinatorError> {
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
@@ -84,13 +97,14 @@ pub async fn ensure_topics(
     let new: Vec<NewTopic<'_>> = missing
         .iter()
         .map(|s| {
+            // -1: the cluster's `default.replication.factor` (KIP-464).
             let t = NewTopic::new(
                 &s.name,
                 s.partitions,
-                TopicReplication::Fixed(replication_factor),
+                TopicReplication::Fixed(replication_factor.unwrap_or(-1)),
             );
             if s.compacted {
-                t.set("cleanup.policy", "compact")
+                CHANGELOG_SETTINGS.iter().fold(t, |t, (k, v)| t.set(k, v))
             } else {
                 t
             }
@@ -115,6 +129,74 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+/// Whether `group` has committed an offset on any partition of `topics` (name → partitions):
+/// whether it has run before.
+pub fn group_has_committed(
+    client: &ClientConfig,
+    group: &str,
+    topics: &BTreeMap<String, i32>,
+    timeout: Duration,
+) -> Result<bool, CoordinatorError> {
+    let consumer: BaseConsumer = client
+        .clone()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| CoordinatorError::kafka("creating an offsets client", e))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (t, n) in topics {
+        for p in 0..*n {
+            tpl.add_partition(t, p);
+        }
+    }
+    if tpl.count() == 0 {
+        return Ok(false);
+    }
+    let committed = consumer.committed_offsets(tpl, timeout).map_err(|e| {
+        CoordinatorError::kafka(format!("fetching the offsets of group {group}"), e)
+    })?;
+    Ok(committed
+        .elements()
+        .iter()
+        .any(|e| matches!(e.offset(), rdkafka::Offset::Offset(_))))
+}
+
+/// Refuses a changelog whose `cleanup.policy` is not `compact`: with `delete`, the broker
+/// drops sagas older than the topic's retention and a restore would silently miss them. A
+/// broker that does not describe configs (librdkafka's mock cluster) is let through with a
+/// warning.
+pub async fn check_changelog_policy(
+    client: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(), CoordinatorError> {
+    let admin: AdminClient<DefaultClientContext> = client
+        .create()
+        .map_err(|e| CoordinatorError::kafka("creating an admin client", e))?;
+    let opts = AdminOptions::new().request_timeout(Some(timeout));
+    let answer = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
+        .await;
+    let policy = match answer.as_deref() {
+        Ok([Ok(resource)]) => resource.get("cleanup.policy").and_then(|e| e.value.clone()),
+        Ok(other) => {
+            tracing::warn!(topic, answer = ?other.iter().map(|r| r.as_ref().err()).collect::<Vec<_>>(), "could not read the changelog's cleanup.policy; not checked");
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::warn!(topic, error = %e, "could not read the changelog's cleanup.policy; not checked");
+            return Ok(());
+        }
+    };
+    match policy {
+        Some(p) if p.split(',').any(|x| x.trim() == "compact") => Ok(()),
+        Some(p) => Err(CoordinatorError::Startup(format!(
+            "the changelog topic {topic} has cleanup.policy={p}: the broker would delete saga states older than its retention and a restore would lose them. Make it compacted (kafka-configs.sh --bootstrap-server <brokers> --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact) or name another changelog (coordinator.changelog_topic)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Checks that every topic of each group has the same number of partitions.
@@ -149,6 +231,22 @@ pub fn check_copartitioned(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topics_named_after_a_group_are_valid_topic_names() {
+        use crate::coordinator::derived_topic;
+        assert_eq!(
+            derived_topic("choreo-coordinator", "saga-state"),
+            "choreo-coordinator.saga-state"
+        );
+        assert_eq!(
+            derived_topic("team a/orders:v2", "saga-commands"),
+            "team_a_orders_v2.saga-commands"
+        );
+        let long = derived_topic(&"g".repeat(400), "saga-state");
+        assert_eq!(long.len(), 249);
+        assert!(long.ends_with(".saga-state"));
+    }
 
     #[test]
     fn copartitioning_is_checked_per_saga() {

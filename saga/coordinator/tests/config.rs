@@ -49,9 +49,10 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.coordinator.catalog, None);
     assert_eq!(c.coordinator.guarantee, Guarantee::ExactlyOnce);
     assert_eq!(c.coordinator.partitions, 6);
-    assert_eq!(c.coordinator.replication_factor, 1);
-    assert_eq!(c.coordinator.changelog_topic, "choreo.saga-state");
-    assert_eq!(c.coordinator.commands_topic, "choreo.saga-commands");
+    // Unset: the cluster's default.replication.factor, and topics named after the group.
+    assert_eq!(c.coordinator.replication_factor, None);
+    assert_eq!(c.coordinator.changelog_topic, None);
+    assert_eq!(c.coordinator.commands_topic, None);
     assert_eq!(c.coordinator.batch_max_records, 500);
     assert_eq!(c.coordinator.batch_linger, Duration::from_millis(10));
     assert_eq!(c.coordinator.completed_retention, Duration::from_secs(3600));
@@ -185,7 +186,7 @@ format = "json"
     assert_eq!(c.coordinator.guarantee, Guarantee::EffectivelyOnce);
     assert_eq!(c.coordinator.instance_id, "coord-a");
     assert_eq!(c.coordinator.partitions, 12);
-    assert_eq!(c.coordinator.replication_factor, 3);
+    assert_eq!(c.coordinator.replication_factor, Some(3));
     assert_eq!(c.coordinator.batch_max_records, 100);
     assert_eq!(c.coordinator.batch_linger, Duration::from_millis(250));
     assert_eq!(
@@ -309,9 +310,11 @@ fn validation_names_where_the_value_came_from() {
         "{e}"
     );
 
-    let e = err("[coordinator]\ncommands_topic = \"choreo.saga-state\"\n");
+    let e = err(
+        "[coordinator]\nchangelog_topic = \"choreo.saga-state\"\ncommands_topic = \"choreo.saga-state\"\n",
+    );
     assert!(
-        e.starts_with("choreo.toml:2: coordinator.commands_topic: must differ"),
+        e.starts_with("choreo.toml:3: coordinator.commands_topic: must differ"),
         "{e}"
     );
 

@@ -200,8 +200,8 @@ async fn saga_phase(setup: &Setup, args: &LoadgenArgs) -> anyhow::Result<Figures
     if setup.embedded.is_none() {
         // The catalog topics are shared with whatever else uses this cluster; the coordinator's
         // own topics are this run's.
-        opts.changelog_topic = format!("choreo.loadgen-{}.saga-state", setup.run);
-        opts.commands_topic = format!("choreo.loadgen-{}.saga-commands", setup.run);
+        opts.changelog_topic = Some(format!("choreo.loadgen-{}.saga-state", setup.run));
+        opts.commands_topic = Some(format!("choreo.loadgen-{}.saga-commands", setup.run));
     }
     let client = setup.client();
     let specs = opts.required_topics()?;

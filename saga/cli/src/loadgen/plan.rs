@@ -242,7 +242,7 @@ pub(super) async fn create_topics(
                     .with_context(|| format!("creating {}", t.name))?;
             }
         }
-        None => ensure_topics(client, specs, 1, timeout).await?,
+        None => ensure_topics(client, specs, None, timeout).await?,
     }
     Ok(())
 }

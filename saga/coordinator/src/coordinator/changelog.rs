@@ -22,6 +22,12 @@ use tokio_util::sync::CancellationToken;
 use crate::error::CoordinatorError;
 use crate::view::SagaView;
 
+/// The header on every changelog record that names the coordinator group that wrote it. A
+/// restore that meets another group's record stops the replica: two groups sharing one
+/// changelog would both own, decide and emit for every saga. Records written before the header
+/// existed carry none and are read as this group's.
+pub(crate) const OWNER_HEADER: &str = "choreo_group";
+
 /// A client context that does not report the end of a partition as an error (the restore and
 /// view consumers ask for those events on purpose).
 #[derive(Debug)]
@@ -45,6 +51,8 @@ pub(crate) struct ChangelogReader {
     committed: BaseConsumer<QuietEof>,
     uncommitted: BaseConsumer<QuietEof>,
     topic: String,
+    /// The group restoring (see [`OWNER_HEADER`]).
+    group: String,
     timeout: Duration,
     /// How long the last stable offset may stand still below the high watermark before the
     /// transaction holding it is taken for a hanging one (see [`Self::settled_end`]).
@@ -55,6 +63,7 @@ impl ChangelogReader {
     pub(crate) fn new(
         client: &ClientConfig,
         topic: &str,
+        group: &str,
         timeout: Duration,
         transaction_timeout: Duration,
     ) -> Result<Self, CoordinatorError> {
@@ -73,6 +82,7 @@ impl ChangelogReader {
             committed: make("read_committed")?,
             uncommitted: make("read_uncommitted")?,
             topic: topic.to_owned(),
+            group: group.to_owned(),
             timeout,
             hanging_after: (transaction_timeout * 3).max(Duration::from_secs(30)),
         })
@@ -163,6 +173,18 @@ impl ChangelogReader {
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
                     last_progress = Instant::now();
+                    if let Some(owner) = owner_of(&m)
+                        && owner != self.group
+                    {
+                        let _ = consumer.unassign();
+                        return Err(CoordinatorError::Startup(format!(
+                            "the changelog {} holds sagas of coordinator group {owner} ({}/{partition} offset {}); this coordinator is group {}, and two groups on one changelog would both decide and emit for every saga. Give this group its own changelog: leave coordinator.changelog_topic unset (it is then <group>.saga-state) or name another topic",
+                            self.topic,
+                            self.topic,
+                            m.offset(),
+                            self.group
+                        )));
+                    }
                     let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
                         continue;
                     };
@@ -198,6 +220,16 @@ impl ChangelogReader {
         let _ = consumer.unassign();
         Ok(states)
     }
+}
+
+/// The group a changelog record names in its [`OWNER_HEADER`], if any.
+fn owner_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<String> {
+    use rdkafka::message::Headers as _;
+    m.headers()?
+        .iter()
+        .find(|h| h.key == OWNER_HEADER)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// Keeps the operator view: reads every changelog partition, forever.

@@ -100,14 +100,15 @@ pub struct CoordinatorOptions {
     pub catalog: Arc<Catalog>,
     /// The schema registry.
     pub registry: Arc<dyn SchemaRegistry>,
-    /// Compacted saga state topic.
-    pub changelog_topic: String,
-    /// Operator commands topic.
-    pub commands_topic: String,
+    /// Compacted saga state topic; unset: derived from the group (see [`Self::changelog_topic`]).
+    pub changelog_topic: Option<String>,
+    /// Operator commands topic; unset: derived from the group (see [`Self::commands_topic`]).
+    pub commands_topic: Option<String>,
     /// Partitions of topics created at start-up.
     pub partitions: i32,
-    /// Replication factor of topics created at start-up.
-    pub replication_factor: i32,
+    /// Replication factor of topics created at start-up; unset: the cluster's
+    /// `default.replication.factor`.
+    pub replication_factor: Option<i32>,
     /// Whether to create missing topics.
     pub create_topics: bool,
     /// Records per transaction, at most.
@@ -130,6 +131,24 @@ pub struct CoordinatorOptions {
     pub shutdown: CancellationToken,
 }
 
+/// `<group>.<suffix>`, with every character a topic name may not hold (`[A-Za-z0-9._-]` only)
+/// written as `_`, cut to Kafka's 249 characters.
+pub fn derived_topic(group: &str, suffix: &str) -> String {
+    let clean: String = group
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let keep = 249usize.saturating_sub(suffix.len() + 1);
+    let clean: String = clean.chars().take(keep).collect();
+    format!("{clean}.{suffix}")
+}
+
 /// The default of every coordinator setting, written once: [`CoordinatorOptions::new`] and the
 /// configuration file's defaults ([`crate::config`]) both take them from here.
 pub mod defaults {
@@ -139,14 +158,18 @@ pub mod defaults {
     pub const GROUP_ID: &str = "choreo-coordinator";
     /// `coordinator.instance_id` when neither the file nor `HOSTNAME` names one.
     pub const INSTANCE_ID: &str = "choreo-0";
-    /// `coordinator.changelog_topic`.
-    pub const CHANGELOG_TOPIC: &str = "choreo.saga-state";
-    /// `coordinator.commands_topic`.
-    pub const COMMANDS_TOPIC: &str = "choreo.saga-commands";
+    /// What the changelog's name is derived from: `<group>.saga-state` (see
+    /// [`super::derived_topic`]).
+    pub const CHANGELOG_SUFFIX: &str = "saga-state";
+    /// What the commands topic's name is derived from: `<group>.saga-commands`.
+    pub const COMMANDS_SUFFIX: &str = "saga-commands";
+    /// The changelog every coordinator group shared before the names were derived from the
+    /// group (see [`super::legacy_changelog_check`]).
+    pub const LEGACY_CHANGELOG_TOPIC: &str = "choreo.saga-state";
+    /// The commands topic every coordinator group shared before.
+    pub const LEGACY_COMMANDS_TOPIC: &str = "choreo.saga-commands";
     /// `coordinator.partitions`.
     pub const PARTITIONS: i32 = 6;
-    /// `coordinator.replication_factor`.
-    pub const REPLICATION_FACTOR: i32 = 1;
     /// `coordinator.batch_max_records`.
     pub const BATCH_MAX_RECORDS: usize = 500;
     /// `coordinator.batch_linger`.
@@ -178,10 +201,10 @@ impl CoordinatorOptions {
             definitions,
             catalog,
             registry,
-            changelog_topic: defaults::CHANGELOG_TOPIC.into(),
-            commands_topic: defaults::COMMANDS_TOPIC.into(),
+            changelog_topic: None,
+            commands_topic: None,
             partitions: defaults::PARTITIONS,
-            replication_factor: defaults::REPLICATION_FACTOR,
+            replication_factor: None,
             create_topics: true,
             batch_max_records: defaults::BATCH_MAX_RECORDS,
             batch_linger: defaults::BATCH_LINGER,
@@ -193,6 +216,23 @@ impl CoordinatorOptions {
         }
     }
 
+    /// The compacted topic of this group's saga states: `coordinator.changelog_topic`, else
+    /// `<group_id>.saga-state` — a group of its own never reads another group's sagas (two
+    /// groups sharing one changelog would both own, decide and emit for every saga).
+    pub fn changelog_topic(&self) -> String {
+        self.changelog_topic
+            .clone()
+            .unwrap_or_else(|| derived_topic(&self.group_id, defaults::CHANGELOG_SUFFIX))
+    }
+
+    /// The topic of this group's operator commands: `coordinator.commands_topic`, else
+    /// `<group_id>.saga-commands`.
+    pub fn commands_topic(&self) -> String {
+        self.commands_topic
+            .clone()
+            .unwrap_or_else(|| derived_topic(&self.group_id, defaults::COMMANDS_SUFFIX))
+    }
+
     /// The topics the coordinator consumes: those of every consumed event, and the commands
     /// topic.
     pub fn input_topics(&self) -> Result<BTreeSet<String>, CoordinatorError> {
@@ -200,7 +240,7 @@ impl CoordinatorOptions {
         for t in self.definitions.consumed_events() {
             topics.insert(self.topic_of(t)?);
         }
-        topics.insert(self.commands_topic.clone());
+        topics.insert(self.commands_topic());
         Ok(topics)
     }
 
@@ -221,8 +261,8 @@ impl CoordinatorOptions {
             for t in def.consumed_events().chain(def.emitted_events()) {
                 topics.insert(self.topic_of(t)?);
             }
-            topics.insert(self.changelog_topic.clone());
-            topics.insert(self.commands_topic.clone());
+            topics.insert(self.changelog_topic());
+            topics.insert(self.commands_topic());
             out.push((
                 format!("{} v{}", def.name(), def.version()),
                 topics.into_iter().collect(),
@@ -236,10 +276,11 @@ impl CoordinatorOptions {
     /// one-partition dead-letter topic per input topic.
     pub fn required_topics(&self) -> Result<Vec<TopicSpec>, CoordinatorError> {
         let mut specs: BTreeMap<String, TopicSpec> = BTreeMap::new();
+        let changelog = self.changelog_topic();
         for (_, topics) in self.saga_topic_groups()? {
             for t in topics {
                 specs.entry(t.clone()).or_insert(TopicSpec {
-                    compacted: t == self.changelog_topic,
+                    compacted: t == changelog,
                     name: t,
                     partitions: self.partitions,
                 });
@@ -483,6 +524,55 @@ fn init_error(opts: &CoordinatorOptions, e: &KafkaError) -> CoordinatorError {
     }
 }
 
+/// Upgrading from the shared changelog: before the changelog and commands topics were named
+/// after the group, every group used `choreo.saga-state` and `choreo.saga-commands`. A group
+/// that has run before (it has committed offsets on its input topics) and whose derived
+/// changelog does not exist yet keeps its sagas in the old topic: starting it on a new, empty
+/// changelog would forget every running saga, so it refuses and says how to carry on. A new
+/// group (no committed offsets) starts on its own topics.
+async fn legacy_changelog_check(
+    opts: &CoordinatorOptions,
+    client: &ClientConfig,
+) -> Result<(), CoordinatorError> {
+    if opts.changelog_topic.is_some() {
+        return Ok(());
+    }
+    let derived = opts.changelog_topic();
+    let (legacy, legacy_commands) = (
+        defaults::LEGACY_CHANGELOG_TOPIC,
+        defaults::LEGACY_COMMANDS_TOPIC,
+    );
+    let inputs: Vec<String> = opts.input_topics()?.into_iter().collect();
+    let (client, group, timeout, derived_name) = (
+        client.clone(),
+        opts.group_id.clone(),
+        opts.kafka_timeout,
+        derived.clone(),
+    );
+    let upgraded = tokio::task::spawn_blocking(move || {
+        let mut names: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        names.extend([derived_name.as_str(), legacy]);
+        let counts = partition_counts(&client, &names, timeout)?;
+        if counts.contains_key(&derived_name) || !counts.contains_key(legacy) {
+            return Ok(false);
+        }
+        let inputs: BTreeMap<String, i32> = counts
+            .into_iter()
+            .filter(|(t, _)| inputs.contains(t))
+            .collect();
+        crate::topics::group_has_committed(&client, &group, &inputs, timeout)
+    })
+    .await
+    .map_err(|e| CoordinatorError::Startup(format!("metadata task: {e}")))??;
+    if upgraded {
+        return Err(CoordinatorError::Startup(format!(
+            "group {} has run before and its sagas are in {legacy} (the changelog every group shared before changelogs were named after their group), but its own changelog {derived} does not exist yet: starting on it would forget every running saga. To keep them, set coordinator.changelog_topic = \"{legacy}\" and coordinator.commands_topic = \"{legacy_commands}\" (CHOREO__COORDINATOR__CHANGELOG_TOPIC / __COMMANDS_TOPIC); if no other group shares that topic this is all. To start this group afresh, create {derived} (same partitions as its inputs, cleanup.policy=compact) first",
+            opts.group_id
+        )));
+    }
+    Ok(())
+}
+
 /// Starts the coordinator: checks and creates topics, sets up the (transactional) producer,
 /// joins the group, and starts the processing loop and the view.
 pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, CoordinatorError> {
@@ -496,6 +586,7 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         .map(|t| (t.name.clone(), t))
         .collect();
     let client = opts.kafka.client_config();
+    legacy_changelog_check(&opts, &client).await?;
     if opts.create_topics {
         let specs: Vec<TopicSpec> = specs.values().cloned().collect();
         ensure_topics(&client, &specs, opts.replication_factor, opts.kafka_timeout).await?;
@@ -514,8 +605,10 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         .map_err(|e| CoordinatorError::Startup(format!("metadata task: {e}")))??
     };
     check_copartitioned(&groups, &counts)?;
+    crate::topics::check_changelog_policy(&client, &opts.changelog_topic(), opts.kafka_timeout)
+        .await?;
     let changelog_partitions = counts
-        .get(&opts.changelog_topic)
+        .get(&opts.changelog_topic())
         .copied()
         .unwrap_or(opts.partitions);
 
@@ -565,12 +658,14 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
     let cancel = opts.shutdown.child_token();
     let tailer = tokio::spawn(changelog::tail_changelog(
         opts.kafka.consumer_config(),
-        opts.changelog_topic.clone(),
+        opts.changelog_topic(),
         changelog_partitions,
         Arc::clone(&view),
         cancel.clone(),
     ));
     let runtime = Runtime {
+        changelog_topic: opts.changelog_topic(),
+        commands_topic: opts.commands_topic(),
         codec: Codec::new(Arc::clone(&opts.registry)),
         opts: Arc::clone(&opts),
         consumer,
@@ -597,7 +692,7 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         tailer,
         commands: CommandPublisher {
             producer: command_producer,
-            topic: opts.commands_topic.clone(),
+            topic: opts.commands_topic(),
         },
     })
 }

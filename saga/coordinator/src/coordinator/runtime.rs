@@ -100,6 +100,10 @@ const RECOVERY_ATTEMPTS: u32 = 55;
 
 pub(crate) struct Runtime {
     pub(crate) opts: Arc<CoordinatorOptions>,
+    /// [`CoordinatorOptions::changelog_topic`], resolved once.
+    pub(crate) changelog_topic: String,
+    /// [`CoordinatorOptions::commands_topic`], resolved once.
+    pub(crate) commands_topic: String,
     pub(crate) consumer: StreamConsumer<RebalanceContext>,
     pub(crate) producer: FutureProducer,
     pub(crate) codec: Codec,
@@ -325,15 +329,16 @@ impl Runtime {
     /// Reads the changelog partitions just assigned and rebuilds their deadline index.
     async fn restore(&mut self, partitions: &BTreeSet<i32>) -> Result<(), CoordinatorError> {
         self.fetch_committed(partitions)?;
-        let (client, topic, timeout, txn_timeout) = (
+        let (client, topic, group, timeout, txn_timeout) = (
             self.opts.kafka.consumer_config(),
-            self.opts.changelog_topic.clone(),
+            self.changelog_topic.clone(),
+            self.opts.group_id.clone(),
             self.opts.kafka_timeout,
             self.opts.transaction_timeout,
         );
         let list: Vec<i32> = partitions.iter().copied().collect();
         let restored = tokio::task::spawn_blocking(move || {
-            let reader = ChangelogReader::new(&client, &topic, timeout, txn_timeout)?;
+            let reader = ChangelogReader::new(&client, &topic, &group, timeout, txn_timeout)?;
             list.into_iter()
                 .map(|p| {
                     let started = Instant::now();

@@ -77,7 +77,7 @@ impl Runtime {
             if choreo_bus::wire::envelope::is_transaction_sweep(msg.headers()) {
                 continue;
             }
-            if msg.topic() == self.opts.commands_topic {
+            if msg.topic() == self.commands_topic {
                 *staged.inputs.entry("command").or_default() += 1;
                 self.stage_command(msg, now, staged).await?;
             } else {

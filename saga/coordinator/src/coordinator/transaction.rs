@@ -26,6 +26,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Guarantee;
+use super::changelog::OWNER_HEADER;
 use super::runtime::{BatchError, Runtime};
 use super::stage::Staged;
 use crate::index::Entry;
@@ -77,6 +78,14 @@ impl Runtime {
         Ok(())
     }
 
+    /// The header that names the group owning a changelog record ([`OWNER_HEADER`]).
+    fn owner_header(&self) -> OwnedHeaders {
+        OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: OWNER_HEADER,
+            value: Some(self.opts.group_id.as_str()),
+        })
+    }
+
     /// Everything of the batch but the commit: staged records, changelog records, every
     /// acknowledgement, and (exactly-once) the offsets sent to the transaction. Returns the
     /// offsets to commit.
@@ -94,7 +103,7 @@ impl Runtime {
             Self::acknowledged(&mut staged.deliveries).await?;
         }
         // The saga states, once per saga per batch, to the partition the saga's inputs live on.
-        let changelog = self.opts.changelog_topic.clone();
+        let changelog = self.changelog_topic.clone();
         for (saga_id, (p, state)) in &staged.states {
             let value = state
                 .to_json()
@@ -104,12 +113,12 @@ impl Runtime {
                 Some(*p),
                 saga_id,
                 Some(&value),
-                OwnedHeaders::new(),
+                self.owner_header(),
             )?;
             staged.deliveries.push(sent);
         }
         for (p, saga_id) in &staged.tombstones {
-            let sent = self.send(&changelog, Some(*p), saga_id, None, OwnedHeaders::new())?;
+            let sent = self.send(&changelog, Some(*p), saga_id, None, self.owner_header())?;
             staged.deliveries.push(sent);
         }
         let tpl = self.offsets(staged)?;
