@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::Mutex;
 
 use crate::error::BusError;
@@ -40,6 +41,10 @@ pub mod header {
     pub const ATTEMPTS: &str = "choreo_dlq_attempts";
     /// When it was dead-lettered (RFC 3339).
     pub const TIME: &str = "choreo_dlq_time";
+    /// Set when the record was too large to be dead-lettered whole: the dead letter then holds
+    /// no value and none of the record's own headers, and says here how large the value was;
+    /// the record itself is still in its topic at `choreo_dlq_topic/partition/offset`.
+    pub const PAYLOAD_OMITTED: &str = "choreo_dlq_payload_omitted";
 }
 
 /// Where dead letters go and how fast.
@@ -110,6 +115,34 @@ pub fn headers_for(msg: &OwnedMessage, reason: &Reason, group: &str) -> OwnedHea
     headers
 }
 
+/// The headers of a dead letter for a record too large to be dead-lettered whole: only the
+/// `choreo_dlq_*` ones, and [`header::PAYLOAD_OMITTED`] (the dead letter then has no value).
+pub fn headers_for_oversize(
+    msg: &OwnedMessage,
+    reason: &Reason,
+    group: &str,
+    bytes: usize,
+) -> OwnedHeaders {
+    let own = headers_for(msg, reason, group);
+    let mut out = OwnedHeaders::new();
+    for h in own.iter().filter(|h| h.key.starts_with("choreo_dlq_")) {
+        out = out.insert(Header {
+            key: h.key,
+            value: h.value,
+        });
+    }
+    let omitted = format!(
+        "{bytes} bytes: too large to be dead-lettered whole; the record is at {}/{}/{}",
+        msg.topic(),
+        msg.partition(),
+        msg.offset()
+    );
+    out.insert(Header {
+        key: header::PAYLOAD_OMITTED,
+        value: Some(omitted.as_str()),
+    })
+}
+
 #[derive(Debug)]
 pub(crate) struct DeadLetters {
     sender: Sender,
@@ -173,14 +206,34 @@ impl DeadLetters {
         let headers = headers_for(msg, reason, &self.group);
         let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
         let topic = self.topic_for(msg.topic());
-        self.sender
-            .send(
-                &topic,
-                key.as_deref(),
-                msg.payload().unwrap_or_default(),
-                headers,
-            )
-            .await?;
+        let value = msg.payload().unwrap_or_default();
+        let sent = self
+            .sender
+            .send(&topic, key.as_deref(), value, headers)
+            .await;
+        match sent {
+            Ok(_) => {}
+            // The record with the dead-letter headers is over the size limit (a record near it,
+            // or large headers): dead-letter what says where it is instead of retrying forever.
+            Err(BusError::Delivery { source, .. })
+                if source.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+            {
+                let slim = headers_for_oversize(msg, reason, &self.group, value.len());
+                self.sender.send(&topic, key.as_deref(), &[], slim).await?;
+                tracing::warn!(
+                    messaging.destination.name = msg.topic(),
+                    messaging.kafka.destination.partition = msg.partition(),
+                    messaging.kafka.message.offset = msg.offset(),
+                    bytes = value.len(),
+                    "the record is too large to be dead-lettered whole; its dead letter holds where it is, not its value"
+                );
+            }
+            Err(e) => {
+                metrics::counter!(telemetry::DEAD_LETTER_FAILURES, "topic" => msg.topic().to_owned())
+                    .increment(1);
+                return Err(e);
+            }
+        }
         metrics::counter!(telemetry::DEAD_LETTERED, "topic" => msg.topic().to_owned(),
             "reason" => reason.kind)
         .increment(1);

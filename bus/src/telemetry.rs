@@ -19,6 +19,11 @@ pub const CONSUMER_LAG: &str = "choreo_bus_consumer_lag";
 /// Attempts to read a record's writer schema while the registry was unreachable (label: topic):
 /// the partition waits instead of dead-lettering.
 pub const REGISTRY_WAITS: &str = "choreo_bus_registry_waits_total";
+/// Partitions paused because their worker's queue was full (label: topic): the record in hand
+/// is slow, retried, or cannot be dead-lettered; the other partitions go on.
+pub const PARTITION_PAUSES: &str = "choreo_bus_partition_pauses_total";
+/// Dead letters the broker did not take (label: topic, reason): retried until it does.
+pub const DEAD_LETTER_FAILURES: &str = "choreo_bus_dead_letter_failures_total";
 
 /// Registers descriptions with the installed `metrics` recorder.
 pub fn describe() {
@@ -62,6 +67,16 @@ pub fn describe() {
         REGISTRY_WAITS,
         Unit::Count,
         "Attempts to read a writer schema while the registry was unreachable (the partition waits)"
+    );
+    describe_counter!(
+        PARTITION_PAUSES,
+        Unit::Count,
+        "Partitions paused because their worker was busy with one record (the others go on)"
+    );
+    describe_counter!(
+        DEAD_LETTER_FAILURES,
+        Unit::Count,
+        "Dead letters the broker did not acknowledge (retried until it does)"
     );
     describe_gauge!(
         CONSUMER_LAG,

@@ -127,14 +127,16 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) -> anyhow::R
     Ok(())
 }
 
-fn eur(cents: i64) -> Money {
+/// Euros, in cents.
+pub fn eur(cents: i64) -> Money {
     Money {
         amount_minor: cents,
         currency: "EUR".into(),
     }
 }
 
-fn payment(order: &str, seq: i64) -> PaymentAuthorized {
+/// A payment of order `order`, id `pay-<seq>`.
+pub fn payment(order: &str, seq: i64) -> PaymentAuthorized {
     PaymentAuthorized {
         order_id: order.into(),
         payment_id: format!("pay-{seq}"),

@@ -330,3 +330,201 @@ async fn a_registry_outage_pauses_the_partition_and_dead_letters_nothing() {
     assert_eq!(*seen.lock().expect("lock"), ["p-outage"]);
     sub.shutdown().await.expect("shutdown");
 }
+
+/// A record that cannot be dead-lettered (an ACL denies writes to `<topic>.dlq`) is retried
+/// until it can, and stops nothing but its own partition: the dispatcher pauses that partition
+/// and every other partition's records are handled meanwhile. Once writes are allowed the
+/// record is dead-lettered and its partition's records follow, in order, none lost. With a
+/// dispatcher that waits for a full worker queue (the earlier code) the other partition stops
+/// too and this test fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_that_cannot_be_dead_lettered_stops_only_its_own_partition() {
+    use choreo_bus::{BusConfig, HandlerError};
+    use rdkafka::Message as _;
+    use std::sync::Mutex;
+
+    let broker = choreo_integration_tests::broker::apache_kafka()
+        .await
+        .expect("Apache Kafka of this test's own (it has the SASL listener)");
+    let topic = format!("stuck-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let dlq = format!("{topic}.dlq");
+    choreo_integration_tests::broker::create_topics(&broker.bootstrap, &[(&topic, 2), (&dlq, 1)])
+        .await
+        .expect("topics");
+    let settings = broker
+        .deny_writes(&dlq)
+        .await
+        .expect("deny the dead letters");
+    let mut config = BusConfig::new(&broker.bootstrap).with_source("/tests/stuck");
+    for (k, v) in &settings {
+        if k == "bootstrap.servers" {
+            config.bootstrap_servers.clone_from(v);
+        } else {
+            config = config.with_client_setting(k, v);
+        }
+    }
+    let registry: Arc<dyn choreo_schemas::SchemaRegistry> = Arc::new(MemoryRegistry::new());
+    let bus = choreo_bus::Bus::new(config, Arc::clone(&registry)).expect("bus");
+    let env = Env {
+        bootstrap: broker.bootstrap.clone(),
+        registry,
+        embedded: None,
+    };
+    let handled: Arc<Mutex<Vec<(i32, String)>>> = Arc::default();
+    let sink = Arc::clone(&handled);
+    let sub = env
+        .subscriber(&bus, "stuck")
+        .queue_depth(1)
+        .handle_on(&topic, "payments", move |e: PaymentAuthorized, ctx| {
+            let sink = Arc::clone(&sink);
+            async move {
+                if e.order_id == "poison" {
+                    return Err(HandlerError::permanent("refused"));
+                }
+                sink.lock()
+                    .map_err(|_| HandlerError::permanent("lock"))?
+                    .push((ctx.partition, e.order_id));
+                Ok(())
+            }
+        })
+        .start()
+        .expect("subscriber");
+    let publish = |key: String| {
+        let bus = bus.clone();
+        let topic = topic.clone();
+        async move {
+            bus.publish_with(
+                &scenarios::payment(&key, 1),
+                PublishOptions::default().with_topic(&topic),
+            )
+            .await
+            .expect("published")
+            .partition
+        }
+    };
+    let stuck = publish("poison".into()).await;
+    let mut expected: HashMap<i32, Vec<String>> = HashMap::new();
+    for i in 0..40 {
+        let key = format!("k-{i}");
+        let p = publish(key.clone()).await;
+        expected.entry(p).or_default().push(key);
+    }
+    let other = 1 - stuck;
+    assert!(
+        expected.get(&stuck).map_or(0, Vec::len) >= 4 && expected.contains_key(&other),
+        "keys on both partitions, enough behind the poison to fill its queue: {expected:?}"
+    );
+    let of = |p: i32| -> Vec<String> {
+        handled
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, k)| k.clone())
+            .collect()
+    };
+    let want_other = expected[&other].clone();
+    scenarios::eventually("every record of the other partition handled", || {
+        of(other) == want_other
+    })
+    .await
+    .expect("the other partition goes on while the poison's dead letter is refused");
+    assert!(
+        of(stuck).is_empty(),
+        "nothing behind the undeliverable dead letter is handled out of order: {:?}",
+        of(stuck)
+    );
+
+    broker
+        .allow_writes(&dlq)
+        .await
+        .expect("allow the dead letters");
+    let want_stuck = expected[&stuck].clone();
+    scenarios::eventually("the stuck partition's records handled, in order", || {
+        of(stuck) == want_stuck
+    })
+    .await
+    .expect("the partition resumes once its dead letter is written");
+    let letters = env.read(&dlq, 1).await.expect("the dead letter");
+    assert_eq!(letters[0].key(), Some(&b"poison"[..]));
+    sub.shutdown().await.expect("shutdown");
+}
+
+/// A record too large to be dead-lettered whole (its value near the size limit, plus the
+/// dead-letter headers) is dead-lettered without its value, with a header that says how large it
+/// was and where it is, and its partition moves on. The earlier code retried it forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_too_large_to_dead_letter_whole_leaves_a_dead_letter_that_says_where_it_is() {
+    use rdkafka::Message as _;
+    use rdkafka::message::Headers as _;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let r = real().await;
+    let env = &r.env;
+    let topic = env.topic("huge", 1).await.expect("topic");
+    let bus = env.bus("/tests/huge").expect("bus");
+    let handled: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let sink = Arc::clone(&handled);
+    let sub = env
+        .subscriber(&bus, "huge")
+        .handle_on(&topic, "payments", move |e: PaymentAuthorized, _ctx| {
+            let sink = Arc::clone(&sink);
+            async move {
+                sink.lock().expect("lock").push(e.order_id);
+                Ok(())
+            }
+        })
+        .start()
+        .expect("subscriber");
+    // 999 950 bytes of garbage (no Confluent framing): poison whose dead letter, with its
+    // headers, is over the producer's 1 000 000-byte message.max.bytes.
+    let raw: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &env.bootstrap)
+        .set("message.max.bytes", "1048576")
+        .create()
+        .expect("producer");
+    let value = vec![7u8; 999_950];
+    raw.send(
+        FutureRecord::<str, [u8]>::to(&topic)
+            .key("huge-1")
+            .payload(&value),
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the large record is in the topic");
+    bus.publish_with(
+        &scenarios::payment("after-huge", 1),
+        PublishOptions::default().with_topic(&topic),
+    )
+    .await
+    .expect("published");
+    scenarios::eventually("the record after the large one handled", || {
+        handled
+            .lock()
+            .expect("lock")
+            .contains(&"after-huge".to_owned())
+    })
+    .await
+    .expect("the partition moves on");
+    let letter = env
+        .read(&format!("{topic}.dlq"), 1)
+        .await
+        .expect("a dead letter")
+        .remove(0);
+    assert_eq!(letter.key(), Some(&b"huge-1"[..]));
+    assert!(letter.payload().unwrap_or_default().is_empty());
+    let omitted = letter
+        .headers()
+        .and_then(|h| {
+            h.iter()
+                .find(|x| x.key == "choreo_dlq_payload_omitted")
+                .and_then(|x| x.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        })
+        .expect("the payload-omitted header");
+    assert!(
+        omitted.starts_with("999950 bytes") && omitted.contains(&format!("{topic}/0/0")),
+        "{omitted}"
+    );
+    sub.shutdown().await.expect("shutdown");
+}

@@ -680,3 +680,71 @@ async fn the_changelog_is_compacted_and_a_deleting_one_is_refused() {
         "{line}"
     );
 }
+
+/// An input near the record limit that is poison (no Confluent framing): its dead letter with
+/// the dead-letter headers would be over the limit, so the coordinator dead-letters it without
+/// its value (a header says how large it was and where it is) and goes on deciding; it used to
+/// fail the batch on the dead letter and retry it forever, every partition of the replica with
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_input_too_large_to_dead_letter_whole_does_not_stop_the_coordinator() {
+    use rdkafka::Message as _;
+    use rdkafka::message::Headers as _;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let world = real().await;
+    let env = env_for(&world, Guarantee::ExactlyOnce);
+    let opts = env
+        .options(
+            saga_scenarios::fast_order_saga(&Catalog::reference()).expect("def"),
+            "huge-0",
+        )
+        .expect("options");
+    let coordinator = choreo_coordinator::start(opts).await.expect("starts");
+    let bus = world.bus().expect("bus");
+    let services = start_services(&bus).expect("services");
+    let collector = Collector::start(&world.broker.bootstrap).expect("collector");
+    let raw: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &world.broker.bootstrap)
+        .set("message.max.bytes", "1048576")
+        .create()
+        .expect("producer");
+    raw.send(
+        FutureRecord::<str, [u8]>::to("orders")
+            .key("huge-input-1")
+            .payload(&vec![7u8; 999_950]),
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the large record is in the topic");
+    let after = vec![("happy-after-huge".to_owned(), Path::Happy)];
+    drive(bus.clone(), after, 0).await.expect("inputs");
+    collector
+        .wait_terminal(&["happy-after-huge".to_owned()], Duration::from_secs(60))
+        .await
+        .expect("a later saga completes");
+    let reader = choreo_integration_tests::scenarios::Env {
+        bootstrap: world.broker.bootstrap.clone(),
+        registry: world.registry.clone(),
+        embedded: None,
+    };
+    let letter = reader
+        .read("orders.dlq", 1)
+        .await
+        .expect("a dead letter")
+        .remove(0);
+    assert_eq!(letter.key(), Some(&b"huge-input-1"[..]));
+    assert!(letter.payload().unwrap_or_default().is_empty());
+    let omitted = letter
+        .headers()
+        .and_then(|h| {
+            h.iter()
+                .find(|x| x.key == "choreo_dlq_payload_omitted")
+                .and_then(|x| x.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        })
+        .expect("the payload-omitted header");
+    assert!(omitted.starts_with("999950 bytes"), "{omitted}");
+    services.shutdown().await.expect("services stop");
+    coordinator.shutdown().await.expect("stops");
+}

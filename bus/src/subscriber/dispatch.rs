@@ -1,12 +1,21 @@
 //! The dispatcher: one task polls the consumer and hands each record to its partition's
 //! worker, starting the worker on the partition's first record; records of a partition revoked
 //! meanwhile are left to its new owner.
+//!
+//! The dispatcher never waits for one partition: when a worker's queue is full (its record in
+//! hand is slow, retried or cannot be dead-lettered), that partition is paused in the consumer,
+//! the record is parked, and a task of its own hands the parked records over in order as the
+//! worker takes them, then resumes the partition. Every other partition goes on meanwhile.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::Message;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use super::process::Processor;
@@ -47,10 +56,72 @@ pub(super) async fn dispatch(
                 .tx
                 .clone()
         };
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            r = tx.send(msg) => { let _ = r; }
+        // Behind records already parked for this partition: in order, after them.
+        let msg = {
+            let mut parked = lock(&shared.parked);
+            match parked.get_mut(&tp) {
+                Some(queue) => {
+                    queue.push_back(msg);
+                    continue;
+                }
+                None => match tx.try_send(msg) {
+                    Ok(()) => continue,
+                    Err(TrySendError::Closed(_)) => continue, // its worker stopped: revoked
+                    Err(TrySendError::Full(msg)) => {
+                        parked.insert(tp.clone(), VecDeque::new());
+                        msg
+                    }
+                },
+            }
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&tp.0, tp.1);
+        if let Err(e) = consumer.pause(&tpl) {
+            tracing::warn!(error = %e, topic = %tp.0, partition = tp.1, "could not pause a partition whose worker is busy");
+        }
+        metrics::counter!(crate::telemetry::PARTITION_PAUSES, "topic" => tp.0.clone()).increment(1);
+        tracing::debug!(topic = %tp.0, partition = tp.1, "partition paused: its worker's queue is full");
+        tokio::spawn(hand_over_parked(
+            Arc::clone(&consumer),
+            Arc::clone(&shared),
+            tp,
+            tx,
+            msg,
+        ));
+    }
+}
+
+/// Hands `first` and then the records parked behind it to the partition's worker as it takes
+/// them, in order, and resumes the partition once none is left (not if it was revoked).
+async fn hand_over_parked(
+    consumer: Arc<StreamConsumer<SubscriberContext>>,
+    shared: Arc<Shared>,
+    tp: (String, i32),
+    tx: mpsc::Sender<OwnedMessage>,
+    first: OwnedMessage,
+) {
+    let mut next = Some(first);
+    while let Some(msg) = next.take() {
+        if tx.send(msg).await.is_err() {
+            // The worker stopped (revoked): the new owner reads these records.
+            lock(&shared.parked).remove(&tp);
+            return;
+        }
+        let mut parked = lock(&shared.parked);
+        match parked.get_mut(&tp).and_then(VecDeque::pop_front) {
+            Some(m) => next = Some(m),
+            None => {
+                parked.remove(&tp);
+            }
         }
     }
+    if !lock(&shared.assigned).contains(&tp) {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&tp.0, tp.1);
+    if let Err(e) = consumer.resume(&tpl) {
+        tracing::warn!(error = %e, topic = %tp.0, partition = tp.1, "could not resume a partition");
+    }
+    tracing::debug!(topic = %tp.0, partition = tp.1, "partition resumed");
 }

@@ -188,6 +188,7 @@ impl SubscriberBuilder {
         };
         let shared = Arc::new(Shared {
             workers: Mutex::new(HashMap::new()),
+            parked: Mutex::new(HashMap::new()),
             assigned: Mutex::new(HashSet::new()),
             drain_timeout: self.drain_timeout,
         });

@@ -52,10 +52,12 @@ impl ConsumerContext for SubscriberContext {
         let workers: Vec<Worker> = {
             let mut assigned = lock(&self.shared.assigned);
             let mut map = lock(&self.shared.workers);
+            let mut parked = lock(&self.shared.parked);
             revoked
                 .iter()
                 .filter_map(|tp| {
                     assigned.remove(tp);
+                    parked.remove(tp);
                     map.remove(tp)
                 })
                 .collect()
@@ -99,8 +101,10 @@ impl ConsumerContext for SubscriberContext {
         tracing::info!(partitions = ?revoked, "partitions revoked after draining");
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            // A partition paused while it was ours before starts afresh.
+            let _ = consumer.resume(tpl);
             let new = partitions(tpl);
             tracing::info!(partitions = ?new, "partitions assigned");
             lock(&self.shared.assigned).extend(new);

@@ -2,7 +2,7 @@
 //! stores each offset only after its record is done with (handled, skipped, or dead-lettered);
 //! stopped, it finishes the record in hand and says so (the drain waits for that).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +30,9 @@ pub(super) struct Worker {
 /// What the dispatcher, the rebalance callbacks and shutdown share.
 pub(super) struct Shared {
     pub(super) workers: Mutex<HashMap<(String, i32), Worker>>,
+    /// Records of a paused partition waiting for room in its worker's queue, in order (see
+    /// the dispatcher).
+    pub(super) parked: Mutex<HashMap<(String, i32), VecDeque<OwnedMessage>>>,
     pub(super) assigned: Mutex<HashSet<(String, i32)>>,
     pub(super) drain_timeout: Duration,
 }

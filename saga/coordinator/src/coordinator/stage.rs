@@ -395,16 +395,13 @@ impl Runtime {
         reason: &str,
         staged: &mut Staged,
     ) -> Result<(), BatchError> {
-        let headers = choreo_bus::dead_letter::headers_for(
-            msg,
-            &choreo_bus::dead_letter::Reason {
-                kind,
-                message: reason.to_owned(),
-                handler: Some("saga-coordinator".to_owned()),
-                attempts: 1,
-            },
-            &self.opts.group_id,
-        );
+        let why = choreo_bus::dead_letter::Reason {
+            kind,
+            message: reason.to_owned(),
+            handler: Some("saga-coordinator".to_owned()),
+            attempts: 1,
+        };
+        let headers = choreo_bus::dead_letter::headers_for(msg, &why, &self.opts.group_id);
         let key = msg
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -422,6 +419,39 @@ impl Runtime {
             Ok(f) => {
                 staged.deliveries.push(f);
                 Ok(())
+            }
+            // Too large with the dead-letter headers (an input near the record limit): a dead
+            // letter that says where the input is, without its value — never a batch retried
+            // forever.
+            Err((e, _))
+                if e.rdkafka_error_code()
+                    == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) =>
+            {
+                let size = msg.payload().map_or(0, <[u8]>::len);
+                let headers = choreo_bus::dead_letter::headers_for_oversize(
+                    msg,
+                    &why,
+                    &self.opts.group_id,
+                    size,
+                );
+                let mut slim = FutureRecord::<[u8], [u8]>::to(&dlq_topic).headers(headers);
+                if let Some(k) = msg.key() {
+                    slim = slim.key(k);
+                }
+                tracing::warn!(
+                    topic = msg.topic(),
+                    partition = msg.partition(),
+                    offset = msg.offset(),
+                    bytes = size,
+                    "the input is too large to be dead-lettered whole; its dead letter holds where it is, not its value"
+                );
+                match self.producer.send_result(slim) {
+                    Ok(f) => {
+                        staged.deliveries.push(f);
+                        Ok(())
+                    }
+                    Err((e, _)) => Err(BatchError::Retry(format!("enqueue dead letter: {e}"))),
+                }
             }
             Err((e, _)) => Err(BatchError::Retry(format!("enqueue dead letter: {e}"))),
         };
