@@ -604,10 +604,9 @@ async fn an_upgraded_group_keeps_its_sagas_in_the_old_shared_changelog() {
     wait_for_saga(&first, "order/kept-1").await;
     first.shutdown().await.expect("stops");
 
-    let refused = choreo_coordinator::start(old(None, None))
-        .await
-        .err()
-        .expect("the upgraded group refuses its new, empty changelog");
+    let Err(refused) = choreo_coordinator::start(old(None, None)).await else {
+        panic!("the upgraded group refuses its new, empty changelog");
+    };
     let line = refused.to_string();
     assert!(
         line.contains("upgraded.saga-state")
@@ -670,10 +669,9 @@ async fn the_changelog_is_compacted_and_a_deleting_one_is_refused() {
         .for_each(|r| {
             r.expect("created");
         });
-    let refused = coordinator_of(&env, "deleting", None)
-        .await
-        .err()
-        .expect("a deleting changelog is refused");
+    let Err(refused) = coordinator_of(&env, "deleting", None).await else {
+        panic!("a deleting changelog is refused");
+    };
     let line = refused.to_string();
     assert!(
         line.contains("deleting.saga-state") && line.contains("cleanup.policy=delete"),
