@@ -162,8 +162,11 @@ impl Bus {
             event_type = %envelope.event_type,
             trace_id = %envelope.traceparent.map(|t| t.trace_id_hex()).unwrap_or_default(),
         );
+        // With OpenTelemetry, the record names this span (a child of the span it is published
+        // in); without, the envelope's traceparent as it is.
+        let traced = crate::wire::trace::publishing(&span, envelope.traceparent);
         let delivery = self
-            .send_raw(topic, Some(key), value, envelope.to_headers())
+            .send_raw(topic, Some(key), value, envelope.to_headers_traced(traced))
             .instrument(span)
             .await;
         let labels = [

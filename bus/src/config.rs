@@ -8,8 +8,9 @@ use serde::Deserialize;
 
 use crate::error::BusError;
 
-/// Settings of a [`crate::Bus`].
-#[derive(Debug, Clone, Deserialize)]
+/// Settings of a [`crate::Bus`]. Its `Debug` output hides secret settings
+/// ([`is_secret_setting`]), so a logged configuration never shows a password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusConfig {
     /// Kafka bootstrap servers, `host:port[,host:port…]`.
@@ -28,6 +29,51 @@ pub struct BusConfig {
     /// `session.timeout.ms` — producers would warn about them.
     #[serde(default)]
     pub consumer: BTreeMap<String, String>,
+}
+
+/// Whether a librdkafka setting holds a secret (a password, a private key, a JAAS or OAuth
+/// configuration): shown as `<redacted>` wherever choreo prints settings.
+pub fn is_secret_setting(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "jaas",
+        "private",
+        "ssl.key",
+        "token",
+        "oauthbearer.config",
+        "credentials",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+/// `settings` with the secret ones' values replaced by `<redacted>`, for `Debug` output.
+pub fn redacted(settings: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    settings
+        .iter()
+        .map(|(k, v)| {
+            let shown = if is_secret_setting(k) {
+                "<redacted>"
+            } else {
+                v.as_str()
+            };
+            (k.as_str(), shown)
+        })
+        .collect()
+}
+
+impl std::fmt::Debug for BusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("source", &self.source)
+            .field("delivery_timeout_ms", &self.delivery_timeout_ms)
+            .field("client", &redacted(&self.client))
+            .field("consumer", &redacted(&self.consumer))
+            .finish()
+    }
 }
 
 fn default_source() -> String {
@@ -113,5 +159,28 @@ impl BusConfig {
             c.set(k, v);
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_secret_setting() {
+        let config = BusConfig::new("k:9092")
+            .with_client_setting("sasl.username", "choreo")
+            .with_client_setting("sasl.password", "hunter2-secret")
+            .with_client_setting("ssl.key.password", "key-secret")
+            .with_client_setting("sasl.oauthbearer.client.secret", "oauth-secret");
+        let shown = format!("{config:?}");
+        for secret in ["hunter2-secret", "key-secret", "oauth-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("choreo"),
+            "the user name is not a secret: {shown}"
+        );
+        assert!(shown.contains("<redacted>"));
     }
 }

@@ -6,7 +6,7 @@
 //! The default, [`MemoryDedup`], remembers the most recent `capacity` ids per subscriber process
 //! (100 000 by default; about 100 bytes each, so ~10 MB) and forgets the oldest first. A duplicate
 //! that arrives after more than `capacity` newer events, or after a restart, is not caught by it:
-//! plug in a durable store (a table keyed by event id, say) where that matters.
+//! [`crate::dedup_kafka::KafkaDedup`] keeps the ids in a Kafka topic, for where that matters.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -69,6 +69,13 @@ impl DedupStore for MemoryDedup {
     }
 
     async fn mark(&self, scope: &str, id: &str) {
+        self.remember(scope, id);
+    }
+}
+
+impl MemoryDedup {
+    /// Records that `id` was handled (what [`DedupStore::mark`] does, without waiting).
+    pub fn remember(&self, scope: &str, id: &str) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let key = (scope.to_owned(), id.to_owned());
         if g.0.insert(key.clone()) {

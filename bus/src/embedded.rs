@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use crate::error::BusError;
 
@@ -18,6 +19,11 @@ enum Command {
     BrokerDown(i32, mpsc::Sender<Result<(), String>>),
     BrokerUp(i32, mpsc::Sender<Result<(), String>>),
     Latency(i32, Duration, mpsc::Sender<Result<(), String>>),
+    FailRequests(
+        RDKafkaApiKey,
+        Vec<RDKafkaRespErr>,
+        mpsc::Sender<Result<(), String>>,
+    ),
     Stop,
 }
 
@@ -65,6 +71,10 @@ impl EmbeddedBroker {
                         }
                         Command::Latency(b, d, reply) => {
                             let _ = reply.send(done(cluster.broker_round_trip_time(b, d)));
+                        }
+                        Command::FailRequests(api, errors, reply) => {
+                            cluster.request_errors(api, &errors);
+                            let _ = reply.send(Ok(()));
                         }
                         Command::Stop => break,
                     }
@@ -116,6 +126,17 @@ impl EmbeddedBroker {
     /// Brings broker `id` back up.
     pub fn broker_up(&self, id: i32) -> Result<(), BusError> {
         self.ask(|r| Command::BrokerUp(id, r))
+    }
+
+    /// Answers the next requests of kind `api` (from any client) with `errors`, one each, in
+    /// order (fault injection: e.g. a fatal InitProducerId answer).
+    pub fn fail_requests(
+        &self,
+        api: RDKafkaApiKey,
+        errors: &[RDKafkaRespErr],
+    ) -> Result<(), BusError> {
+        let errors = errors.to_vec();
+        self.ask(|r| Command::FailRequests(api, errors, r))
     }
 
     /// Adds round-trip latency to broker `id`.

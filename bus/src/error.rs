@@ -85,6 +85,14 @@ pub enum DecodeError {
     /// The record has no key, so it has no correlation id.
     #[error("missing key: a record needs its correlation id as key")]
     MissingKey,
+    /// The key is not UTF-8 text, so it is no correlation id (two such keys could not be told
+    /// apart once converted).
+    #[error("invalid key: not UTF-8 text ({0} bytes); a correlation id is text")]
+    InvalidKey(usize),
+    /// A CloudEvents header is not UTF-8 text (an id that could collapse into another's when
+    /// converted, and be dropped as its duplicate).
+    #[error("invalid header {0}: not UTF-8 text")]
+    InvalidHeader(String),
     /// The value does not start with the Confluent magic byte 0.
     #[error("wrong magic byte {0:#04x}: the value is not in the Confluent wire format")]
     WrongMagicByte(u8),
@@ -110,6 +118,8 @@ impl DecodeError {
     pub fn kind(&self) -> &'static str {
         match self {
             DecodeError::MissingKey => "missing_key",
+            DecodeError::InvalidKey(_) => "invalid_key",
+            DecodeError::InvalidHeader(_) => "invalid_header",
             DecodeError::WrongMagicByte(_) => "wrong_magic_byte",
             DecodeError::Truncated(_) => "truncated",
             DecodeError::UnknownSchemaId(_) => "unknown_schema_id",

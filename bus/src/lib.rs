@@ -28,13 +28,16 @@
 //!
 //! - [`wire`]: the wire contract — [`wire::framing`] (no I/O), [`wire::codec`] (typed and JSON
 //!   entry points over one registry cache), [`wire::envelope`] (CloudEvents headers),
-//!   [`wire::trace`] (W3C `traceparent`).
+//!   [`wire::trace`] (W3C `traceparent`, choreo's spans joining it), [`wire::partition`] (the
+//!   partition of a key).
 //! - [`bus`]: the [`Bus`] handle and publishing.
 //! - [`subscriber`]: subscribers — handlers, the per-record processor, per-partition workers
 //!   with the offset discipline, the rebalance drain, the dispatcher.
 //! - `producer`: the one idempotent producer that publishing and dead letters send through.
 //! - [`dead_letter`]: dead-letter topics, their headers, the rate limit.
 //! - [`dedup`]: the [`DedupStore`] trait and the bounded in-memory default.
+//! - [`dedup_kafka`]: [`KafkaDedup`], a dedup store kept in a Kafka topic (survives restarts
+//!   and rebalances).
 //! - [`retry`]: exponential backoff with jitter.
 //! - [`schema_store`]: a schema registry whose storage is a compacted Kafka topic.
 //! - [`telemetry`]: metric names.
@@ -45,6 +48,7 @@ pub mod bus;
 pub mod config;
 pub mod dead_letter;
 pub mod dedup;
+pub mod dedup_kafka;
 pub mod embedded;
 pub mod error;
 mod producer;
@@ -59,9 +63,10 @@ pub use choreo_schemas::{Event, SchemaRegistry};
 pub use config::BusConfig;
 pub use dead_letter::DeadLetterPolicy;
 pub use dedup::{DedupStore, MemoryDedup};
+pub use dedup_kafka::{KafkaDedup, KafkaDedupOptions};
 pub use embedded::EmbeddedBroker;
 pub use error::{BusError, DecodeError, HandlerError};
 pub use retry::RetryPolicy;
-pub use subscriber::{Context, Subscription, Unhandled};
+pub use subscriber::{BreakerState, CircuitBreakerPolicy, Context, Subscription, Unhandled};
 pub use wire::envelope::Envelope;
 pub use wire::trace::TraceParent;

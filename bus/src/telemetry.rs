@@ -22,6 +22,14 @@ pub const REGISTRY_WAITS: &str = "choreo_bus_registry_waits_total";
 /// Partitions paused because their worker's queue was full (label: topic): the record in hand
 /// is slow, retried, or cannot be dead-lettered; the other partitions go on.
 pub const PARTITION_PAUSES: &str = "choreo_bus_partition_pauses_total";
+/// A handler's circuit breaker state (label: handler): 0 closed, 1 half-open, 2 open.
+pub const CIRCUIT_STATE: &str = "choreo_bus_circuit_state";
+/// Circuit breaker transitions (labels: handler, to).
+pub const CIRCUIT_TRANSITIONS: &str = "choreo_bus_circuit_transitions_total";
+/// Handled event ids that could not be written to a durable dedup topic.
+pub const DEDUP_MARK_FAILURES: &str = "choreo_bus_dedup_mark_failures_total";
+/// Producers replaced after a fatal error (an idempotent producer refuses every record after one).
+pub const PRODUCER_REPLACED: &str = "choreo_bus_producer_replaced_total";
 /// Dead letters the broker did not take (label: topic, reason): retried until it does.
 pub const DEAD_LETTER_FAILURES: &str = "choreo_bus_dead_letter_failures_total";
 
@@ -72,6 +80,26 @@ pub fn describe() {
         PARTITION_PAUSES,
         Unit::Count,
         "Partitions paused because their worker was busy with one record (the others go on)"
+    );
+    describe_gauge!(
+        CIRCUIT_STATE,
+        Unit::Count,
+        "A handler's circuit breaker: 0 closed, 1 half-open, 2 open"
+    );
+    describe_counter!(
+        CIRCUIT_TRANSITIONS,
+        Unit::Count,
+        "Circuit breaker transitions, by handler and new state"
+    );
+    describe_counter!(
+        DEDUP_MARK_FAILURES,
+        Unit::Count,
+        "Handled event ids not written to the durable dedup topic"
+    );
+    describe_counter!(
+        PRODUCER_REPLACED,
+        Unit::Count,
+        "Producers replaced after a fatal error"
     );
     describe_counter!(
         DEAD_LETTER_FAILURES,

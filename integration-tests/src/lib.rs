@@ -11,7 +11,8 @@
 //!   restart.
 //! - [`world`]: a saga test's broker, registry, replicas, order plans and paced driver.
 //! - [`scenarios`]: bus scenarios written once and run against both the in-process mock cluster
-//!   (`tests/bus_mock.rs`) and the real broker (`tests/bus_real.rs`).
+//!   (`tests/bus_mock.rs`) and the real broker (`tests/bus_real.rs`); [`resilience`]: more of
+//!   them, for a handler's failing downstream (the circuit breaker).
 //! - `src/bin/choreo-mock-broker.rs`: librdkafka's mock cluster in a process of its own.
 //! - `src/bin/choreo-test-consumer.rs`: a subscriber process for kill-and-restart tests.
 //! - `brokers/`: `install-kafka.sh` (resolve Apache Kafka once), `kafka.sh` (run it by hand),
@@ -25,6 +26,7 @@ pub fn manifest_dir() -> String {
 
 pub mod broker;
 pub mod process;
+pub mod resilience;
 pub mod saga_scenarios;
 pub mod scenarios;
 pub mod world;

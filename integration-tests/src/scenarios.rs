@@ -463,23 +463,50 @@ pub async fn poison_goes_to_the_dead_letter_topic(env: &Env) -> anyhow::Result<(
     let mut unknown_id = good_value.clone();
     unknown_id[1..5].copy_from_slice(&(id + 10_000).to_be_bytes());
     let truncated = good_value[..good_value.len() - 4].to_vec();
-    let cases: Vec<(&str, Option<&str>, Vec<u8>)> = vec![
-        ("wrong_magic_byte", Some("o"), wrong_magic),
-        ("unknown_schema_id", Some("o"), unknown_id),
-        ("truncated", Some("o"), truncated),
-        ("missing_key", None, good_value.clone()),
-        ("unknown_event_type", Some("o"), unknown_type),
+    // The first field (a string) claiming 2^40 bytes: refused before anything is allocated.
+    let mut absurd = good_value[..5].to_vec();
+    let mut n: u64 = (1u64 << 40) << 1; // zig-zag
+    while n >= 0x80 {
+        absurd.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    absurd.push(n as u8);
+    absurd.extend_from_slice(b"order");
+    // Bytes from no producer at all.
+    let random: Vec<u8> = (0u32..96)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1)
+        .collect();
+    let cases = [
+        PoisonCase::new("wrong_magic_byte", "wrong_magic_byte", wrong_magic),
+        PoisonCase::new("unknown_schema_id", "unknown_schema_id", unknown_id),
+        PoisonCase::new("truncated", "truncated", truncated),
+        PoisonCase::new("missing_key", "missing_key", good_value.clone()).key(None),
+        PoisonCase::new("unknown_event_type", "unknown_event_type", unknown_type),
+        PoisonCase::new("invalid_key", "invalid_key", good_value.clone())
+            .key(Some(vec![0xff, 0xfe, b'o'])),
+        PoisonCase::new("invalid_header", "invalid_header", good_value.clone())
+            .header(header::ID, vec![0xc3, 0x28, b'1']),
+        PoisonCase::new("null_value", "truncated", Vec::new()).null(),
+        PoisonCase::new("absurd_length", "malformed_avro", absurd),
+        PoisonCase::new("random_bytes", "wrong_magic_byte", random),
     ];
-    for (kind, key, value) in &cases {
-        let headers = OwnedHeaders::new().insert(Header {
+    for c in &cases {
+        let mut headers = OwnedHeaders::new().insert(Header {
             key: "case",
-            value: Some(*kind),
+            value: Some(c.case),
         });
-        let mut rec = FutureRecord::<str, [u8]>::to(&topic)
-            .payload(value)
-            .headers(headers);
-        if let Some(k) = key {
-            rec = rec.key(k);
+        for (k, v) in &c.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_slice()),
+            });
+        }
+        let mut rec = FutureRecord::<[u8], [u8]>::to(&topic).headers(headers);
+        if let Some(v) = &c.value {
+            rec = rec.payload(v.as_slice());
+        }
+        if let Some(k) = &c.key {
+            rec = rec.key(k.as_slice());
         }
         raw.send(rec, Duration::from_secs(30))
             .await
@@ -516,7 +543,8 @@ pub async fn poison_goes_to_the_dead_letter_topic(env: &Env) -> anyhow::Result<(
             == vec!["pay-0".to_owned(), "after-the-poison".to_owned()]
     );
 
-    let dead = env.read(&format!("{topic}.dlq"), 7).await?;
+    let expected = cases.len() + 2;
+    let dead = env.read(&format!("{topic}.dlq"), expected).await?;
     ensure!(
         !dead
             .iter()
@@ -524,58 +552,68 @@ pub async fn poison_goes_to_the_dead_letter_topic(env: &Env) -> anyhow::Result<(
         "a transaction-sweep record is skipped, not dead-lettered"
     );
     let mut by_kind: BTreeMap<String, &OwnedMessage> = BTreeMap::new();
+    let mut by_case: BTreeMap<String, &OwnedMessage> = BTreeMap::new();
     for m in &dead {
         by_kind.insert(header_str(m, dlq::KIND).context("kind header")?, m);
+        if let Some(c) = header_str(m, "case") {
+            by_case.insert(c, m);
+        }
     }
-    for (kind, key, value) in &cases {
-        let m = by_kind
-            .get(*kind)
-            .with_context(|| format!("{kind} is dead-lettered; got {:?}", by_kind.keys()))?;
+    for c in &cases {
+        let m = by_case
+            .get(c.case)
+            .with_context(|| format!("{} is dead-lettered; got {:?}", c.case, by_case.keys()))?;
+        let case = c.case;
         ensure!(
-            header_str(m, "case").as_deref() == Some(*kind),
-            "original headers kept"
+            header_str(m, dlq::KIND).as_deref() == Some(c.kind),
+            "{case}: kind {:?}, expected {}",
+            header_str(m, dlq::KIND),
+            c.kind
         );
         ensure!(
-            m.payload() == Some(value.as_slice()),
-            "{kind}: original value kept"
+            m.payload().unwrap_or_default() == c.value.as_deref().unwrap_or_default(),
+            "{case}: original value kept"
         );
-        ensure!(
-            m.key()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .as_deref()
-                == *key,
-            "{kind}: original key kept"
-        );
+        ensure!(m.key() == c.key.as_deref(), "{case}: original key kept");
+        for (k, v) in &c.headers {
+            let kept = m
+                .headers()
+                .and_then(|h| h.iter().find(|x| x.key == *k).and_then(|x| x.value));
+            ensure!(
+                kept == Some(v.as_slice()),
+                "{case}: original header {k} kept"
+            );
+        }
         ensure!(
             header_str(m, dlq::TOPIC).as_deref() == Some(topic.as_str()),
-            "{kind}: source topic"
+            "{case}: source topic"
         );
         ensure!(
             header_str(m, dlq::PARTITION).as_deref() == Some("0"),
-            "{kind}: source partition"
+            "{case}: source partition"
         );
         ensure!(
             header_str(m, dlq::OFFSET)
                 .and_then(|o| o.parse::<i64>().ok())
                 .is_some(),
-            "{kind}: source offset"
+            "{case}: source offset"
         );
         ensure!(
             header_str(m, dlq::TIMESTAMP).is_some_and(|t| t.parse::<i64>().is_ok()),
-            "{kind}: source timestamp"
+            "{case}: source timestamp"
         );
         ensure!(
             header_str(m, dlq::REASON).is_some_and(|r| !r.is_empty()),
-            "{kind}: reason"
+            "{case}: reason"
         );
-        ensure!(header_str(m, dlq::TIME).is_some(), "{kind}: time");
+        ensure!(header_str(m, dlq::TIME).is_some(), "{case}: time");
     }
     let offsets: HashSet<String> = dead
         .iter()
         .filter_map(|m| header_str(m, dlq::OFFSET))
         .collect();
     ensure!(
-        offsets.len() == 7,
+        offsets.len() == expected,
         "each dead letter points at its own source offset"
     );
     let permanent = by_kind
@@ -590,6 +628,43 @@ pub async fn poison_goes_to_the_dead_letter_topic(env: &Env) -> anyhow::Result<(
     ensure!(header_str(exhausted, dlq::ATTEMPTS).as_deref() == Some("3"));
     ensure!(header_str(exhausted, dlq::HANDLER).as_deref() == Some("payments"));
     Ok(())
+}
+
+/// One bad record of the dead-letter scenario: what it is (`case`, also a header on it), the
+/// dead-letter kind it must get, and its key, value and extra headers.
+struct PoisonCase {
+    case: &'static str,
+    kind: &'static str,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl PoisonCase {
+    fn new(case: &'static str, kind: &'static str, value: Vec<u8>) -> Self {
+        Self {
+            case,
+            kind,
+            key: Some(b"o".to_vec()),
+            value: Some(value),
+            headers: Vec::new(),
+        }
+    }
+
+    fn key(mut self, key: Option<Vec<u8>>) -> Self {
+        self.key = key;
+        self
+    }
+
+    fn null(mut self) -> Self {
+        self.value = None;
+        self
+    }
+
+    fn header(mut self, name: &'static str, value: Vec<u8>) -> Self {
+        self.headers.push((name, value));
+        self
+    }
 }
 
 trait WithPaymentId {

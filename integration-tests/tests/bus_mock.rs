@@ -101,3 +101,21 @@ async fn publish_survives_a_broker_outage() {
     let got = env.read(&topic, 2).await.expect("both records present");
     assert_eq!(got.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_downstream_opens_the_circuit_instead_of_dead_lettering() {
+    use choreo_bus::CircuitBreakerPolicy;
+    use choreo_integration_tests::resilience;
+    let policy = CircuitBreakerPolicy {
+        failures: 3,
+        window: Duration::from_secs(10),
+        cool_down: Duration::from_secs(1),
+    };
+    let dead = resilience::a_failing_downstream_opens_the_circuit_instead_of_dead_lettering(
+        &env(),
+        Some(policy),
+    )
+    .await
+    .expect("scenario");
+    assert_eq!(dead, 0, "nothing dead-lettered during the outage");
+}

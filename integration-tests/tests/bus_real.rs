@@ -528,3 +528,134 @@ async fn a_record_too_large_to_dead_letter_whole_leaves_a_dead_letter_that_says_
     );
     sub.shutdown().await.expect("shutdown");
 }
+
+/// A duplicate delivered after the subscriber restarted (same group, new process state) is
+/// caught by `KafkaDedup`, which reloads the handled ids from its topic; the in-memory store,
+/// whose memory went with the process, handles it again — the difference is the durable store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_duplicate_after_a_restart_is_caught_by_the_durable_dedup_store() {
+    use choreo_bus::{
+        BusConfig, DedupStore, HandlerError, KafkaDedup, KafkaDedupOptions, MemoryDedup,
+    };
+    use std::sync::Mutex;
+
+    let real = real().await;
+    let env = &real.env;
+    let run = |durable: bool| async move {
+        let topic = env.topic("dedup-durable", 2).await.expect("topic");
+        let bus = env.bus("/tests/dedup-durable").expect("bus");
+        let group = format!("dedup-durable-{}", uuid::Uuid::new_v4().simple());
+        let handled: Arc<Mutex<Vec<String>>> = Arc::default();
+        let store = || async {
+            if durable {
+                KafkaDedup::open(
+                    BusConfig::new(&env.bootstrap),
+                    KafkaDedupOptions::for_group(&group),
+                )
+                .await
+                .expect("dedup store") as Arc<dyn DedupStore>
+            } else {
+                Arc::new(MemoryDedup::default()) as Arc<dyn DedupStore>
+            }
+        };
+        let subscribe = |store: Arc<dyn DedupStore>| {
+            let sink = Arc::clone(&handled);
+            bus.subscriber(&group)
+                .client_setting("session.timeout.ms", "6000")
+                .dedup(store)
+                .handle_on(&topic, "once", move |e: PaymentAuthorized, _ctx| {
+                    let sink = Arc::clone(&sink);
+                    async move {
+                        sink.lock()
+                            .map_err(|_| HandlerError::permanent("lock"))?
+                            .push(e.payment_id);
+                        Ok(())
+                    }
+                })
+                .start()
+                .expect("subscriber")
+        };
+        let pay = |n: u32| PaymentAuthorized {
+            order_id: "o-dedup".into(),
+            payment_id: format!("pay-{n}"),
+            amount: Money {
+                amount_minor: 1,
+                currency: "EUR".into(),
+            },
+        };
+        let send = |n: u32, id: &'static str| {
+            let (event, bus, topic) = (pay(n), &bus, &topic);
+            async move {
+                bus.publish_with(
+                    &event,
+                    PublishOptions::default().with_topic(topic).with_id(id),
+                )
+                .await
+            }
+        };
+        let sub = subscribe(store().await);
+        send(1, "evt-1").await.expect("first");
+        scenarios::eventually("the first event is handled", || {
+            handled.lock().map(|h| h.len() == 1).unwrap_or(false)
+        })
+        .await
+        .expect("handled");
+        sub.shutdown().await.expect("stops");
+
+        // The restart: a new store and subscriber in the same group; the first event again.
+        let sub = subscribe(store().await);
+        send(2, "evt-1").await.expect("the duplicate");
+        send(3, "evt-3").await.expect("a new event");
+        scenarios::eventually("the new event is handled", || {
+            handled
+                .lock()
+                .map(|h| h.iter().any(|p| p == "pay-3"))
+                .unwrap_or(false)
+        })
+        .await
+        .expect("handled");
+        sub.shutdown().await.expect("stops");
+        handled.lock().expect("lock").clone()
+    };
+    assert_eq!(
+        run(true).await,
+        vec!["pay-1".to_owned(), "pay-3".to_owned()],
+        "the durable store caught the duplicate"
+    );
+    assert_eq!(
+        run(false).await,
+        vec!["pay-1".to_owned(), "pay-2".to_owned(), "pay-3".to_owned()],
+        "without it the duplicate after the restart is handled (the store is what the first assertion tests)"
+    );
+}
+
+/// A handler's downstream down for a few seconds: with a circuit breaker nothing is
+/// dead-lettered and every record is handled once it is back; without one, the same outage
+/// dead-letters records (so the breaker is what the first run tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_downstream_opens_the_circuit_instead_of_dead_lettering() {
+    use choreo_bus::CircuitBreakerPolicy;
+    use choreo_integration_tests::resilience;
+    let real = real().await;
+    let policy = CircuitBreakerPolicy {
+        failures: 3,
+        window: Duration::from_secs(10),
+        cool_down: Duration::from_secs(1),
+    };
+    let with = resilience::a_failing_downstream_opens_the_circuit_instead_of_dead_lettering(
+        &real.env,
+        Some(policy),
+    )
+    .await
+    .expect("scenario with a breaker");
+    assert_eq!(with, 0, "nothing dead-lettered during the outage");
+    let without = resilience::a_failing_downstream_opens_the_circuit_instead_of_dead_lettering(
+        &real.env, None,
+    )
+    .await
+    .expect("scenario without a breaker");
+    assert!(
+        without > 0,
+        "without a breaker the outage dead-letters records"
+    );
+}

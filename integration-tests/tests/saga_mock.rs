@@ -40,3 +40,49 @@ async fn finished_sagas_are_tombstoned() {
         .await
         .expect("scenario");
 }
+
+/// Effectively-once: the coordinator's producers get a fatal error (CLUSTER_AUTHORIZATION_FAILED
+/// on their first InitProducerId), after which an idempotent producer refuses every record. The
+/// coordinator replaces its producer on the failed batch and goes on: a saga placed afterwards
+/// completes. Without the replacement every batch fails the same way forever and this test
+/// fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fatal_producer_error_is_replaced_not_retried_forever() {
+    use choreo_integration_tests::saga_scenarios::{Collector, Path, start_services};
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use std::time::Duration;
+
+    let mut env = env();
+    env.guarantee = Guarantee::EffectivelyOnce;
+    let broker = env.embedded.clone().expect("embedded");
+    let catalog = choreo_schemas::Catalog::reference();
+    let opts = env
+        .options(
+            saga_scenarios::fast_order_saga(&catalog).expect("def"),
+            "fatal-0",
+        )
+        .expect("options");
+    // The coordinator's two producers (decisions, operator commands) start first and get the
+    // two fatal answers.
+    broker
+        .fail_requests(
+            RDKafkaApiKey::InitProducerId,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED; 2],
+        )
+        .expect("fault injected");
+    let coordinator = choreo_coordinator::start(opts).await.expect("starts");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bus = env.bus("/tests/driver").expect("bus");
+    let services = start_services(&bus).expect("services");
+    let collector = Collector::start(&env.bootstrap).expect("collector");
+    Path::Happy
+        .drive(&bus, "happy-fatal-1")
+        .await
+        .expect("inputs");
+    collector
+        .wait_terminal(&["happy-fatal-1".to_owned()], Duration::from_secs(60))
+        .await
+        .expect("the saga completes on a replaced producer");
+    services.shutdown().await.expect("services stop");
+    coordinator.shutdown().await.expect("stops");
+}

@@ -8,12 +8,12 @@
 use serde_json::Value;
 
 use crate::definition::{DeadlineFrom, Definition, Emission, Role, project};
-use crate::input::{Action, Emit, EmitKind, Event, Input};
+use crate::input::{Action, Command, Emit, EmitKind, Event, Input};
 use crate::mapping::{event_id, render};
 use crate::state::{
-    CompensationState, MAX_COLLECTED_BYTES, MAX_EVENT_ID_BYTES, MAX_PENDING_BYTES,
-    MAX_REASON_BYTES, PENDING_CAPACITY, SEEN_CAPACITY, SagaState, Status, StepStatus, TimelineKind,
-    bounded,
+    CompensationState, DEFAULT_START_WITHIN, MAX_COLLECTED_BYTES, MAX_EVENT_ID_BYTES,
+    MAX_PENDING_BYTES, MAX_REASON_BYTES, PENDING_CAPACITY, SEEN_CAPACITY, SagaState, Status,
+    StepStatus, TimelineKind, bounded,
 };
 use crate::time::{Deadline, DeadlineKind, Millis};
 
@@ -44,6 +44,42 @@ pub fn apply(def: &Definition, state: &mut SagaState, input: &Input, now: Millis
         cx.state.updated_at = now;
     }
     cx.actions
+}
+
+/// Applies an operator command that carries an `id` (a command record's id): a command whose id
+/// the saga has already applied is refused and changes nothing — the same command delivered
+/// twice, or sent again by a client retrying with the same idempotency key, acts once. The id
+/// is remembered with the saga's seen event ids (the last [`SEEN_CAPACITY`] of either).
+pub fn apply_command(
+    def: &Definition,
+    state: &mut SagaState,
+    id: &str,
+    command: &Command,
+    now: Millis,
+) -> Vec<Action> {
+    let key = command_key(id);
+    if state.seen.contains(&key) {
+        return vec![Action::Rejected {
+            reason: format!("command {id} was applied already"),
+        }];
+    }
+    let actions = apply(def, state, &Input::Command(command.clone()), now);
+    if !matches!(actions.as_slice(), [Action::Rejected { .. }]) {
+        if state.seen.len() >= SEEN_CAPACITY {
+            state.seen.pop_front();
+        }
+        state.seen.push_back(key);
+    }
+    actions
+}
+
+/// Whether the saga applied the command with this id (among its last [`SEEN_CAPACITY`] inputs).
+pub fn command_applied(state: &SagaState, id: &str) -> bool {
+    state.seen.contains(&command_key(id))
+}
+
+fn command_key(id: &str) -> String {
+    seen_key(&format!("command:{id}"))
 }
 
 impl SagaState {
@@ -209,12 +245,12 @@ impl Cx<'_> {
                 TimelineKind::Buffered,
                 format!("{} {} (before the start event)", event.event_type, event.id),
             );
-            if self.state.pending.is_empty()
-                && let Some(d) = self.def.deadline()
-            {
+            if self.state.pending.is_empty() {
                 // A start event that never comes must not leave the saga waiting forever: the
-                // saga's deadline counts from its first event until the start moves it.
-                self.set_deadline(DeadlineKind::Saga, self.now.plus(d));
+                // saga's deadline (or DEFAULT_START_WITHIN) counts from its first event until
+                // the start moves it.
+                let within = self.def.deadline().unwrap_or(DEFAULT_START_WITHIN);
+                self.set_deadline(DeadlineKind::Saga, self.now.plus(within));
             }
             self.state.pending.push(event.clone());
             return;
@@ -248,8 +284,10 @@ impl Cx<'_> {
         self.state.started_at = Some(self.now);
         self.state.start_data = Some(project(&event.data, def.start_collects()));
         self.set_status(Status::Running, format!("started by {}", event.event_type));
-        if let Some(d) = def.deadline() {
-            self.set_deadline(DeadlineKind::Saga, self.now.plus(d));
+        match def.deadline() {
+            Some(d) => self.set_deadline(DeadlineKind::Saga, self.now.plus(d)),
+            // The wait for the start (DEFAULT_START_WITHIN) is over.
+            None => self.cancel_deadline(&DeadlineKind::Saga),
         }
         for step in def.steps() {
             if let Some(d) = step.deadline

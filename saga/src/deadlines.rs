@@ -25,7 +25,7 @@ impl Cx<'_> {
         self.note(TimelineKind::Deadline, format!("{kind} passed"));
         match kind {
             DeadlineKind::Saga => {
-                let within = self.def.deadline().map(describe).unwrap_or_default();
+                let within = describe(self.def.deadline().unwrap_or(crate::DEFAULT_START_WITHIN));
                 match self.state.status {
                     Status::Running => {
                         self.abort(format!("the saga missed its deadline ({within})"));

@@ -64,7 +64,7 @@ mod time;
 #[doc = include_str!("../HARNESS.md")]
 mod harness_md {}
 
-pub use apply::apply;
+pub use apply::{apply, apply_command, command_applied};
 pub use definition::{
     Compensation, CompensationSpec, Correlation, DeadlineFrom, Definition, Emission, EmitSpec,
     FieldPlan, MapFrom, Role, SagaField, SagaSpec, Source, Step, StepDeadline, StepSpec,
@@ -75,9 +75,9 @@ pub use input::{Action, Command, Emit, EmitKind, Event, Input};
 pub use mapping::event_id;
 pub use registry::Definitions;
 pub use state::{
-    CompensationState, MAX_COLLECTED_BYTES, MAX_CORRELATION_ID_BYTES, MAX_EVENT_ID_BYTES,
-    MAX_PENDING_BYTES, MAX_REASON_BYTES, MAX_STEP_NAME_BYTES, MAX_TIMELINE_TEXT_BYTES,
-    PENDING_CAPACITY, SEEN_CAPACITY, SagaState, Status, StepState, StepStatus, TIMELINE_CAPACITY,
-    Timeline, TimelineEntry, TimelineKind,
+    CompensationState, DEFAULT_START_WITHIN, MAX_COLLECTED_BYTES, MAX_CORRELATION_ID_BYTES,
+    MAX_EVENT_ID_BYTES, MAX_PENDING_BYTES, MAX_REASON_BYTES, MAX_STEP_NAME_BYTES,
+    MAX_TIMELINE_TEXT_BYTES, PENDING_CAPACITY, SEEN_CAPACITY, SagaState, Status, StepState,
+    StepStatus, TIMELINE_CAPACITY, Timeline, TimelineEntry, TimelineKind,
 };
 pub use time::{Deadline, DeadlineKind, Millis, format_duration, parse_duration};

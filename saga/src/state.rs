@@ -30,11 +30,17 @@ use crate::time::{Deadline, DeadlineKind, Millis};
 pub const TIMELINE_CAPACITY: usize = 64;
 /// How many input event ids a saga remembers for deduplication.
 pub const SEEN_CAPACITY: usize = 256;
-/// How many events a saga buffers before its start event arrives.
-pub const PENDING_CAPACITY: usize = 64;
+/// How many events a saga buffers before its start event arrives (a saga has one success or
+/// failure per step to wait for; events without a start are strays, and bounded).
+pub const PENDING_CAPACITY: usize = 16;
 /// At most this many bytes of JSON of buffered events' kept data (see [`MAX_COLLECTED_BYTES`]);
 /// an event that would go beyond is rejected like one that finds the buffer full.
-pub const MAX_PENDING_BYTES: usize = 128 * 1024;
+pub const MAX_PENDING_BYTES: usize = 32 * 1024;
+/// How long a saga without a saga deadline waits for its start event after its first event
+/// (one with a deadline waits that long): then it gives up, compensating what its buffered
+/// events did, and is tombstoned after the retention of finished sagas — so events whose start
+/// never comes cannot pile up without bound.
+pub const DEFAULT_START_WITHIN: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Free text from an input — an operator's abort reason, a failure event's `reason` — is kept
 /// up to this many bytes (truncated on a character boundary, ending with `…`). The HTTP layer
 /// rejects longer operator input with a 4xx rather than see it truncated.

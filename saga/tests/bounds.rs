@@ -280,3 +280,69 @@ fn a_flood_of_hostile_inputs_keeps_the_state_bounded() {
     assert!(max < 512 * 1024 + 4 * 8 * 1024, "{max} bytes");
     println!("largest state during the flood: {max} bytes of JSON");
 }
+
+/// A saga whose start event never comes does not wait forever, even when its definition sets
+/// no saga deadline: it gives up `DEFAULT_START_WITHIN` after its first event (and is then
+/// tombstoned like any finished saga). A saga that did start has no such deadline left.
+#[test]
+fn a_start_event_that_never_comes_is_waited_for_a_bounded_time() {
+    let text = choreo_saga::Definition::reference_order_saga_toml();
+    let without = text.replacen("\ndeadline = \"2m\"", "\n", 1);
+    assert_ne!(without, text, "the saga deadline is removed");
+    let def = choreo_saga::Definition::from_toml("no-deadline.toml", &without, &catalog())
+        .expect("loads");
+    assert!(def.deadline().is_none());
+    let within = u64::try_from(choreo_saga::DEFAULT_START_WITHIN.as_millis()).expect("ms");
+
+    let mut stray = SagaState::new(&def, "o-1", Millis(0));
+    apply(
+        &def,
+        &mut stray,
+        &ev("p1", AUTHORIZED, data(AUTHORIZED)),
+        Millis(10),
+    );
+    assert_eq!(stray.status, Status::Pending);
+    let due: Vec<Millis> = stray.deadlines.iter().map(|d| d.at).collect();
+    assert_eq!(
+        due,
+        vec![Millis(10 + within)],
+        "waits DEFAULT_START_WITHIN for its start"
+    );
+    let fired = apply(
+        &def,
+        &mut stray,
+        &Input::Deadline {
+            kind: choreo_saga::DeadlineKind::Saga,
+        },
+        Millis(10 + within),
+    );
+    assert!(!fired.is_empty());
+    assert!(
+        !matches!(stray.status, Status::Pending | Status::Running),
+        "it gave up: {:?}",
+        stray.status
+    );
+
+    let mut started = SagaState::new(&def, "o-1", Millis(0));
+    apply(
+        &def,
+        &mut started,
+        &ev("p1", AUTHORIZED, data(AUTHORIZED)),
+        Millis(10),
+    );
+    apply(
+        &def,
+        &mut started,
+        &ev("o1", PLACED, data(PLACED)),
+        Millis(20),
+    );
+    assert_eq!(started.status, Status::Running);
+    assert!(
+        started
+            .deadlines
+            .iter()
+            .all(|d| d.kind != choreo_saga::DeadlineKind::Saga),
+        "no wait for a start that came: {:?}",
+        started.deadlines
+    );
+}

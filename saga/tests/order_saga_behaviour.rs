@@ -612,3 +612,51 @@ fn only_a_started_step_of_a_running_saga_can_be_approved_or_rejected() {
         .event(DECLINED, data(DECLINED))
         .expect_status(Status::Running);
 }
+
+/// An operator command carries an id: delivered twice (or retried by a client with the same
+/// idempotency key) it acts once; another id is judged on its own.
+#[test]
+fn a_command_acts_once_per_id() {
+    let def = order();
+    let mut state = SagaState::new(&def, "o-1", choreo_saga::Millis(0));
+    let placed = choreo_saga::Input::Event(choreo_saga::Event {
+        id: "placed-1".into(),
+        event_type: PLACED.into(),
+        correlation_id: "o-1".into(),
+        time: choreo_saga::Millis(0),
+        data: data(PLACED),
+    });
+    choreo_saga::apply(&def, &mut state, &placed, choreo_saga::Millis(0));
+    let approve = Command::Approve {
+        step: "payment".into(),
+        reason: "checked by hand".into(),
+    };
+    let first =
+        choreo_saga::apply_command(&def, &mut state, "cmd-1", &approve, choreo_saga::Millis(1));
+    assert!(
+        !matches!(first.as_slice(), [Action::Rejected { .. }]),
+        "{first:?}"
+    );
+    assert_eq!(
+        state.step("payment").map(|s| s.status),
+        Some(StepStatus::Completed)
+    );
+    let before = state.clone();
+    let again =
+        choreo_saga::apply_command(&def, &mut state, "cmd-1", &approve, choreo_saga::Millis(2));
+    assert!(
+        matches!(again.as_slice(), [Action::Rejected { reason }] if reason.contains("applied already")),
+        "{again:?}"
+    );
+    assert_eq!(state, before, "a repeated command changes nothing");
+    let abort = Command::Abort {
+        reason: "customer called".into(),
+    };
+    let other =
+        choreo_saga::apply_command(&def, &mut state, "cmd-2", &abort, choreo_saga::Millis(3));
+    assert!(
+        !matches!(other.as_slice(), [Action::Rejected { .. }]),
+        "another id is another command: {other:?}"
+    );
+    assert_eq!(state.status, Status::Compensating);
+}

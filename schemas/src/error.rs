@@ -55,6 +55,10 @@ pub enum RegistryError {
         /// What breaks it, naming the field where known.
         reason: String,
     },
+    /// The registry holds as much as it accepts (see [`crate::registry::MAX_SCHEMAS`] and the
+    /// limits beside it): nothing new is registered.
+    #[error("schema registry full: {0}")]
+    LimitReached(String),
     /// The registry could not be reached or answered an error; `retryable` tells whether
     /// trying again may help.
     #[error("schema registry: {message}")]

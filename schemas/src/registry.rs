@@ -25,6 +25,16 @@ use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSche
 use crate::compat::Compatibility;
 use crate::error::RegistryError;
 
+/// The most distinct schemas one registry holds (a registration that would add one more is
+/// refused with [`RegistryError::LimitReached`]).
+pub const MAX_SCHEMAS: usize = 10_000;
+/// The most subjects one registry holds.
+pub const MAX_SUBJECTS: usize = 10_000;
+/// The most versions one subject holds.
+pub const MAX_VERSIONS_PER_SUBJECT: usize = 1_000;
+/// The largest schema text accepted, in bytes.
+pub const MAX_SCHEMA_TEXT_BYTES: usize = 256 * 1024;
+
 /// One registered version of a subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubjectVersion {
@@ -85,6 +95,24 @@ struct MemoryState {
 }
 
 impl MemoryState {
+    /// Whether one more version of `subject` (with this canonical form) fits the limits.
+    fn room_for(&self, subject: &str, canonical: &str) -> Result<(), RegistryError> {
+        if !self.by_canonical.contains_key(canonical) && self.schemas.len() >= MAX_SCHEMAS {
+            return Err(RegistryError::LimitReached(format!(
+                "it holds {MAX_SCHEMAS} distinct schemas"
+            )));
+        }
+        match self.subjects.get(subject) {
+            None if self.subjects.len() >= MAX_SUBJECTS => Err(RegistryError::LimitReached(
+                format!("it holds {MAX_SUBJECTS} subjects"),
+            )),
+            Some(v) if v.len() >= MAX_VERSIONS_PER_SUBJECT => Err(RegistryError::LimitReached(
+                format!("subject {subject} has {MAX_VERSIONS_PER_SUBJECT} versions"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks `schema` against the subject's versions under the subject's rule.
     fn check(&self, subject: &str, schema: &Schema) -> Result<(), RegistryError> {
         let rule = self
@@ -129,6 +157,12 @@ impl MemoryRegistry {
         subject: &str,
         text: &str,
     ) -> Result<SubjectVersion, RegistryError> {
+        if text.len() > MAX_SCHEMA_TEXT_BYTES {
+            return Err(RegistryError::InvalidSchema(format!(
+                "the schema is {} bytes, more than {MAX_SCHEMA_TEXT_BYTES}",
+                text.len()
+            )));
+        }
         let schema =
             Schema::parse_str(text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?;
         let canonical = schema.canonical_form();
@@ -147,6 +181,7 @@ impl MemoryRegistry {
             });
         }
         st.check(subject, &schema)?;
+        st.room_for(subject, &canonical)?;
         let id = match st.by_canonical.get(&canonical) {
             Some(&id) => id,
             None => {

@@ -144,6 +144,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::Incompatible { .. } => {
                 ApiError(StatusCode::CONFLICT, 409, e.to_string())
             }
+            RegistryError::LimitReached(_) => {
+                ApiError(StatusCode::UNPROCESSABLE_ENTITY, 42299, e.to_string())
+            }
             RegistryError::Transport { .. } => {
                 ApiError(StatusCode::INTERNAL_SERVER_ERROR, 50001, e.to_string())
             }

@@ -148,3 +148,39 @@ async fn the_rest_api_serves_the_confluent_client() {
     assert!(cached.cached(id).is_some());
     task.abort();
 }
+
+/// What one registry holds is bounded: a subject takes at most `MAX_VERSIONS_PER_SUBJECT`
+/// versions and a schema at most `MAX_SCHEMA_TEXT_BYTES`; past either, registering is refused
+/// (and nothing is added), while what is registered stays readable and registrable again.
+#[test]
+fn the_registry_refuses_to_grow_past_its_limits() {
+    use choreo_schemas::registry::{MAX_SCHEMA_TEXT_BYTES, MAX_VERSIONS_PER_SUBJECT};
+    let reg = MemoryRegistry::new();
+    reg.set_compatibility(Some("grow"), Compatibility::None);
+    let schema = |i: usize| {
+        format!(r#"{{"type":"record","name":"Grow","fields":[{{"name":"f{i}","type":"long"}}]}}"#)
+    };
+    for i in 0..MAX_VERSIONS_PER_SUBJECT {
+        reg.register_schema("grow", &schema(i))
+            .expect("within the limit");
+    }
+    let refused = reg
+        .register_schema("grow", &schema(MAX_VERSIONS_PER_SUBJECT))
+        .expect_err("one version too many");
+    assert!(
+        matches!(refused, RegistryError::LimitReached(_)),
+        "{refused}"
+    );
+    assert!(
+        reg.register_schema("grow", &schema(0)).is_ok(),
+        "a registered schema registers again"
+    );
+    let huge = format!(
+        r#"{{"type":"record","name":"Huge","doc":"{}","fields":[]}}"#,
+        "x".repeat(MAX_SCHEMA_TEXT_BYTES)
+    );
+    assert!(matches!(
+        reg.register_schema("huge", &huge),
+        Err(RegistryError::InvalidSchema(_))
+    ));
+}

@@ -27,7 +27,9 @@ pub struct Context {
     pub timestamp: Option<i64>,
     /// 1-based attempt number.
     pub attempt: u32,
-    /// The trace context of this handling: a child of the record's `traceparent`, or a new trace.
+    /// The trace context of this handling: the `choreo.process` span's own (a child of the
+    /// record's `traceparent`) when OpenTelemetry records it, else a new child id in the
+    /// record's trace, or a new trace.
     pub trace: TraceParent,
     /// The writer schema's registry id.
     pub schema_id: u32,

@@ -12,18 +12,21 @@
 //! Rooms, each importing only from those listed before it:
 //!
 //! - `handler`: what a handler is, and the [`Context`] it sees.
+//! - `breaker`: a handler's circuit breaker (its downstream keeps failing: wait, probe).
 //! - `process`: one record — decode, dedup, the handler with retries, the dead letter.
 //! - `worker`: one worker per partition; offsets stored in order.
 //! - `rebalance`: the drain protocol on revocation, and committing what is stored.
 //! - `dispatch`: the task that polls the consumer and feeds the workers.
 //! - this file: the builder and the running [`Subscription`] (shutdown).
 
+mod breaker;
 mod dispatch;
 mod handler;
 mod process;
 mod rebalance;
 mod worker;
 
+pub use breaker::{BreakerState, CircuitBreakerPolicy};
 pub use handler::{Context, Unhandled};
 
 use std::collections::{HashMap, HashSet};
@@ -64,6 +67,7 @@ pub struct SubscriberBuilder {
     retry: RetryPolicy,
     dead_letters: DeadLetterPolicy,
     dedup: Arc<dyn DedupStore>,
+    breaker: Option<CircuitBreakerPolicy>,
     drain_timeout: Duration,
     queue_depth: usize,
     settings: Vec<(String, String)>,
@@ -89,6 +93,7 @@ impl SubscriberBuilder {
             retry: RetryPolicy::default(),
             dead_letters: DeadLetterPolicy::default(),
             dedup: Arc::new(MemoryDedup::default()),
+            breaker: None,
             drain_timeout: Duration::from_secs(30),
             queue_depth: 256,
             settings: Vec::new(),
@@ -154,6 +159,15 @@ impl SubscriberBuilder {
         self
     }
 
+    /// A circuit breaker per handler (default: none): when a handler's downstream keeps
+    /// failing — `failures` retryable failures of at least two records within `window` — its
+    /// partitions wait `cool_down` instead of retrying and dead-lettering, then one record
+    /// probes. See [`CircuitBreakerPolicy`].
+    pub fn circuit_breaker(mut self, policy: CircuitBreakerPolicy) -> Self {
+        self.breaker = Some(policy);
+        self
+    }
+
     /// How long shutdown and revocation wait for in-flight handlers (default 30 s).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
@@ -214,7 +228,22 @@ impl SubscriberBuilder {
             .subscribe(&topic_refs)
             .map_err(|e| BusError::kafka(format!("subscribing to {topics:?}"), e))?;
         let consumer = Arc::new(consumer);
+        let breakers = self
+            .breaker
+            .map(|policy| {
+                self.handlers
+                    .values()
+                    .map(|h| {
+                        (
+                            h.name().to_owned(),
+                            Arc::new(breaker::CircuitBreaker::new(h.name(), policy)),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let processor = Arc::new(Processor {
+            breakers,
             dead_letters: DeadLetters::new(
                 self.bus.sender().clone(),
                 &self.group,

@@ -13,6 +13,7 @@ use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::breaker::{Admission, CircuitBreaker};
 use super::handler::{Context, Handler, Unhandled};
 use crate::bus::Bus;
 use crate::dead_letter::{DeadLetters, Reason};
@@ -22,7 +23,7 @@ use crate::retry::RetryPolicy;
 use crate::telemetry;
 use crate::wire::codec::WriterSchemaError;
 use crate::wire::envelope::Envelope;
-use crate::wire::trace::TraceParent;
+use crate::wire::trace;
 
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Outcome {
@@ -41,6 +42,8 @@ pub(super) struct Processor {
     pub(super) unhandled: Unhandled,
     pub(super) retry: RetryPolicy,
     pub(super) dedup: Arc<dyn DedupStore>,
+    /// Per handler name, when the subscriber has circuit breakers.
+    pub(super) breakers: HashMap<String, Arc<CircuitBreaker>>,
     pub(super) dead_letters: DeadLetters,
 }
 
@@ -50,10 +53,19 @@ impl Processor {
         if crate::wire::envelope::is_transaction_sweep(msg.headers()) {
             return Outcome::Done;
         }
-        let Some(key) = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
-            return self
-                .poison(msg, DecodeError::MissingKey, None, 0, stop)
-                .await;
+        let key = match msg.key().map(std::str::from_utf8) {
+            Some(Ok(k)) => k.to_owned(),
+            Some(Err(_)) => {
+                let len = msg.key().map_or(0, <[u8]>::len);
+                return self
+                    .poison(msg, DecodeError::InvalidKey(len), None, 0, stop)
+                    .await;
+            }
+            None => {
+                return self
+                    .poison(msg, DecodeError::MissingKey, None, 0, stop)
+                    .await;
+            }
         };
         let Some(value) = msg.payload() else {
             return self
@@ -112,19 +124,62 @@ impl Processor {
                 )
                 .await;
         };
-        let envelope = Envelope::from_headers(msg.headers(), Some(&key));
+        let envelope = match Envelope::read(msg.headers(), Some(&key)) {
+            Ok(e) => e,
+            Err(invalid) => {
+                return self
+                    .poison(msg, invalid, Some(handler.name()), 0, stop)
+                    .await;
+            }
+        };
         if !envelope.id.is_empty() && self.dedup.seen(handler.name(), &envelope.id).await {
             metrics::counter!(telemetry::DUPLICATES, "handler" => handler.name().to_owned())
                 .increment(1);
             tracing::debug!(event_id = %envelope.id, correlation_id = %key, "duplicate dropped");
             return Outcome::Done;
         }
-        let trace = envelope
-            .traceparent
-            .map_or_else(TraceParent::new_root, |t| t.child());
+        let breaker = self.breakers.get(handler.name());
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // While the handler's downstream is known to be down, the record waits here (and
+            // the partition behind it): nothing is retried, nothing dead-lettered.
+            while let Some(b) = breaker {
+                match b.admit(Instant::now()) {
+                    Admission::Go => break,
+                    Admission::Wait(d) => {
+                        if !self.sleep(d, stop).await {
+                            return Outcome::Interrupted;
+                        }
+                    }
+                }
+            }
+            let span = tracing::info_span!(
+                "choreo.process",
+                otel.name = %format!("{topic} process"),
+                otel.kind = "consumer",
+                messaging.system = "kafka",
+                messaging.operation.type = "process",
+                messaging.destination.name = %topic,
+                messaging.consumer.group.name = %self.group,
+                messaging.destination.partition.id = msg.partition(),
+                messaging.kafka.message.offset = msg.offset(),
+                messaging.kafka.message.key = %key,
+                messaging.message.id = %envelope.id,
+                correlation_id = %key,
+                event_type = %event_type,
+                handler = handler.name(),
+                attempt,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            );
+            // A child of the record's traceparent: the handler's effects carry this span's id.
+            let trace = trace::join(&span, envelope.traceparent);
+            span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
+            span.record(
+                "span_id",
+                tracing::field::display(format_args!("{:016x}", trace.span_id)),
+            );
             let ctx = Context {
                 envelope: envelope.clone(),
                 topic: topic.to_owned(),
@@ -144,25 +199,6 @@ impl Processor {
                         .await;
                 }
             };
-            let span = tracing::info_span!(
-                "choreo.process",
-                otel.name = %format!("{topic} process"),
-                otel.kind = "consumer",
-                messaging.system = "kafka",
-                messaging.operation.type = "process",
-                messaging.destination.name = %topic,
-                messaging.consumer.group.name = %self.group,
-                messaging.destination.partition.id = msg.partition(),
-                messaging.kafka.message.offset = msg.offset(),
-                messaging.kafka.message.key = %key,
-                messaging.message.id = %envelope.id,
-                correlation_id = %key,
-                event_type = %event_type,
-                handler = handler.name(),
-                attempt,
-                trace_id = %trace.trace_id_hex(),
-                span_id = %format!("{:016x}", trace.span_id),
-            );
             let started = Instant::now();
             let result = AssertUnwindSafe(fut).catch_unwind().instrument(span).await;
             let result = result.unwrap_or_else(|panic| {
@@ -182,6 +218,9 @@ impl Processor {
                 .record(started.elapsed().as_secs_f64());
             match result {
                 Ok(()) => {
+                    if let Some(b) = breaker {
+                        b.success();
+                    }
                     if !envelope.id.is_empty() {
                         self.dedup.mark(handler.name(), &envelope.id).await;
                     }
@@ -195,6 +234,17 @@ impl Processor {
                         attempts: attempt,
                     };
                     return self.dead_letter(msg, &reason, stop).await;
+                }
+                Err(HandlerError::Retryable(_))
+                    if breaker.is_some_and(|b| {
+                        b.failure(Instant::now(), (msg.partition(), msg.offset()))
+                    }) =>
+                {
+                    // The breaker is open: this failure is the downstream's, not the
+                    // record's, and does not count toward its retries.
+                    attempt -= 1;
+                    metrics::counter!(telemetry::RETRIES, "handler" => handler.name().to_owned())
+                        .increment(1);
                 }
                 Err(HandlerError::Retryable(m)) if attempt >= self.retry.max_attempts => {
                     let reason = Reason {

@@ -71,9 +71,16 @@ pub struct JsonEvent {
     pub data: serde_json::Value,
 }
 
+/// The most one Avro length prefix (a string, bytes or array) may claim: a record whose prefix
+/// claims more is malformed, refused before anything that large is allocated. (apache-avro's
+/// limit is process-wide and set once; its own default is 512 MiB, which one hostile record
+/// could make every reader allocate.) Kafka's default record limit is 1 MB.
+pub const MAX_AVRO_ALLOCATION: usize = 16 * 1024 * 1024;
+
 impl Codec {
     /// A codec over `registry` (wrapped in a cache).
     pub fn new(registry: Arc<dyn SchemaRegistry>) -> Self {
+        apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
         Self {
             registry: CachedRegistry::new(registry),
             same: Arc::default(),

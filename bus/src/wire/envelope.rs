@@ -17,6 +17,7 @@
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 use super::trace::TraceParent;
+use crate::error::DecodeError;
 
 /// Header names of the envelope.
 pub mod header {
@@ -119,7 +120,13 @@ impl Envelope {
 
     /// Kafka headers for this envelope.
     pub fn to_headers(&self) -> OwnedHeaders {
-        let tp = self.traceparent.map(|t| t.to_string());
+        self.to_headers_traced(self.traceparent)
+    }
+
+    /// Kafka headers for this envelope, with `traceparent` in place of the envelope's own (the
+    /// id of the span that writes the record; see [`crate::wire::trace::publishing`]).
+    pub fn to_headers_traced(&self, traceparent: Option<TraceParent>) -> OwnedHeaders {
+        let tp = traceparent.map(|t| t.to_string());
         let mut h = OwnedHeaders::new_with_capacity(10)
             .insert(Header {
                 key: header::SPECVERSION,
@@ -171,28 +178,62 @@ impl Envelope {
     /// Reads the envelope of a consumed record. Missing headers become empty strings (a record
     /// from a producer that sets no CloudEvents headers is still handled; its type comes from
     /// the writer schema); `key` fills the correlation id when the headers do not carry one.
+    /// A header that is not UTF-8 is read lossily: for records being handled, use
+    /// [`Envelope::read`], which refuses it.
     pub fn from_headers<H: Headers>(headers: Option<&H>, key: Option<&str>) -> Self {
-        let get = |name: &str| -> Option<String> {
-            headers.and_then(|h| {
+        let lossy =
+            |v: &[u8]| Ok::<_, std::convert::Infallible>(String::from_utf8_lossy(v).into_owned());
+        match Self::build(headers, key, lossy) {
+            Ok(e) => e,
+            Err((_, never)) => match never {},
+        }
+    }
+
+    /// Reads the envelope of a record being handled, as [`Envelope::from_headers`] does, but
+    /// refuses a CloudEvents header that is not UTF-8 text ([`DecodeError::InvalidHeader`]):
+    /// converted lossily, two distinct event ids could become one, and the second be dropped as
+    /// a duplicate.
+    pub fn read<H: Headers>(headers: Option<&H>, key: Option<&str>) -> Result<Self, DecodeError> {
+        Self::build(headers, key, |v| {
+            std::str::from_utf8(v).map(str::to_owned).map_err(|_| ())
+        })
+        .map_err(|(name, ())| DecodeError::InvalidHeader(name.to_owned()))
+    }
+
+    /// The envelope, each header read with `text`; an error names the header.
+    fn build<'n, H: Headers, E>(
+        headers: Option<&H>,
+        key: Option<&str>,
+        text: impl Fn(&[u8]) -> Result<String, E>,
+    ) -> Result<Self, (&'n str, E)> {
+        let get = |name: &'n str| -> Result<Option<String>, (&'n str, E)> {
+            let value = headers.and_then(|h| {
                 h.iter()
                     .filter(|x| x.key == name)
                     .last()
                     .and_then(|x| x.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            })
+            });
+            value.map(|v| text(v).map_err(|e| (name, e))).transpose()
         };
-        Envelope {
-            id: get(header::ID).unwrap_or_default(),
-            source: get(header::SOURCE).unwrap_or_default(),
-            event_type: get(header::TYPE).unwrap_or_default(),
-            time: get(header::TIME).unwrap_or_default(),
-            correlation_id: get(header::CORRELATION_ID)
-                .or_else(|| get(header::SUBJECT))
+        let correlation_id = match get(header::CORRELATION_ID)? {
+            Some(c) => Some(c),
+            None => get(header::SUBJECT)?,
+        };
+        Ok(Envelope {
+            id: get(header::ID)?.unwrap_or_default(),
+            source: get(header::SOURCE)?.unwrap_or_default(),
+            event_type: get(header::TYPE)?.unwrap_or_default(),
+            time: get(header::TIME)?.unwrap_or_default(),
+            correlation_id: correlation_id
                 .or_else(|| key.map(str::to_owned))
                 .unwrap_or_default(),
-            causation_id: get(header::CAUSATION_ID),
-            traceparent: get(header::TRACEPARENT).and_then(|t| TraceParent::parse(&t)),
-        }
+            causation_id: get(header::CAUSATION_ID)?,
+            // An unreadable trace context starts a new trace (W3C); it does not refuse the record.
+            traceparent: get(header::TRACEPARENT)
+                .ok()
+                .flatten()
+                .and_then(|t| TraceParent::parse(&t)),
+        })
     }
 }
 

@@ -1,10 +1,19 @@
 //! W3C Trace Context (`traceparent`) for carrying a trace across services through Kafka headers.
 //!
-//! The format is four dash-separated hex fields (`00-<32 trace id>-<16 parent id>-<2 flags>`);
-//! it is parsed and generated here rather than pulling in an OpenTelemetry SDK, so services that
-//! run one (in any language) join the same trace through the header.
+//! The format is four dash-separated hex fields (`00-<32 trace id>-<16 parent id>-<2 flags>`).
+//!
+//! choreo's own spans (`choreo.process`, `choreo.publish`, the coordinator's `choreo.saga`, the
+//! ingest's `choreo.ingest`) join the caller's trace through [`join`] and [`publishing`]: when the
+//! process installs an OpenTelemetry layer (the `choreo` binary does when OTLP export is
+//! configured), each span becomes a child of the record's `traceparent`, and the records it
+//! writes carry the span's own id, so a trace viewer shows one connected tree across every
+//! service and language. Without a layer (no SDK in the process) the same calls cost a lookup
+//! and fall back to a fresh child id in the same trace, so the trace id still runs through.
 
 use std::fmt;
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// A parsed `traceparent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +78,63 @@ impl fmt::Display for TraceParent {
     }
 }
 
+impl TraceParent {
+    /// The OpenTelemetry context of a remote parent with this trace and span id.
+    fn remote_context(&self) -> opentelemetry::Context {
+        let span = SpanContext::new(
+            TraceId::from(self.trace_id),
+            SpanId::from(self.span_id),
+            TraceFlags::new(self.flags),
+            true,
+            TraceState::default(),
+        );
+        opentelemetry::Context::new().with_remote_span_context(span)
+    }
+
+    /// `span`'s own trace context, when an OpenTelemetry layer records it.
+    fn of_span(span: &tracing::Span) -> Option<Self> {
+        let cx = span.context();
+        let own = cx.span().span_context().clone();
+        own.is_valid().then(|| Self {
+            trace_id: u128::from_be_bytes(own.trace_id().to_bytes()),
+            span_id: u64::from_be_bytes(own.span_id().to_bytes()),
+            flags: own.trace_flags().to_u8(),
+        })
+    }
+}
+
+/// Makes `span` (not yet entered) a child of `parent` — the `traceparent` of the record or
+/// request being handled — and returns the trace context that effects of this span carry: the
+/// span's own id when an OpenTelemetry layer records it, otherwise a new child id of `parent`
+/// (a new trace without one).
+pub fn join(span: &tracing::Span, parent: Option<TraceParent>) -> TraceParent {
+    if let Some(p) = parent {
+        // Fails only without an OpenTelemetry layer (or for a disabled span): then there is no
+        // span of ours to join, and the fallback below applies.
+        let _ = span.set_parent(p.remote_context());
+    }
+    TraceParent::of_span(span)
+        .unwrap_or_else(|| parent.map_or_else(TraceParent::new_root, |t| t.child()))
+}
+
+/// `span`'s own trace context when an OpenTelemetry layer records it (the `traceparent` that
+/// records written on its behalf carry), else `None`.
+pub fn recorded(span: &tracing::Span) -> Option<TraceParent> {
+    TraceParent::of_span(span)
+}
+
+/// The `traceparent` a record written inside `span` carries. With an OpenTelemetry layer:
+/// `span`'s own id, `span` being a child of the span it runs in (a handler's `choreo.process`,
+/// the ingest's `choreo.ingest`, a caller's own span) or, outside any recorded span, of
+/// `carried` (the envelope's trace). Without one: `carried` unchanged.
+pub fn publishing(span: &tracing::Span, carried: Option<TraceParent>) -> Option<TraceParent> {
+    let inside_a_recorded_span = TraceParent::of_span(&tracing::Span::current()).is_some();
+    if !inside_a_recorded_span && let Some(c) = carried {
+        let _ = span.set_parent(c.remote_context());
+    }
+    TraceParent::of_span(span).or(carried)
+}
+
 fn nonzero_u64() -> u64 {
     loop {
         let v: u64 = rand::random();
@@ -112,5 +178,103 @@ mod tests {
         ] {
             assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
         }
+    }
+
+    /// A process with an OpenTelemetry layer, exporting into memory.
+    fn recording() -> (
+        opentelemetry_sdk::trace::InMemorySpanExporter,
+        tracing::Dispatch,
+    ) {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt;
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        (exporter, tracing::Dispatch::new(subscriber))
+    }
+
+    const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_joined_span_is_a_child_of_the_records_traceparent_and_its_effects_name_it() {
+        let (exporter, dispatch) = recording();
+        let caller = TraceParent::parse(CALLER).expect("caller");
+        let (handling, written) = tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!("choreo.process");
+            let handling = join(&span, Some(caller));
+            let written = span.in_scope(|| {
+                let publish = tracing::info_span!("choreo.publish");
+                // The envelope's own (fallback) id is ignored: the publish span is a child of
+                // the handling span.
+                publishing(&publish, Some(handling.child())).expect("a traceparent")
+            });
+            (handling, written)
+        });
+        assert_eq!(
+            handling.trace_id, caller.trace_id,
+            "the caller's trace goes on"
+        );
+        assert_eq!(written.trace_id, caller.trace_id);
+        let spans = exporter.get_finished_spans().expect("spans");
+        let by_name = |n: &str| {
+            spans
+                .iter()
+                .find(|s| s.name == n)
+                .unwrap_or_else(|| panic!("no {n} span in {spans:?}"))
+        };
+        let process = by_name("choreo.process");
+        let publish = by_name("choreo.publish");
+        assert_eq!(
+            process.parent_span_id,
+            SpanId::from(caller.span_id),
+            "choreo.process is the caller's child"
+        );
+        assert_eq!(
+            process.span_context.span_id(),
+            SpanId::from(handling.span_id)
+        );
+        assert_eq!(publish.parent_span_id, process.span_context.span_id());
+        assert_eq!(
+            publish.span_context.span_id(),
+            SpanId::from(written.span_id),
+            "the record written names the publish span"
+        );
+        assert_eq!(
+            publish.span_context.trace_id(),
+            TraceId::from(caller.trace_id)
+        );
+    }
+
+    #[test]
+    fn publishing_outside_any_span_continues_the_envelopes_trace() {
+        let (exporter, dispatch) = recording();
+        let carried = TraceParent::parse(CALLER).expect("carried");
+        let written = tracing::dispatcher::with_default(&dispatch, || {
+            let publish = tracing::info_span!("choreo.publish");
+            publishing(&publish, Some(carried)).expect("a traceparent")
+        });
+        let spans = exporter.get_finished_spans().expect("spans");
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].parent_span_id, SpanId::from(carried.span_id));
+        assert_eq!(written.trace_id, carried.trace_id);
+        assert_eq!(
+            spans[0].span_context.span_id(),
+            SpanId::from(written.span_id)
+        );
+    }
+
+    #[test]
+    fn without_an_opentelemetry_layer_the_trace_id_still_runs_through() {
+        let caller = TraceParent::parse(CALLER).expect("caller");
+        let span = tracing::info_span!("choreo.process");
+        let handling = join(&span, Some(caller));
+        assert_eq!(handling.trace_id, caller.trace_id);
+        assert_ne!(handling.span_id, caller.span_id);
+        let publish = tracing::info_span!("choreo.publish");
+        assert_eq!(publishing(&publish, Some(handling)), Some(handling));
+        assert_eq!(join(&span, None).flags, 1, "a new, sampled trace");
     }
 }

@@ -17,6 +17,7 @@
 //! - [`ingest_bench`]: the HTTP ingest benchmark (`choreo bench-ingest`) and its rdkafka baseline.
 //! - [`schemas_cmd`]: `choreo schemas check|register`, a catalog against a registry, for CI.
 //! - [`restore_bench`]: the restore benchmark (`choreo bench-restore`) and its baseline.
+//! - [`telemetry`]: logs, and the OpenTelemetry span export (OTLP) when configured.
 
 pub mod asyncapi;
 pub mod client;
@@ -26,3 +27,4 @@ pub mod ingest_bench;
 pub mod loadgen;
 pub mod restore_bench;
 pub mod schemas_cmd;
+pub mod telemetry;

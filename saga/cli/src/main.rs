@@ -10,6 +10,7 @@ use choreo_bus::schema_store::SchemaTopic;
 use choreo_bus::{Bus, BusConfig, EmbeddedBroker};
 use choreo_cli::client;
 use choreo_cli::demo::{Demo, DemoOptions};
+use choreo_cli::telemetry::init_logs;
 use choreo_coordinator::api_auth::ApiAuth;
 use choreo_coordinator::config::{Config, LogFormat, RegistryStoreKind};
 use choreo_coordinator::http::{self, ApiState};
@@ -202,20 +203,6 @@ enum GuaranteeArg {
     EffectivelyOnce,
 }
 
-fn init_logs(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Colour only on a terminal: a file or a pipe gets plain text (and JSON never has any).
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
 fn load_definitions(paths: &[PathBuf], catalog: &Catalog) -> anyhow::Result<Definitions> {
     let mut defs = Definitions::new();
     if paths.is_empty() {
@@ -294,7 +281,8 @@ async fn shutdown_signal() {
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
     // The summary line every 5 s is the newcomer's view; RUST_LOG=info shows every decision.
-    init_logs("warn", LogFormat::Text);
+    // OTEL_EXPORTER_OTLP_ENDPOINT exports the spans.
+    let _telemetry = choreo_cli::telemetry::init("warn", LogFormat::Text, &Default::default())?;
     let catalog = Arc::new(Catalog::reference());
     let definitions = Arc::new(load_definitions(&args.definitions, &catalog)?);
     let embedded = match &args.bootstrap_servers {
@@ -468,7 +456,7 @@ async fn wait_coordinator(services: &Services) -> anyhow::Result<()> {
 
 async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     let cfg = Config::load(config.as_deref())?;
-    init_logs(&cfg.log.level, cfg.log.format);
+    let _telemetry = choreo_cli::telemetry::init(&cfg.log.level, cfg.log.format, &cfg.tracing)?;
     let api_auth = cfg.http.auth().map_err(|(field, reason)| {
         let file = config.as_deref().map_or_else(
             || "the configuration".to_owned(),
@@ -504,6 +492,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     opts.batch_max_records = cfg.coordinator.batch_max_records;
     opts.batch_linger = cfg.coordinator.batch_linger;
     opts.completed_retention = cfg.coordinator.completed_retention;
+    opts.max_pending_sagas = cfg.coordinator.max_pending_sagas;
     opts.drain_timeout = cfg.coordinator.drain_timeout;
     opts.transaction_timeout = cfg.coordinator.transaction_timeout;
     opts.kafka_timeout = cfg.coordinator.kafka_timeout;
@@ -605,7 +594,7 @@ async fn serve_registry(
 /// `choreo registry`: the schema registry alone, its schemas in Kafka.
 async fn registry_only(config: Option<PathBuf>) -> anyhow::Result<()> {
     let mut cfg = Config::load(config.as_deref())?;
-    init_logs(&cfg.log.level, cfg.log.format);
+    let _telemetry = choreo_cli::telemetry::init(&cfg.log.level, cfg.log.format, &cfg.tracing)?;
     if cfg.registry.url.is_some() {
         anyhow::bail!("registry.url is set: `choreo registry` is the registry itself; unset it");
     }
@@ -671,7 +660,7 @@ async fn serve_ingest(
 /// `choreo ingest`: the HTTP ingest alone.
 async fn ingest_only(config: Option<PathBuf>) -> anyhow::Result<()> {
     let cfg = Config::load(config.as_deref())?;
-    init_logs(&cfg.log.level, cfg.log.format);
+    let _telemetry = choreo_cli::telemetry::init(&cfg.log.level, cfg.log.format, &cfg.tracing)?;
     let addr = cfg
         .ingest
         .listen

@@ -30,6 +30,7 @@ use crate::coordinator::{Guarantee, defaults};
 
 mod ingest;
 mod source;
+mod tracing_export;
 
 use source::{
     de_client_settings, de_duration, describe_toml_error, env_candidates, env_path, file_error,
@@ -37,6 +38,7 @@ use source::{
 };
 
 pub use ingest::{IngestConfig, TokenConfig};
+pub use tracing_export::TracingConfig;
 
 /// The prefix of environment overrides; sections and keys are separated by `__`.
 pub const ENV_PREFIX: &str = "CHOREO__";
@@ -83,10 +85,12 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Logging.
     pub log: LogConfig,
+    /// OpenTelemetry export of choreo's spans.
+    pub tracing: TracingConfig,
 }
 
-/// `[kafka]`: how to reach Kafka.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `[kafka]`: how to reach Kafka. Its `Debug` output hides secret client settings.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port…]`.
@@ -101,6 +105,17 @@ pub struct KafkaConfig {
     /// `"session.timeout.ms" = "10000"` or `"fetch.wait.max.ms" = "100"`.
     #[serde(deserialize_with = "de_client_settings")]
     pub consumer: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("client", &choreo_bus::config::redacted(&self.client))
+            .field("consumer", &choreo_bus::config::redacted(&self.consumer))
+            .finish()
+    }
 }
 
 impl Default for KafkaConfig {
@@ -212,6 +227,9 @@ pub struct CoordinatorConfig {
     /// (a changelog tombstone), e.g. `"1h"`.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub completed_retention: Duration,
+    /// At most this many sagas of one replica wait for their start event (created by a success
+    /// or failure that arrived first); beyond it such events are dead-lettered (`no_saga`).
+    pub max_pending_sagas: usize,
     /// On shutdown, how long the batch in hand may take to commit, e.g. `"30s"`.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub drain_timeout: Duration,
@@ -240,6 +258,7 @@ impl Default for CoordinatorConfig {
             batch_max_records: defaults::BATCH_MAX_RECORDS,
             batch_linger: defaults::BATCH_LINGER,
             completed_retention: defaults::COMPLETED_RETENTION,
+            max_pending_sagas: defaults::MAX_PENDING_SAGAS,
             drain_timeout: defaults::DRAIN_TIMEOUT,
             transaction_timeout: defaults::TRANSACTION_TIMEOUT,
             kafka_timeout: defaults::KAFKA_TIMEOUT,
@@ -671,6 +690,9 @@ impl Config {
                 reason,
             }
         })?;
+        self.tracing
+            .check()
+            .map_err(|(field, reason)| invalid(field, reason))?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",

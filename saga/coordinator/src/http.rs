@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `GET /api/sagas?definition=&status=&min_age=&max_age=&stuck=&waiting_on=&search=&limit=` | `{"sagas": [SagaSummary…], "counts": {status: n}}`, newest first |
 //! | `GET /api/sagas/{definition}/{correlation_id}` | the saga's full [`SagaState`] (steps, deadlines, timeline), or 404 |
-//! | `POST /api/sagas/{definition}/{correlation_id}/commands` | a [`Command`] body (abort, retry, skip, resume, approve, reject) → 202 `{"command_id": …}`; 404 unknown saga, 400 bad body, 503 not published |
+//! | `POST /api/sagas/{definition}/{correlation_id}/commands` | a [`Command`] body (abort, retry, skip, resume, approve, reject) → 202 `{"command_id": …}`; 404 unknown saga, 400 bad body, 503 not published. An `Idempotency-Key` header becomes the command's id: the saga applies it once, and the same request sent again after it was applied is answered 202 without publishing |
 //! | `POST /api/sagas/batch` | `{"filter": {definition, status, min_age, max_age}, "command": Command, "dry_run": true}` → 200 `{"matched", "saga_ids"}`; without `dry_run`, `"expect": <matched>` is required and the command is published to every matching saga → 202 `{"published", "command_ids", "refused"}`; 409 when the matching set no longer has `expect` sagas |
 //! | `GET /healthz` | 200 `ok` while the process runs |
 //! | `GET /readyz` | 200 when ready (partitions restored, view caught up), else 503 |
@@ -488,9 +488,10 @@ async fn publish(
     correlation_id: &str,
     command: &Command,
     operator: Option<&String>,
+    id: Option<String>,
 ) -> Result<String, String> {
     let record = CommandRecord {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         definition: definition.to_owned(),
         correlation_id: correlation_id.to_owned(),
         command: command.clone(),
@@ -500,6 +501,21 @@ async fn publish(
     s.sink.send(record).await?;
     metrics::counter!(OPERATOR_COMMANDS, "command" => command.name()).increment(1);
     Ok(id)
+}
+
+/// The `Idempotency-Key` header: the command's id, so that a request sent again acts once.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 128 && k.chars().all(|c| c.is_ascii_graphic()) => {
+            Ok(Some(k.to_owned()))
+        }
+        _ => Err(ApiError::BadRequest(
+            "Idempotency-Key: 1 to 128 visible ASCII characters".into(),
+        )),
+    }
 }
 
 /// JSON only: a form or a text body (what a cross-site page can send without asking first) is
@@ -623,6 +639,7 @@ async fn post_batch(
             &m.correlation_id,
             &req.command,
             operator.as_ref(),
+            None,
         )
         .await
         .map_err(|e| {
@@ -653,7 +670,19 @@ async fn post_command(
              {{\"command\":\"resume\"}}"
         ))
     })?;
+    let key = idempotency_key(&headers)?;
     let state = find(&s.view, &definition, &correlation_id)?;
+    if let Some(k) = &key
+        && choreo_saga::command_applied(&state, k)
+    {
+        // The same request again: it acted once, and the answer is the same.
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(CommandAccepted {
+                command_id: k.clone(),
+            }),
+        ));
+    }
     check_command(&state, &command)?;
     let saga = &state.saga_id;
     let command_id = publish(
@@ -662,6 +691,7 @@ async fn post_command(
         &correlation_id,
         &command,
         operator.as_ref(),
+        key,
     )
     .await
     .map_err(|e| {

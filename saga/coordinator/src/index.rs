@@ -3,6 +3,7 @@
 //! sagas. Rebuilt from the saga states on restore; changed only after a transaction commits.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use choreo_saga::{DeadlineKind, Millis};
 
@@ -28,51 +29,66 @@ pub struct Entry {
     pub due: Due,
 }
 
-/// Deadlines and expiries by due time.
+/// Deadlines and expiries by due time, and by saga.
+///
+/// Every operation is logarithmic in the number of entries, or linear in one saga's few entries
+/// (a saga has at most one entry per deadline kind and one expiry): a tombstone forgetting a saga
+/// does not scan the index. The saga id is stored once per saga (shared).
 #[derive(Debug, Default)]
 pub struct DeadlineIndex {
-    by_time: BTreeSet<Entry>,
-    by_key: HashMap<(String, Due), Entry>,
+    by_time: BTreeSet<(Millis, i32, Arc<str>, Due)>,
+    by_saga: HashMap<Arc<str>, Vec<(Due, Millis, i32)>>,
 }
 
 impl DeadlineIndex {
     /// Adds or moves an entry (one per saga and kind).
     pub fn set(&mut self, partition: i32, saga_id: &str, due: Due, at: Millis) {
         self.cancel(saga_id, &due);
-        let e = Entry {
-            at,
-            partition,
-            saga_id: saga_id.to_owned(),
-            due: due.clone(),
+        let key: Arc<str> = match self.by_saga.get_key_value(saga_id) {
+            Some((k, _)) => Arc::clone(k),
+            None => Arc::from(saga_id),
         };
-        self.by_time.insert(e.clone());
-        self.by_key.insert((saga_id.to_owned(), due), e);
+        self.by_time
+            .insert((at, partition, Arc::clone(&key), due.clone()));
+        self.by_saga
+            .entry(key)
+            .or_default()
+            .push((due, at, partition));
     }
 
     /// Removes an entry.
     pub fn cancel(&mut self, saga_id: &str, due: &Due) {
-        if let Some(old) = self.by_key.remove(&(saga_id.to_owned(), due.clone())) {
-            self.by_time.remove(&old);
+        let Some((key, entries)) = self.by_saga.get_key_value(saga_id) else {
+            return;
+        };
+        let Some(i) = entries.iter().position(|(d, _, _)| d == due) else {
+            return;
+        };
+        let key = Arc::clone(key);
+        let entries = self.by_saga.get_mut(saga_id).expect("present");
+        let (due, at, partition) = entries.swap_remove(i);
+        if entries.is_empty() {
+            self.by_saga.remove(saga_id);
         }
+        self.by_time.remove(&(at, partition, key, due));
     }
 
     /// Removes every entry of a saga.
     pub fn forget_saga(&mut self, saga_id: &str) {
-        let keys: Vec<(String, Due)> = self
-            .by_key
-            .keys()
-            .filter(|(s, _)| s == saga_id)
-            .cloned()
-            .collect();
-        for (s, d) in keys {
-            self.cancel(&s, &d);
+        if let Some((key, entries)) = self.by_saga.remove_entry(saga_id) {
+            for (due, at, partition) in entries {
+                self.by_time.remove(&(at, partition, Arc::clone(&key), due));
+            }
         }
     }
 
     /// Removes every entry of a partition (revoked).
     pub fn forget_partition(&mut self, partition: i32) {
-        self.by_time.retain(|e| e.partition != partition);
-        self.by_key.retain(|_, e| e.partition != partition);
+        self.by_time.retain(|(_, p, _, _)| *p != partition);
+        self.by_saga.retain(|_, entries| {
+            entries.retain(|(_, _, p)| *p != partition);
+            !entries.is_empty()
+        });
     }
 
     /// Entries due at `now`, oldest first, at most `limit` (they stay in the index until the
@@ -80,15 +96,20 @@ impl DeadlineIndex {
     pub fn due(&self, now: Millis, limit: usize) -> Vec<Entry> {
         self.by_time
             .iter()
-            .take_while(|e| e.at <= now)
+            .take_while(|(at, ..)| *at <= now)
             .take(limit)
-            .cloned()
+            .map(|(at, partition, saga_id, due)| Entry {
+                at: *at,
+                partition: *partition,
+                saga_id: saga_id.to_string(),
+                due: due.clone(),
+            })
             .collect()
     }
 
     /// When the next entry is due.
     pub fn next_at(&self) -> Option<Millis> {
-        self.by_time.iter().next().map(|e| e.at)
+        self.by_time.iter().next().map(|(at, ..)| *at)
     }
 
     /// Number of entries.
@@ -99,6 +120,11 @@ impl DeadlineIndex {
     /// Whether empty.
     pub fn is_empty(&self) -> bool {
         self.by_time.is_empty()
+    }
+
+    /// Number of sagas with at least one entry.
+    pub fn sagas(&self) -> usize {
+        self.by_saga.len()
     }
 }
 
@@ -135,5 +161,42 @@ mod tests {
         assert_eq!(ix.len(), 2);
         ix.forget_saga("order/a");
         assert!(ix.is_empty());
+        assert_eq!(ix.sagas(), 0, "no saga is remembered without entries");
+    }
+
+    #[test]
+    fn forgetting_one_saga_leaves_every_other_and_cancel_is_exact() {
+        let mut ix = DeadlineIndex::default();
+        for i in 0..1000 {
+            let saga = format!("order/{i}");
+            ix.set(
+                i % 3,
+                &saga,
+                Due::Deadline(DeadlineKind::Saga),
+                Millis(1000 - i as u64),
+            );
+            ix.set(i % 3, &saga, Due::Expiry, Millis(5000 + i as u64));
+        }
+        ix.forget_saga("order/500");
+        ix.cancel("order/7", &Due::Expiry);
+        ix.cancel("order/7", &Due::Expiry);
+        ix.cancel("order/unknown", &Due::Expiry);
+        assert_eq!(ix.len(), 2000 - 3);
+        assert_eq!(ix.sagas(), 999);
+        let first = ix.due(Millis(1), 5);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].saga_id, "order/999");
+        assert!(
+            ix.due(Millis(u64::MAX), usize::MAX)
+                .iter()
+                .all(|e| e.saga_id != "order/500")
+        );
+        ix.forget_partition(0);
+        assert!(
+            ix.due(Millis(u64::MAX), usize::MAX)
+                .iter()
+                .all(|e| e.partition != 0)
+        );
+        assert_eq!(ix.len(), ix.due(Millis(u64::MAX), usize::MAX).len());
     }
 }

@@ -29,6 +29,9 @@ pub const MISMATCHED_STATES: &str = "choreo_restored_states_mismatched_total";
 /// Sagas neither completed nor compensated, on the partitions this replica owns (gauge; label:
 /// definition).
 pub const SAGAS_IN_FLIGHT: &str = "choreo_sagas_in_flight";
+/// Sagas of this replica waiting for their start event (bounded by
+/// `coordinator.max_pending_sagas`).
+pub const SAGAS_PENDING: &str = "choreo_sagas_pending";
 /// How late deadlines fire after they were due, in seconds (histogram).
 pub const DEADLINE_LATENESS_SECONDS: &str = "choreo_deadline_lateness_seconds";
 /// Time to commit one Kafka transaction (or, effectively-once, one batch), in seconds
@@ -36,6 +39,9 @@ pub const DEADLINE_LATENESS_SECONDS: &str = "choreo_deadline_lateness_seconds";
 pub const TRANSACTION_COMMIT_SECONDS: &str = "choreo_transaction_commit_seconds";
 /// Batches aborted (a Kafka transaction aborted, or a delivery failed) and retried.
 pub const TRANSACTION_ABORTS: &str = "choreo_transaction_aborts_total";
+/// Producers replaced after a fatal error (effectively-once; exactly-once recovers through its
+/// transaction calls).
+pub const PRODUCERS_REPLACED: &str = "choreo_producers_replaced_total";
 /// Time to restore one partition's saga states from the changelog, in seconds (histogram).
 pub const RESTORE_SECONDS: &str = "choreo_restore_seconds";
 /// Saga states read back from the changelog on restore.
@@ -98,6 +104,11 @@ pub fn describe() {
         Unit::Count,
         "Sagas neither completed nor compensated on the partitions this replica owns"
     );
+    describe_gauge!(
+        SAGAS_PENDING,
+        Unit::Count,
+        "Sagas waiting for their start event on the partitions this replica owns"
+    );
     describe_histogram!(
         DEADLINE_LATENESS_SECONDS,
         Unit::Seconds,
@@ -112,6 +123,11 @@ pub fn describe() {
         TRANSACTION_ABORTS,
         Unit::Count,
         "Batches aborted and retried"
+    );
+    describe_counter!(
+        PRODUCERS_REPLACED,
+        Unit::Count,
+        "Producers replaced after a fatal error"
     );
     describe_histogram!(
         RESTORE_SECONDS,

@@ -567,3 +567,55 @@ async fn a_batch_says_how_many_sagas_it_touches_and_runs_only_on_that_many() {
     assert_eq!(answer["refused"][0]["saga_id"], "order/order-2", "{answer}");
     assert_eq!(f.sink.sent().len(), 2);
 }
+
+/// `Idempotency-Key` is the command's id: the saga applies an id once, and the same request
+/// sent again after the saga applied it is answered alike without publishing a second command.
+#[tokio::test]
+async fn an_idempotency_key_makes_a_repeated_command_act_once() {
+    let f = fixture();
+    let key = "ticket-77-abort";
+    let request = || {
+        Request::post("/api/sagas/order/order-1/commands")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(
+                r#"{"command":"abort","reason":"customer called"}"#,
+            ))
+            .expect("request")
+    };
+    let (status, _, body) = call(&f.state, request()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(answer["command_id"], key);
+    assert_eq!(f.sink.sent().len(), 1);
+    assert_eq!(f.sink.sent()[0].id, key, "the key is the record's id");
+
+    // The owning replica applied it; the view shows the state it committed.
+    let mut applied = f.order_1.clone();
+    let acted = choreo_saga::apply_command(
+        &order_def(),
+        &mut applied,
+        key,
+        &Command::Abort {
+            reason: "customer called".into(),
+        },
+        Millis(now_ms()),
+    );
+    assert!(!acted.is_empty());
+    f.state.view.upsert(applied);
+    let (status, _, body) = call(&f.state, request()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let again: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(again["command_id"], key);
+    assert_eq!(f.sink.sent().len(), 1, "nothing published the second time");
+
+    for bad in ["", "has space", &"k".repeat(129)] {
+        let req = Request::post("/api/sagas/order/order-1/commands")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", bad)
+            .body(Body::from(r#"{"command":"resume"}"#))
+            .expect("request");
+        let (status, _, _) = call(&f.state, req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}");
+    }
+}

@@ -117,6 +117,10 @@ pub struct CoordinatorOptions {
     pub batch_linger: Duration,
     /// How long a finished saga is kept before it is tombstoned.
     pub completed_retention: Duration,
+    /// At most this many sagas of this replica wait for their start event (created by a
+    /// success or failure that came first); beyond it, such an event is dead-lettered
+    /// (`no_saga`) rather than held. Checked against a count refreshed every second.
+    pub max_pending_sagas: usize,
     /// Upper bound for broker calls (transactions, metadata, restore).
     pub kafka_timeout: Duration,
     /// `transaction.timeout.ms`: how long the broker lets a transaction stay open before it
@@ -163,6 +167,11 @@ pub mod defaults {
     pub const CHANGELOG_SUFFIX: &str = "saga-state";
     /// What the commands topic's name is derived from: `<group>.saga-commands`.
     pub const COMMANDS_SUFFIX: &str = "saga-commands";
+    /// What the re-keying topic's name is derived from: `<group>.saga-rekey`. An input whose
+    /// correlation id belongs to another partition than the one it arrived on (keyed otherwise,
+    /// correlated by a field, or produced with another partitioner) is forwarded through it,
+    /// keyed by its correlation id, to the partition that owns the saga.
+    pub const REKEY_SUFFIX: &str = "saga-rekey";
     /// The changelog every coordinator group shared before the names were derived from the
     /// group (see [`super::legacy_changelog_check`]).
     pub const LEGACY_CHANGELOG_TOPIC: &str = "choreo.saga-state";
@@ -176,6 +185,8 @@ pub mod defaults {
     pub const BATCH_LINGER: Duration = Duration::from_millis(10);
     /// `coordinator.completed_retention`.
     pub const COMPLETED_RETENTION: Duration = Duration::from_secs(3600);
+    /// `coordinator.max_pending_sagas`.
+    pub const MAX_PENDING_SAGAS: usize = 100_000;
     /// `coordinator.kafka_timeout`.
     pub const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
     /// `coordinator.transaction_timeout`.
@@ -209,6 +220,7 @@ impl CoordinatorOptions {
             batch_max_records: defaults::BATCH_MAX_RECORDS,
             batch_linger: defaults::BATCH_LINGER,
             completed_retention: defaults::COMPLETED_RETENTION,
+            max_pending_sagas: defaults::MAX_PENDING_SAGAS,
             kafka_timeout: defaults::KAFKA_TIMEOUT,
             transaction_timeout: defaults::TRANSACTION_TIMEOUT,
             drain_timeout: defaults::DRAIN_TIMEOUT,
@@ -233,14 +245,21 @@ impl CoordinatorOptions {
             .unwrap_or_else(|| derived_topic(&self.group_id, defaults::COMMANDS_SUFFIX))
     }
 
-    /// The topics the coordinator consumes: those of every consumed event, and the commands
-    /// topic.
+    /// The topic through which inputs that arrived on another partition than their saga's are
+    /// forwarded: `<group_id>.saga-rekey` ([`defaults::REKEY_SUFFIX`]).
+    pub fn rekey_topic(&self) -> String {
+        derived_topic(&self.group_id, defaults::REKEY_SUFFIX)
+    }
+
+    /// The topics the coordinator consumes: those of every consumed event, the commands topic
+    /// and the re-keying topic.
     pub fn input_topics(&self) -> Result<BTreeSet<String>, CoordinatorError> {
         let mut topics = BTreeSet::new();
         for t in self.definitions.consumed_events() {
             topics.insert(self.topic_of(t)?);
         }
         topics.insert(self.commands_topic());
+        topics.insert(self.rekey_topic());
         Ok(topics)
     }
 
@@ -263,6 +282,7 @@ impl CoordinatorOptions {
             }
             topics.insert(self.changelog_topic());
             topics.insert(self.commands_topic());
+            topics.insert(self.rekey_topic());
             out.push((
                 format!("{} v{}", def.name(), def.version()),
                 topics.into_iter().collect(),
@@ -666,6 +686,8 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
     let runtime = Runtime {
         changelog_topic: opts.changelog_topic(),
         commands_topic: opts.commands_topic(),
+        rekey_topic: opts.rekey_topic(),
+        partitions: changelog_partitions,
         codec: Codec::new(Arc::clone(&opts.registry)),
         opts: Arc::clone(&opts),
         consumer,
@@ -680,6 +702,7 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         positions: HashMap::new(),
         pending_restore: BTreeSet::new(),
         recoveries: VecDeque::new(),
+        pending_sagas: 0,
     };
     let task = tokio::spawn(runtime.run(cancel.clone()));
     Ok(CoordinatorHandle {

@@ -16,6 +16,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::CoordinatorOptions;
+use super::Guarantee;
 use super::changelog::ChangelogReader;
 use crate::error::CoordinatorError;
 use crate::index::{DeadlineIndex, Due};
@@ -104,6 +105,10 @@ pub(crate) struct Runtime {
     pub(crate) changelog_topic: String,
     /// [`CoordinatorOptions::commands_topic`], resolved once.
     pub(crate) commands_topic: String,
+    /// [`CoordinatorOptions::rekey_topic`], resolved once.
+    pub(crate) rekey_topic: String,
+    /// The partition count of the saga topics (co-partitioned, the changelog's).
+    pub(crate) partitions: i32,
     pub(crate) consumer: StreamConsumer<RebalanceContext>,
     pub(crate) producer: FutureProducer,
     pub(crate) codec: Codec,
@@ -122,6 +127,9 @@ pub(crate) struct Runtime {
     /// Partitions to restore before their inputs are handled.
     pub(crate) pending_restore: BTreeSet<i32>,
     pub(crate) recoveries: VecDeque<Instant>,
+    /// Sagas of this replica waiting for their start event, as counted at the last gauge
+    /// refresh (every second).
+    pub(crate) pending_sagas: usize,
 }
 
 impl Runtime {
@@ -210,6 +218,7 @@ impl Runtime {
                     }
                 }
                 Err(BatchError::Retry(why)) => {
+                    self.replace_producer_if_fatal()?;
                     failures += 1;
                     if failures >= UNHEALTHY_AFTER {
                         self.healthy.store(false, Ordering::Release);
@@ -435,6 +444,26 @@ impl Runtime {
         )))
     }
 
+    /// Effectively-once: an idempotent producer with a fatal error (fenced, an unrecoverable
+    /// sequence or authorization failure) refuses every record after it, so every batch would
+    /// fail the same way forever. It is replaced by a new one, with one error line; the aborted
+    /// batch is read again. (Exactly-once has the same in [`Self::recover`], through the
+    /// transaction calls.)
+    fn replace_producer_if_fatal(&mut self) -> Result<(), CoordinatorError> {
+        if self.opts.guarantee != Guarantee::EffectivelyOnce {
+            return Ok(());
+        }
+        let Some((code, reason)) = self.producer.client().fatal_error() else {
+            return Ok(());
+        };
+        tracing::error!(error = ?code, reason = %reason, "the producer hit a fatal error and refuses every record after it; replacing it with a new one (the batch it failed is read again)");
+        self.producer = super::producer_config(&self.opts)
+            .create()
+            .map_err(|e| CoordinatorError::kafka("re-creating the producer", e))?;
+        metrics::counter!(m::PRODUCERS_REPLACED).increment(1);
+        Ok(())
+    }
+
     /// The transactional producer cannot continue: a new one (whose `init_transactions` aborts
     /// whatever the old one left open), every owned partition restored again from what was
     /// committed, and the consumer put back at the committed offsets.
@@ -450,7 +479,14 @@ impl Runtime {
                 self.opts.instance_id
             )));
         }
-        tracing::error!(reason = %why, transactional_id = %self.opts.transactional_id(), "fenced: this replica's transaction was refused (a transaction the broker timed out, or another instance with this transactional id); nothing of the batch is visible; recreating the producer and restoring the owned partitions");
+        match self.opts.guarantee {
+            Guarantee::ExactlyOnce => {
+                tracing::error!(reason = %why, transactional_id = %self.opts.transactional_id(), "fenced: this replica's transaction was refused (a transaction the broker timed out, or another instance with this transactional id); nothing of the batch is visible; recreating the producer and restoring the owned partitions")
+            }
+            Guarantee::EffectivelyOnce => {
+                tracing::error!(reason = %why, "the producer hit a fatal error and refuses every record after it; recreating it and restoring the owned partitions (the batch is read again; its events repeat with the same ids)")
+            }
+        }
         // Nothing the old producer still holds may reach the log after its successor's
         // `init_transactions`.
         self.producer
@@ -482,7 +518,13 @@ impl Runtime {
     /// A new transactional producer, and the consumer put back at the committed offsets of
     /// the assignment (whose partitions are restored again before their next batch).
     async fn renew(&mut self) -> Result<(), CoordinatorError> {
-        self.producer = super::transactional_producer(&self.opts).await?;
+        self.producer = match self.opts.guarantee {
+            Guarantee::ExactlyOnce => super::transactional_producer(&self.opts).await?,
+            // No transactions here (the broker may have none): a new idempotent producer.
+            Guarantee::EffectivelyOnce => super::producer_config(&self.opts)
+                .create()
+                .map_err(|e| CoordinatorError::kafka("re-creating the producer", e))?,
+        };
         let assignment = self
             .consumer
             .assignment()
@@ -506,13 +548,19 @@ impl Runtime {
         for d in self.opts.definitions.iter() {
             per_def.entry(d.name()).or_insert(0);
         }
+        let mut pending = 0;
         for states in self.owned.values() {
             for s in states.values() {
                 if !s.status.is_terminal() {
                     *per_def.entry(s.definition.as_str()).or_insert(0) += 1;
                 }
+                if s.status == choreo_saga::Status::Pending {
+                    pending += 1;
+                }
             }
         }
+        self.pending_sagas = pending;
+        metrics::gauge!(m::SAGAS_PENDING).set(pending as f64);
         for (d, n) in per_def {
             metrics::gauge!(m::SAGAS_IN_FLIGHT, m::LABEL_DEFINITION => d.to_owned()).set(n as f64);
         }

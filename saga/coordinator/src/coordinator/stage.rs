@@ -5,12 +5,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use choreo_bus::BusError;
 use choreo_bus::wire::codec::{JsonEvent, WriterSchemaError};
 use choreo_bus::wire::envelope::Envelope;
-use choreo_saga::{Action, EmitKind, Event, Input, Millis, SagaState, Status, apply};
+use choreo_bus::wire::partition::partition_of;
+use choreo_bus::wire::trace;
+use choreo_bus::{BusError, DecodeError};
+use choreo_saga::{
+    Action, EmitKind, Event, Input, Millis, SagaState, Status, apply, apply_command,
+};
 use rdkafka::Message;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
 
 use super::runtime::{BatchError, Runtime};
@@ -25,6 +29,21 @@ pub const MAX_STATE_BYTES: usize = 512 * 1024;
 /// Inputs smaller than this cannot grow a state much (timelines and texts are bounded by the
 /// saga core); larger ones have the state they produce measured before it is staged.
 const MEASURE_INPUTS_FROM: usize = 1024;
+
+/// On a record of the re-keying topic: the definition it was forwarded for.
+pub(crate) const REKEY_FOR_HEADER: &str = "choreo_rekey_for";
+/// On a record of the re-keying topic: `<topic>/<partition>/<offset>` where it first arrived
+/// (its identity when it carries no `ce_id`).
+pub(crate) const REKEYED_FROM_HEADER: &str = "choreo_rekeyed_from";
+
+fn header_text(msg: &OwnedMessage, name: &str) -> Option<String> {
+    msg.headers()?
+        .iter()
+        .filter(|h| h.key == name)
+        .last()
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
+        .map(str::to_owned)
+}
 
 /// What one batch changes; applied to memory only after its commit.
 #[derive(Default)]
@@ -117,13 +136,15 @@ impl Runtime {
                     let Some(def) = self.opts.definitions.for_state(&state).cloned() else {
                         continue;
                     };
+                    let span = saga_span(&state, "deadline");
+                    let _ = trace::join(&span, None);
                     let actions = apply(
                         &def,
                         &mut state,
                         &Input::Deadline { kind: kind.clone() },
                         now,
                     );
-                    self.perform(entry.partition, &state, actions, None, staged)
+                    self.perform(entry.partition, &state, actions, None, &span, staged)
                         .await?;
                     self.stage_state(entry.partition, state, now, staged);
                 }
@@ -170,17 +191,19 @@ impl Runtime {
         let Some(def) = self.opts.definitions.for_state(&state).cloned() else {
             return Ok(());
         };
-        let actions = apply(
-            &def,
-            &mut state,
-            &Input::Command(record.command.clone()),
-            now,
-        );
+        let span = saga_span(&state, "command");
+        let _ = trace::join(&span, None);
+        // Applied once per command id, however often it is delivered.
+        let actions = apply_command(&def, &mut state, &record.id, &record.command, now);
         if let Some(refused) = self.refuse_oversize(msg, &state, staged) {
             return refused;
         }
-        tracing::info!(saga_id = %saga_id, correlation_id = %record.correlation_id, command = ?record.command, operator = record.operator.as_deref().unwrap_or(""), "operator command applied");
-        self.perform(msg.partition(), &state, actions, None, staged)
+        if let [Action::Rejected { reason }] = actions.as_slice() {
+            tracing::info!(saga_id = %saga_id, correlation_id = %record.correlation_id, command_id = %record.id, command = ?record.command, reason = %reason, "operator command refused");
+        } else {
+            tracing::info!(saga_id = %saga_id, correlation_id = %record.correlation_id, command_id = %record.id, command = ?record.command, operator = record.operator.as_deref().unwrap_or(""), "operator command applied");
+        }
+        self.perform(msg.partition(), &state, actions, None, &span, staged)
             .await?;
         self.stage_state(msg.partition(), state, now, staged);
         Ok(())
@@ -229,12 +252,32 @@ impl Runtime {
                 return Err(BatchError::Retry(format!("schema registry: {registry}")));
             }
         };
-        let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
-        let envelope = Envelope::from_headers(msg.headers(), key.as_deref());
-        let id = if envelope.id.is_empty() {
-            format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset())
-        } else {
+        let key = match msg.key().map(std::str::from_utf8) {
+            Some(Ok(k)) => Some(k.to_owned()),
+            Some(Err(_)) => {
+                let invalid = DecodeError::InvalidKey(msg.key().map_or(0, <[u8]>::len));
+                return self.dead_letter(msg, invalid.kind(), &invalid.to_string(), staged);
+            }
+            None => None,
+        };
+        let envelope = match Envelope::read(msg.headers(), key.as_deref()) {
+            Ok(e) => e,
+            Err(invalid) => {
+                return self.dead_letter(msg, invalid.kind(), &invalid.to_string(), staged);
+            }
+        };
+        // A record forwarded through the re-keying topic is for one definition, and keeps the
+        // identity of where it first arrived.
+        let rekeyed = msg.topic() == self.rekey_topic;
+        let rekey_for = rekeyed
+            .then(|| header_text(msg, REKEY_FOR_HEADER))
+            .flatten();
+        let id = if !envelope.id.is_empty() {
             envelope.id.clone()
+        } else if let Some(from) = header_text(msg, REKEYED_FROM_HEADER) {
+            from
+        } else {
+            format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset())
         };
         let time = Millis(
             msg.timestamp()
@@ -243,6 +286,9 @@ impl Runtime {
                 .unwrap_or(now.0),
         );
         for name in interested {
+            if rekeyed && rekey_for.as_deref() != Some(name.as_str()) {
+                continue;
+            }
             let Some(latest) = self.opts.definitions.latest(&name).cloned() else {
                 continue;
             };
@@ -254,6 +300,14 @@ impl Runtime {
                     staged,
                 );
             };
+            // The saga lives on its correlation id's partition: an input that arrived on
+            // another (keyed otherwise, correlated by a field, or produced with another
+            // partitioner) goes there through the re-keying topic, in this transaction.
+            let owner = partition_of(correlation_id.as_bytes(), self.partitions);
+            if owner != msg.partition() && !rekeyed {
+                self.forward(msg, &name, &correlation_id, owner, staged)?;
+                continue;
+            }
             let saga_id = format!("{name}/{correlation_id}");
             let mut state = match self.current(staged, msg.partition(), &saga_id) {
                 Some(s) => s,
@@ -264,6 +318,19 @@ impl Runtime {
                     ) {
                         tracing::debug!(saga_id = %saga_id, event_type = %event_type, "acknowledgement for a saga that is not here (finished and expired?)");
                         continue;
+                    }
+                    if self.pending_sagas >= self.opts.max_pending_sagas
+                        && !matches!(latest.role_of(&event_type), Some(choreo_saga::Role::Start))
+                    {
+                        return self.dead_letter(
+                            msg,
+                            "no_saga",
+                            &format!(
+                                "no saga {saga_id} has started, and {} sagas of this replica wait for their start event already (coordinator.max_pending_sagas)",
+                                self.pending_sagas
+                            ),
+                            staged,
+                        );
                     }
                     SagaState::new(&latest, correlation_id.clone(), now)
                 }
@@ -279,14 +346,68 @@ impl Runtime {
                 time,
                 data: data.clone(),
             });
+            // A child of the input's traceparent: what the saga emits names this span.
+            let span = saga_span(&state, "event");
+            span.record("event_type", event_type.as_str());
+            let _ = trace::join(&span, envelope.traceparent);
             let actions = apply(&def, &mut state, &input, now);
             if let Some(refused) = self.refuse_oversize(msg, &state, staged) {
                 return refused;
             }
-            self.perform(msg.partition(), &state, actions, Some(&envelope), staged)
-                .await?;
+            self.perform(
+                msg.partition(),
+                &state,
+                actions,
+                Some(&envelope),
+                &span,
+                staged,
+            )
+            .await?;
             self.stage_state(msg.partition(), state, now, staged);
         }
+        Ok(())
+    }
+
+    /// Forwards `msg` for definition `name` to partition `owner` of the re-keying topic, keyed
+    /// by its correlation id, with its value and headers (and where it first arrived).
+    fn forward(
+        &self,
+        msg: &OwnedMessage,
+        name: &str,
+        correlation_id: &str,
+        owner: i32,
+        staged: &mut Staged,
+    ) -> Result<(), BatchError> {
+        let mut headers = OwnedHeaders::new();
+        if let Some(h) = msg.headers() {
+            for x in h.iter().filter(|x| x.key != REKEY_FOR_HEADER) {
+                headers = headers.insert(Header {
+                    key: x.key,
+                    value: x.value,
+                });
+            }
+        }
+        let from = format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset());
+        headers = headers.insert(Header {
+            key: REKEY_FOR_HEADER,
+            value: Some(name),
+        });
+        if header_text(msg, REKEYED_FROM_HEADER).is_none() {
+            headers = headers.insert(Header {
+                key: REKEYED_FROM_HEADER,
+                value: Some(from.as_str()),
+            });
+        }
+        tracing::debug!(saga = %name, correlation_id, from = %from, to_partition = owner, "input forwarded to the partition that owns its saga");
+        *staged.inputs.entry("forwarded").or_default() += 1;
+        let sent = self.send(
+            &self.rekey_topic,
+            Some(owner),
+            correlation_id,
+            msg.payload(),
+            headers,
+        )?;
+        staged.deliveries.push(sent);
         Ok(())
     }
 
@@ -296,8 +417,10 @@ impl Runtime {
         state: &SagaState,
         actions: Vec<Action>,
         cause: Option<&Envelope>,
+        span: &tracing::Span,
         staged: &mut Staged,
     ) -> Result<(), BatchError> {
+        let recorded = trace::recorded(span);
         // A saga counts as compensated once: when its cancellation is emitted (a compensated
         // saga whose late compensation went unacknowledged comes back to compensated later).
         let cancelled = actions
@@ -331,8 +454,10 @@ impl Runtime {
                         e.key.clone(),
                     );
                     tracing::debug!(saga_id = %state.saga_id, correlation_id = %e.key, event_type = %e.event_type, event_id = %envelope.id, kind = ?e.kind, attempt = e.attempt, "emit");
-                    let sent =
-                        self.send(&e.topic, None, &e.key, Some(&bytes), envelope.to_headers())?;
+                    // With OpenTelemetry the event names the saga's span, else a child id in
+                    // the cause's trace.
+                    let headers = envelope.to_headers_traced(recorded.or(envelope.traceparent));
+                    let sent = self.send(&e.topic, None, &e.key, Some(&bytes), headers)?;
                     staged.deliveries.push(sent);
                 }
                 Action::SetDeadline(d) => staged.index_sets.push((
@@ -458,4 +583,19 @@ impl Runtime {
         staged.dead_lettered += 1;
         result
     }
+}
+
+/// The span of one input applied to one saga (`choreo.saga`): with OpenTelemetry, a child of
+/// the input event's trace, and the parent of what the saga emits for it.
+fn saga_span(state: &SagaState, input: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "choreo.saga",
+        otel.name = %format!("{} apply", state.definition),
+        otel.kind = "consumer",
+        saga_id = %state.saga_id,
+        correlation_id = %state.correlation_id,
+        saga.version = state.version,
+        saga.input = input,
+        event_type = tracing::field::Empty,
+    )
 }

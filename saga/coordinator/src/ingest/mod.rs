@@ -47,6 +47,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use choreo_bus::wire::codec::Codec;
+use choreo_bus::wire::trace;
 use choreo_bus::{Bus, BusError, Delivery, Envelope};
 use choreo_schemas::Catalog;
 use futures::future::BoxFuture;
@@ -54,6 +55,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use self::auth::{Auth, Denied, Grant};
 use self::cloudevent::{Incoming, Mode, Refusal};
@@ -508,6 +510,8 @@ impl Ingest {
             None,
             e.traceparent,
         );
+        // The caller's trace context as it came; `produce` joins it.
+        envelope.traceparent = e.traceparent;
         if let Some(t) = e.time {
             envelope.time = t;
         }
@@ -523,12 +527,26 @@ impl Ingest {
     }
 
     /// Produces one record, once per identity.
-    async fn produce(&self, source: String, record: Outgoing) -> Result<Accepted, NotProduced> {
+    async fn produce(&self, source: String, mut record: Outgoing) -> Result<Accepted, NotProduced> {
         let id = record.envelope.id.clone();
+        // A child of the caller's traceparent; the record produced names it (or, with
+        // OpenTelemetry, the publish span under it).
+        let span = tracing::info_span!(
+            "choreo.ingest",
+            otel.name = "ingest",
+            otel.kind = "server",
+            messaging.message.id = %id,
+            messaging.destination.name = %record.topic,
+            correlation_id = %record.envelope.correlation_id,
+            event_type = %record.envelope.event_type,
+            source = %source,
+        );
+        record.envelope.traceparent = Some(trace::join(&span, record.envelope.traceparent));
         let sink = Arc::clone(&self.sink);
         let produced = self
             .recent
             .once(&source, &id, || sink.publish(record))
+            .instrument(span)
             .await;
         match produced {
             Ok((d, duplicate)) => {
