@@ -198,7 +198,10 @@ impl Bus {
         value: &[u8],
         headers: OwnedHeaders,
     ) -> Result<(i32, i64), BusError> {
-        self.inner.sender.send(topic, key, value, headers).await
+        self.inner
+            .sender
+            .send(topic, key.map(str::as_bytes), value, headers)
+            .await
     }
 
     /// The producer, for the parts of the bus that send records of their own (dead letters).

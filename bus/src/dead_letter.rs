@@ -204,13 +204,11 @@ impl DeadLetters {
     pub(crate) async fn send(&self, msg: &OwnedMessage, reason: &Reason) -> Result<(), BusError> {
         self.bucket.take().await;
         let headers = headers_for(msg, reason, &self.group);
-        let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
+        // The key as it came (a key that is not text is why some records are here).
+        let key = msg.key();
         let topic = self.topic_for(msg.topic());
         let value = msg.payload().unwrap_or_default();
-        let sent = self
-            .sender
-            .send(&topic, key.as_deref(), value, headers)
-            .await;
+        let sent = self.sender.send(&topic, key, value, headers).await;
         match sent {
             Ok(_) => {}
             // The record with the dead-letter headers is over the size limit (a record near it,
@@ -219,7 +217,7 @@ impl DeadLetters {
                 if source.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
             {
                 let slim = headers_for_oversize(msg, reason, &self.group, value.len());
-                self.sender.send(&topic, key.as_deref(), &[], slim).await?;
+                self.sender.send(&topic, key, &[], slim).await?;
                 tracing::warn!(
                     messaging.destination.name = msg.topic(),
                     messaging.kafka.destination.partition = msg.partition(),
@@ -241,7 +239,7 @@ impl DeadLetters {
             messaging.destination.name = msg.topic(),
             messaging.kafka.destination.partition = msg.partition(),
             messaging.kafka.message.offset = msg.offset(),
-            correlation_id = key.as_deref().unwrap_or(""),
+            correlation_id = %String::from_utf8_lossy(key.unwrap_or_default()),
             dead_letter_topic = %topic,
             kind = reason.kind,
             reason = %reason.message,

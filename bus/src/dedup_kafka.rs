@@ -155,7 +155,7 @@ impl DedupStore for KafkaDedup {
             .sender
             .send(
                 &self.topic,
-                Some(&key),
+                Some(key.as_bytes()),
                 value.as_bytes(),
                 OwnedHeaders::new(),
             )

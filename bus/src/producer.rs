@@ -96,12 +96,12 @@ impl Sender {
     pub(crate) async fn send(
         &self,
         topic: &str,
-        key: Option<&str>,
+        key: Option<&[u8]>,
         value: &[u8],
         headers: OwnedHeaders,
     ) -> Result<(i32, i64), BusError> {
         let started = Instant::now();
-        let mut record = FutureRecord::<str, [u8]>::to(topic)
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
             .payload(value)
             .headers(headers);
         if let Some(k) = key {
@@ -125,7 +125,7 @@ impl Sender {
                 self.replace_if_fatal(&producer);
                 Err(BusError::Delivery {
                     topic: topic.to_owned(),
-                    correlation_id: key.unwrap_or_default().to_owned(),
+                    correlation_id: String::from_utf8_lossy(key.unwrap_or_default()).into_owned(),
                     source: Box::new(e),
                 })
             }
@@ -162,13 +162,13 @@ mod tests {
         config.delivery_timeout_ms = 5_000;
         let sender = Sender::new(&config).expect("sender");
         let first = sender
-            .send("fatal", Some("k"), b"one", OwnedHeaders::new())
+            .send("fatal", Some(b"k".as_slice()), b"one", OwnedHeaders::new())
             .await;
         assert!(first.is_err(), "the fenced producer refuses: {first:?}");
         let mut delivered = None;
         for _ in 0..3 {
             match sender
-                .send("fatal", Some("k"), b"two", OwnedHeaders::new())
+                .send("fatal", Some(b"k".as_slice()), b"two", OwnedHeaders::new())
                 .await
             {
                 Ok(d) => {

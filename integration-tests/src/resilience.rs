@@ -117,3 +117,67 @@ pub async fn a_failing_downstream_opens_the_circuit_instead_of_dead_lettering(
     );
     Ok(dead_lettered)
 }
+
+/// Records of one partition with different keys are handled concurrently (a handler waiting
+/// on I/O holds up only its key), those of one key in order; answers the most records seen in
+/// the handler at once. With `max_in_flight = 1` it is 1 (one at a time per partition).
+pub async fn keys_of_one_partition_run_concurrently_in_order_per_key(
+    env: &Env,
+    max_in_flight: usize,
+) -> anyhow::Result<usize> {
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicUsize;
+    const KEYS: i64 = 20;
+    const PER_KEY: i64 = 5;
+    let topic = env.topic("per-key", 1).await?;
+    let bus = env.bus("/tests/per-key")?;
+    let seen: Arc<Mutex<HashMap<String, Vec<i64>>>> = Arc::default();
+    let now = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (s, n, m) = (Arc::clone(&seen), Arc::clone(&now), Arc::clone(&most));
+    let sub = env
+        .subscriber(&bus, "per-key")
+        .max_in_flight(max_in_flight)
+        .handle_on(&topic, "slow", move |e: PaymentAuthorized, _ctx| {
+            let (s, n, m) = (Arc::clone(&s), Arc::clone(&n), Arc::clone(&m));
+            async move {
+                let at_once = n.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(at_once, Ordering::SeqCst);
+                // A downstream call.
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                s.lock()
+                    .map_err(|_| HandlerError::permanent("lock"))?
+                    .entry(e.order_id)
+                    .or_default()
+                    .push(e.amount.amount_minor);
+                n.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .start()?;
+    for seq in 0..PER_KEY {
+        for k in 0..KEYS {
+            bus.publish_with(
+                &payment(&format!("key-{k}"), seq),
+                PublishOptions::default().with_topic(&topic),
+            )
+            .await?;
+        }
+    }
+    let total = usize::try_from(KEYS * PER_KEY)?;
+    eventually("every record is handled", || {
+        seen.lock()
+            .map(|m| m.values().map(Vec::len).sum::<usize>() >= total)
+            .unwrap_or(false)
+    })
+    .await?;
+    sub.shutdown().await?;
+    let seen = seen.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+    for (key, seqs) in seen.iter() {
+        ensure!(
+            *seqs == (0..PER_KEY).collect::<Vec<_>>(),
+            "{key} handled in publish order: {seqs:?}"
+        );
+    }
+    Ok(most.load(Ordering::SeqCst))
+}

@@ -119,3 +119,16 @@ async fn a_failing_downstream_opens_the_circuit_instead_of_dead_lettering() {
     .expect("scenario");
     assert_eq!(dead, 0, "nothing dead-lettered during the outage");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_of_one_partition_run_concurrently_in_order_per_key() {
+    use choreo_integration_tests::resilience;
+    let concurrent =
+        resilience::keys_of_one_partition_run_concurrently_in_order_per_key(&env(), 64)
+            .await
+            .expect("scenario");
+    assert!(
+        concurrent > 1,
+        "records of one partition ran concurrently: {concurrent}"
+    );
+}

@@ -659,3 +659,24 @@ async fn a_failing_downstream_opens_the_circuit_instead_of_dead_lettering() {
         "without a breaker the outage dead-letters records"
     );
 }
+
+/// Key-level concurrency on Apache Kafka: one partition, twenty keys, a handler that waits on
+/// I/O — many records of the partition are in the handler at once, each key in order; with
+/// `max_in_flight(1)` only one is (so the concurrency is the worker's, not the test's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_of_one_partition_run_concurrently_in_order_per_key() {
+    use choreo_integration_tests::resilience;
+    let real = real().await;
+    let concurrent =
+        resilience::keys_of_one_partition_run_concurrently_in_order_per_key(&real.env, 64)
+            .await
+            .expect("scenario");
+    assert!(
+        concurrent > 1,
+        "records of one partition ran concurrently: {concurrent}"
+    );
+    let serial = resilience::keys_of_one_partition_run_concurrently_in_order_per_key(&real.env, 1)
+        .await
+        .expect("scenario");
+    assert_eq!(serial, 1, "max_in_flight(1): one record at a time");
+}

@@ -86,3 +86,48 @@ async fn a_fatal_producer_error_is_replaced_not_retried_forever() {
     services.shutdown().await.expect("services stop");
     coordinator.shutdown().await.expect("stops");
 }
+
+/// A saga that needs an operator is not kept forever: when nobody acts for
+/// `needs_operator_retention` it is deleted (tombstoned), like a finished saga after its
+/// retention. (Without the retention it would stay in memory and the changelog for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_saga_needing_an_operator_nobody_acts_on_is_deleted_after_its_retention() {
+    use choreo_integration_tests::saga_scenarios::{Path, start_services};
+    use std::time::{Duration, Instant};
+
+    let env = env();
+    let catalog = choreo_schemas::Catalog::reference();
+    let mut opts = env
+        .options(
+            saga_scenarios::fast_order_saga(&catalog).expect("def"),
+            "stuck-0",
+        )
+        .expect("options");
+    opts.needs_operator_retention = Duration::from_secs(2);
+    let coordinator = choreo_coordinator::start(opts).await.expect("starts");
+    let bus = env.bus("/tests/driver").expect("bus");
+    let services = start_services(&bus).expect("services");
+    let id = "shipsilent-retention-1";
+    Path::ShippingDeadline
+        .drive(&bus, id)
+        .await
+        .expect("inputs");
+    let view = coordinator.view();
+    let saga = format!("order/{id}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut needed_operator = false;
+    loop {
+        match view.get(&saga) {
+            Some(s) if s.status == choreo_saga::Status::NeedsOperator => needed_operator = true,
+            None if needed_operator => break,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the saga needing an operator (seen: {needed_operator}) leaves the view after its retention"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    services.shutdown().await.expect("services stop");
+    coordinator.shutdown().await.expect("stops");
+}

@@ -121,7 +121,16 @@ fn span_of(m: &OwnedMessage) -> String {
     let tp = header(m, "traceparent").expect("a traceparent");
     let parts: Vec<&str> = tp.split('-').collect();
     assert_eq!(parts.len(), 4, "{tp}");
-    assert_eq!(parts[1], TRACE, "the record is in the client's trace: {tp}");
+    assert_eq!(
+        parts[1],
+        TRACE,
+        "the record is in the client's trace: {tp} ({} {:?} at {}/{}@{})",
+        m.topic(),
+        header(m, "ce_type"),
+        m.topic(),
+        m.partition(),
+        m.offset()
+    );
     parts[2].to_owned()
 }
 
@@ -220,10 +229,13 @@ async fn choreos_spans_join_the_callers_trace_from_the_ingest_through_kafka_to_t
         .expect("ingest answers");
     assert_eq!(answer.status().as_u16(), 202, "{:?}", answer.text().await);
 
-    // The order, and what the saga emitted for it (the payment and inventory commands).
+    // The order, and what the saga emitted because of it (the payment and inventory commands;
+    // a deadline that fires later starts a trace of its own).
     let bootstrap = world.broker.bootstrap.clone();
-    let emitted_by_saga =
-        |m: &OwnedMessage| header(m, "ce_source").is_some_and(|s| s.starts_with("/choreo/sagas/"));
+    let emitted_by_saga = |m: &OwnedMessage| {
+        header(m, "ce_source").is_some_and(|s| s.starts_with("/choreo/sagas/"))
+            && header(m, "ce_causationid").as_deref() == Some("traced-1")
+    };
     let records = tokio::task::spawn_blocking(move || {
         records_of(&bootstrap, order, |rs| {
             rs.iter().filter(|m| emitted_by_saga(m)).count() >= 2

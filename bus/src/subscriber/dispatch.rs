@@ -29,6 +29,7 @@ pub(super) async fn dispatch(
     processor: Arc<Processor>,
     cancel: CancellationToken,
     depth: usize,
+    max_in_flight: usize,
 ) {
     loop {
         let received = tokio::select! {
@@ -52,7 +53,7 @@ pub(super) async fn dispatch(
             let mut workers = lock(&shared.workers);
             workers
                 .entry(tp.clone())
-                .or_insert_with(|| spawn_worker(&consumer, &processor, depth))
+                .or_insert_with(|| spawn_worker(&consumer, &processor, depth, max_in_flight))
                 .tx
                 .clone()
         };

@@ -1,7 +1,8 @@
 //! Subscribers: typed handlers on topics in a consumer group.
 //!
 //! One dispatcher task polls the consumer and hands each record to its partition's worker; a
-//! worker handles its partition's records one at a time, in order, while partitions run
+//! worker handles records of different keys concurrently (up to `max_in_flight` per
+//! partition) and the records of one key one after another, in order, while partitions run
 //! concurrently. An offset is stored (and later committed) only after its record was handled,
 //! skipped as a duplicate, or acknowledged by the dead-letter topic — so nothing is acknowledged
 //! before its effect is durable. On revocation and on shutdown, workers finish the record in hand
@@ -14,7 +15,9 @@
 //! - `handler`: what a handler is, and the [`Context`] it sees.
 //! - `breaker`: a handler's circuit breaker (its downstream keeps failing: wait, probe).
 //! - `process`: one record — decode, dedup, the handler with retries, the dead letter.
-//! - `worker`: one worker per partition; offsets stored in order.
+//! - `offsets`: which offset a partition may store while records finish out of order.
+//! - `worker`: one worker per partition; key-level concurrency; offsets stored below the lowest
+//!   unfinished record.
 //! - `rebalance`: the drain protocol on revocation, and committing what is stored.
 //! - `dispatch`: the task that polls the consumer and feeds the workers.
 //! - this file: the builder and the running [`Subscription`] (shutdown).
@@ -22,6 +25,7 @@
 mod breaker;
 mod dispatch;
 mod handler;
+mod offsets;
 mod process;
 mod rebalance;
 mod worker;
@@ -57,6 +61,9 @@ impl Bus {
     }
 }
 
+/// The default bound of [`SubscriberBuilder::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
 /// Builds a [`Subscription`].
 pub struct SubscriberBuilder {
     bus: Bus,
@@ -70,6 +77,7 @@ pub struct SubscriberBuilder {
     breaker: Option<CircuitBreakerPolicy>,
     drain_timeout: Duration,
     queue_depth: usize,
+    max_in_flight: usize,
     settings: Vec<(String, String)>,
 }
 
@@ -96,6 +104,7 @@ impl SubscriberBuilder {
             breaker: None,
             drain_timeout: Duration::from_secs(30),
             queue_depth: 256,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             settings: Vec::new(),
         }
     }
@@ -171,6 +180,14 @@ impl SubscriberBuilder {
     /// How long shutdown and revocation wait for in-flight handlers (default 30 s).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// At most this many records of one partition taken and not finished (default 64): records
+    /// of different keys are handled concurrently, those of one key in order, one at a time.
+    /// 1 handles a partition's records one at a time.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
         self
     }
 
@@ -264,6 +281,7 @@ impl SubscriberBuilder {
             processor,
             cancel.clone(),
             self.queue_depth,
+            self.max_in_flight,
         ));
         tracing::info!(group = %self.group, ?topics, "subscriber started");
         Ok(Subscription {

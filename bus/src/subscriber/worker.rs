@@ -1,6 +1,9 @@
-//! The partition workers: a worker handles its partition's records one at a time, in order, and
-//! stores each offset only after its record is done with (handled, skipped, or dead-lettered);
-//! stopped, it finishes the record in hand and says so (the drain waits for that).
+//! The partition workers: a worker takes its partition's records in order and handles records
+//! of different keys concurrently (at most `max_in_flight` taken and unfinished), while the
+//! records of one key (one correlation id) are handled one after another, in order — an
+//! I/O-bound handler holds up only its own key. The offset it stores is always just below the
+//! lowest record not finished yet (`offsets`). Stopped, it takes no new record, lets the
+//! records in hand finish, and says so (the drain waits for that).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -10,8 +13,10 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::message::OwnedMessage;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::offsets::OffsetTracker;
 use super::process::{Outcome, Processor};
 
 /// Locks `m`, recovering from a poisoned lock (the data are offsets and worker handles).
@@ -42,12 +47,13 @@ pub(super) fn spawn_worker<C, X>(
     consumer: &Arc<C>,
     processor: &Arc<Processor>,
     depth: usize,
+    max_in_flight: usize,
 ) -> Worker
 where
     C: Consumer<X> + Send + Sync + 'static,
     X: ConsumerContext + 'static,
 {
-    let (tx, mut rx) = mpsc::channel::<OwnedMessage>(depth);
+    let (tx, rx) = mpsc::channel::<OwnedMessage>(depth);
     let stop = CancellationToken::new();
     let done = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
     let (consumer, processor, stop2, done2) = (
@@ -57,19 +63,7 @@ where
         Arc::clone(&done),
     );
     let task = tokio::spawn(async move {
-        loop {
-            let msg = tokio::select! {
-                biased;
-                () = stop2.cancelled() => break,
-                m = rx.recv() => match m { Some(m) => m, None => break },
-            };
-            if processor.process(&msg, &stop2).await == Outcome::Interrupted {
-                break;
-            }
-            if let Err(e) = consumer.store_offset(msg.topic(), msg.partition(), msg.offset()) {
-                tracing::debug!(error = %e, "offset not stored (partition revoked)");
-            }
-        }
+        run(consumer, processor, rx, stop2, max_in_flight.max(1)).await;
         let (flag, cv) = &*done2;
         *lock(flag) = true;
         cv.notify_all();
@@ -79,5 +73,100 @@ where
         stop,
         task,
         done,
+    }
+}
+
+/// A record being handled: its key (records of one key wait for each other) and offset.
+type InHand = (Option<Vec<u8>>, i64);
+
+async fn run<C, X>(
+    consumer: Arc<C>,
+    processor: Arc<Processor>,
+    mut rx: mpsc::Receiver<OwnedMessage>,
+    stop: CancellationToken,
+    max_in_flight: usize,
+) where
+    C: Consumer<X> + Send + Sync + 'static,
+    X: ConsumerContext + 'static,
+{
+    let mut tracker = OffsetTracker::default();
+    // Keys with a record being handled, and the records of that key waiting behind it.
+    let mut busy: HashMap<Vec<u8>, VecDeque<OwnedMessage>> = HashMap::new();
+    let mut running: JoinSet<Outcome> = JoinSet::new();
+    let mut in_hand: HashMap<tokio::task::Id, InHand> = HashMap::new();
+    let mut topic_partition: Option<(String, i32)> = None;
+    let spawn = |running: &mut JoinSet<Outcome>,
+                 in_hand: &mut HashMap<tokio::task::Id, InHand>,
+                 msg: OwnedMessage| {
+        let key = msg.key().map(<[u8]>::to_vec);
+        let offset = msg.offset();
+        let (processor, stop) = (Arc::clone(&processor), stop.clone());
+        let handle = running.spawn(async move { processor.process(&msg, &stop).await });
+        in_hand.insert(handle.id(), (key, offset));
+    };
+    let mut stopping = false;
+    loop {
+        if stopping && running.is_empty() {
+            break;
+        }
+        let room = tracker.in_flight() < max_in_flight;
+        tokio::select! {
+            biased;
+            () = stop.cancelled(), if !stopping => stopping = true,
+            Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
+                let (id, outcome) = match joined {
+                    Ok((id, outcome)) => (id, outcome),
+                    Err(e) => {
+                        // A bug, not a handler's panic (those are caught and dead-lettered):
+                        // the record stays unfinished, so nothing past it is ever stored.
+                        tracing::error!(error = %e, "a record's processing task failed; the partition's offset stays below it");
+                        (e.id(), Outcome::Interrupted)
+                    }
+                };
+                let Some((key, offset)) = in_hand.remove(&id) else { continue };
+                if outcome == Outcome::Interrupted {
+                    // Not done: its offset stays unfinished, and the worker stops taking more.
+                    stopping = true;
+                    continue;
+                }
+                tracker.finish(offset);
+                if let (Some(done_through), Some((topic, partition))) =
+                    (tracker.storable(), &topic_partition)
+                    && let Err(e) = consumer.store_offset(topic, *partition, done_through)
+                {
+                    tracing::debug!(error = %e, "offset not stored (partition revoked)");
+                }
+                // The next record of the same key, if one waits.
+                if let Some(k) = key {
+                    let next = busy.get_mut(&k).and_then(VecDeque::pop_front);
+                    match next {
+                        Some(m) if !stopping => spawn(&mut running, &mut in_hand, m),
+                        Some(_) => {}
+                        None => {
+                            busy.remove(&k);
+                        }
+                    }
+                }
+            }
+            m = rx.recv(), if room && !stopping => match m {
+                Some(m) => {
+                    topic_partition.get_or_insert_with(|| (m.topic().to_owned(), m.partition()));
+                    tracker.take(m.offset());
+                    match m.key() {
+                        Some(k) => match busy.get_mut(k) {
+                            Some(waiting) => waiting.push_back(m),
+                            None => {
+                                busy.insert(k.to_vec(), VecDeque::new());
+                                spawn(&mut running, &mut in_hand, m);
+                            }
+                        },
+                        // No key: poison, dead-lettered at once, ordered with nothing.
+                        None => spawn(&mut running, &mut in_hand, m),
+                    }
+                }
+                None => stopping = true,
+            },
+            else => break,
+        }
     }
 }

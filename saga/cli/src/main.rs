@@ -493,6 +493,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     opts.batch_linger = cfg.coordinator.batch_linger;
     opts.completed_retention = cfg.coordinator.completed_retention;
     opts.max_pending_sagas = cfg.coordinator.max_pending_sagas;
+    opts.needs_operator_retention = cfg.coordinator.needs_operator_retention;
     opts.drain_timeout = cfg.coordinator.drain_timeout;
     opts.transaction_timeout = cfg.coordinator.transaction_timeout;
     opts.kafka_timeout = cfg.coordinator.kafka_timeout;

@@ -227,6 +227,10 @@ pub struct CoordinatorConfig {
     /// (a changelog tombstone), e.g. `"1h"`.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub completed_retention: Duration,
+    /// How long a saga that needs an operator is kept after its last change when nobody acts,
+    /// e.g. `"30d"`; then it is deleted with an error line.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub needs_operator_retention: Duration,
     /// At most this many sagas of one replica wait for their start event (created by a success
     /// or failure that arrived first); beyond it such events are dead-lettered (`no_saga`).
     pub max_pending_sagas: usize,
@@ -259,6 +263,7 @@ impl Default for CoordinatorConfig {
             batch_linger: defaults::BATCH_LINGER,
             completed_retention: defaults::COMPLETED_RETENTION,
             max_pending_sagas: defaults::MAX_PENDING_SAGAS,
+            needs_operator_retention: defaults::NEEDS_OPERATOR_RETENTION,
             drain_timeout: defaults::DRAIN_TIMEOUT,
             transaction_timeout: defaults::TRANSACTION_TIMEOUT,
             kafka_timeout: defaults::KAFKA_TIMEOUT,

@@ -29,6 +29,9 @@ pub const MISMATCHED_STATES: &str = "choreo_restored_states_mismatched_total";
 /// Sagas neither completed nor compensated, on the partitions this replica owns (gauge; label:
 /// definition).
 pub const SAGAS_IN_FLIGHT: &str = "choreo_sagas_in_flight";
+/// Sagas deleted after needing an operator longer than `coordinator.needs_operator_retention`
+/// (label: definition).
+pub const SAGAS_EXPIRED: &str = "choreo_sagas_expired_total";
 /// Sagas of this replica waiting for their start event (bounded by
 /// `coordinator.max_pending_sagas`).
 pub const SAGAS_PENDING: &str = "choreo_sagas_pending";
@@ -103,6 +106,11 @@ pub fn describe() {
         SAGAS_IN_FLIGHT,
         Unit::Count,
         "Sagas neither completed nor compensated on the partitions this replica owns"
+    );
+    describe_counter!(
+        SAGAS_EXPIRED,
+        Unit::Count,
+        "Sagas deleted after needing an operator longer than the retention"
     );
     describe_gauge!(
         SAGAS_PENDING,

@@ -117,6 +117,9 @@ pub struct CoordinatorOptions {
     pub batch_linger: Duration,
     /// How long a finished saga is kept before it is tombstoned.
     pub completed_retention: Duration,
+    /// How long a saga that needs an operator is kept after its last change when nobody acts
+    /// (then it is deleted, with an error line and `choreo_sagas_expired_total`).
+    pub needs_operator_retention: Duration,
     /// At most this many sagas of this replica wait for their start event (created by a
     /// success or failure that came first); beyond it, such an event is dead-lettered
     /// (`no_saga`) rather than held. Checked against a count refreshed every second.
@@ -185,6 +188,8 @@ pub mod defaults {
     pub const BATCH_LINGER: Duration = Duration::from_millis(10);
     /// `coordinator.completed_retention`.
     pub const COMPLETED_RETENTION: Duration = Duration::from_secs(3600);
+    /// `coordinator.needs_operator_retention`: 30 days.
+    pub const NEEDS_OPERATOR_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
     /// `coordinator.max_pending_sagas`.
     pub const MAX_PENDING_SAGAS: usize = 100_000;
     /// `coordinator.kafka_timeout`.
@@ -221,6 +226,7 @@ impl CoordinatorOptions {
             batch_linger: defaults::BATCH_LINGER,
             completed_retention: defaults::COMPLETED_RETENTION,
             max_pending_sagas: defaults::MAX_PENDING_SAGAS,
+            needs_operator_retention: defaults::NEEDS_OPERATOR_RETENTION,
             kafka_timeout: defaults::KAFKA_TIMEOUT,
             transaction_timeout: defaults::TRANSACTION_TIMEOUT,
             drain_timeout: defaults::DRAIN_TIMEOUT,

@@ -359,7 +359,6 @@ impl Runtime {
         })
         .await
         .map_err(|e| CoordinatorError::Startup(format!("restore task: {e}")))??;
-        let retention = self.opts.completed_retention;
         for (p, states, took) in restored {
             self.index.forget_partition(p);
             for s in states.values() {
@@ -374,9 +373,9 @@ impl Runtime {
                     self.index
                         .set(p, &s.saga_id, Due::Deadline(d.kind.clone()), d.at);
                 }
-                if s.is_finished() {
+                if let Some(keep) = self.retention_of(s) {
                     self.index
-                        .set(p, &s.saga_id, Due::Expiry, s.updated_at.plus(retention));
+                        .set(p, &s.saga_id, Due::Expiry, s.updated_at.plus(keep));
                 }
             }
             let n = states.len();

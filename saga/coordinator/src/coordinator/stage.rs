@@ -58,6 +58,8 @@ pub(crate) struct Staged {
     /// Definitions of sagas that emitted a late compensation (a success after they were
     /// compensated), one entry each.
     pub(crate) late_compensations: Vec<String>,
+    /// Definitions of sagas deleted after needing an operator for too long, one entry each.
+    pub(crate) expired: Vec<String>,
     pub(crate) deliveries: Vec<DeliveryFuture>,
     pub(crate) dead_lettered: u64,
     pub(crate) inputs: BTreeMap<&'static str, u64>,
@@ -112,7 +114,14 @@ impl Runtime {
             };
             match &entry.due {
                 Due::Expiry => {
-                    if state.is_finished() {
+                    let expired = self
+                        .retention_of(&state)
+                        .is_some_and(|keep| now >= state.updated_at.plus(keep));
+                    if expired {
+                        if state.status == Status::NeedsOperator {
+                            tracing::error!(saga_id = %state.saga_id, correlation_id = %state.correlation_id, retention = %choreo_saga::format_duration(self.opts.needs_operator_retention), "a saga needed an operator for longer than coordinator.needs_operator_retention and nobody acted: it is deleted (its timeline is gone; its events are in their topics)");
+                            staged.expired.push(state.definition.clone());
+                        }
                         staged.states.remove(&entry.saga_id);
                         staged
                             .tombstones
@@ -155,18 +164,36 @@ impl Runtime {
 
     fn stage_state(&self, partition: i32, state: SagaState, now: Millis, staged: &mut Staged) {
         // Kept until nothing more is expected of it (a late compensation may still await its
-        // acknowledgement after the saga is compensated), then for the retention.
-        if state.is_finished() {
+        // acknowledgement after the saga is compensated), then for the retention; a saga that
+        // needs an operator, for its own (long) retention after its last change.
+        if let Some(keep) = self.retention_of(&state) {
             staged.index_sets.push((
                 partition,
                 state.saga_id.clone(),
                 Due::Expiry,
-                now.plus(self.opts.completed_retention),
+                now.plus(keep),
             ));
+        } else {
+            staged
+                .index_cancels
+                .push((state.saga_id.clone(), Due::Expiry));
         }
         staged
             .states
             .insert(state.saga_id.clone(), (partition, state));
+    }
+
+    /// How long a saga in this state is kept after its last change: finished sagas for
+    /// `completed_retention`, sagas that need an operator for `needs_operator_retention`,
+    /// others until they finish (`None`).
+    pub(crate) fn retention_of(&self, state: &SagaState) -> Option<std::time::Duration> {
+        if state.is_finished() {
+            Some(self.opts.completed_retention)
+        } else if state.status == Status::NeedsOperator {
+            Some(self.opts.needs_operator_retention)
+        } else {
+            None
+        }
     }
 
     async fn stage_command(

@@ -280,6 +280,9 @@ impl Runtime {
         for def in staged.late_compensations {
             metrics::counter!(m::LATE_COMPENSATIONS, m::LABEL_DEFINITION => def).increment(1);
         }
+        for def in staged.expired {
+            metrics::counter!(m::SAGAS_EXPIRED, m::LABEL_DEFINITION => def).increment(1);
+        }
         for l in staged.lateness {
             metrics::histogram!(m::DEADLINE_LATENESS_SECONDS).record(l);
         }
