@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use choreo_bus::schema_store::{KafkaSchemaStore, SchemaTopic};
@@ -28,11 +29,34 @@ pub async fn registry_of(cfg: &Config, catalog: &Catalog) -> anyhow::Result<Arc<
                 (Arc::clone(&kafka) as Arc<dyn RegistryStore>, kafka)
             }
         };
-    catalog.register_all(registry.as_ref()).await?;
+    register_catalog(catalog, registry.as_ref()).await?;
     if let Some(addr) = cfg.registry.listen {
         serve_registry(cfg, store, addr).await?;
     }
     Ok(registry)
+}
+
+/// Registers the catalog, retrying what may pass on another try for up to a minute: with
+/// `registry.store = "kafka"` replicas that start together all write through the one
+/// transactional id, and a write fenced by another replica's is tried again (it then finds the
+/// schema written, or writes it).
+async fn register_catalog(catalog: &Catalog, registry: &dyn SchemaRegistry) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match catalog.register_all(registry).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tracing::info!(error = %e, "registering the catalog's schemas: trying again");
+                let jitter = Duration::from_millis(
+                    u64::try_from(uuid::Uuid::new_v4().as_u128() % 250).unwrap_or(0),
+                );
+                tokio::time::sleep(delay + jitter).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("registering the catalog's schemas")),
+        }
+    }
 }
 
 /// choreo's registry store in its compacted Kafka topic (`registry.topic`), opened and read.
