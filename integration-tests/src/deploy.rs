@@ -149,7 +149,11 @@ pub fn image() -> anyhow::Result<Image> {
         let (word, rest) = l.split_once(' ').unwrap_or((l.as_str(), ""));
         match word {
             "FROM" => {
-                image.from = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                image.from = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
             }
             "ENV" => {
                 let (k, v) = rest.split_once('=').context("ENV without key=value")?;
@@ -159,7 +163,9 @@ pub fn image() -> anyhow::Result<Image> {
             "CMD" => image.cmd = exec_form(rest)?,
             "USER" => rest.trim().clone_into(&mut image.user),
             "HEALTHCHECK" => {
-                let (_, cmd) = rest.split_once(" CMD ").context("HEALTHCHECK without CMD")?;
+                let (_, cmd) = rest
+                    .split_once(" CMD ")
+                    .context("HEALTHCHECK without CMD")?;
                 image.healthcheck = exec_form(cmd)?;
             }
             _ => {}
@@ -257,7 +263,11 @@ pub fn compose_process(project: &Value, service: &str, image: &Image) -> anyhow:
 /// shipped Secrets are written as text).
 fn data_of<'a>(docs: &'a [Value], kind: &str, name: &str) -> anyhow::Result<&'a Value> {
     let o = object(docs, kind, name)?;
-    let field = if kind == "Secret" { "stringData" } else { "data" };
+    let field = if kind == "Secret" {
+        "stringData"
+    } else {
+        "data"
+    };
     Ok(&o[field])
 }
 

@@ -38,11 +38,17 @@ fn the_dockerfile_passes_hadolint() {
     let text = std::fs::read_to_string(repo("deploy/Dockerfile")).expect("Dockerfile");
     std::fs::write(
         &broken,
-        text.replace("FROM chef AS planner", "FROM rust:latest AS planner\nRUN cd /src"),
+        text.replace(
+            "FROM chef AS planner",
+            "FROM rust:latest AS planner\nRUN cd /src",
+        ),
     )
     .expect("write");
     let (ok, out) = hadolint(&broken);
-    assert!(!ok && out.contains("DL3007") && out.contains("DL3003"), "{out}");
+    assert!(
+        !ok && out.contains("DL3007") && out.contains("DL3003"),
+        "{out}"
+    );
 }
 
 /// The shared libraries of `gcr.io/distroless/cc-debian13` (its Debian packages libc6,
@@ -85,7 +91,10 @@ fn the_runtime_image_runs_the_binary_as_a_non_root_user_with_every_library_it_li
     assert_ne!(uid, 0, "the image runs as root");
     // Every file the Dockerfile copies from the context exists.
     let text = std::fs::read_to_string(repo("deploy/Dockerfile")).expect("Dockerfile");
-    for line in text.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
         let source = line.split_whitespace().nth(1).expect("COPY source");
         assert!(repo(source).exists(), "{line}: {source} does not exist");
     }
@@ -132,10 +141,21 @@ fn the_compose_file_loads_as_docker_compose_loads_it() {
         ])
     );
     let s = &project["services"];
-    assert!(s["kafka"]["image"].as_str().unwrap_or_default().starts_with("apache/kafka:"));
-    assert_eq!(s["kafka"]["environment"]["KAFKA_PROCESS_ROLES"], "broker,controller");
+    assert!(
+        s["kafka"]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("apache/kafka:")
+    );
+    assert_eq!(
+        s["kafka"]["environment"]["KAFKA_PROCESS_ROLES"],
+        "broker,controller"
+    );
     for choreo in ["registry", "coordinator-1", "coordinator-2", "demo"] {
-        assert_eq!(s[choreo]["build"]["dockerfile"], "deploy/Dockerfile", "{choreo}");
+        assert_eq!(
+            s[choreo]["build"]["dockerfile"], "deploy/Dockerfile",
+            "{choreo}"
+        );
         assert_eq!(
             Path::new(s[choreo]["build"]["context"].as_str().unwrap_or_default()),
             repo("").canonicalize().expect("root"),
@@ -152,7 +172,10 @@ fn the_compose_file_loads_as_docker_compose_loads_it() {
     let ids: BTreeSet<&str> = ["coordinator-1", "coordinator-2"]
         .iter()
         .map(|c| {
-            assert_eq!(s[c]["environment"]["CHOREO__KAFKA__GROUP_ID"], "choreo-coordinator");
+            assert_eq!(
+                s[c]["environment"]["CHOREO__KAFKA__GROUP_ID"],
+                "choreo-coordinator"
+            );
             s[c]["environment"]["CHOREO__COORDINATOR__INSTANCE_ID"]
                 .as_str()
                 .expect("instance id")
@@ -165,7 +188,10 @@ fn the_compose_file_loads_as_docker_compose_loads_it() {
     let text = std::fs::read_to_string(repo("deploy/compose.yaml")).expect("compose.yaml");
     std::fs::write(
         dir.join("compose.yaml"),
-        text.replace("      coordinator-1:\n        condition", "      coordinator-9:\n        condition"),
+        text.replace(
+            "      coordinator-1:\n        condition",
+            "      coordinator-9:\n        condition",
+        ),
     )
     .expect("write");
     let err = compose_project(&dir.join("compose.yaml")).expect_err("broken file loads");
@@ -181,13 +207,26 @@ fn the_compose_file_loads_as_docker_compose_loads_it() {
 
 /// Lays out a compose service's bind mounts under `root` at their container paths.
 fn mount(project: &Value, service: &str, root: &Path) {
-    for v in project["services"][service]["volumes"].as_array().into_iter().flatten() {
+    for v in project["services"][service]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if v["type"] != "bind" {
             continue;
         }
         let source = Path::new(v["source"].as_str().expect("source"));
-        assert!(source.is_file(), "{service} mounts {} which does not exist", source.display());
-        let target = root.join(v["target"].as_str().expect("target").trim_start_matches('/'));
+        assert!(
+            source.is_file(),
+            "{service} mounts {} which does not exist",
+            source.display()
+        );
+        let target = root.join(
+            v["target"]
+                .as_str()
+                .expect("target")
+                .trim_start_matches('/'),
+        );
         std::fs::create_dir_all(target.parent().expect("parent")).expect("dir");
         std::fs::copy(source, &target).expect("copy");
     }
@@ -218,7 +257,10 @@ fn the_compose_prometheus_and_grafana_find_their_files_and_each_other() {
     assert!(ok && out.contains("SUCCESS: 1 rule files found"), "{out}");
     let prom = &yaml_documents(&[config]).expect("prometheus.yml")[0];
     let job = &prom["scrape_configs"][0];
-    assert_eq!(job["job_name"], "choreo", "the replica-down alert reads up{{job=\"choreo\"}}");
+    assert_eq!(
+        job["job_name"], "choreo",
+        "the replica-down alert reads up{{job=\"choreo\"}}"
+    );
     let mut targets: Vec<String> = job["static_configs"][0]["targets"]
         .as_array()
         .expect("targets")
@@ -228,9 +270,12 @@ fn the_compose_prometheus_and_grafana_find_their_files_and_each_other() {
     targets.sort();
     for (target, c) in targets.iter().zip(["coordinator-1", "coordinator-2"]) {
         let (host, port) = host_port(target).expect("target");
-        let (_, listen) =
-            host_port(s[c]["environment"]["CHOREO__HTTP__LISTEN"].as_str().expect("listen"))
-                .expect("listen");
+        let (_, listen) = host_port(
+            s[c]["environment"]["CHOREO__HTTP__LISTEN"]
+                .as_str()
+                .expect("listen"),
+        )
+        .expect("listen");
         assert_eq!((host.as_str(), port), (c, listen), "{target}");
     }
 
@@ -241,13 +286,17 @@ fn the_compose_prometheus_and_grafana_find_their_files_and_each_other() {
     let ds = &yaml_documents(&[root.join("etc/grafana/provisioning/datasources/choreo.yaml")])
         .expect("datasources")[0]["datasources"][0];
     assert_eq!(ds["type"], "prometheus");
-    assert_eq!(ds["isDefault"], true, "the dashboard picks the default Prometheus");
+    assert_eq!(
+        ds["isDefault"], true,
+        "the dashboard picks the default Prometheus"
+    );
     assert_eq!(
         host_port(ds["url"].as_str().expect("url")).expect("url"),
         ("prometheus".to_owned(), 9090)
     );
-    let providers = &yaml_documents(&[root.join("etc/grafana/provisioning/dashboards/choreo.yaml")])
-        .expect("dashboards")[0]["providers"][0];
+    let providers =
+        &yaml_documents(&[root.join("etc/grafana/provisioning/dashboards/choreo.yaml")])
+            .expect("dashboards")[0]["providers"][0];
     let folder = root.join(
         providers["options"]["path"]
             .as_str()
@@ -255,7 +304,8 @@ fn the_compose_prometheus_and_grafana_find_their_files_and_each_other() {
             .trim_start_matches('/'),
     );
     let dashboard: Value = serde_json::from_str(
-        &std::fs::read_to_string(folder.join("choreo.json")).expect("the dashboard is in the folder"),
+        &std::fs::read_to_string(folder.join("choreo.json"))
+            .expect("the dashboard is in the folder"),
     )
     .expect("dashboard JSON");
     assert_eq!(dashboard["uid"], "choreo");
@@ -342,15 +392,19 @@ fn the_coordinators_have_stable_ids_probes_a_budget_and_scrape_annotations() {
     assert_eq!(id["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
     // Readiness on /readyz, liveness (and start-up) on /healthz, on the port the API listens on.
     let settings = &object(&docs, "ConfigMap", "choreo-coordinator").expect("ConfigMap")["data"];
-    let (_, listen) = host_port(settings["CHOREO__HTTP__LISTEN"].as_str().expect("listen"))
-        .expect("listen");
+    let (_, listen) =
+        host_port(settings["CHOREO__HTTP__LISTEN"].as_str().expect("listen")).expect("listen");
     for (probe, path) in [
         ("readinessProbe", "/readyz"),
         ("livenessProbe", "/healthz"),
         ("startupProbe", "/healthz"),
     ] {
         assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
-        assert_eq!(port(&c[probe]["httpGet"]["port"]), u64::from(listen), "{probe}");
+        assert_eq!(
+            port(&c[probe]["httpGet"]["port"]),
+            u64::from(listen),
+            "{probe}"
+        );
     }
     let annotations = &pod["metadata"]["annotations"];
     assert_eq!(annotations["prometheus.io/scrape"], "true");
@@ -360,13 +414,21 @@ fn the_coordinators_have_stable_ids_probes_a_budget_and_scrape_annotations() {
     assert!(c["resources"]["requests"]["cpu"].is_string());
     assert!(c["resources"]["limits"]["memory"].is_string());
     // Longer than the drain the replica needs on SIGTERM.
-    assert!(pod["spec"]["terminationGracePeriodSeconds"].as_u64().expect("grace") > 30);
+    assert!(
+        pod["spec"]["terminationGracePeriodSeconds"]
+            .as_u64()
+            .expect("grace")
+            > 30
+    );
     // The budget and the Service select these pods.
     let pdb = object(&docs, "PodDisruptionBudget", "choreo-coordinator").expect("PDB");
     assert_eq!(pdb["spec"]["selector"]["matchLabels"], *labels);
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     for svc in ["choreo", "choreo-coordinator-pods"] {
-        assert_eq!(object(&docs, "Service", svc).expect("Service")["spec"]["selector"], *labels);
+        assert_eq!(
+            object(&docs, "Service", svc).expect("Service")["spec"]["selector"],
+            *labels
+        );
     }
     assert_eq!(sts["spec"]["serviceName"], "choreo-coordinator-pods");
 
@@ -384,18 +446,26 @@ fn the_coordinators_have_stable_ids_probes_a_budget_and_scrape_annotations() {
     let wanted = format!(
         "{};{}",
         labels["app.kubernetes.io/name"].as_str().expect("name"),
-        labels["app.kubernetes.io/component"].as_str().expect("component")
+        labels["app.kubernetes.io/component"]
+            .as_str()
+            .expect("component")
     );
     assert_eq!(keep["regex"], wanted.as_str());
     let dir = temp_dir("kubernetes-scrape");
-    std::fs::copy(repo("deploy/prometheus/choreo.rules.yml"), dir.join("choreo.rules.yml"))
-        .expect("rules");
+    std::fs::copy(
+        repo("deploy/prometheus/choreo.rules.yml"),
+        dir.join("choreo.rules.yml"),
+    )
+    .expect("rules");
     let text = std::fs::read_to_string(&scrape_file).expect("kubernetes.yml");
     let swapped = text.replace(
         "    kubernetes_sd_configs:\n      - role: pod\n",
         "    static_configs:\n      - targets: [\"choreo-coordinator-0:8080\"]\n",
     );
-    assert_ne!(swapped, text, "the discovery block is where the check expects it");
+    assert_ne!(
+        swapped, text,
+        "the discovery block is where the check expects it"
+    );
     std::fs::write(dir.join("kubernetes.yml"), swapped).expect("write");
     let (ok, out) = promtool_check_config(&dir.join("kubernetes.yml"));
     assert!(ok && out.contains("SUCCESS: 1 rule files found"), "{out}");

@@ -54,7 +54,11 @@ impl Running {
             process.replaced.keys().collect::<Vec<_>>()
         );
         let child = process.spawn(&log)?;
-        Ok(Running { process, child, log })
+        Ok(Running {
+            process,
+            child,
+            log,
+        })
     }
 
     fn log_tail(&self) -> String {
@@ -80,10 +84,21 @@ impl Running {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("{}: {url} did not answer within {patience:?}:\n{}", self.process.name, self.log_tail());
+                bail!(
+                    "{}: {url} did not answer within {patience:?}:\n{}",
+                    self.process.name,
+                    self.log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Its resident set (Linux `VmRSS`), for the sizing figures the test prints.
+    fn resident(&self) -> Option<String> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        Some(line.trim_start_matches("VmRSS:").trim().to_owned())
     }
 
     /// SIGTERM, and a clean exit.
@@ -141,7 +156,8 @@ async fn terminal_sagas(api: &str, token: Option<&str>, count: u64) -> anyhow::R
         }
         let body: serde_json::Value = req.send().await?.error_for_status()?.json().await?;
         let counts = &body["counts"];
-        let done = counts["completed"].as_u64().unwrap_or(0) + counts["compensated"].as_u64().unwrap_or(0);
+        let done =
+            counts["completed"].as_u64().unwrap_or(0) + counts["compensated"].as_u64().unwrap_or(0);
         if done >= count {
             return Ok(body["sagas"]
                 .as_array()
@@ -181,7 +197,10 @@ async fn the_compose_stack_runs_order_sagas_on_apache_kafka() -> anyhow::Result<
     let registry_listen = registry.replace("CHOREO__REGISTRY__LISTEN", &registry_addr);
     let mut registry = Running::start(registry, &logs)?;
     registry
-        .wait_for(&format!("http://{registry_addr}/subjects"), Duration::from_secs(90))
+        .wait_for(
+            &format!("http://{registry_addr}/subjects"),
+            Duration::from_secs(90),
+        )
         .await?;
     // The registry's compose health check, on the port the test gave it.
     let check: Vec<String> = project["services"]["registry"]["healthcheck"]["test"]
@@ -190,9 +209,10 @@ async fn the_compose_stack_runs_order_sagas_on_apache_kafka() -> anyhow::Result<
         .iter()
         .skip(2) // "CMD", "choreo"
         .map(|a| {
-            a.as_str()
-                .unwrap_or_default()
-                .replace(&format!("127.0.0.1:{}", host_port(&registry_listen).expect("port").1), &registry_addr)
+            a.as_str().unwrap_or_default().replace(
+                &format!("127.0.0.1:{}", host_port(&registry_listen).expect("port").1),
+                &registry_addr,
+            )
         })
         .collect();
     healthcheck(&check, &registry.process).await?;
@@ -204,14 +224,19 @@ async fn the_compose_stack_runs_order_sagas_on_apache_kafka() -> anyhow::Result<
         p.replace("CHOREO__KAFKA__BOOTSTRAP_SERVERS", &broker.bootstrap);
         let url = p.replace("CHOREO__REGISTRY__URL", &format!("http://{registry_addr}"));
         let (host, port) = host_port(&url)?;
-        assert_eq!((host.as_str(), port), ("registry", host_port(&registry_listen)?.1), "{url}");
+        assert_eq!(
+            (host.as_str(), port),
+            ("registry", host_port(&registry_listen)?.1),
+            "{url}"
+        );
         let api = loopback();
         p.replace("CHOREO__HTTP__LISTEN", &api);
         p.replace("CHOREO__INGEST__LISTEN", &loopback());
         replicas.push((Running::start(p, &logs)?, format!("http://{api}")));
     }
     for (r, api) in &mut replicas {
-        r.wait_for(&format!("{api}/readyz"), Duration::from_secs(120)).await?;
+        r.wait_for(&format!("{api}/readyz"), Duration::from_secs(120))
+            .await?;
         image_health_check(&image, &r.process).await?;
     }
 
@@ -227,6 +252,14 @@ async fn the_compose_stack_runs_order_sagas_on_apache_kafka() -> anyhow::Result<
         assert!(r.status().is_success(), "{other} does not know saga {id}");
     }
 
+    for (r, _) in &replicas {
+        eprintln!(
+            "{}: resident memory {} after {} finished sagas",
+            r.process.name,
+            r.resident().unwrap_or_else(|| "unknown".into()),
+            finished.len()
+        );
+    }
     demo.stop().await?;
     for (r, _) in replicas {
         r.stop().await?;
@@ -270,16 +303,37 @@ async fn the_kubernetes_manifests_run_order_sagas_on_apache_kafka() -> anyhow::R
 
     // What the tests replace in every pod's Kafka connection (see the module doc).
     let connect = |p: &mut Process| {
-        p.replace("CHOREO__KAFKA__BOOTSTRAP_SERVERS", &sasl["bootstrap.servers"]);
-        assert_eq!(p.replace("CHOREO__KAFKA__CLIENT__SECURITY_PROTOCOL", "SASL_PLAINTEXT"), "SASL_SSL");
-        p.replace("CHOREO__KAFKA__CLIENT__SASL_MECHANISM", &sasl["sasl.mechanism"]);
-        p.replace("CHOREO__KAFKA__CLIENT__SASL_USERNAME", &sasl["sasl.username"]);
-        p.replace("CHOREO__KAFKA__CLIENT__SASL_PASSWORD", &sasl["sasl.password"]);
+        p.replace(
+            "CHOREO__KAFKA__BOOTSTRAP_SERVERS",
+            &sasl["bootstrap.servers"],
+        );
+        assert_eq!(
+            p.replace("CHOREO__KAFKA__CLIENT__SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+            "SASL_SSL"
+        );
+        p.replace(
+            "CHOREO__KAFKA__CLIENT__SASL_MECHANISM",
+            &sasl["sasl.mechanism"],
+        );
+        p.replace(
+            "CHOREO__KAFKA__CLIENT__SASL_USERNAME",
+            &sasl["sasl.username"],
+        );
+        p.replace(
+            "CHOREO__KAFKA__CLIENT__SASL_PASSWORD",
+            &sasl["sasl.password"],
+        );
     };
 
     // The registry Deployment (its write token a Secret value of the test's own).
-    let mut registry =
-        kubernetes_process(&docs, "Deployment", "choreo-registry", "registry", "choreo-registry-0", &image)?;
+    let mut registry = kubernetes_process(
+        &docs,
+        "Deployment",
+        "choreo-registry",
+        "registry",
+        "choreo-registry-0",
+        &image,
+    )?;
     connect(&mut registry);
     let var = registry.get("CHOREO__REGISTRY__WRITE_TOKEN_ENV").to_owned();
     registry.replace(&var, &format!("registry-{token}"));
@@ -287,14 +341,23 @@ async fn the_kubernetes_manifests_run_order_sagas_on_apache_kafka() -> anyhow::R
     registry.replace("CHOREO__REGISTRY__LISTEN", &registry_addr);
     let mut registry = Running::start(registry, &logs)?;
     registry
-        .wait_for(&format!("http://{registry_addr}/subjects"), Duration::from_secs(90))
+        .wait_for(
+            &format!("http://{registry_addr}/subjects"),
+            Duration::from_secs(90),
+        )
         .await?;
 
     // Two replicas of the StatefulSet, named as its pods are.
     let mut replicas = Vec::new();
     for pod in ["choreo-coordinator-0", "choreo-coordinator-1"] {
-        let mut p =
-            kubernetes_process(&docs, "StatefulSet", "choreo-coordinator", "coordinator", pod, &image)?;
+        let mut p = kubernetes_process(
+            &docs,
+            "StatefulSet",
+            "choreo-coordinator",
+            "coordinator",
+            pod,
+            &image,
+        )?;
         connect(&mut p);
         assert_eq!(p.get("CHOREO__COORDINATOR__INSTANCE_ID"), pod);
         let tokens = p.get("CHOREO__HTTP__TOKENS").to_owned();
@@ -307,8 +370,10 @@ async fn the_kubernetes_manifests_run_order_sagas_on_apache_kafka() -> anyhow::R
         replicas.push((Running::start(p, &logs)?, format!("http://{api}")));
     }
     for (r, api) in &mut replicas {
-        r.wait_for(&format!("{api}/readyz"), Duration::from_secs(120)).await?;
-        r.wait_for(&format!("{api}/healthz"), Duration::from_secs(5)).await?;
+        r.wait_for(&format!("{api}/readyz"), Duration::from_secs(120))
+            .await?;
+        r.wait_for(&format!("{api}/healthz"), Duration::from_secs(5))
+            .await?;
         image_health_check(&image, &r.process).await?;
     }
     // The API takes the token whose hash the Secret holds, and nothing else.
@@ -321,11 +386,15 @@ async fn the_kubernetes_manifests_run_order_sagas_on_apache_kafka() -> anyhow::R
     let coordinator = &replicas[0].0.process;
     let mut demo = Process {
         name: "the test's demo services".into(),
-        args: ["demo", "--orders-per-second", "3"].map(str::to_owned).to_vec(),
+        args: ["demo", "--orders-per-second", "3"]
+            .map(str::to_owned)
+            .to_vec(),
         env: coordinator
             .env
             .iter()
-            .filter(|(k, _)| k.starts_with("CHOREO__KAFKA__") || k.starts_with("CHOREO__REGISTRY__"))
+            .filter(|(k, _)| {
+                k.starts_with("CHOREO__KAFKA__") || k.starts_with("CHOREO__REGISTRY__")
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         replaced: Default::default(),

@@ -358,7 +358,11 @@ impl Demo {
 
 /// `choreo demo`: the services and the order generator on `bus` until `opts.shutdown` is
 /// cancelled, a line every `report_every` saying how many orders were placed; then drains.
-pub async fn run(bus: &Bus, opts: DemoOptions, report_every: Duration) -> Result<u64, choreo_bus::BusError> {
+pub async fn run(
+    bus: &Bus,
+    opts: DemoOptions,
+    report_every: Duration,
+) -> Result<u64, choreo_bus::BusError> {
     let shutdown = opts.shutdown.clone();
     let demo = Demo::start(bus, opts).await?;
     let mut tick = tokio::time::interval(report_every);

@@ -14,7 +14,10 @@ use choreo_schemas::{Catalog, ConfluentRegistry, MemoryRegistry, RegistryStore, 
 /// The schema registry of `choreo run`, `ingest` and `demo`: `registry.url`, or choreo's own
 /// (in memory or in a Kafka topic, see `registry.store`), the catalog registered in it and
 /// served on `registry.listen` when set.
-pub async fn registry_of(cfg: &Config, catalog: &Catalog) -> anyhow::Result<Arc<dyn SchemaRegistry>> {
+pub async fn registry_of(
+    cfg: &Config,
+    catalog: &Catalog,
+) -> anyhow::Result<Arc<dyn SchemaRegistry>> {
     if let Some(url) = &cfg.registry.url {
         return Ok(Arc::new(ConfluentRegistry::new(url)));
     }
@@ -54,15 +57,15 @@ async fn register_catalog(catalog: &Catalog, registry: &dyn SchemaRegistry) -> a
                 tokio::time::sleep(delay + jitter).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
-            Err(e) => return Err(anyhow::Error::new(e).context("registering the catalog's schemas")),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context("registering the catalog's schemas"));
+            }
         }
     }
 }
 
 /// choreo's registry store in its compacted Kafka topic (`registry.topic`), opened and read.
-pub async fn open_schema_topic(
-    cfg: &Config,
-) -> anyhow::Result<Arc<KafkaSchemaStore>> {
+pub async fn open_schema_topic(cfg: &Config) -> anyhow::Result<Arc<KafkaSchemaStore>> {
     let mut topic = SchemaTopic::new(cfg.kafka.bus_config("/choreo/registry"));
     topic.topic.clone_from(&cfg.registry.topic);
     topic.replication_factor = cfg.coordinator.replication_factor;
@@ -93,4 +96,3 @@ pub async fn serve_registry(
     tracing::info!(addr = %a, "schema registry served");
     Ok((a, task))
 }
-

@@ -1,0 +1,109 @@
+//! The two commands the container image needs: `choreo healthcheck` (the image's health check:
+//! exit 0 only when the URL — by default `/healthz` on `http.listen` — answers 2xx) and `choreo
+//! demo` (the demo services as a process of their own, which refuses knobs out of range before
+//! it contacts anything).
+
+use std::process::Command;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+/// A server answering 200 on /healthz and 503 on /readyz, on a free loopback port.
+async fn server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    (addr, task)
+}
+
+/// `choreo healthcheck` run in a thread (the server stays on the runtime), with `env`.
+async fn healthcheck(args: &[&str], env: &[(&str, String)]) -> (bool, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_choreo"))
+            .arg("healthcheck")
+            .args(&args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("choreo runs");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    })
+    .await
+    .expect("joins")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_passes_only_on_a_2xx_answer_from_the_configured_listen_address() {
+    let (addr, task) = server().await;
+    // Default: /healthz on http.listen; 0.0.0.0 is asked on loopback.
+    let listen = vec![("CHOREO__HTTP__LISTEN", format!("0.0.0.0:{}", addr.port()))];
+    let (ok, out) = healthcheck(&[], &listen).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("127.0.0.1:{}/healthz", addr.port())),
+        "{out}"
+    );
+
+    // A URL that answers 503, and a port nobody listens on, fail with one line saying so.
+    let (ok, out) = healthcheck(&["--url", &format!("http://{addr}/readyz")], &[]).await;
+    assert!(!ok && out.contains("503"), "{out}");
+    let nobody = format!("127.0.0.1:{}", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    });
+    let (ok, out) = healthcheck(&[], &[("CHOREO__HTTP__LISTEN", nobody.clone())]).await;
+    assert!(
+        !ok && out.contains("no answer") && out.contains(&nobody),
+        "{out}"
+    );
+
+    // A configuration that does not load is said to be the reason.
+    let (ok, out) = healthcheck(&[], &[("CHOREO__HTTP__LISTN", "x".into())]).await;
+    assert!(!ok && out.contains("CHOREO__HTTP__LISTN"), "{out}");
+    task.abort();
+}
+
+#[test]
+fn demo_refuses_rates_out_of_range_before_it_connects() {
+    for (flag, value) in [
+        ("--decline-rate", "1.5"),
+        ("--silent-rate", "-0.1"),
+        ("--orders-per-second", "-2"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_choreo"))
+            .args(["demo", &format!("{flag}={value}")])
+            .env_clear()
+            .env("CHOREO__KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9")
+            .output()
+            .expect("choreo runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} accepted");
+        assert!(
+            stderr.contains(flag) && stderr.contains(value),
+            "{flag}: {stderr}"
+        );
+    }
+}
