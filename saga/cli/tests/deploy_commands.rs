@@ -93,12 +93,24 @@ fn demo_refuses_rates_out_of_range_before_it_connects() {
         ("--silent-rate", "-0.1"),
         ("--orders-per-second", "-2"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_choreo"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_choreo"))
             .args(["demo", &format!("{flag}={value}")])
             .env_clear()
             .env("CHOREO__KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9")
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("choreo runs");
+        // A demo that took the value would start and keep trying to reach Kafka.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().expect("waits").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("choreo demo {flag}={value} was accepted and kept running");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().expect("output");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{flag} {value} accepted");
         assert!(
