@@ -420,7 +420,13 @@ async fn generate(
             channel: "web".into(),
             order_id,
         };
-        match bus.publish(&order).await {
+        // A publish waits for the broker's acknowledgement; on shutdown the order in flight is
+        // let go rather than waited for (an unreachable broker would hold it for minutes).
+        let published = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = bus.publish(&order) => r,
+        };
+        match published {
             Ok(_) => {
                 placed.fetch_add(1, Ordering::Relaxed);
             }

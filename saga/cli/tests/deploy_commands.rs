@@ -1,7 +1,7 @@
 //! The two commands the container image needs: `choreo healthcheck` (the image's health check:
 //! exit 0 only when the URL — by default `/healthz` on `http.listen` — answers 2xx) and `choreo
 //! demo` (the demo services as a process of their own, which refuses knobs out of range before
-//! it contacts anything).
+//! it contacts anything, and stops promptly on SIGTERM even while Kafka does not answer).
 
 use std::process::Command;
 
@@ -117,5 +117,36 @@ fn demo_refuses_rates_out_of_range_before_it_connects() {
             stderr.contains(flag) && stderr.contains(value),
             "{flag}: {stderr}"
         );
+    }
+}
+
+#[test]
+fn demo_stops_on_sigterm_even_while_kafka_is_unreachable() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_choreo"))
+        .args(["demo", "--orders-per-second", "20"])
+        .env_clear()
+        .env("CHOREO__KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9")
+        .env("CHOREO__LOG__LEVEL", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("choreo runs");
+    // Orders are being published (and held: nothing acknowledges them).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    // Its services drain for at most 5 s; an order held by the unreachable broker must not keep
+    // it (the producer would wait out its delivery timeout, 30 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while child.try_wait().expect("waits").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("choreo demo still running 15 s after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
