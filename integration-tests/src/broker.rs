@@ -101,6 +101,19 @@ impl TestBroker {
         }
     }
 
+    /// Client settings (`bootstrap.servers` included) of the SASL/PLAIN principal `choreo`
+    /// (password `choreo-secret`), which no ACL restricts until a test adds one. Only for an
+    /// Apache Kafka this process started (it has the SASL listener).
+    pub fn sasl_principal(&self) -> anyhow::Result<Vec<(String, String)>> {
+        match &self.kafka {
+            Some(k) => Ok(k.sasl_settings(WRITE_DENIED_USER)),
+            None => bail!(
+                "a SASL principal needs the project's own Apache Kafka ({:?} has no such listener)",
+                self.kind
+            ),
+        }
+    }
+
     /// Client settings (`bootstrap.servers` included) of a principal that an ACL denies every
     /// transactional id, so that a transactional producer gets
     /// TRANSACTIONAL_ID_AUTHORIZATION_FAILED — a broker that refuses transactions. Only for an

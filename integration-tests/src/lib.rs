@@ -7,6 +7,9 @@
 //! - [`broker`]: picks the broker of the real tier (`KAFKA_BOOTSTRAP_SERVERS`, testcontainers'
 //!   Apache Kafka, or Apache Kafka 4.4 from Maven Central jars, resolved once and cached, started
 //!   as a KRaft node in a child process) and hosts the mock cluster in a process.
+//! - [`deploy`]: the files of `deploy/` as tests read them (the Dockerfile's runtime stage, the
+//!   Compose project as the Compose loader normalises it, the Kubernetes manifests) and the
+//!   `choreo` processes they describe, with their whole environment.
 //! - [`process`]: the `choreo` binary as coordinator replicas the tests start, kill, freeze and
 //!   restart.
 //! - [`world`]: a saga test's broker, registry, replicas, order plans and paced driver.
@@ -25,6 +28,7 @@ pub fn manifest_dir() -> String {
 }
 
 pub mod broker;
+pub mod deploy;
 pub mod process;
 pub mod resilience;
 pub mod saga_scenarios;

@@ -4,7 +4,9 @@
 //! complete and compensate within a minute.
 //!
 //! Each service is a bus subscriber in its own consumer group; outcomes are drawn from the order
-//! id (a stable hash), so a redelivered event gets the same answer.
+//! id (a stable hash), so a redelivered event gets the same answer. [`DemoArgs`] are the knobs
+//! `choreo dev` and `choreo demo` share; `choreo demo` runs the services alone, as a process of
+//! their own against a real cluster ([`run`]), next to coordinator replicas of `choreo run`.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -19,6 +21,61 @@ use choreo_schemas::event::{
     ShipmentScheduled,
 };
 use tokio_util::sync::CancellationToken;
+
+/// The demo's knobs on the command line (`choreo dev`, `choreo demo`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Orders placed per second (0: none; the services still answer).
+    #[arg(long, default_value_t = 2.0)]
+    pub orders_per_second: f64,
+    /// Share of payments declined.
+    #[arg(long, default_value_t = 0.1)]
+    pub decline_rate: f64,
+    /// Share of orders out of stock.
+    #[arg(long, default_value_t = 0.1)]
+    pub stockout_rate: f64,
+    /// Share of shipments that fail.
+    #[arg(long, default_value_t = 0.05)]
+    pub shipping_failure_rate: f64,
+    /// Share of requests a demo service never answers (deadlines fire, then compensation).
+    #[arg(long, default_value_t = 0.05)]
+    pub silent_rate: f64,
+    /// Stop placing orders after this many.
+    #[arg(long)]
+    pub max_orders: Option<u64>,
+}
+
+impl DemoArgs {
+    /// The options these arguments ask for, stopping on `shutdown`; a share outside 0..=1 or a
+    /// negative or non-finite rate is refused, naming the flag.
+    pub fn options(&self, shutdown: CancellationToken) -> Result<DemoOptions, String> {
+        if !(self.orders_per_second.is_finite() && self.orders_per_second >= 0.0) {
+            return Err(format!(
+                "--orders-per-second must be 0 or more (got {})",
+                self.orders_per_second
+            ));
+        }
+        for (flag, share) in [
+            ("--decline-rate", self.decline_rate),
+            ("--stockout-rate", self.stockout_rate),
+            ("--shipping-failure-rate", self.shipping_failure_rate),
+            ("--silent-rate", self.silent_rate),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(format!("{flag} must be between 0 and 1 (got {share})"));
+            }
+        }
+        Ok(DemoOptions {
+            orders_per_second: self.orders_per_second,
+            max_orders: self.max_orders,
+            decline_rate: self.decline_rate,
+            stockout_rate: self.stockout_rate,
+            shipping_failure_rate: self.shipping_failure_rate,
+            silent_rate: self.silent_rate,
+            shutdown,
+        })
+    }
+}
 
 /// How the demo behaves.
 #[derive(Debug, Clone)]
@@ -299,6 +356,28 @@ impl Demo {
     }
 }
 
+/// `choreo demo`: the services and the order generator on `bus` until `opts.shutdown` is
+/// cancelled, a line every `report_every` saying how many orders were placed; then drains.
+pub async fn run(
+    bus: &Bus,
+    opts: DemoOptions,
+    report_every: Duration,
+) -> Result<u64, choreo_bus::BusError> {
+    let shutdown = opts.shutdown.clone();
+    let demo = Demo::start(bus, opts).await?;
+    let mut tick = tokio::time::interval(report_every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => println!("orders placed: {:>5}", demo.orders_placed()),
+        }
+    }
+    let placed = demo.orders_placed();
+    demo.shutdown().await;
+    Ok(placed)
+}
+
 async fn generate(
     bus: Bus,
     o: Arc<DemoOptions>,
@@ -341,7 +420,13 @@ async fn generate(
             channel: "web".into(),
             order_id,
         };
-        match bus.publish(&order).await {
+        // A publish waits for the broker's acknowledgement; on shutdown the order in flight is
+        // let go rather than waited for (an unreachable broker would hold it for minutes).
+        let published = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = bus.publish(&order) => r,
+        };
+        match published {
             Ok(_) => {
                 placed.fetch_add(1, Ordering::Relaxed);
             }

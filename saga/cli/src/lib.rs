@@ -1,8 +1,9 @@
 //! # choreo-cli
 //!
 //! The `choreo` command: `dev` (everything in one process), `run` (a production replica),
-//! `ingest` (the HTTP ingest alone), `registry`, `asyncapi`, `schemas`, `sagas` (the operator client), `loadgen`, `bench-ingest`
-//! and `bench-restore`. The command-line, HTTP-client
+//! `ingest` (the HTTP ingest alone), `registry`, `demo` (the demo services alone), `healthcheck`
+//! (the image's health check), `asyncapi`, `schemas`, `sagas` (the operator client), `loadgen`,
+//! `bench-ingest` and `bench-restore`. The command-line, HTTP-client
 //! and error-reporting dependencies (clap, reqwest, anyhow) live only in this crate.
 //!
 //! ## Layout
@@ -12,7 +13,11 @@
 //! - [`asyncapi`]: the AsyncAPI 3.0 document of the catalog and the sagas (`choreo asyncapi`).
 //! - [`client`]: the `choreo sagas …` command-line client of the operator API.
 //! - [`diagram`]: a saga definition as a Mermaid state diagram (`choreo saga diagram`).
-//! - [`demo`]: the demo order, payment, inventory and shipping services of `choreo dev`.
+//! - [`demo`]: the demo order, payment, inventory and shipping services of `choreo dev` and
+//!   `choreo demo`, and the knobs both take.
+//! - [`healthcheck`]: `choreo healthcheck`, the container image's probe of `/healthz`.
+//! - [`registry`]: the schema registry `run`, `ingest`, `demo` and `registry` use (a URL, or
+//!   choreo's own in memory or in Kafka).
 //! - [`loadgen`]: the saga load generator, its baseline pipe and its watcher.
 //! - [`ingest_bench`]: the HTTP ingest benchmark (`choreo bench-ingest`) and its rdkafka baseline.
 //! - [`schemas_cmd`]: `choreo schemas check|register`, a catalog against a registry, for CI.
@@ -23,8 +28,10 @@ pub mod asyncapi;
 pub mod client;
 pub mod demo;
 pub mod diagram;
+pub mod healthcheck;
 pub mod ingest_bench;
 pub mod loadgen;
+pub mod registry;
 pub mod restore_bench;
 pub mod schemas_cmd;
 pub mod telemetry;

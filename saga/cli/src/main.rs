@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use choreo_bus::schema_store::SchemaTopic;
 use choreo_bus::{Bus, BusConfig, EmbeddedBroker};
 use choreo_cli::client;
-use choreo_cli::demo::{Demo, DemoOptions};
+use choreo_cli::demo::{Demo, DemoArgs};
+use choreo_cli::healthcheck::HealthcheckArgs;
+use choreo_cli::registry::{open_schema_topic, registry_of, serve_registry};
 use choreo_cli::telemetry::init_logs;
 use choreo_coordinator::api_auth::ApiAuth;
 use choreo_coordinator::config::{Config, LogFormat, RegistryStoreKind};
@@ -17,7 +18,7 @@ use choreo_coordinator::http::{self, ApiState};
 use choreo_coordinator::ingest::{self, EventSink, IngestOptions, auth::Auth};
 use choreo_coordinator::{CoordinatorHandle, CoordinatorOptions, Guarantee, start, telemetry};
 use choreo_saga::{Definition, Definitions};
-use choreo_schemas::{Catalog, ConfluentRegistry, MemoryRegistry, RegistryStore, SchemaRegistry};
+use choreo_schemas::{Catalog, MemoryRegistry, RegistryStore, SchemaRegistry};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +58,19 @@ enum Cmd {
         #[arg(long, short, env = "CHOREO_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Only the demo order, payment, inventory and shipping services (as in `choreo dev`),
+    /// against the `[kafka]` and `[registry]` of the configuration, next to `choreo run`.
+    Demo {
+        /// The configuration file (see deploy/choreo.example.toml); `CHOREO__…` variables
+        /// override it.
+        #[arg(long, short, env = "CHOREO_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        demo: DemoArgs,
+    },
+    /// Ask a replica's `/healthz` (or --url): exit 0 when it answers 2xx (the image's health
+    /// check; its runtime has no curl).
+    Healthcheck(HealthcheckArgs),
     /// Only the schema registry (the Confluent REST API), its schemas kept in a compacted Kafka
     /// topic: the `[kafka]` and `[registry]` parts of the configuration.
     Registry {
@@ -104,30 +118,14 @@ struct DevArgs {
     /// The HTTP ingest (`POST /events`, CloudEvents over HTTP; no authentication in dev).
     #[arg(long, default_value = "127.0.0.1:8090")]
     ingest: SocketAddr,
-    /// Orders placed per second by the demo.
-    #[arg(long, default_value_t = 2.0)]
-    orders_per_second: f64,
-    /// Share of payments declined.
-    #[arg(long, default_value_t = 0.1)]
-    decline_rate: f64,
-    /// Share of orders out of stock.
-    #[arg(long, default_value_t = 0.1)]
-    stockout_rate: f64,
-    /// Share of shipments that fail.
-    #[arg(long, default_value_t = 0.05)]
-    shipping_failure_rate: f64,
-    /// Share of requests a demo service never answers (deadlines fire, then compensation).
-    #[arg(long, default_value_t = 0.05)]
-    silent_rate: f64,
+    #[command(flatten)]
+    demo: DemoArgs,
     /// Partitions of the saga topics.
     #[arg(long, default_value_t = 3)]
     partitions: i32,
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     duration_secs: Option<u64>,
-    /// Stop placing orders after this many.
-    #[arg(long)]
-    max_orders: Option<u64>,
     /// Saga definition files instead of the compiled-in order saga.
     #[arg(long = "definition")]
     definitions: Vec<PathBuf>,
@@ -374,15 +372,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     )?;
     let demo = Demo::start(
         &bus,
-        DemoOptions {
-            orders_per_second: args.orders_per_second,
-            max_orders: args.max_orders,
-            decline_rate: args.decline_rate,
-            stockout_rate: args.stockout_rate,
-            shipping_failure_rate: args.shipping_failure_rate,
-            silent_rate: args.silent_rate,
-            shutdown: shutdown.clone(),
-        },
+        args.demo
+            .options(shutdown.clone())
+            .map_err(anyhow::Error::msg)?,
     )
     .await?;
 
@@ -535,63 +527,6 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     result.map_err(Into::into)
 }
 
-/// The schema registry `choreo run` and `choreo ingest` use: `registry.url`, or choreo's own
-/// (in memory or in a Kafka topic, see `registry.store`), the catalog registered in it and
-/// served on `registry.listen` when set.
-async fn registry_of(cfg: &Config, catalog: &Catalog) -> anyhow::Result<Arc<dyn SchemaRegistry>> {
-    if let Some(url) = &cfg.registry.url {
-        return Ok(Arc::new(ConfluentRegistry::new(url)));
-    }
-    let (store, registry): (Arc<dyn RegistryStore>, Arc<dyn SchemaRegistry>) =
-        match cfg.registry.store {
-            RegistryStoreKind::Memory => {
-                let memory = Arc::new(MemoryRegistry::new());
-                (Arc::clone(&memory) as Arc<dyn RegistryStore>, memory)
-            }
-            RegistryStoreKind::Kafka => {
-                let kafka = open_schema_topic(cfg).await?;
-                (Arc::clone(&kafka) as Arc<dyn RegistryStore>, kafka)
-            }
-        };
-    catalog.register_all(registry.as_ref()).await?;
-    if let Some(addr) = cfg.registry.listen {
-        serve_registry(cfg, store, addr).await?;
-    }
-    Ok(registry)
-}
-
-async fn open_schema_topic(
-    cfg: &Config,
-) -> anyhow::Result<Arc<choreo_bus::schema_store::KafkaSchemaStore>> {
-    let mut topic = SchemaTopic::new(cfg.kafka.bus_config("/choreo/registry"));
-    topic.topic.clone_from(&cfg.registry.topic);
-    topic.replication_factor = cfg.coordinator.replication_factor;
-    topic.timeout = cfg.coordinator.kafka_timeout;
-    choreo_bus::schema_store::KafkaSchemaStore::open(topic)
-        .await
-        .with_context(|| format!("opening the schema topic {}", cfg.registry.topic))
-}
-
-async fn serve_registry(
-    cfg: &Config,
-    store: Arc<dyn RegistryStore>,
-    addr: SocketAddr,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let token = match &cfg.registry.write_token_env {
-        Some(var) => Some(
-            std::env::var(var)
-                .with_context(|| format!("registry.write_token_env: {var} is not set"))?,
-        ),
-        None => None,
-    };
-    let app = choreo_schemas::server::router_with_token(store, token);
-    let (a, task) = choreo_schemas::server::serve_app(app, addr)
-        .await
-        .with_context(|| format!("cannot serve the schema registry on {addr} (registry.listen)"))?;
-    tracing::info!(addr = %a, "schema registry served");
-    Ok((a, task))
-}
-
 /// `choreo registry`: the schema registry alone, its schemas in Kafka.
 async fn registry_only(config: Option<PathBuf>) -> anyhow::Result<()> {
     let mut cfg = Config::load(config.as_deref())?;
@@ -678,6 +613,27 @@ async fn ingest_only(config: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `choreo demo`: the demo services alone, against a real cluster.
+async fn demo_only(config: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<()> {
+    let cfg = Config::load(config.as_deref())?;
+    let _telemetry = choreo_cli::telemetry::init(&cfg.log.level, cfg.log.format, &cfg.tracing)?;
+    let shutdown = shutdown_on_signal();
+    let opts = args.options(shutdown.clone()).map_err(anyhow::Error::msg)?;
+    let catalog = match &cfg.coordinator.catalog {
+        Some(dir) => Catalog::load(dir)?,
+        None => Catalog::reference(),
+    };
+    let registry = registry_of(&cfg, &catalog).await?;
+    let bus = Bus::new(cfg.kafka.bus_config("/choreo/demo"), registry)?;
+    println!(
+        "choreo demo: order, payment, inventory and shipping services on {} ({} orders/s)",
+        cfg.kafka.bootstrap_servers, opts.orders_per_second
+    );
+    let placed = choreo_cli::demo::run(&bus, opts, Duration::from_secs(5)).await?;
+    println!("stopped after {placed} orders");
+    Ok(())
+}
+
 /// `choreo asyncapi`.
 fn asyncapi(args: AsyncapiArgs) -> anyhow::Result<()> {
     let catalog = match &args.catalog {
@@ -718,6 +674,19 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(choreo_cli::schemas_cmd::run(args).await);
         }
         Cmd::Dev(args) => dev(args).await,
+        Cmd::Demo { config, demo } => demo_only(config, demo).await,
+        Cmd::Healthcheck(args) => {
+            return match choreo_cli::healthcheck::check(&args).await {
+                Ok(line) => {
+                    println!("{line}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("choreo healthcheck: {why}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
         Cmd::Run { config } => run(config).await,
         Cmd::Ingest { config } => ingest_only(config).await,
         Cmd::Registry { config } => registry_only(config).await,
