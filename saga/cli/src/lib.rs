@@ -22,6 +22,7 @@
 //! - [`ingest_bench`]: the HTTP ingest benchmark (`choreo bench-ingest`) and its rdkafka baseline.
 //! - [`schemas_cmd`]: `choreo schemas check|register`, a catalog against a registry, for CI.
 //! - [`restore_bench`]: the restore benchmark (`choreo bench-restore`) and its baseline.
+//! - [`soak`]: `choreo soak`, the order saga under garbage and restarts for a long while.
 //! - [`telemetry`]: logs, and the OpenTelemetry span export (OTLP) when configured.
 
 pub mod asyncapi;
@@ -34,4 +35,5 @@ pub mod loadgen;
 pub mod registry;
 pub mod restore_bench;
 pub mod schemas_cmd;
+pub mod soak;
 pub mod telemetry;

@@ -99,6 +99,10 @@ enum Cmd {
     BenchIngest(choreo_cli::ingest_bench::IngestBenchArgs),
     /// Time a replica's restore of a changelog of in-flight sagas against a plain read of it.
     BenchRestore(choreo_cli::restore_bench::RestoreBenchArgs),
+    /// The order saga for a long while on a Kafka of its own, under a stream of garbage, with
+    /// the registry and the coordinator killed and restarted; prints sagas finished, dead
+    /// letters and memory every minute, and checks at the end that nothing was lost.
+    Soak(choreo_cli::soak::SoakArgs),
 }
 
 #[derive(clap::Args)]
@@ -707,6 +711,16 @@ async fn main() -> std::process::ExitCode {
         Cmd::BenchIngest(args) => {
             init_logs("warn", LogFormat::Text);
             choreo_cli::ingest_bench::run(args).await
+        }
+        Cmd::Soak(args) => {
+            init_logs("warn", LogFormat::Text);
+            return match choreo_cli::soak::run(args).await {
+                Ok(code) => std::process::ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("choreo soak: {e:#}");
+                    std::process::ExitCode::from(2)
+                }
+            };
         }
         Cmd::BenchRestore(args) => {
             init_logs("warn", LogFormat::Text);
