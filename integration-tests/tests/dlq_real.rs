@@ -207,6 +207,38 @@ async fn dead_letters_are_listed_with_their_reasons_and_decoded_payloads() {
         .await
         .expect("401");
     assert_eq!(status, 401);
+
+    // A coordinator's transaction-sweep record (written only to be aborted; a broker that
+    // shows aborted records shows it) is no dead letter.
+    let raw: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &w.bootstrap)
+        .create()
+        .expect("producer");
+    raw.send(
+        rdkafka::producer::FutureRecord::<str, [u8]>::to(&w.dlq)
+            .key("choreo.transaction-sweep")
+            .headers(
+                rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                    key: choreo_bus::wire::envelope::header::TRANSACTION_SWEEP,
+                    value: Some("1"),
+                }),
+            ),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .expect("sent");
+    choreo_integration_tests::dead_letters::wait_for_records(
+        &reqwest::Client::new(),
+        api,
+        &w.dlq,
+        7,
+    )
+    .await
+    .expect("the sweep record is in the topic");
+    let listed = w.dead_letters().await.expect("records");
+    assert_eq!(listed.len(), 6, "{:?}", listed.keys());
+    assert!(!listed.contains_key("choreo.transaction-sweep"));
 }
 
 /// Redrives (by the operator) through the API: the dry run, then the run with its count.

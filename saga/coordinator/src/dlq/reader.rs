@@ -1,11 +1,13 @@
 //! Reading dead-letter topics (blocking; the desk runs it on a blocking thread): the topics of
 //! the cluster with their sizes, a page newest first across partitions, one record, and the
 //! scan a redrive selects from. Read committed: a dead letter the coordinator wrote in a
-//! transaction that aborted is never shown.
+//! transaction that aborted is never shown (nor, on a broker that shows aborted records, the
+//! coordinator's transaction-sweep records).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use choreo_bus::wire::envelope::is_transaction_sweep;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
@@ -160,7 +162,9 @@ impl Reader {
                         break;
                     }
                     let done = m.offset() + 1 >= to;
-                    if m.offset() >= from {
+                    // The coordinator's transaction-sweep records (written only to be aborted)
+                    // on a broker that shows aborted records: no dead letters.
+                    if m.offset() >= from && !is_transaction_sweep(m.headers()) {
                         out.push(m.detach());
                     }
                     if done {
