@@ -291,8 +291,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         opts.create_topics_on(b)?;
         b.create_topic(&DeadLetterDesk::log_topic(&opts.group_id), 1)?;
     }
-    let desk =
-        DeadLetterDesk::start(desk_options(&opts, embedded.is_none()), shutdown.clone()).await?;
+    let desk_opts = desk_options(&opts, embedded.is_none());
     println!("choreo dev");
     println!(
         "  kafka bootstrap servers  {bootstrap}{}",
@@ -304,6 +303,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  schema registry          http://{registry_addr}");
     let coordinator = start(opts).await?;
+    let desk = DeadLetterDesk::start(desk_opts, shutdown.clone()).await?;
     // choreo dev: everything on loopback, for one person; no tokens.
     let services = serve_api(coordinator, desk, args.http, ApiAuth::Open, &shutdown).await?;
     println!("  operator web page        http://{}/", services.api_addr);
@@ -467,9 +467,9 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     opts.shutdown = shutdown.clone();
     let ingest_catalog = Arc::clone(&opts.catalog);
     let ingest_registry = Arc::clone(&opts.registry);
-    let desk =
-        DeadLetterDesk::start(desk_options(&opts, opts.create_topics), shutdown.clone()).await?;
+    let desk_opts = desk_options(&opts, opts.create_topics);
     let coordinator = start(opts).await?;
+    let desk = DeadLetterDesk::start(desk_opts, shutdown.clone()).await?;
     let services = serve_api(coordinator, desk, cfg.http.listen, api_auth, &shutdown).await?;
     tracing::info!(api = %services.api_addr, "coordinator running");
     let ingest_task = match cfg.ingest.listen {
