@@ -11,7 +11,6 @@
 //!   shutdown on one signal).
 //! - [`asyncapi`]: the AsyncAPI 3.0 document of the catalog and the sagas (`choreo asyncapi`).
 //! - [`client`]: the `choreo sagas …` command-line client of the operator API.
-//! - [`diagram`]: a saga definition as a Mermaid state diagram (`choreo saga diagram`).
 //! - [`demo`]: the demo order, payment, inventory and shipping services of `choreo dev`.
 //! - [`loadgen`]: the saga load generator, its baseline pipe and its watcher.
 //! - [`ingest_bench`]: the HTTP ingest benchmark (`choreo bench-ingest`) and its rdkafka baseline.
@@ -21,7 +20,6 @@
 pub mod asyncapi;
 pub mod client;
 pub mod demo;
-pub mod diagram;
 pub mod ingest_bench;
 pub mod loadgen;
 pub mod restore_bench;

@@ -12,6 +12,7 @@ use choreo_cli::client;
 use choreo_cli::demo::{Demo, DemoOptions};
 use choreo_coordinator::api_auth::ApiAuth;
 use choreo_coordinator::config::{Config, LogFormat, RegistryStoreKind};
+use choreo_coordinator::history::KafkaHistory;
 use choreo_coordinator::http::{self, ApiState};
 use choreo_coordinator::ingest::{self, EventSink, IngestOptions, auth::Auth};
 use choreo_coordinator::{CoordinatorHandle, CoordinatorOptions, Guarantee, start, telemetry};
@@ -175,7 +176,7 @@ fn saga_diagram(
             all.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ")
         ),
     };
-    print!("{}", choreo_cli::diagram::mermaid(def));
+    print!("{}", choreo_saga::diagram::mermaid(def));
     Ok(())
 }
 
@@ -241,12 +242,16 @@ struct Services {
     api_task: tokio::task::JoinHandle<()>,
 }
 
-async fn serve_api(
-    coordinator: CoordinatorHandle,
+/// Starts the coordinator `opts` configures and serves its operator API on `addr`.
+async fn start_with_api(
+    opts: CoordinatorOptions,
     addr: SocketAddr,
     auth: ApiAuth,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Services> {
+    let definitions = Arc::clone(&opts.definitions);
+    let history = Arc::new(KafkaHistory::new(&opts));
+    let coordinator = start(opts).await?;
     let metrics = telemetry::install_prometheus().ok();
     let state = ApiState {
         view: coordinator.view(),
@@ -254,6 +259,8 @@ async fn serve_api(
         ready: coordinator.readiness(),
         metrics,
         auth: Arc::new(auth),
+        definitions,
+        history,
     };
     let api_stop = shutdown.child_token();
     let (api_addr, api_task) = http::serve(state, addr, api_stop.clone()).await?;
@@ -346,9 +353,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         }
     );
     println!("  schema registry          http://{registry_addr}");
-    let coordinator = start(opts).await?;
     // choreo dev: everything on loopback, for one person; no tokens.
-    let services = serve_api(coordinator, args.http, ApiAuth::Open, &shutdown).await?;
+    let services = start_with_api(opts, args.http, ApiAuth::Open, &shutdown).await?;
     println!("  operator web page        http://{}/", services.api_addr);
     println!(
         "  saga API                 http://{}/api/sagas",
@@ -510,8 +516,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     opts.shutdown = shutdown.clone();
     let ingest_catalog = Arc::clone(&opts.catalog);
     let ingest_registry = Arc::clone(&opts.registry);
-    let coordinator = start(opts).await?;
-    let services = serve_api(coordinator, cfg.http.listen, api_auth, &shutdown).await?;
+    let services = start_with_api(opts, cfg.http.listen, api_auth, &shutdown).await?;
     tracing::info!(api = %services.api_addr, "coordinator running");
     let ingest_task = match cfg.ingest.listen {
         Some(addr) => {
