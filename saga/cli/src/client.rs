@@ -1,12 +1,18 @@
 //! `choreo sagas …`: the command-line client of the operator API (`choreo_coordinator::http`).
 //!
 //! ```text
-//! choreo sagas list [--definition D] [--status S] [--min-age 5m] [--max-age 1h] [--limit N]
+//! choreo sagas list [--definition D] [--version V] [--status S] [--min-age 5m] [--max-age 1h]
+//!                    [--stuck 10m] [--waiting-on STEP] [--search TEXT] [--limit N] [--before CURSOR | --all]
+//! choreo sagas watch [the list's filters]
 //! choreo sagas get DEFINITION CORRELATION_ID
+//! choreo sagas events DEFINITION CORRELATION_ID [--margin 5m] [--max-records N]
+//! choreo sagas definitions [NAME [VERSION]] [--mermaid]
 //! choreo sagas abort DEFINITION CORRELATION_ID --reason TEXT
 //! choreo sagas retry DEFINITION CORRELATION_ID --step STEP
 //! choreo sagas skip DEFINITION CORRELATION_ID --step STEP
 //! choreo sagas resume DEFINITION CORRELATION_ID
+//! choreo sagas approve|reject DEFINITION CORRELATION_ID --step STEP --reason TEXT
+//! choreo sagas batch [the list's filters] --command JSON [--yes]
 //! ```
 //!
 //! Every subcommand takes `--api URL` (default `http://127.0.0.1:8080`, or `$CHOREO_API`),
@@ -22,8 +28,12 @@ use serde::de::DeserializeOwned;
 
 use choreo_coordinator::http::{CommandAccepted, ErrorBody, ListResponse, OPERATOR_HEADER};
 
+mod records;
 mod render;
+mod watch;
+pub use records::{definitions, events, render_definition, render_definitions, render_events};
 pub use render::{format_age, format_time, render_list, render_saga};
+pub use watch::watch;
 
 /// The API address used when neither `--api` nor `$CHOREO_API` is given.
 pub const DEFAULT_API: &str = "http://127.0.0.1:8080";
@@ -57,9 +67,42 @@ pub struct SagasArgs {
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum SagasCommand {
     /// List sagas, newest first, with the number of sagas in each status.
-    List(ListArgs),
+    List {
+        /// Which sagas.
+        #[command(flatten)]
+        filter: ListArgs,
+        /// Which page.
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Follow the sagas a filter matches as they change (live updates), until Ctrl-C.
+    Watch(ListArgs),
     /// Show one saga: status, steps, pending deadlines and timeline.
     Get(SagaRef),
+    /// One saga's timeline with its records read back from Kafka: every event it received or
+    /// emitted and every command sent to it, with headers and payloads.
+    Events {
+        /// The saga.
+        #[command(flatten)]
+        saga: SagaRef,
+        /// Read this much before its creation and after its last change [API default: 5m].
+        #[arg(long)]
+        margin: Option<String>,
+        /// Look at no more records than this [API default: 20000].
+        #[arg(long)]
+        max_records: Option<usize>,
+    },
+    /// The saga definitions the coordinator runs; with a NAME (and VERSION, default the
+    /// newest), that definition's steps, edges and Mermaid diagram.
+    Definitions {
+        /// A definition's name.
+        name: Option<String>,
+        /// Its version [default: the newest].
+        version: Option<u32>,
+        /// Print only the Mermaid diagram (as `choreo saga diagram` does from a file).
+        #[arg(long, requires = "name")]
+        mermaid: bool,
+    },
     /// Abort a pending or running saga: its completed steps are compensated.
     Abort {
         /// The saga.
@@ -147,6 +190,9 @@ pub struct ListArgs {
     /// Only sagas of this definition.
     #[arg(long)]
     pub definition: Option<String>,
+    /// Only sagas pinned to this definition version.
+    #[arg(long)]
+    pub version: Option<u32>,
     /// Only sagas in this status: pending, running, compensating, completed, compensated,
     /// needs_operator.
     #[arg(long)]
@@ -176,6 +222,7 @@ impl ListArgs {
     pub fn pairs(&self) -> Vec<(&'static str, String)> {
         [
             ("definition", self.definition.clone()),
+            ("version", self.version.map(|v| v.to_string())),
             ("status", self.status.clone()),
             ("min_age", self.min_age.clone()),
             ("max_age", self.max_age.clone()),
@@ -190,6 +237,17 @@ impl ListArgs {
     }
 }
 
+/// Which page of `choreo sagas list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct PageArgs {
+    /// The page after this cursor (the `next` a listing printed).
+    #[arg(long, conflicts_with = "all")]
+    pub before: Option<String>,
+    /// Every page, one after the other (following `next`).
+    #[arg(long)]
+    pub all: bool,
+}
+
 /// Runs a `choreo sagas …` command and prints its answer.
 pub async fn run(args: SagasArgs) -> anyhow::Result<()> {
     if let Some(t) = args.token.as_deref().filter(|t| !t.trim().is_empty()) {
@@ -202,10 +260,35 @@ pub async fn run(args: SagasArgs) -> anyhow::Result<()> {
         .or_else(|| std::env::var("USER").ok())
         .filter(|o| !o.trim().is_empty());
     let out = match &args.command {
-        SagasCommand::List(q) if args.json => {
-            pretty(&get_json::<serde_json::Value>(&list_url(api, q)?).await?)?
+        SagasCommand::List { filter, page } => list_pages(api, filter, page, args.json).await?,
+        SagasCommand::Watch(filter) => {
+            watch(api, filter, args.json, |line| {
+                println!("{line}");
+                true
+            })
+            .await?;
+            String::new()
         }
-        SagasCommand::List(q) => list(api, q).await?,
+        SagasCommand::Events {
+            saga,
+            margin,
+            max_records,
+        } => {
+            events(
+                api,
+                &saga.definition,
+                &saga.correlation_id,
+                margin.as_deref(),
+                *max_records,
+                args.json,
+            )
+            .await?
+        }
+        SagasCommand::Definitions {
+            name,
+            version,
+            mermaid,
+        } => definitions(api, name.as_deref(), *version, *mermaid, args.json).await?,
         SagasCommand::Get(s) if args.json => pretty(
             &get_json::<serde_json::Value>(&saga_url(
                 api,
@@ -268,7 +351,9 @@ pub async fn run(args: SagasArgs) -> anyhow::Result<()> {
             act(&args, operator.as_deref(), saga, command).await?
         }
     };
-    println!("{}", out.trim_end());
+    if !out.is_empty() {
+        println!("{}", out.trim_end());
+    }
     Ok(())
 }
 
@@ -292,8 +377,55 @@ async fn act(
 
 /// `choreo sagas list`: the matching sagas as a table, after the count of sagas per status.
 pub async fn list(api: &str, query: &ListArgs) -> anyhow::Result<String> {
-    let answer: ListResponse = get_json(&list_url(api, query)?).await?;
-    Ok(render_list(&answer, now_ms()))
+    list_pages(api, query, &PageArgs::default(), false).await
+}
+
+/// `choreo sagas list` with paging: one page (after `--before`), or with `--all` every page,
+/// following `next` (as JSON: one answer per page, one per line).
+pub async fn list_pages(
+    api: &str,
+    query: &ListArgs,
+    page: &PageArgs,
+    json: bool,
+) -> anyhow::Result<String> {
+    let mut before = page.before.clone();
+    let mut out = String::new();
+    let mut first = true;
+    loop {
+        let url = list_url_before(api, query, before.as_deref())?;
+        if json {
+            let v: serde_json::Value = get_json(&url).await?;
+            let next = v["next"].as_str().map(str::to_owned);
+            if page.all {
+                out.push_str(&serde_json::to_string(&v)?);
+                out.push('\n');
+            } else {
+                return pretty(&v);
+            }
+            match next {
+                Some(n) => before = Some(n),
+                None => return Ok(out),
+            }
+            continue;
+        }
+        let answer: ListResponse = get_json(&url).await?;
+        if !page.all {
+            return Ok(render_list(&answer, now_ms()));
+        }
+        let text = render_list(&answer, now_ms());
+        // Every page but the first without the counts (and the table's header).
+        let body: Vec<&str> = text.lines().collect();
+        let skip = if first { 0 } else { 3 };
+        for line in body.iter().skip(skip).filter(|l| !l.starts_with("more: ")) {
+            out.push_str(line);
+            out.push('\n');
+        }
+        first = false;
+        match answer.next {
+            Some(n) => before = Some(n),
+            None => return Ok(out),
+        }
+    }
 }
 
 /// `choreo sagas get`: one saga's status, steps, pending deadlines and timeline.
@@ -421,7 +553,22 @@ pub async fn batch(
 /// The bearer token every request of this process sends (`--token`, `CHOREO_API_TOKEN`).
 static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-fn client() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn client() -> anyhow::Result<reqwest::Client> {
+    client_builder()?
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .context("cannot create an HTTP client")
+}
+
+/// A client for a stream that lasts (live updates): no limit on the whole request.
+pub(crate) fn streaming_client() -> anyhow::Result<reqwest::Client> {
+    client_builder()?
+        .connect_timeout(REQUEST_TIMEOUT)
+        .build()
+        .context("cannot create an HTTP client")
+}
+
+fn client_builder() -> anyhow::Result<reqwest::ClientBuilder> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = TOKEN.get() {
         let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
@@ -429,14 +576,10 @@ fn client() -> anyhow::Result<reqwest::Client> {
         v.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, v);
     }
-    reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .default_headers(headers)
-        .build()
-        .context("cannot create an HTTP client")
+    Ok(reqwest::Client::builder().default_headers(headers))
 }
 
-fn unreachable_api(api: &str) -> String {
+pub(crate) fn unreachable_api(api: &str) -> String {
     format!("cannot reach the choreo API at {api} (set --api or CHOREO_API)")
 }
 
@@ -449,7 +592,7 @@ fn base_url(api: &str) -> anyhow::Result<reqwest::Url> {
     Ok(url)
 }
 
-fn with_segments(api: &str, segments: &[&str]) -> anyhow::Result<reqwest::Url> {
+pub(crate) fn with_segments(api: &str, segments: &[&str]) -> anyhow::Result<reqwest::Url> {
     let mut url = base_url(api)?;
     url.path_segments_mut()
         .map_err(|()| anyhow::anyhow!("\"{api}\" cannot be a base URL"))?
@@ -458,12 +601,25 @@ fn with_segments(api: &str, segments: &[&str]) -> anyhow::Result<reqwest::Url> {
     Ok(url)
 }
 
-fn list_url(api: &str, q: &ListArgs) -> anyhow::Result<reqwest::Url> {
-    let mut url = with_segments(api, &["api", "sagas"])?;
+fn list_url_before(api: &str, q: &ListArgs, before: Option<&str>) -> anyhow::Result<reqwest::Url> {
+    query_url(api, &["api", "sagas"], q, before)
+}
+
+/// `segments` under `api` with the filters of `q` (and a cursor) as the query string.
+pub(crate) fn query_url(
+    api: &str,
+    segments: &[&str],
+    q: &ListArgs,
+    before: Option<&str>,
+) -> anyhow::Result<reqwest::Url> {
+    let mut url = with_segments(api, segments)?;
     {
         let mut pairs = url.query_pairs_mut();
         for (k, v) in q.pairs() {
             pairs.append_pair(k, &v);
+        }
+        if let Some(b) = before {
+            pairs.append_pair("before", b);
         }
     }
     if url.query() == Some("") {
@@ -485,7 +641,7 @@ fn saga_url(
     with_segments(api, &segments)
 }
 
-async fn get_json<T: DeserializeOwned>(url: &reqwest::Url) -> anyhow::Result<T> {
+pub(crate) async fn get_json<T: DeserializeOwned>(url: &reqwest::Url) -> anyhow::Result<T> {
     let resp = client()?
         .get(url.clone())
         .send()
@@ -494,7 +650,7 @@ async fn get_json<T: DeserializeOwned>(url: &reqwest::Url) -> anyhow::Result<T> 
     read_json(resp, url).await
 }
 
-async fn read_json<T: DeserializeOwned>(
+pub(crate) async fn read_json<T: DeserializeOwned>(
     resp: reqwest::Response,
     url: &reqwest::Url,
 ) -> anyhow::Result<T> {
@@ -513,11 +669,11 @@ async fn read_json<T: DeserializeOwned>(
         .with_context(|| format!("{url} answered something that is not the expected JSON"))
 }
 
-fn pretty<T: Serialize>(v: &T) -> anyhow::Result<String> {
+pub(crate) fn pretty<T: Serialize>(v: &T) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(v)?)
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -540,13 +696,14 @@ mod tests {
             limit: Some(5),
             ..ListArgs::default()
         };
-        let url = list_url("http://h:1", &q).expect("url");
+        let url = list_url_before("http://h:1", &q, None).expect("url");
         assert_eq!(
             url.as_str(),
             "http://h:1/api/sagas?status=needs_operator&limit=5"
         );
-        let url = list_url("http://h:1", &ListArgs::default()).expect("url");
-        assert_eq!(url.as_str(), "http://h:1/api/sagas");
+        let url =
+            list_url_before("http://h:1", &ListArgs::default(), Some("5:order/a b")).expect("url");
+        assert_eq!(url.as_str(), "http://h:1/api/sagas?before=5%3Aorder%2Fa+b");
         assert!(base_url("localhost:8080").is_err());
     }
 }

@@ -40,6 +40,9 @@ use crate::coordinator::{CoordinatorOptions, QuietEof};
 pub const DEFAULT_MAX_RECORDS: usize = 20_000;
 /// The most records one history read may look at.
 pub const MAX_RECORDS: usize = 1_000_000;
+/// When a broker finds no offset for the window's start, the records read per partition: its
+/// last ones.
+pub const TAIL_RECORDS: i64 = 2_000;
 
 /// Which saga, and which window of time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +74,9 @@ pub struct PartitionRead {
     pub to_offset: i64,
     /// Where the read stopped (`to_offset` when it read the whole window).
     pub read_to: i64,
+    /// Whether `from_offset` is the first record at or after the window's start (the broker
+    /// looked it up by time); otherwise it is the partition's last [`TAIL_RECORDS`] records.
+    pub by_time: bool,
 }
 
 /// One record of a saga.
@@ -274,21 +280,41 @@ impl KafkaHistory {
         let ends = consumer
             .offsets_for_times(to, self.timeout)
             .map_err(|e| format!("offsets for {to_ms} ms: {e}"))?;
+        // Where no offset was found for the window's start, ask for the epoch's: a broker that
+        // looks offsets up by time answers the first record (so every record was older than
+        // the window); one that does not (librdkafka's mock cluster, hence `choreo dev`)
+        // answers none, and the partition's last records are read instead.
+        let mut epoch = TopicPartitionList::new();
+        for e in starts.elements() {
+            if !matches!(e.offset(), Offset::Offset(_)) {
+                epoch
+                    .add_partition_offset(e.topic(), e.partition(), Offset::Offset(0))
+                    .map_err(|x| format!("offsets of {}/{}: {x}", e.topic(), e.partition()))?;
+            }
+        }
+        let epoch = if epoch.count() > 0 {
+            consumer
+                .offsets_for_times(epoch, self.timeout)
+                .map_err(|e| format!("offsets for the epoch: {e}"))?
+        } else {
+            epoch
+        };
         let mut partitions = Vec::new();
         let mut assign = TopicPartitionList::new();
         for e in starts.elements() {
             let (t, p) = (e.topic().to_owned(), e.partition());
             // The last stable offset: read_committed, librdkafka asks for it.
-            let (_, stable) = consumer
+            let (low, stable) = consumer
                 .fetch_watermarks(&t, p, self.timeout)
                 .map_err(|e| format!("watermarks of {t}/{p}: {e}"))?;
             let end = match ends.find_partition(&t, p).map(|x| x.offset()) {
                 Some(Offset::Offset(o)) => o.min(stable),
                 _ => stable,
             };
-            let Offset::Offset(start) = e.offset() else {
-                // No record at or after from_ms.
-                continue;
+            let (start, by_time) = match (e.offset(), epoch.find_partition(&t, p)) {
+                (Offset::Offset(o), _) => (o, true),
+                (_, Some(x)) if matches!(x.offset(), Offset::Offset(_)) => continue,
+                _ => (low.max(stable - TAIL_RECORDS), false),
             };
             if start >= end {
                 continue;
@@ -302,6 +328,7 @@ impl KafkaHistory {
                 from_offset: start,
                 to_offset: end,
                 read_to: start,
+                by_time,
             });
         }
         let mut scan = Scan {

@@ -114,7 +114,7 @@ fn counts_follow_states_as_they_come_and_go() {
     let mut r = saga("r", 3, Status::Running);
     r.saga_id = "refund/r".into();
     r.definition = "refund".into();
-    view.upsert(r.clone());
+    view.upsert(r);
     assert_eq!(view.counts().get(&Status::Running), Some(&3));
     // A saga that moves is counted once, in its new status.
     view.upsert(saga("a", 1, Status::Compensating));

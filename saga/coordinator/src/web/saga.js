@@ -144,7 +144,7 @@ function steps(s) {
       el("td", {}, el("span", {class: "step step-" + st.status}, st.status)),
       el("td", {}, when(st.started_at)), el("td", {}, when(st.finished_at)),
       el("td", {class: "comp"}, compensationText(st.compensation), st.needs_operator ? el("div", {class: "err"}, st.needs_operator) : ""),
-      el("td", {}, st.data ? json(st.data) : "")));
+      el("td", {class: "data"}, st.data ? el("code", {}, JSON.stringify(st.data)) : "")));
   }
   return el("table", {class: "steps"},
     el("thead", {}, el("tr", {}, ...["step", "status", "started", "finished", "compensation", "data"].map((h) => el("th", {}, h)))), body);
