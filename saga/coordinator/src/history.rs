@@ -7,9 +7,12 @@
 //! id, decision 2) and a saga's topics are co-partitioned, so the records are on one partition
 //! of each topic: the one the Java client's partitioner gives the key
 //! ([`choreo_bus::wire::partition::partition_for`]). [`KafkaHistory`] reads that partition of
-//! each of the definition's topics (and of the commands topic) from the first offset at or
-//! after `from_ms` (`offsetsForTimes`) up to the first offset after `to_ms` or the last stable
-//! offset, read_committed, and keeps the records with that key.
+//! each of the definition's topics (and of the commands topic) from the first record timed at
+//! or after `from_ms` (`offsetsForTimes`; a record timed earlier that comes after it is read as
+//! well, as is everything after it) up to the first record timed after `to_ms` or the last
+//! stable offset, read_committed, and keeps the records with that key. Records are timed by
+//! their producers, a little before the coordinator saw them; the API widens the saga's life by
+//! a margin for that.
 //!
 //! Bounds: at most [`HistoryQuery::max_records`] records are looked at in all (the answer says
 //! when it stopped early, and why); a read that receives nothing for the Kafka timeout stops

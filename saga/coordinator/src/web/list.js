@@ -82,16 +82,22 @@ export function stepsOf(definition) {
   return [...new Set(definitions.filter((d) => !definition || d.name === definition).flatMap((d) => d.steps))];
 }
 
+let asked = 0;
+
 export async function reload() {
   clearTimeout(timer);
+  const mine = ++asked;
   try {
     const data = await api("/api/sagas?" + query(true).toString());
+    // An answer to an older request (the filters changed meanwhile) is dropped.
+    if (mine !== asked) return;
     page = {sagas: data.sagas, total: data.total, next: data.next};
     $("list-msg").textContent = "";
     $("list-msg").className = "msg";
     renderCounts(data);
     renderRows();
   } catch (e) {
+    if (mine !== asked) return;
     $("list-msg").textContent = e.message;
     $("list-msg").className = "msg err";
   }
@@ -128,7 +134,9 @@ function renderRows() {
   $("page-info").textContent = first + " · " + page.sagas.length + " shown of " + page.total;
   $("page-next").disabled = !page.next;
   $("page-first").disabled = cursors.length === 0;
-  $("batch-open").disabled = page.total === 0;
+  const viewer = document.body.dataset.role === "viewer";
+  $("batch-open").disabled = page.total === 0 || viewer;
+  $("batch-open").title = viewer ? "your token is a viewer's: it may not act" : "one command to every saga the filter matches, after a dry run";
 }
 
 function row(s, now) {
@@ -221,6 +229,6 @@ async function batch() {
 }
 
 function say(text, cls) {
-  $("list-msg").textContent = text;
-  $("list-msg").className = cls;
+  $("batch-msg").textContent = text;
+  $("batch-msg").className = cls;
 }

@@ -183,25 +183,35 @@ function timeline(s, graph, recs) {
     if (graph.on_complete) emitted.add(graph.on_complete);
     if (graph.on_abort) emitted.add(graph.on_abort);
   }
-  const items = s.timeline.entries.map((t) => ({at: t.at, entry: t}));
-  for (const r of recs.events || []) items.push({at: r.timestamp_ms, record: r});
-  items.sort((a, b) => (a.at - b.at) || (a.record ? 1 : -1));
+  // A record whose event id a timeline entry names joins that entry (its payload under the
+  // entry's text); the others (commands, records the timeline never kept) stand on their own.
+  const records = recs.events || [];
+  const joined = new Set();
+  const items = s.timeline.entries.map((t) => {
+    const r = records.find((r) => r.id && r.id.length >= 8 && !joined.has(r) && t.what.includes(r.id));
+    if (r) joined.add(r);
+    return {at: t.at, entry: t, record: r};
+  });
+  for (const r of records) if (!joined.has(r)) items.push({at: r.timestamp_ms, record: r});
+  items.sort((a, b) => (a.at - b.at) || (a.entry ? -1 : 1));
+  const details = (r) => el("details", {class: "payload"},
+    el("summary", {}, r.kind === "command" ? "command " + r.type + (r.source ? " by " + r.source : "") : short(r.type) + " payload"),
+    el("div", {class: "meta muted"}, r.topic + "/" + r.partition + " @" + r.offset,
+      r.id ? " · id " + r.id : "", r.source && r.kind !== "command" ? " · source " + r.source : "",
+      r.causation_id ? " · caused by " + r.causation_id : "", r.time ? " · time " + r.time : ""),
+    r.payload !== null && r.payload !== undefined ? json(r.payload) : el("p", {class: "err"}, r.payload_error || "no payload"));
   const body = el("tbody");
   for (const it of items.reverse()) {
+    const r = it.record;
     if (it.entry) {
-      body.append(el("tr", {class: "entry kind-" + it.entry.kind},
-        el("td", {class: "muted"}, when(it.at)), el("td", {}, el("span", {class: "kind"}, it.entry.kind)), el("td", {class: "what"}, it.entry.what)));
+      body.append(el("tr", {class: "entry kind-" + it.entry.kind + (r ? " record" : ""), "data-type": r ? r.type : null},
+        el("td", {class: "muted"}, when(it.at)), el("td", {}, el("span", {class: "kind"}, it.entry.kind)),
+        el("td", {class: "what"}, it.entry.what, r ? details(r) : null)));
     } else {
-      const r = it.record;
-      const kind = r.kind === "command" ? "command" : emitted.has(r.type) ? "emitted event" : "received event";
-      const details = el("details", {class: "payload"},
-        el("summary", {}, r.kind === "command" ? "command " + r.type + (r.source ? " by " + r.source : "") : short(r.type)),
-        el("div", {class: "meta muted"}, r.topic + "/" + r.partition + " @" + r.offset,
-          r.id ? " · id " + r.id : "", r.source && r.kind !== "command" ? " · source " + r.source : "",
-          r.causation_id ? " · caused by " + r.causation_id : "", r.time ? " · time " + r.time : ""),
-        r.payload !== null && r.payload !== undefined ? json(r.payload) : el("p", {class: "err"}, r.payload_error || "no payload"));
-      body.append(el("tr", {class: "record", "data-type": r.type},
-        el("td", {class: "muted"}, when(it.at)), el("td", {}, el("span", {class: "kind kind-record"}, kind)), el("td", {class: "what"}, details)));
+      const kind = r.kind === "command" ? "command" : emitted.has(r.type) ? "emitted" : "received";
+      body.append(el("tr", {class: "record only", "data-type": r.type},
+        el("td", {class: "muted"}, when(it.at)), el("td", {}, el("span", {class: "kind kind-record"}, kind + " (record)")),
+        el("td", {class: "what"}, r.kind === "command" ? "" : r.type + " ", details(r))));
     }
   }
   const notes = [];
