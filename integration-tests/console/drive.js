@@ -5,7 +5,9 @@
 //   node drive.js CONFIG.json
 //
 // CONFIG: {"url", "operator_token", "viewer_token", "shots" (a folder for screenshots),
-// "sagas": {"stuck", "needs_operator": [..], "approve", "xss", "viewer_target"}} (saga ids).
+// "sagas": {"stuck", "needs_operator": [..], "approve", "xss", "viewer_target"} (saga ids),
+// "dead_letter": {"topic", "id", "saga"} (a dead letter whose redrive completes a step of
+// `saga`)}.
 // Prints one JSON line {"ok": true, "checked": [...]} and exits 0, or says what failed and
 // exits 1 (with a screenshot of the moment, failure.png).
 "use strict";
@@ -170,6 +172,33 @@ async function run(s) {
   await page.waitForFunction(() => document.querySelector('.count[data-status="needs_operator"] b').textContent === "0", null, {timeout: WAIT});
   await page.waitForSelector("#rows td.muted", {timeout: WAIT});
   check("the batch retry ran on each and they left needs operator", true);
+
+  // Redrive a dead letter and see it handled: the payment it carries completes its step.
+  const dl = config.dead_letter;
+  await page.click("#tab-dlq");
+  await page.waitForSelector(`#dlq-topics tr[data-topic="${dl.topic}"]`, {timeout: WAIT});
+  await page.click(`#dlq-topics tr[data-topic="${dl.topic}"]`);
+  await page.waitForSelector(`table.dlq tr[data-id="${dl.id}"]`, {timeout: WAIT});
+  await page.click(`table.dlq tr[data-id="${dl.id}"] summary`);
+  const reasonCell = await page.textContent(`table.dlq tr[data-id="${dl.id}"] td:nth-child(4)`);
+  check("the dead letter shows its reason", /unknown_schema_id/.test(reasonCell), reasonCell);
+  await shot("console-dlq");
+  await page.click(`button[data-redrive="${dl.id}"]`);
+  await page.waitForSelector("#redrive-count", {timeout: WAIT});
+  const redriving = await page.getAttribute("#redrive-count", "data-matched");
+  check("the redrive says how many records it republishes", redriving === "1", redriving);
+  await confirm({"#redrive-note": "the payment schema is registered now"});
+  await page.waitForFunction(() => /^redriven 1/.test(document.getElementById("dlq-msg").textContent), null, {timeout: WAIT});
+  await page.waitForFunction((id) => {
+    const r = document.querySelector(`table.dlq tr[data-id="${id}"] ul.redrives`);
+    return r && /by alice/.test(r.textContent);
+  }, dl.id, {timeout: WAIT});
+  check("the dead letter shows it was redriven, by whom", true);
+  await page.click("#tab-sagas");
+  await filter({"f-search": dl.saga.split("/").pop()}, [dl.saga]);
+  await open(dl.saga);
+  await page.waitForSelector('[data-node="step:payment"][data-state="completed"]', {timeout: WAIT});
+  check("redriven, the payment is handled: its step completed", true);
 
   // Approve a step that waits for a person.
   await filter({"f-search": s.approve.split("/").pop()}, [s.approve]);

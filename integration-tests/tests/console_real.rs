@@ -3,9 +3,10 @@
 //! operator's and a viewer's token. The test makes the situations an operator meets — a saga
 //! stuck on a shipping service that never answers, sagas needing an operator, a saga waiting
 //! for an approval, an event whose field holds `<script>alert(1)</script>` — then the browser
-//! finds the stuck saga by filter, aborts it and sees it compensate, runs a batch retry, approves
-//! a step, checks that the `<script>` shows as text and that a viewer cannot act; and this test
-//! checks the outcomes through the API and the records in Kafka.
+//! finds the stuck saga by filter, aborts it and sees it compensate, runs a batch retry, redrives
+//! a dead letter (a payment framed with a schema the registry lacked, until it was registered)
+//! and sees its saga take it, approves a step, checks that the `<script>` shows as text and that
+//! a viewer cannot act; and this test checks the outcomes through the API and Kafka.
 //!
 //! Screenshots go to `<target dir>/console-screenshots/`; with `CHOREO_UPDATE_SCREENSHOTS=1`
 //! also to `saga/coordinator/src/web/screenshots/`, where the README shows them.
@@ -14,12 +15,19 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use choreo_bus::wire::framing::frame;
 use choreo_coordinator::api_auth::sha256_hex;
 use choreo_integration_tests::broker::real_broker;
+use choreo_integration_tests::dead_letters::send_raw;
 use choreo_integration_tests::process::{Replica, manifest_dir};
 use choreo_integration_tests::saga_scenarios::{Path, order, start_services};
 use choreo_integration_tests::world::World;
-use choreo_schemas::event::{InventoryUnavailable, PaymentDeclined};
+use choreo_schemas::event::{
+    InventoryReserved, InventoryUnavailable, Money, PaymentAuthorized, PaymentDeclined,
+};
+use choreo_schemas::{Event, SchemaRegistry, schema_id_of};
+use rdkafka::ClientConfig;
+use rdkafka::producer::FutureProducer;
 use serde_json::{Value, json};
 
 const OPERATOR: &str = "alice-operator-token-0123456789";
@@ -83,6 +91,27 @@ impl Api {
             reqwest::StatusCode::ACCEPTED,
             "{saga} {command}"
         );
+    }
+
+    /// Waits until `check` holds for the answer to `GET path`.
+    async fn until(&self, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let r = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(OPERATOR)
+                .send()
+                .await;
+            if let Ok(r) = r
+                && let Ok(v) = r.json::<Value>().await
+                && check(&v)
+            {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "never {what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Waits until `check` holds for the saga's state.
@@ -163,6 +192,67 @@ async fn an_operator_works_through_the_console_in_a_real_browser() {
     // Payment, inventory and shipping acknowledge every compensation; shipping answers every
     // order but shipsilent-…; nobody answers the inventory of invsilent-….
     let services = start_services(&bus).expect("services");
+
+    // First (before any payment is published, which would register its schema): a payment
+    // framed with a schema the registry does not have yet. The coordinator dead-letters it;
+    // its saga waits for its payment.
+    let redriven = "happy-5001";
+    bus.publish(&order(redriven)).await.expect("placed");
+    bus.publish(&InventoryReserved {
+        order_id: redriven.into(),
+        reservation_id: format!("res-{redriven}"),
+        items: vec![],
+    })
+    .await
+    .expect("reserved");
+    let pay = PaymentAuthorized {
+        order_id: redriven.into(),
+        payment_id: format!("pay-{redriven}"),
+        amount: Money {
+            amount_minor: 1000,
+            currency: "EUR".into(),
+        },
+    };
+    let schema = PaymentAuthorized::schema();
+    let body = choreo_bus::wire::codec::encode_body(schema, &pay).expect("encodes");
+    let raw: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &world.broker.bootstrap)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .expect("producer");
+    send_raw(
+        &raw,
+        "payments",
+        Some(redriven),
+        &frame(schema_id_of(&schema.canonical_form()), &body),
+        "pay-5001",
+    )
+    .await
+    .expect("sent");
+    let dead_letter = api
+        .until(
+            "/api/dlq/payments.dlq",
+            "the coordinator's dead letter",
+            |v| {
+                v["records"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r["handler"] == "saga-coordinator"))
+            },
+        )
+        .await["records"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["handler"] == "saga-coordinator"))
+        .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+        .expect("a dead letter id");
+    // The fix: the schema is registered (the other orders' payments would register it too).
+    world
+        .registry
+        .register(
+            "payments-io.choreo.orders.PaymentAuthorized",
+            PaymentAuthorized::schema_text(),
+        )
+        .await
+        .expect("registered");
 
     let stuck = "order/shipsilent-1042";
     let needs_operator = ["order/invsilent-2001", "order/invsilent-2002"];
@@ -253,6 +343,11 @@ async fn an_operator_works_through_the_console_in_a_real_browser() {
                 "xss": xss,
                 "viewer_target": viewer_target,
             },
+            "dead_letter": {
+                "topic": "payments.dlq",
+                "id": dead_letter,
+                "saga": format!("order/{redriven}"),
+            },
         })
         .to_string(),
     )
@@ -307,6 +402,14 @@ async fn an_operator_works_through_the_console_in_a_real_browser() {
     }
     let s = api.get(&format!("/api/sagas/{approve}")).await;
     assert_eq!(s["status"], "completed", "{s}");
+    let s = api.get(&format!("/api/sagas/order/{redriven}")).await;
+    assert!(
+        step_is(&s, "payment", "completed"),
+        "the redriven payment was handled: {s}"
+    );
+    let d = api.get(&format!("/api/dlq/{dead_letter}")).await;
+    assert_eq!(d["redriven"][0]["by"], "alice", "{d}");
+    assert_eq!(d["redriven"][0]["to"]["topic"], "payments", "{d}");
     let s = api.get(&format!("/api/sagas/{viewer_target}")).await;
     assert_eq!(s["status"], "running", "the viewer changed nothing: {s}");
     assert!(
@@ -325,6 +428,7 @@ async fn an_operator_works_through_the_console_in_a_real_browser() {
             "console-saga",
             "console-timeline",
             "console-batch",
+            "console-dlq",
             "console-escaped",
         ] {
             std::fs::copy(

@@ -45,6 +45,9 @@
 //! - [`diagram`]: a definition as a graph ([`diagram::graph`], what the operator console draws)
 //!   and as a Mermaid state diagram ([`diagram::mermaid`], `choreo saga diagram`); pure data
 //!   from a [`Definition`].
+//! - `replay`: [`replay::compare`] — recorded inputs of sagas run through two definitions with
+//!   a virtual clock driven by the records' timestamps, and the sagas that would end
+//!   differently (`choreo saga replay` reads the records from Kafka).
 //! - `error`: [`SagaError`].
 
 mod apply;
@@ -59,6 +62,7 @@ mod input;
 
 mod mapping;
 mod registry;
+pub mod replay;
 mod state;
 pub mod testing;
 mod time;

@@ -12,6 +12,7 @@
 //! | `GET /api/definitions` | every definition version this coordinator runs, with its sagas' counts |
 //! | `GET /api/definitions/{name}/{version}` | the definition's graph: steps, dependencies, edges, compensations, Mermaid text ([`choreo_saga::diagram::Graph`]) |
 //! | `GET /api/me` | who the token is: `{"name", "role"}` |
+//! | `/api/dlq…` | dead letters: topics, records, redrive ([`crate::dlq`]'s routes) |
 //! | `GET /healthz` | 200 `ok` while the process runs |
 //! | `GET /readyz` | 200 when ready (partitions restored, view caught up), else 503 |
 //! | `GET /metrics` | Prometheus text format (404 when no exporter is installed) |
@@ -71,7 +72,7 @@ pub use sagas::{
 };
 
 /// The header naming who sends a command (free text, recorded in the saga's timeline).
-pub const OPERATOR_HEADER: &str = "x-operator";
+pub use crate::api_auth::OPERATOR_HEADER;
 
 /// Operator commands published, by `command` (abort, retry, skip, resume, approve, reject).
 pub const OPERATOR_COMMANDS: &str = "choreo_operator_commands_total";
@@ -115,6 +116,8 @@ pub struct ApiState {
     pub definitions: Arc<Definitions>,
     /// Where a saga's records are read back from (Kafka).
     pub history: Arc<dyn HistorySource>,
+    /// Dead letters (`/api/dlq…`); unset: those routes answer 503.
+    pub dead_letters: Option<Arc<crate::dlq::DeadLetterDesk>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -234,6 +237,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/definitions", get(definitions::list))
         .route("/api/definitions/{name}/{version}", get(definitions::one))
+        .merge(crate::dlq::routes(
+            state.dead_letters.clone(),
+            Arc::clone(&state.auth),
+        ))
         .fallback(not_found)
         .with_state(state)
 }

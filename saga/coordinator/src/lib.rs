@@ -16,6 +16,8 @@
 //! - [`history`]: one saga's records read back from Kafka, payloads decoded (the console's
 //!   timeline).
 //! - [`api_auth`]: who may use the operator API (bearer tokens kept as SHA-256, with roles).
+//! - [`dlq`]: dead letters for operators — every `*.dlq` topic, its records decoded, and
+//!   redrive to the origin topic with a durable redrive log (`/api/dlq…`).
 //! - [`ingest`]: domain events over the CloudEvents HTTP binding, into Kafka as Avro.
 //! - [`config`]: the typed configuration (defaults → file → `CHOREO__…` environment).
 //! - [`telemetry`]: metric names and the Prometheus exporter.
@@ -25,6 +27,7 @@ pub mod api_auth;
 pub mod command;
 pub mod config;
 pub mod coordinator;
+pub mod dlq;
 pub mod error;
 pub mod history;
 pub mod http;

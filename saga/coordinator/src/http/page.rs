@@ -47,6 +47,11 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../web/graph.js"),
     ),
+    (
+        "dlq.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/dlq.js"),
+    ),
 ];
 
 /// What the page may load and talk to.

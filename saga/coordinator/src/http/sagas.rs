@@ -7,21 +7,18 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use choreo_saga::{Command, SagaState, Status, parse_duration};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ALL_STATUSES, ApiError, ApiState, MAX_LIMIT, OPERATOR_COMMANDS, OPERATOR_HEADER, find, now_ms,
-    status_counts,
+    ALL_STATUSES, ApiError, ApiState, MAX_LIMIT, OPERATOR_COMMANDS, find, now_ms, status_counts,
 };
 use crate::api_auth::Role;
 use crate::command::CommandRecord;
 use crate::history::{DEFAULT_MAX_RECORDS, HistoryQuery, MAX_RECORDS, SagaRecords};
 use crate::view::{Cursor, ListQuery, SagaSummary};
-
-const MAX_OPERATOR_LEN: usize = 200;
 
 /// The answer to `GET /api/sagas`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -275,19 +272,7 @@ fn check_command(state: &SagaState, command: &Command) -> Result<(), ApiError> {
 }
 
 fn operator(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get(OPERATOR_HEADER) else {
-        return Ok(None);
-    };
-    let v = v
-        .to_str()
-        .map_err(|_| ApiError::BadRequest("X-Operator must be visible ASCII text".into()))?
-        .trim();
-    if v.len() > MAX_OPERATOR_LEN {
-        return Err(ApiError::BadRequest(format!(
-            "X-Operator is longer than {MAX_OPERATOR_LEN} characters"
-        )));
-    }
-    Ok(Some(v.to_owned()).filter(|v| !v.is_empty()))
+    crate::api_auth::operator_named(headers).map_err(ApiError::BadRequest)
 }
 
 /// Who may send a command: an operator token (its name is who acted) or, on an open API, what
@@ -325,12 +310,7 @@ async fn publish(
 /// JSON only: a form or a text body (what a cross-site page can send without asking first) is
 /// refused before it is read.
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if json {
+    if crate::api_auth::is_json(headers) {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType(

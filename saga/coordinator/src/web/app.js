@@ -6,6 +6,7 @@
 "use strict";
 
 import {$, api, authHeaders, el, token} from "./dom.js";
+import * as dlq from "./dlq.js";
 import * as list from "./list.js";
 import * as saga from "./saga.js";
 
@@ -89,8 +90,22 @@ async function start() {
   });
   list.init({onFilter: follow, onOpen: saga.open});
   saga.init({session, onChange: () => list.reload()});
+  dlq.init(session);
+  for (const tab of document.querySelectorAll("header .tab")) tab.addEventListener("click", () => show(tab.dataset.view));
   await restart();
   setInterval(saga.tick, 1000);
+  // Dead letters have no live stream: the open view reloads every 10 s.
+  setInterval(() => { if (view === "dlq") dlq.load(); }, 10000);
+}
+
+let view = "sagas";
+
+function show(name) {
+  view = name;
+  for (const tab of document.querySelectorAll("header .tab")) tab.classList.toggle("active", tab.dataset.view === name);
+  $("view-sagas").hidden = name !== "sagas";
+  $("view-dlq").hidden = name !== "dlq";
+  if (name === "dlq") dlq.load();
 }
 
 async function restart() {
@@ -98,6 +113,7 @@ async function restart() {
   await list.loadDefinitions();
   await list.reload();
   saga.refresh();
+  if (view === "dlq") await dlq.load();
   follow();
 }
 

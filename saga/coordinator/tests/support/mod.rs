@@ -170,6 +170,7 @@ pub fn fixture() -> Fixture {
         auth: Arc::new(choreo_coordinator::api_auth::ApiAuth::Open),
         definitions: Arc::new(definitions),
         history: Arc::clone(&history) as Arc<dyn HistorySource>,
+        dead_letters: None,
     };
     Fixture {
         state,
