@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use choreo_coordinator::api_auth::{ApiAuth, ApiToken, Role};
-use choreo_coordinator::http::live::{LiveMessage, MAX_CHANGES_PER_MESSAGE, MAX_LIVE_STREAMS};
+use choreo_coordinator::http::live::{
+    LIVE_INTERVAL, LiveMessage, MAX_CHANGES_PER_MESSAGE, MAX_LIVE_STREAMS,
+};
 use futures::StreamExt as _;
 use tower::ServiceExt as _;
 
@@ -179,6 +181,32 @@ async fn live_updates_say_what_changed_coalesced_and_filtered() {
         "{} changed",
         m.changed.len()
     );
+}
+
+/// On the runtime's virtual clock (paused: time moves only when every task waits), so the
+/// interval is measured, not raced.
+#[tokio::test(start_paused = true)]
+async fn a_live_stream_sends_at_most_one_message_per_interval() {
+    let f = fixture();
+    let view = Arc::clone(&f.state.view);
+    let mut live = Live::open(&f.state, "").await.expect("opens");
+    live.next().await;
+    let first = tokio::time::Instant::now();
+    let mut s = f.order_1.clone();
+    s.status = Status::Compensating;
+    view.upsert(s.clone());
+    let m = live.next().await;
+    assert_eq!(m.changed.len(), 1);
+    let second = tokio::time::Instant::now();
+    assert!(
+        second - first >= LIVE_INTERVAL,
+        "a change right after a message waits for the interval: {:?}",
+        second - first
+    );
+    s.status = Status::Compensated;
+    view.upsert(s);
+    live.next().await;
+    assert!(tokio::time::Instant::now() - second >= LIVE_INTERVAL);
 }
 
 #[tokio::test]
