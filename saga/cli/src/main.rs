@@ -313,7 +313,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("  schema registry          http://{registry_addr}");
     // choreo dev: everything on loopback, for one person; no tokens.
     let services = start_with_api(opts, desk, args.http, ApiAuth::Open, &shutdown).await?;
-    println!("  operator web page        http://{}/", services.api_addr);
+    println!("  operator console         http://{}/", services.api_addr);
     println!(
         "  saga API                 http://{}/api/sagas",
         services.api_addr
