@@ -182,11 +182,11 @@ struct Services {
     api_task: tokio::task::JoinHandle<()>,
 }
 
-/// Starts the coordinator `opts` configures and serves its operator API (with `dead_letters`)
-/// on `addr`.
+/// Starts the coordinator `opts` configures, then its dead-letter desk (so that a coordinator's
+/// start-up error is the first and only line), and serves the operator API on `addr`.
 async fn start_with_api(
     opts: CoordinatorOptions,
-    dead_letters: Arc<DeadLetterDesk>,
+    desk: DeskOptions,
     addr: SocketAddr,
     auth: ApiAuth,
     shutdown: &CancellationToken,
@@ -194,6 +194,7 @@ async fn start_with_api(
     let definitions = Arc::clone(&opts.definitions);
     let history = Arc::new(KafkaHistory::new(&opts));
     let coordinator = start(opts).await?;
+    let dead_letters = DeadLetterDesk::start(desk, shutdown.clone()).await?;
     let metrics = telemetry::install_prometheus().ok();
     let state = ApiState {
         view: coordinator.view(),
@@ -299,8 +300,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         opts.create_topics_on(b)?;
         b.create_topic(&DeadLetterDesk::log_topic(&opts.group_id), 1)?;
     }
-    let desk =
-        DeadLetterDesk::start(desk_options(&opts, embedded.is_none()), shutdown.clone()).await?;
+    let desk_opts = desk_options(&opts, embedded.is_none());
     println!("choreo dev");
     println!(
         "  kafka bootstrap servers  {bootstrap}{}",
@@ -312,7 +312,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  schema registry          http://{registry_addr}");
     // choreo dev: everything on loopback, for one person; no tokens.
-    let services = start_with_api(opts, desk, args.http, ApiAuth::Open, &shutdown).await?;
+    let services = start_with_api(opts, desk_opts, args.http, ApiAuth::Open, &shutdown).await?;
     println!("  operator console         http://{}/", services.api_addr);
     println!(
         "  saga API                 http://{}/api/sagas",
@@ -474,9 +474,8 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     opts.shutdown = shutdown.clone();
     let ingest_catalog = Arc::clone(&opts.catalog);
     let ingest_registry = Arc::clone(&opts.registry);
-    let desk =
-        DeadLetterDesk::start(desk_options(&opts, opts.create_topics), shutdown.clone()).await?;
-    let services = start_with_api(opts, desk, cfg.http.listen, api_auth, &shutdown).await?;
+    let desk_opts = desk_options(&opts, opts.create_topics);
+    let services = start_with_api(opts, desk_opts, cfg.http.listen, api_auth, &shutdown).await?;
     tracing::info!(api = %services.api_addr, "coordinator running");
     let ingest_task = match cfg.ingest.listen {
         Some(addr) => {

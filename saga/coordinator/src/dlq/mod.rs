@@ -355,18 +355,10 @@ impl DeadLetterDesk {
         let topic_owned = topic.to_owned();
         let (candidates, mut refused) = match selection {
             Selection::Ids(ids) => {
-                let ids: Vec<DlqId> = ids.into_iter().collect();
-                let found = self
-                    .read(move |r| {
-                        r.partitions(&topic_owned)?;
-                        ids.into_iter()
-                            .map(|id| Ok((r.read_one(&id)?, id)))
-                            .collect::<Result<Vec<_>, ReadError>>()
-                    })
-                    .await?;
+                let found = self.read(move |r| r.read_ids(&topic_owned, ids)).await?;
                 let mut refused = Vec::new();
                 let mut out = Vec::new();
-                for (m, id) in found {
+                for (id, m) in found {
                     match m {
                         Some(m) => out.push(m),
                         None => refused.push(Refusal {
@@ -586,4 +578,82 @@ pub fn ids_of(topic: &str, ids: &[String]) -> Result<Selection, String> {
         out.insert(id);
     }
     Ok(Selection::Ids(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+    use rdkafka::message::{Header, Headers as _, OwnedHeaders};
+
+    use super::*;
+
+    fn dead_letter(headers: &[(&str, &str)]) -> OwnedMessage {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(*v),
+            });
+        }
+        OwnedMessage::new(
+            Some(vec![0, 0, 0, 0, 1, 2]),
+            Some(b"o-1".to_vec()),
+            "orders.dlq".into(),
+            Timestamp::CreateTime(1),
+            0,
+            5,
+            Some(h),
+        )
+    }
+
+    #[test]
+    fn a_redriven_record_keeps_its_own_headers_and_says_where_it_came_from() {
+        let m = dead_letter(&[
+            ("ce_id", "e-1"),
+            (dlq::KIND, "handler_permanent"),
+            (dlq::TOPIC, "orders"),
+            (record::REDRIVEN_FROM, "orders.dlq/0/1"),
+            (record::REDRIVEN_BY, "bob"),
+            ("traceparent", "00-abc"),
+        ]);
+        let id = DlqId::parse("orders.dlq/0/5").expect("id");
+        let h = redrive::republished_headers(&m, &id, "alice");
+        let got: Vec<(String, String)> = h
+            .iter()
+            .map(|x| {
+                (
+                    x.key.to_owned(),
+                    String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, String)> = [
+            ("ce_id", "e-1"),
+            ("traceparent", "00-abc"),
+            ("choreo_redriven_from", "orders.dlq/0/5"),
+            ("choreo_redriven_by", "alice"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn only_a_whole_record_of_this_topic_is_redriven() {
+        assert!(redrivable(&dead_letter(&[(dlq::TOPIC, "orders")]), "orders.dlq").is_ok());
+        assert!(redrivable(&dead_letter(&[]), "orders.dlq").is_ok());
+        let omitted = redrivable(
+            &dead_letter(&[(dlq::PAYLOAD_OMITTED, "2000000 bytes: too large")]),
+            "orders.dlq",
+        )
+        .expect_err("no value to redrive");
+        assert!(omitted.contains("was not dead-lettered"), "{omitted}");
+        let elsewhere = redrivable(&dead_letter(&[(dlq::TOPIC, "payments")]), "orders.dlq")
+            .expect_err("another topic");
+        assert!(
+            elsewhere.contains("names payments, not orders"),
+            "{elsewhere}"
+        );
+    }
 }

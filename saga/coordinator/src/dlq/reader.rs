@@ -4,7 +4,7 @@
 //! transaction that aborted is never shown (nor, on a broker that shows aborted records, the
 //! coordinator's transaction-sweep records).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use choreo_bus::wire::envelope::is_transaction_sweep;
@@ -13,7 +13,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-use super::record::{Cursor, DlqId, Filter, TopicSummary, headers_of, origin_of};
+use super::record::{Cursor, DlqId, Filter, SCAN_BUDGET, TopicSummary, headers_of, origin_of};
 use crate::QuietEof;
 
 /// Why a read failed.
@@ -204,6 +204,56 @@ impl Reader {
             .read_range(&id.topic, id.partition, id.offset, id.offset + 1)?
             .into_iter()
             .find(|m| m.offset() == id.offset))
+    }
+
+    /// The records of `topic` these ids name (in id order), each with the record if the
+    /// topic still holds it. Ids of one partition close together are read in one range.
+    pub(crate) fn read_ids(
+        &self,
+        topic: &str,
+        ids: BTreeSet<DlqId>,
+    ) -> Result<Vec<(DlqId, Option<OwnedMessage>)>, ReadError> {
+        let partitions = self.partitions(topic)?;
+        let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        for id in &ids {
+            by_partition
+                .entry(id.partition)
+                .or_default()
+                .push(id.offset);
+        }
+        let mut found: BTreeMap<(i32, i64), OwnedMessage> = BTreeMap::new();
+        for (p, offsets) in by_partition {
+            if !partitions.contains(&p) {
+                continue;
+            }
+            let (low, end) = self.watermarks(topic, p)?;
+            let wanted: Vec<i64> = offsets
+                .into_iter()
+                .filter(|o| (low..end).contains(o))
+                .collect();
+            let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else {
+                continue;
+            };
+            let ranges: Vec<(i64, i64)> = if last - first < SCAN_BUDGET as i64 {
+                vec![(*first, last + 1)]
+            } else {
+                wanted.iter().map(|o| (*o, o + 1)).collect()
+            };
+            for (from, to) in ranges {
+                for m in self.read_range(topic, p, from, to)? {
+                    if wanted.binary_search(&m.offset()).is_ok() {
+                        found.insert((p, m.offset()), m);
+                    }
+                }
+            }
+        }
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let m = found.remove(&(id.partition, id.offset));
+                (id, m)
+            })
+            .collect())
     }
 
     /// Up to `limit` records matching `filter`, newest first across partitions (by
