@@ -208,6 +208,28 @@ impl Codec {
         self.decode_framed(&framed)
     }
 
+    /// Decodes a framed value to JSON as it was written: with its writer schema alone (no
+    /// catalog, no resolution), for showing a record to a person whatever its type.
+    pub async fn decode_written(&self, value: &[u8]) -> Result<JsonEvent, WriterSchemaError> {
+        let framed = self.read(value).await?;
+        let poison = WriterSchemaError::Poison;
+        let event_type = framed.writer.full_name().ok_or_else(|| {
+            poison(DecodeError::Malformed(
+                "the writer schema is not a named record".into(),
+            ))
+        })?;
+        let data = decode_value(&framed.writer.schema, None, framed.body)
+            .and_then(|v| {
+                serde_json::Value::try_from(v).map_err(|e| DecodeError::Malformed(e.to_string()))
+            })
+            .map_err(poison)?;
+        Ok(JsonEvent {
+            event_type,
+            schema_id: framed.writer.id,
+            data,
+        })
+    }
+
     /// Decodes a framed value to JSON, resolved to the catalog's latest schema of its type, in
     /// one call: the framing is read, the writer schema looked up, and then — only when
     /// `wanted(event_type)` returns what the caller will do with it — the body decoded.
