@@ -280,11 +280,12 @@ impl DeadLetterWorld {
     pub async fn after_everything_of(&self, order: &str) -> anyhow::Result<()> {
         let mut p = payment(order);
         p.payment_id = format!("sentinel-{}", uuid::Uuid::new_v4().simple());
+        // Counted before publishing: the sentinel may be handled before `publish` returns.
+        let mark = format!("sentinel:{order}");
+        let before = self.handled_count(&mark);
         self.bus
             .publish_with(&p, PublishOptions::default().with_topic(&self.topic))
             .await?;
-        let mark = format!("sentinel:{order}");
-        let before = self.handled_count(&mark);
         self.wait_handled(&format!("the sentinel of {order}"), |h| {
             h.iter().filter(|o| **o == mark).count() > before
         })
