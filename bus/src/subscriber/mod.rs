@@ -103,7 +103,7 @@ impl SubscriberBuilder {
             dedup: Arc::new(MemoryDedup::default()),
             breaker: None,
             drain_timeout: Duration::from_secs(30),
-            queue_depth: 256,
+            queue_depth: 1024,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             settings: Vec::new(),
         }
@@ -191,7 +191,12 @@ impl SubscriberBuilder {
         self
     }
 
-    /// Records buffered per partition ahead of its handler (default 256).
+    /// Records buffered per partition ahead of its handler (default 1024). When they are all
+    /// taken, the partition is paused until they have gone to the handler; a resumed partition
+    /// is fetched again, which takes a broker round trip, so the buffer must hold more than the
+    /// handler gets through meanwhile (with 256, a fast handler spent most of its time waiting:
+    /// see BENCHMARKS.md). Memory: up to this many records per partition, beside librdkafka's own
+    /// prefetch (`queued.max.messages.kbytes`).
     pub fn queue_depth(mut self, depth: usize) -> Self {
         self.queue_depth = depth.max(1);
         self
