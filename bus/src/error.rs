@@ -16,6 +16,9 @@ pub enum BusError {
         /// The client's error.
         source: Box<KafkaError>,
     },
+    /// The brokers refused this client: its SASL login, the TLS handshake, or an ACL.
+    #[error(transparent)]
+    Refused(#[from] crate::connect::Refused),
     /// The event could not be encoded or its schema registered.
     #[error("cannot encode {event_type} for topic {topic}: {reason}")]
     Encode {
