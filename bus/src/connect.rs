@@ -5,12 +5,15 @@
 //! just times out with "broker transport failure". [`MetadataClient`] fetches the cluster
 //! metadata through a client whose error events it reads, and turns those into [`Refused`]: one
 //! line that names the SASL mechanism and user, or the CA file, never a secret. [`denied`] words
-//! an authorization error the same way, naming the principal and the resource.
+//! an authorization error the same way, naming the principal and the resource; [`check_group`]
+//! finds a consumer group an ACL denies (librdkafka retries that until its timeout, reporting
+//! the denial only as an error event).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
+use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -173,6 +176,15 @@ impl Watched {
         })
     }
 
+    /// The first authorization error among the error events so far.
+    fn denial(&self) -> Option<RDKafkaErrorCode> {
+        let errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        errors
+            .iter()
+            .map(|(code, _)| *code)
+            .find(|c| is_authorization_error(*c))
+    }
+
     fn last(&self) -> Option<String> {
         let errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         errors.last().map(|(_, reason)| reason.clone())
@@ -217,8 +229,7 @@ impl MetadataClient {
             let attempt = self
                 .consumer
                 .fetch_metadata(topic, left.min(Duration::from_millis(500)));
-            // Serves the client's queue: its log lines and error events.
-            while self.consumer.poll(Duration::ZERO).is_some() {}
+            serve_queue(&self.consumer);
             match attempt {
                 Ok(md) => return Ok(md),
                 Err(e) => {
@@ -237,6 +248,69 @@ impl MetadataClient {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Serves `consumer`'s queue, its log lines and error events, until it has been quiet for a
+/// moment. (A poll that serves a log line returns as if nothing came, so polling until the
+/// first empty answer would serve one line per call, and under librdkafka's `debug` settings
+/// an error event would wait behind thousands of them.)
+fn serve_queue<C: ConsumerContext>(consumer: &BaseConsumer<C>) {
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        if consumer.poll(Duration::from_millis(50)).is_none() {
+            return;
+        }
+    }
+}
+
+/// Refuses `group` when an ACL denies `client`'s principal the consumer group: asks for the
+/// group's committed offsets of `partitions` (which needs Describe on the group) and reads the
+/// client's error events meanwhile, as librdkafka reports a denied group there and keeps
+/// retrying the request until `timeout`. `needs` says what the client needs on the group.
+/// Another failure (a timeout, a broker away) is returned as [`BusError::Kafka`] for the caller
+/// to weigh.
+pub fn check_group(
+    client: &ClientConfig,
+    group: &str,
+    partitions: &TopicPartitionList,
+    timeout: Duration,
+    needs: &str,
+) -> Result<(), BusError> {
+    let consumer: BaseConsumer<Watched> = client
+        .clone()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create_with_context(Watched::default())
+        .map_err(|e| BusError::kafka("creating an offsets client", e))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt =
+            consumer.committed_offsets(partitions.clone(), left.min(Duration::from_millis(500)));
+        serve_queue(&consumer);
+        let watched = consumer.context();
+        if let Some(refused) = watched.refusal(client) {
+            return Err(BusError::Refused(refused));
+        }
+        if let Some(code) = watched.denial() {
+            return Err(BusError::Refused(denied(
+                client,
+                format!("consumer group {group}"),
+                code,
+                needs,
+            )));
+        }
+        match attempt {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(BusError::kafka(
+                    format!("fetching the offsets of group {group}"),
+                    e,
+                ));
+            }
+            Err(_) => {}
         }
     }
 }

@@ -205,7 +205,13 @@ impl TestBroker {
             bail!("no ACLs on {:?}", self.kind);
         };
         let principal = format!("User:{user}");
-        let mut args = vec!["--add", "--deny-principal", &principal, "--operation", "All"];
+        let mut args = vec![
+            "--add",
+            "--deny-principal",
+            &principal,
+            "--operation",
+            "All",
+        ];
         args.extend_from_slice(resource);
         k.acl(&args).await
     }
@@ -417,8 +423,25 @@ pub async fn shared_secure_broker() -> anyhow::Result<&'static TestBroker> {
                     .enable_all()
                     .build()
                     .map_err(|e| e.to_string())?;
-                rt.block_on(apache_kafka_secure())
-                    .map_err(|e| format!("{e:#}"))
+                let broker = rt
+                    .block_on(apache_kafka_secure())
+                    .map_err(|e| format!("{e:#}"))?;
+                // A static is never dropped: its folder is removed once this process exits
+                // (and the watchdog has stopped the JVM), like the broker's own drop would.
+                if let Some(k) = &broker.kafka {
+                    let sweeper = std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(r#"cat >/dev/null; sleep 2; rm -rf "$0""#)
+                        .arg(&k.dir)
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .map_err(|e| format!("starting the folder sweeper: {e}"))?;
+                    // Its stdin closes when this process exits.
+                    std::mem::forget(sweeper);
+                }
+                Ok(broker)
             })
             .join()
             .unwrap_or_else(|_| Err("the broker start-up thread panicked".into()))

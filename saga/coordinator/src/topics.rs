@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use choreo_bus::connect::{MetadataClient, denied, is_authorization_error};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use choreo_bus::connect::{MetadataClient, denied, is_authorization_error};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::error::CoordinatorError;
@@ -185,47 +185,42 @@ pub fn group_has_committed(
         .any(|e| matches!(e.offset(), rdkafka::Offset::Offset(_))))
 }
 
-/// Refuses to start when an ACL denies this client's principal the consumer `group`: asks for
-/// the group's committed offsets on `topics` (name → partitions), which needs Describe on the
-/// group. Other failures are left to the consumer, which reports and retries them.
+/// Refuses to start when an ACL denies this client's principal the consumer `group`
+/// ([`choreo_bus::connect::check_group`]: its committed offsets on `topics`, name →
+/// partitions, need Describe on the group). Other failures are left to the consumer, which
+/// reports and retries them.
 pub fn check_group_access(
     client: &ClientConfig,
     group: &str,
     topics: &BTreeMap<String, i32>,
     timeout: Duration,
 ) -> Result<(), CoordinatorError> {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (t, n) in topics {
+        for p in 0..*n {
+            tpl.add_partition(t, p);
+        }
+    }
+    if tpl.count() == 0 {
+        return Ok(());
+    }
     // Not a stable read: a transaction left open on the offsets partition (closed later by the
     // transaction sweep) would hold a stable read up until the timeout.
     let mut settings = client.clone();
     settings.set("isolation.level", "read_uncommitted");
-    match group_has_committed(&settings, group, topics, timeout) {
-        Err(CoordinatorError::Kafka { source, .. })
-            if source
-                .rdkafka_error_code()
-                .is_some_and(is_authorization_error) =>
-        {
-            let code = source
-                .rdkafka_error_code()
-                .unwrap_or(RDKafkaErrorCode::GroupAuthorizationFailed);
-            let resource = if code == RDKafkaErrorCode::GroupAuthorizationFailed {
-                format!("consumer group {group}")
-            } else {
-                let names: Vec<&str> = topics.keys().map(String::as_str).collect();
-                format!("the offsets of topics {}", names.join(", "))
-            };
-            Err(choreo_bus::BusError::from(denied(
-                client,
-                resource,
-                code,
-                "the coordinator needs Describe and Read on its group and on its input topics",
-            ))
-            .into())
-        }
+    match choreo_bus::connect::check_group(
+        &settings,
+        group,
+        &tpl,
+        timeout,
+        "the coordinator needs Describe and Read on its group and on its input topics",
+    ) {
+        Ok(()) => Ok(()),
+        Err(e @ choreo_bus::BusError::Refused(_)) => Err(e.into()),
         Err(e) => {
             tracing::debug!(error = %e, group, "could not check access to the group; the consumer will report it");
             Ok(())
         }
-        Ok(_) => Ok(()),
     }
 }
 
