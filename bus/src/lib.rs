@@ -43,7 +43,7 @@
 //! - [`telemetry`]: metric names.
 //! - [`embedded`]: an in-process Kafka-protocol broker (librdkafka's mock cluster).
 //! - [`connect`]: the first contact with a cluster, a refused login, failed TLS handshake or
-//!   denied resource reported as such ([`connect::Refused`]).
+//!   denied resource reported as such ([`error::Refused`]).
 //! - [`config`] and [`error`].
 
 pub mod bus;
