@@ -74,6 +74,18 @@ impl CommandSink for NoCommands {
     }
 }
 
+/// Sagas are not what these tests are about: no records to read back.
+struct NoHistory;
+
+impl choreo_coordinator::history::HistorySource for NoHistory {
+    fn read(
+        &self,
+        _query: choreo_coordinator::history::HistoryQuery,
+    ) -> BoxFuture<'static, Result<choreo_coordinator::history::SagaRecords, String>> {
+        Box::pin(async { Err("no saga topics in this test".to_owned()) })
+    }
+}
+
 /// Serves the operator API with a dead-letter desk of coordinator group `group` (an operator
 /// `alice` and a viewer `victor`).
 pub async fn serve_api(
@@ -103,6 +115,8 @@ pub async fn serve_api(
             ApiToken::from_secret("alice", Role::Operator, OPERATOR_TOKEN),
             ApiToken::from_secret("victor", Role::Viewer, VIEWER_TOKEN),
         ])),
+        definitions: Arc::new(choreo_saga::Definitions::new()),
+        history: Arc::new(NoHistory),
         dead_letters: Some(Arc::clone(&desk)),
     };
     let (addr, _task) = http::serve(state, "127.0.0.1:0".parse()?, stop.clone()).await?;
@@ -266,11 +280,12 @@ impl DeadLetterWorld {
     pub async fn after_everything_of(&self, order: &str) -> anyhow::Result<()> {
         let mut p = payment(order);
         p.payment_id = format!("sentinel-{}", uuid::Uuid::new_v4().simple());
+        // Counted before publishing: the sentinel may be handled before `publish` returns.
+        let mark = format!("sentinel:{order}");
+        let before = self.handled_count(&mark);
         self.bus
             .publish_with(&p, PublishOptions::default().with_topic(&self.topic))
             .await?;
-        let mark = format!("sentinel:{order}");
-        let before = self.handled_count(&mark);
         self.wait_handled(&format!("the sentinel of {order}"), |h| {
             h.iter().filter(|o| **o == mark).count() > before
         })

@@ -20,18 +20,32 @@ use choreo_schemas::Catalog;
 
 /// The mock cluster in its own process, with every topic the coordinator needs.
 async fn hosted() -> TestBroker {
-    let mut topics: Vec<(String, i32)> = SAGA_TOPICS
-        .iter()
-        .map(|t| ((*t).to_owned(), PARTITIONS))
+    // librdkafka's mock cluster does not answer CreateTopics: the topics are made when it
+    // starts, exactly the list the scenarios' coordinator asks for.
+    let env = SagaEnv {
+        bootstrap: String::new(),
+        registry: std::sync::Arc::new(choreo_schemas::MemoryRegistry::new()),
+        embedded: None,
+        guarantee: Guarantee::ExactlyOnce,
+        partitions: PARTITIONS,
+        mock: true,
+    };
+    let opts = env
+        .options(
+            saga_scenarios::fast_order_saga(&Catalog::reference()).expect("definition"),
+            "topics",
+        )
+        .expect("options");
+    let mut topics: Vec<(String, i32)> = opts
+        .required_topics()
+        .expect("topics")
+        .into_iter()
+        .map(|t| (t.name, t.partitions))
         .collect();
-    // The scenarios' coordinator group is choreo-test-coordinator; its topics are named after it.
-    topics.push(("choreo-test-coordinator.saga-state".into(), PARTITIONS));
-    topics.push(("choreo-test-coordinator.saga-commands".into(), PARTITIONS));
-    for t in SAGA_TOPICS
-        .iter()
-        .chain(["choreo-test-coordinator.saga-commands"].iter())
-    {
-        topics.push((format!("{t}.dlq"), 1));
+    for t in SAGA_TOPICS {
+        if !topics.iter().any(|(n, _)| n == t) {
+            topics.push(((*t).to_owned(), PARTITIONS));
+        }
     }
     let refs: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
     hosted_mock(env!("CARGO_BIN_EXE_choreo-mock-broker"), &refs)

@@ -42,6 +42,9 @@
 //! (with `compensation`, `deadlines` and `commands` extending its context).
 //! - `mapping`: deterministic event ids ([`event_id`]) and filling emitted data.
 //! - `testing`: [`testing::SagaTest`], a virtual-clock harness for saga authors.
+//! - [`diagram`]: a definition as a graph ([`diagram::graph`], what the operator console draws)
+//!   and as a Mermaid state diagram ([`diagram::mermaid`], `choreo saga diagram`); pure data
+//!   from a [`Definition`].
 //! - `replay`: [`replay::compare`] — recorded inputs of sagas run through two definitions with
 //!   a virtual clock driven by the records' timestamps, and the sagas that would end
 //!   differently (`choreo saga replay` reads the records from Kafka).
@@ -52,6 +55,7 @@ mod commands;
 mod compensation;
 mod deadlines;
 mod definition;
+pub mod diagram;
 mod error;
 mod event;
 mod input;

@@ -17,22 +17,19 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use choreo_schemas::{CachedRegistry, Catalog, Event, RegistryError, SchemaRegistry};
-use dashmap::DashMap;
 use serde::Serialize;
 
 use super::framing::{frame, subject, unframe};
+use super::plan::{Plans, ReaderKey, read_error, whole};
 use crate::error::{BusError, DecodeError};
 
 /// Encodes and decodes event values against a schema registry.
 #[derive(Debug, Clone)]
 pub struct Codec {
     registry: CachedRegistry,
-    /// Per (writer schema id, reader type): whether the writer wrote with the reader's own
-    /// schema, so that the costliest step of decoding, resolution, can be skipped.
-    same: Arc<DashMap<(u32, &'static str), bool>>,
-    /// Per writer schema id: whether it is the catalog's latest schema of its type (for
-    /// [`Codec::decode_json`]; a codec decodes JSON against one catalog).
-    same_as_latest: Arc<DashMap<u32, bool>>,
+    /// Per (writer schema id, reader): the reader planned once ([`super::plan`]). A codec
+    /// decodes JSON against one catalog.
+    plans: Arc<Plans>,
 }
 
 /// A value's writer schema, looked up from its framing.
@@ -83,8 +80,7 @@ impl Codec {
         apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
         Self {
             registry: CachedRegistry::new(registry),
-            same: Arc::default(),
-            same_as_latest: Arc::default(),
+            plans: Arc::default(),
         }
     }
 
@@ -190,13 +186,16 @@ impl Codec {
     }
 
     /// Decodes a value already [read](Self::read) into `T`, resolving the writer schema to
-    /// `T`'s unless it is the same (decided once per schema id).
+    /// `T`'s unless it is the same (planned once per schema id and type, see [`super::plan`]).
     pub fn decode_framed<T: Event>(&self, framed: &Framed<'_>) -> Result<T, DecodeError> {
-        let same = *self
-            .same
-            .entry((framed.writer.id, T::TYPE))
-            .or_insert_with(|| same_schema(&framed.writer.schema, T::schema()));
-        decode_body_with::<T>(&framed.writer.schema, same, framed.body)
+        self.plans
+            .get(
+                framed.writer.id,
+                &framed.writer.schema,
+                ReaderKey::Type(T::TYPE),
+                T::schema(),
+            )?
+            .read::<T>(framed.body)
     }
 
     /// Decodes a framed value into `T`, resolving the writer schema to `T`'s.
@@ -206,6 +205,28 @@ impl Codec {
             .await
             .map_err(WriterSchemaError::into_decode)?;
         self.decode_framed(&framed)
+    }
+
+    /// Decodes a framed value to JSON as it was written: with its writer schema alone (no
+    /// catalog, no resolution), for showing a record to a person whatever its type.
+    pub async fn decode_written(&self, value: &[u8]) -> Result<JsonEvent, WriterSchemaError> {
+        let framed = self.read(value).await?;
+        let poison = WriterSchemaError::Poison;
+        let event_type = framed.writer.full_name().ok_or_else(|| {
+            poison(DecodeError::Malformed(
+                "the writer schema is not a named record".into(),
+            ))
+        })?;
+        let data = decode_value(&framed.writer.schema, None, framed.body)
+            .and_then(|v| {
+                serde_json::Value::try_from(v).map_err(|e| DecodeError::Malformed(e.to_string()))
+            })
+            .map_err(poison)?;
+        Ok(JsonEvent {
+            event_type,
+            schema_id: framed.writer.id,
+            data,
+        })
     }
 
     /// Decodes a framed value to JSON, resolved to the catalog's latest schema of its type, in
@@ -231,20 +252,19 @@ impl Codec {
         let Some(info) = catalog.event(&event_type) else {
             return Err(poison(DecodeError::NotInCatalog(event_type)));
         };
-        let reader = &info.latest().schema;
-        let same = *self
-            .same_as_latest
-            .entry(framed.writer.id)
-            .or_insert_with(|| same_schema(&framed.writer.schema, reader));
-        let data = decode_value(
-            &framed.writer.schema,
-            (!same).then_some(reader),
-            framed.body,
-        )
-        .and_then(|v| {
-            serde_json::Value::try_from(v).map_err(|e| DecodeError::Malformed(e.to_string()))
-        })
-        .map_err(poison)?;
+        let data = self
+            .plans
+            .get(
+                framed.writer.id,
+                &framed.writer.schema,
+                ReaderKey::Latest,
+                &info.latest().schema,
+            )
+            .and_then(|p| p.read_value(framed.body))
+            .and_then(|v| {
+                serde_json::Value::try_from(v).map_err(|e| DecodeError::Malformed(e.to_string()))
+            })
+            .map_err(poison)?;
         Ok(Some((
             JsonEvent {
                 event_type,
@@ -333,20 +353,8 @@ pub fn decode_value(
         .maybe_reader_schema(reader)
         .build()
         .and_then(|r| r.read_value(&mut input))
-        .map_err(|e| {
-            let msg = e.to_string();
-            if msg.contains("failed to fill whole buffer") || msg.contains("UnexpectedEof") {
-                DecodeError::Truncated(format!("the Avro body ended early: {msg}"))
-            } else {
-                DecodeError::Malformed(msg)
-            }
-        })?;
-    if !input.is_empty() {
-        return Err(DecodeError::Malformed(format!(
-            "{} bytes left over after the Avro body",
-            input.len()
-        )));
-    }
+        .map_err(read_error)?;
+    whole(input)?;
     Ok(value)
 }
 

@@ -3,6 +3,7 @@
 //! - [`framing`]: the Confluent framing of a value (magic byte, schema id, Avro body), without
 //!   I/O.
 //! - [`codec`]: Avro bodies against the schema registry, typed and JSON entry points, one cache.
+//! - `plan`: readers planned once per writer schema and reader (what the codec decodes with).
 //! - [`envelope`]: the CloudEvents Kafka binary headers, correlation and causation ids.
 //! - [`trace`]: W3C `traceparent`, and choreo's spans joining the caller's trace.
 //! - [`partition`]: the partition a key goes to (the Java client's murmur2 partitioner).
@@ -11,4 +12,5 @@ pub mod codec;
 pub mod envelope;
 pub mod framing;
 pub mod partition;
+mod plan;
 pub mod trace;

@@ -1,12 +1,18 @@
 //! `choreo sagas …`: the command-line client of the operator API (`choreo_coordinator::http`).
 //!
 //! ```text
-//! choreo sagas list [--definition D] [--status S] [--min-age 5m] [--max-age 1h] [--limit N]
+//! choreo sagas list [--definition D] [--version V] [--status S] [--min-age 5m] [--max-age 1h]
+//!                    [--stuck 10m] [--waiting-on STEP] [--search TEXT] [--limit N] [--before CURSOR | --all]
+//! choreo sagas watch [the list's filters]
 //! choreo sagas get DEFINITION CORRELATION_ID
+//! choreo sagas events DEFINITION CORRELATION_ID [--margin 5m] [--max-records N]
+//! choreo sagas definitions [NAME [VERSION]] [--mermaid]
 //! choreo sagas abort DEFINITION CORRELATION_ID --reason TEXT
 //! choreo sagas retry DEFINITION CORRELATION_ID --step STEP
 //! choreo sagas skip DEFINITION CORRELATION_ID --step STEP
 //! choreo sagas resume DEFINITION CORRELATION_ID
+//! choreo sagas approve|reject DEFINITION CORRELATION_ID --step STEP --reason TEXT
+//! choreo sagas batch [the list's filters] --command JSON [--yes]
 //! ```
 //!
 //! Every subcommand takes `--api URL` (default `http://127.0.0.1:8080`, or `$CHOREO_API`),
@@ -22,10 +28,17 @@ use choreo_coordinator::http::{CommandAccepted, ListResponse, OPERATOR_HEADER};
 
 pub mod dlq;
 mod http;
+mod records;
 mod render;
+mod watch;
 pub use http::DEFAULT_API;
-use http::{client, get_json, pretty, read_json, unreachable_api, with_query, with_segments};
+use http::{
+    client, get_json, pretty, read_json, streaming_client, unreachable_api, with_query,
+    with_segments,
+};
+pub use records::{definitions, events, render_definition, render_definitions, render_events};
 pub use render::{format_age, format_time, render_list, render_saga};
+pub use watch::watch;
 
 /// `choreo sagas …`: watch and act on sagas through a coordinator's operator API.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -53,9 +66,42 @@ pub struct SagasArgs {
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum SagasCommand {
     /// List sagas, newest first, with the number of sagas in each status.
-    List(ListArgs),
+    List {
+        /// Which sagas.
+        #[command(flatten)]
+        filter: ListArgs,
+        /// Which page.
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Follow the sagas a filter matches as they change (live updates), until Ctrl-C.
+    Watch(ListArgs),
     /// Show one saga: status, steps, pending deadlines and timeline.
     Get(SagaRef),
+    /// One saga's timeline with its records read back from Kafka: every event it received or
+    /// emitted and every command sent to it, with headers and payloads.
+    Events {
+        /// The saga.
+        #[command(flatten)]
+        saga: SagaRef,
+        /// Read this much before its creation and after its last change [API default: 5m].
+        #[arg(long)]
+        margin: Option<String>,
+        /// Look at no more records than this [API default: 20000].
+        #[arg(long)]
+        max_records: Option<usize>,
+    },
+    /// The saga definitions the coordinator runs; with a NAME (and VERSION, default the
+    /// newest), that definition's steps, edges and Mermaid diagram.
+    Definitions {
+        /// A definition's name.
+        name: Option<String>,
+        /// Its version [default: the newest].
+        version: Option<u32>,
+        /// Print only the Mermaid diagram (as `choreo saga diagram` does from a file).
+        #[arg(long, requires = "name")]
+        mermaid: bool,
+    },
     /// Abort a pending or running saga: its completed steps are compensated.
     Abort {
         /// The saga.
@@ -143,6 +189,9 @@ pub struct ListArgs {
     /// Only sagas of this definition.
     #[arg(long)]
     pub definition: Option<String>,
+    /// Only sagas pinned to this definition version.
+    #[arg(long)]
+    pub version: Option<u32>,
     /// Only sagas in this status: pending, running, compensating, completed, compensated,
     /// needs_operator.
     #[arg(long)]
@@ -172,6 +221,7 @@ impl ListArgs {
     pub fn pairs(&self) -> Vec<(&'static str, String)> {
         [
             ("definition", self.definition.clone()),
+            ("version", self.version.map(|v| v.to_string())),
             ("status", self.status.clone()),
             ("min_age", self.min_age.clone()),
             ("max_age", self.max_age.clone()),
@@ -186,6 +236,17 @@ impl ListArgs {
     }
 }
 
+/// Which page of `choreo sagas list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct PageArgs {
+    /// The page after this cursor (the `next` a listing printed).
+    #[arg(long, conflicts_with = "all")]
+    pub before: Option<String>,
+    /// Every page, one after the other (following `next`).
+    #[arg(long)]
+    pub all: bool,
+}
+
 /// Runs a `choreo sagas …` command and prints its answer.
 pub async fn run(args: SagasArgs) -> anyhow::Result<()> {
     http::use_token(args.token.as_deref());
@@ -196,10 +257,35 @@ pub async fn run(args: SagasArgs) -> anyhow::Result<()> {
         .or_else(|| std::env::var("USER").ok())
         .filter(|o| !o.trim().is_empty());
     let out = match &args.command {
-        SagasCommand::List(q) if args.json => {
-            pretty(&get_json::<serde_json::Value>(&list_url(api, q)?).await?)?
+        SagasCommand::List { filter, page } => list_pages(api, filter, page, args.json).await?,
+        SagasCommand::Watch(filter) => {
+            watch(api, filter, args.json, |line| {
+                println!("{line}");
+                true
+            })
+            .await?;
+            String::new()
         }
-        SagasCommand::List(q) => list(api, q).await?,
+        SagasCommand::Events {
+            saga,
+            margin,
+            max_records,
+        } => {
+            events(
+                api,
+                &saga.definition,
+                &saga.correlation_id,
+                margin.as_deref(),
+                *max_records,
+                args.json,
+            )
+            .await?
+        }
+        SagasCommand::Definitions {
+            name,
+            version,
+            mermaid,
+        } => definitions(api, name.as_deref(), *version, *mermaid, args.json).await?,
         SagasCommand::Get(s) if args.json => pretty(
             &get_json::<serde_json::Value>(&saga_url(
                 api,
@@ -262,7 +348,9 @@ pub async fn run(args: SagasArgs) -> anyhow::Result<()> {
             act(&args, operator.as_deref(), saga, command).await?
         }
     };
-    println!("{}", out.trim_end());
+    if !out.is_empty() {
+        println!("{}", out.trim_end());
+    }
     Ok(())
 }
 
@@ -286,8 +374,55 @@ async fn act(
 
 /// `choreo sagas list`: the matching sagas as a table, after the count of sagas per status.
 pub async fn list(api: &str, query: &ListArgs) -> anyhow::Result<String> {
-    let answer: ListResponse = get_json(&list_url(api, query)?).await?;
-    Ok(render_list(&answer, now_ms()))
+    list_pages(api, query, &PageArgs::default(), false).await
+}
+
+/// `choreo sagas list` with paging: one page (after `--before`), or with `--all` every page,
+/// following `next` (as JSON: one answer per page, one per line).
+pub async fn list_pages(
+    api: &str,
+    query: &ListArgs,
+    page: &PageArgs,
+    json: bool,
+) -> anyhow::Result<String> {
+    let mut before = page.before.clone();
+    let mut out = String::new();
+    let mut first = true;
+    loop {
+        let url = list_url_before(api, query, before.as_deref())?;
+        if json {
+            let v: serde_json::Value = get_json(&url).await?;
+            let next = v["next"].as_str().map(str::to_owned);
+            if page.all {
+                out.push_str(&serde_json::to_string(&v)?);
+                out.push('\n');
+            } else {
+                return pretty(&v);
+            }
+            match next {
+                Some(n) => before = Some(n),
+                None => return Ok(out),
+            }
+            continue;
+        }
+        let answer: ListResponse = get_json(&url).await?;
+        if !page.all {
+            return Ok(render_list(&answer, now_ms()));
+        }
+        let text = render_list(&answer, now_ms());
+        // Every page but the first without the counts (and the table's header).
+        let body: Vec<&str> = text.lines().collect();
+        let skip = if first { 0 } else { 3 };
+        for line in body.iter().skip(skip).filter(|l| !l.starts_with("more: ")) {
+            out.push_str(line);
+            out.push('\n');
+        }
+        first = false;
+        match answer.next {
+            Some(n) => before = Some(n),
+            None => return Ok(out),
+        }
+    }
 }
 
 /// `choreo sagas get`: one saga's status, steps, pending deadlines and timeline.
@@ -412,11 +547,22 @@ pub async fn batch(
     Ok(out)
 }
 
-fn list_url(api: &str, q: &ListArgs) -> anyhow::Result<reqwest::Url> {
-    Ok(with_query(
-        with_segments(api, &["api", "sagas"])?,
-        &q.pairs(),
-    ))
+fn list_url_before(api: &str, q: &ListArgs, before: Option<&str>) -> anyhow::Result<reqwest::Url> {
+    query_url(api, &["api", "sagas"], q, before)
+}
+
+/// `segments` under `api` with the filters of `q` (and a cursor) as the query string.
+pub(crate) fn query_url(
+    api: &str,
+    segments: &[&str],
+    q: &ListArgs,
+    before: Option<&str>,
+) -> anyhow::Result<reqwest::Url> {
+    let mut pairs = q.pairs();
+    if let Some(b) = before {
+        pairs.push(("before", b.to_owned()));
+    }
+    Ok(with_query(with_segments(api, segments)?, &pairs))
 }
 
 fn saga_url(
@@ -432,7 +578,7 @@ fn saga_url(
     with_segments(api, &segments)
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -455,12 +601,13 @@ mod tests {
             limit: Some(5),
             ..ListArgs::default()
         };
-        let url = list_url("http://h:1", &q).expect("url");
+        let url = list_url_before("http://h:1", &q, None).expect("url");
         assert_eq!(
             url.as_str(),
             "http://h:1/api/sagas?status=needs_operator&limit=5"
         );
-        let url = list_url("http://h:1", &ListArgs::default()).expect("url");
-        assert_eq!(url.as_str(), "http://h:1/api/sagas");
+        let url =
+            list_url_before("http://h:1", &ListArgs::default(), Some("5:order/a b")).expect("url");
+        assert_eq!(url.as_str(), "http://h:1/api/sagas?before=5%3Aorder%2Fa+b");
     }
 }

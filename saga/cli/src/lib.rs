@@ -14,7 +14,6 @@
 //! - [`asyncapi`]: the AsyncAPI 3.0 document of the catalog and the sagas (`choreo asyncapi`).
 //! - [`client`]: the `choreo sagas …` and `choreo dlq …` command-line clients of the operator
 //!   API.
-//! - [`diagram`]: a saga definition as a Mermaid state diagram (`choreo saga diagram`).
 //! - [`demo`]: the demo order, payment, inventory and shipping services of `choreo dev` and
 //!   `choreo demo`, and the knobs both take.
 //! - [`healthcheck`]: `choreo healthcheck`, the container image's probe of `/healthz`.
@@ -33,7 +32,6 @@
 pub mod asyncapi;
 pub mod client;
 pub mod demo;
-pub mod diagram;
 pub mod healthcheck;
 pub mod ingest_bench;
 pub mod loadgen;

@@ -16,6 +16,7 @@ use choreo_cli::telemetry::init_logs;
 use choreo_coordinator::api_auth::ApiAuth;
 use choreo_coordinator::config::{Config, LogFormat, RegistryStoreKind};
 use choreo_coordinator::dlq::{DeadLetterDesk, DeskOptions};
+use choreo_coordinator::history::KafkaHistory;
 use choreo_coordinator::http::{self, ApiState};
 use choreo_coordinator::ingest::{self, EventSink, IngestOptions, auth::Auth};
 use choreo_coordinator::{CoordinatorHandle, CoordinatorOptions, Guarantee, start, telemetry};
@@ -170,13 +171,19 @@ struct Services {
     api_task: tokio::task::JoinHandle<()>,
 }
 
-async fn serve_api(
-    coordinator: CoordinatorHandle,
-    dead_letters: Arc<DeadLetterDesk>,
+/// Starts the coordinator `opts` configures, then its dead-letter desk (so that a coordinator's
+/// start-up error is the first and only line), and serves the operator API on `addr`.
+async fn start_with_api(
+    opts: CoordinatorOptions,
+    desk: DeskOptions,
     addr: SocketAddr,
     auth: ApiAuth,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Services> {
+    let definitions = Arc::clone(&opts.definitions);
+    let history = Arc::new(KafkaHistory::new(&opts));
+    let coordinator = start(opts).await?;
+    let dead_letters = DeadLetterDesk::start(desk, shutdown.clone()).await?;
     let metrics = telemetry::install_prometheus().ok();
     let state = ApiState {
         view: coordinator.view(),
@@ -184,6 +191,8 @@ async fn serve_api(
         ready: coordinator.readiness(),
         metrics,
         auth: Arc::new(auth),
+        definitions,
+        history,
         dead_letters: Some(dead_letters),
     };
     let api_stop = shutdown.child_token();
@@ -292,11 +301,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         }
     );
     println!("  schema registry          http://{registry_addr}");
-    let coordinator = start(opts).await?;
-    let desk = DeadLetterDesk::start(desk_opts, shutdown.clone()).await?;
     // choreo dev: everything on loopback, for one person; no tokens.
-    let services = serve_api(coordinator, desk, args.http, ApiAuth::Open, &shutdown).await?;
-    println!("  operator web page        http://{}/", services.api_addr);
+    let services = start_with_api(opts, desk_opts, args.http, ApiAuth::Open, &shutdown).await?;
+    println!("  operator console         http://{}/", services.api_addr);
     println!(
         "  saga API                 http://{}/api/sagas",
         services.api_addr
@@ -454,9 +461,7 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     let ingest_catalog = Arc::clone(&opts.catalog);
     let ingest_registry = Arc::clone(&opts.registry);
     let desk_opts = desk_options(&opts, opts.create_topics);
-    let coordinator = start(opts).await?;
-    let desk = DeadLetterDesk::start(desk_opts, shutdown.clone()).await?;
-    let services = serve_api(coordinator, desk, cfg.http.listen, api_auth, &shutdown).await?;
+    let services = start_with_api(opts, desk_opts, cfg.http.listen, api_auth, &shutdown).await?;
     tracing::info!(api = %services.api_addr, "coordinator running");
     let ingest_task = match cfg.ingest.listen {
         Some(addr) => {

@@ -95,6 +95,6 @@ fn diagram(
             all.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ")
         ),
     };
-    print!("{}", crate::diagram::mermaid(def));
+    print!("{}", choreo_saga::diagram::mermaid(def));
     Ok(())
 }

@@ -2,8 +2,10 @@
 //! garbage on the saga topics, the schema registry killed and restarted, and the coordinator
 //! killed (SIGKILL) and restarted — printing, every minute, orders placed, sagas finished, dead
 //! letters and resident memory; at the end it lets the running sagas finish and checks that
-//! nothing was lost: every order placed has a saga that ended, and every garbage record was
-//! dead-lettered by the coordinator exactly once. Bounded in time (`--minutes`) and, if asked,
+//! nothing was lost: every order placed has a saga that ended (its outcome event seen once, or
+//! waiting for an operator), and every garbage record was dead-lettered by the coordinator
+//! exactly once. The coordinator forgets finished sagas after two minutes, as it would in
+//! production after `coordinator.completed_retention`, so its memory can level off. Bounded in time (`--minutes`) and, if asked,
 //! in orders (`--max-orders`). Exit code 0 when every check holds, 1 otherwise.
 //!
 //! The registry (`choreo registry`) and the coordinator (`choreo run`) are child processes of
@@ -28,6 +30,10 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use crate::demo::{Demo, DemoOptions};
+
+mod outcomes;
+
+use outcomes::{OUTCOMES, Outcomes};
 
 /// `choreo soak`'s knobs.
 #[derive(Debug, Clone, clap::Args)]
@@ -149,7 +155,6 @@ async fn counts(api: &str) -> Option<BTreeMap<String, u64>> {
 }
 
 const UNFINISHED: [&str; 3] = ["pending", "running", "compensating"];
-const ENDED: [&str; 3] = ["completed", "compensated", "needs_operator"];
 
 /// Records in `topic`'s partitions (high − low watermarks), summed.
 fn records_in(bootstrap: &str, topic: &str) -> u64 {
@@ -301,8 +306,9 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
             ("CHOREO__HTTP__LISTEN", format!("127.0.0.1:{api_port}")),
             ("CHOREO__HTTP__TRUSTED_NETWORK", "true".into()),
             ("CHOREO__COORDINATOR__INSTANCE_ID", "soak-0".into()),
-            // Every finished saga stays visible until the count at the end.
-            ("CHOREO__COORDINATOR__COMPLETED_RETENTION", "2d".into()),
+            // Finished sagas are forgotten soon, as in production after the retention; the
+            // soak counts them from their outcome events.
+            ("CHOREO__COORDINATOR__COMPLETED_RETENTION", "2m".into()),
         ]),
         log: dir.join("coordinator.log"),
         child: None,
@@ -315,6 +321,13 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
     .await?;
     coordinator.start()?;
     wait_http(&format!("{api}/readyz"), Duration::from_secs(180)).await?;
+    let catalog = choreo_schemas::Catalog::reference();
+    let mut outcome_topics: Vec<&str> = OUTCOMES
+        .iter()
+        .filter_map(|o| catalog.event(o).map(|e| e.topic.as_str()))
+        .collect();
+    outcome_topics.dedup();
+    let outcomes = Outcomes::start(&bootstrap, &outcome_topics)?;
     println!(
         "choreo soak: {} minutes on {bootstrap}, {} orders/s, {} garbage records/s, registry restarted every {} min, coordinator killed every {} min; logs in {}",
         args.minutes,
@@ -412,7 +425,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
             restarts.push_str(" coordinator(SIGKILL)");
         }
         let c = counts(&api).await.unwrap_or_default();
-        let finished: u64 = ENDED.iter().map(|s| c.get(*s).copied().unwrap_or(0)).sum();
+        let finished = outcomes.counts().0 + c.get("needs_operator").copied().unwrap_or(0);
         let running: u64 = UNFINISHED
             .iter()
             .map(|s| c.get(*s).copied().unwrap_or(0))
@@ -461,10 +474,10 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
     coordinator.kill().await;
     registry.kill().await;
 
-    let ended: u64 = ENDED
-        .iter()
-        .map(|s| last.get(*s).copied().unwrap_or(0))
-        .sum();
+    let needs_operator = last.get("needs_operator").copied().unwrap_or(0);
+    let (outcome_orders, repeated) = outcomes.counts();
+    drop(outcomes);
+    let ended = outcome_orders + needs_operator;
     let unfinished: u64 = UNFINISHED
         .iter()
         .map(|s| last.get(*s).copied().unwrap_or(0))
@@ -490,7 +503,13 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
     check(
         ended == placed && unfinished == 0,
         format!(
-            "every order placed has a saga that ended ({ended} of {placed}, {unfinished} unfinished)"
+            "every order placed has a saga that ended ({ended} of {placed}: {outcome_orders} with their outcome event, {needs_operator} waiting for an operator; {unfinished} unfinished)"
+        ),
+    );
+    check(
+        repeated == 0,
+        format!(
+            "each ended order's outcome event was written once ({repeated} orders with more than one)"
         ),
     );
     check(

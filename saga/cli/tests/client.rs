@@ -1,6 +1,6 @@
 //! The `choreo sagas` client against the served operator API, and its arguments.
 
-use choreo_cli::client::{self, ListArgs};
+use choreo_cli::client::{self, ListArgs, PageArgs};
 use tokio_util::sync::CancellationToken;
 
 #[path = "../../coordinator/tests/support/mod.rs"]
@@ -217,16 +217,52 @@ async fn the_cli_arguments_parse() {
     assert_eq!(args.api, "http://x:1");
     assert_eq!(
         args.command,
-        client::SagasCommand::List(ListArgs {
-            definition: None,
-            status: Some("running".into()),
-            min_age: Some("5m".into()),
-            max_age: None,
-            stuck: None,
-            waiting_on: None,
-            search: None,
-            limit: Some(3),
-        })
+        client::SagasCommand::List {
+            filter: ListArgs {
+                definition: None,
+                version: None,
+                status: Some("running".into()),
+                min_age: Some("5m".into()),
+                max_age: None,
+                stuck: None,
+                waiting_on: None,
+                search: None,
+                limit: Some(3),
+            },
+            page: PageArgs::default(),
+        }
+    );
+    let Top::Sagas(args) = Cli::try_parse_from([
+        "choreo",
+        "sagas",
+        "list",
+        "--version",
+        "2",
+        "--before",
+        "5:order/o-1",
+    ])
+    .expect("parses")
+    .command;
+    assert_eq!(
+        args.command,
+        client::SagasCommand::List {
+            filter: ListArgs {
+                version: Some(2),
+                ..ListArgs::default()
+            },
+            page: PageArgs {
+                before: Some("5:order/o-1".into()),
+                all: false
+            },
+        }
+    );
+    assert!(
+        Cli::try_parse_from(["choreo", "sagas", "list", "--all", "--before", "x"]).is_err(),
+        "--all follows every page from the first"
+    );
+    assert!(
+        Cli::try_parse_from(["choreo", "sagas", "definitions", "--mermaid"]).is_err(),
+        "--mermaid needs a definition"
     );
 
     let Top::Sagas(args) = Cli::try_parse_from([
@@ -253,6 +289,13 @@ async fn the_cli_arguments_parse() {
         ],
         &["choreo", "sagas", "resume", "order", "o-1"],
         &["choreo", "sagas", "get", "order", "o-1", "--json"],
+        &["choreo", "sagas", "list", "--all", "--status", "running"],
+        &["choreo", "sagas", "watch", "--status", "needs_operator"],
+        &[
+            "choreo", "sagas", "events", "order", "o-1", "--margin", "1h",
+        ],
+        &["choreo", "sagas", "definitions"],
+        &["choreo", "sagas", "definitions", "order", "1", "--mermaid"],
     ] {
         Cli::try_parse_from(argv).expect("parses");
     }
@@ -301,6 +344,275 @@ async fn batch_shows_what_it_would_touch_and_sends_only_with_yes() {
     .await
     .expect_err("not a command");
     assert!(bad.to_string().contains("is not a command"), "{bad}");
+    shutdown.cancel();
+    task.await.expect("stops");
+}
+
+#[tokio::test]
+async fn list_pages_by_cursor_and_all_follows_every_page() {
+    let f = fixture();
+    let (api, shutdown, task) = served(&f).await;
+    let one = ListArgs {
+        limit: Some(1),
+        ..ListArgs::default()
+    };
+    let text = client::list(&api, &one).await.expect("list");
+    let more = text
+        .lines()
+        .find(|l| l.starts_with("more: 1 of 4 shown; the next page: --before '"))
+        .unwrap_or_else(|| panic!("a next page: {text}"));
+    let cursor = more
+        .split('\'')
+        .nth(1)
+        .expect("the cursor between quotes")
+        .to_owned();
+    assert!(text.contains("order/a/b"), "the newest first: {text}");
+    let second = client::list_pages(
+        &api,
+        &one,
+        &PageArgs {
+            before: Some(cursor),
+            all: false,
+        },
+        false,
+    )
+    .await
+    .expect("page 2");
+    assert!(
+        second.contains("refund/r-1") && !second.contains("order/a/b"),
+        "{second}"
+    );
+
+    let all = client::list_pages(
+        &api,
+        &one,
+        &PageArgs {
+            before: None,
+            all: true,
+        },
+        false,
+    )
+    .await
+    .expect("every page");
+    let rows: Vec<&str> = all
+        .lines()
+        .filter(|l| l.starts_with("order/") || l.starts_with("refund/"))
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        rows,
+        ["order/a/b", "refund/r-1", "order/order-2", "order/order-1"],
+        "{all}"
+    );
+    assert_eq!(all.matches("SAGA ").count(), 1, "one header: {all}");
+    assert!(!all.contains("more: "), "{all}");
+    let json = client::list_pages(
+        &api,
+        &one,
+        &PageArgs {
+            before: None,
+            all: true,
+        },
+        true,
+    )
+    .await
+    .expect("every page as JSON");
+    assert_eq!(json.lines().count(), 4, "one answer per page: {json}");
+    let v1 = ListArgs {
+        definition: Some("order".into()),
+        version: Some(1),
+        ..ListArgs::default()
+    };
+    let text = client::list(&api, &v1).await.expect("list");
+    assert!(!text.contains("refund/"), "{text}");
+    shutdown.cancel();
+    task.await.expect("stops");
+}
+
+#[tokio::test]
+async fn events_print_the_timeline_with_each_records_headers_and_payload() {
+    let f = fixture();
+    let (api, shutdown, task) = served(&f).await;
+    let at = f.order_1.created_at.0;
+    let record = |offset: i64, at: u64, event_type: &str, payload: Value| SagaRecord {
+        kind: "event".into(),
+        topic: "orders".into(),
+        partition: 1,
+        offset,
+        timestamp_ms: Some(i64::try_from(at).expect("fits")),
+        event_type: event_type.into(),
+        id: "e-\u{1b}[31mred".into(),
+        source: "/shop".into(),
+        causation_id: None,
+        time: None,
+        schema_id: Some(7),
+        payload: Some(payload),
+        payload_error: None,
+    };
+    f.history.records.lock().expect("lock").extend([
+        record(
+            3,
+            at + 5,
+            "io.choreo.orders.OrderPlaced",
+            json!({"order_id": "order-1", "shipping_address": "<script>alert(1)</script>"}),
+        ),
+        record(
+            9,
+            at + 60_000,
+            "io.choreo.orders.ShipmentRequested",
+            json!({"order_id": "order-1"}),
+        ),
+    ]);
+    let text = client::events(&api, "order", "order-1", None, None, false)
+        .await
+        .expect("events");
+    assert!(
+        text.starts_with("saga order/order-1 (running): 2 records of it among 10 read"),
+        "{text}"
+    );
+    let placed = text
+        .lines()
+        .position(|l| l.contains("received  OrderPlaced  orders/1@3"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let started = text
+        .lines()
+        .position(|l| l.contains("OrderPlaced started the saga"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let requested = text
+        .lines()
+        .position(|l| l.contains("emitted   ShipmentRequested"))
+        .unwrap_or_else(|| panic!("emitted, as the definition says: {text}"));
+    assert!(started < placed && placed < requested, "by time: {text}");
+    assert!(
+        text.contains(r#""shipping_address":"<script>alert(1)</script>""#),
+        "the payload: {text}"
+    );
+    assert!(
+        !text.contains('\u{1b}') && text.contains("id e-\\u{1b}[31mred"),
+        "no escape sequence reaches the terminal: {text}"
+    );
+    let json = client::events(&api, "order", "order-1", Some("1h"), Some(50), true)
+        .await
+        .expect("json");
+    assert!(json.contains("\"scanned\": 10"), "{json}");
+    let q = f
+        .history
+        .queries
+        .lock()
+        .expect("lock")
+        .last()
+        .cloned()
+        .expect("asked");
+    assert_eq!(q.max_records, 50);
+    shutdown.cancel();
+    task.await.expect("stops");
+}
+
+#[tokio::test]
+async fn definitions_are_listed_and_one_shows_its_steps_edges_and_mermaid() {
+    let f = fixture();
+    let (api, shutdown, task) = served(&f).await;
+    let text = client::definitions(&api, None, None, false, false)
+        .await
+        .expect("list");
+    assert!(text.starts_with("NAME "), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("order ")
+            && l.contains("v1 (newest)")
+            && l.contains("payment, inventory, shipping")),
+        "{text}"
+    );
+    let text = client::definitions(&api, Some("order"), None, false, false)
+        .await
+        .expect("one");
+    assert!(text.starts_with("saga order v1\n"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("shipping ") && l.contains("payment, inventory")),
+        "{text}"
+    );
+    assert!(
+        text.contains("undo order  undo:shipping -> undo:payment"),
+        "{text}"
+    );
+    let mermaid = client::definitions(&api, Some("order"), Some(1), true, false)
+        .await
+        .expect("mermaid");
+    assert_eq!(mermaid, choreo_saga::diagram::mermaid(&order_def()));
+    let e = client::definitions(&api, Some("refund"), None, false, false)
+        .await
+        .expect_err("not run");
+    assert!(e.to_string().contains("no definition named refund"), "{e}");
+    shutdown.cancel();
+    task.await.expect("stops");
+}
+
+#[tokio::test]
+async fn watch_prints_each_change_with_the_status_before() {
+    let f = fixture();
+    let (api, shutdown, task) = served(&f).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let filter = ListArgs {
+        definition: Some("order".into()),
+        ..ListArgs::default()
+    };
+    let watching = tokio::spawn({
+        let api = api.clone();
+        async move {
+            client::watch(&api, &filter, false, |line| {
+                let last = line.contains("compensating -> compensated");
+                let _ = tx.send(line.to_owned());
+                !last
+            })
+            .await
+        }
+    });
+    let next = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>| {
+        let line = rx.try_recv();
+        line.ok()
+    };
+    // The first message: the counts.
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("counts: pending 0 · running 2"))
+    {
+        lines.push(
+            tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv())
+                .await
+                .expect("a line")
+                .expect("open"),
+        );
+    }
+    assert!(lines[0].ends_with("watching (Ctrl-C stops)"), "{lines:?}");
+    let mut s = f.order_1.clone();
+    s.status = Status::Compensating;
+    f.state.view.upsert(s.clone());
+    let mut seen = String::new();
+    while !seen.contains("order/order-1  compensating") {
+        let l = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv())
+            .await
+            .expect("a line")
+            .expect("open");
+        seen.push_str(&l);
+        seen.push('\n');
+    }
+    s.status = Status::Compensated;
+    f.state.view.upsert(s);
+    tokio::time::timeout(std::time::Duration::from_secs(30), watching)
+        .await
+        .expect("the watch stops when told")
+        .expect("joins")
+        .expect("watched");
+    let mut rest = String::new();
+    while let Some(l) = next(&mut rx) {
+        rest.push_str(&l);
+        rest.push('\n');
+    }
+    assert!(
+        rest.contains("order/order-1  compensating -> compensated"),
+        "{seen}{rest}"
+    );
     shutdown.cancel();
     task.await.expect("stops");
 }

@@ -116,8 +116,21 @@ impl ApiAuth {
     /// Who sent `headers`, if they may do what needs `need`: the token's name, or `None` for
     /// an open API.
     pub fn check(&self, headers: &HeaderMap, need: Role) -> Result<Option<String>, Refusal> {
+        let (name, role) = self.identify(headers)?;
+        if role < need {
+            return Err(Refusal::Forbidden(format!(
+                "token \"{}\" is a {role}; this needs the {need} role",
+                name.as_deref().unwrap_or("?")
+            )));
+        }
+        Ok(name)
+    }
+
+    /// Who sent `headers`: the token's name and role (an open API: nobody in particular, with
+    /// the operator role).
+    pub fn identify(&self, headers: &HeaderMap) -> Result<(Option<String>, Role), Refusal> {
         let ApiAuth::Tokens(tokens) = self else {
-            return Ok(None);
+            return Ok((None, Role::Operator));
         };
         let Some(presented) = headers
             .get(header::AUTHORIZATION)
@@ -141,13 +154,7 @@ impl ApiAuth {
         let Some(token) = found else {
             return Err(Refusal::Unauthenticated("unknown token".into()));
         };
-        if token.role < need {
-            return Err(Refusal::Forbidden(format!(
-                "token \"{}\" is a {}; this needs the {need} role",
-                token.name, token.role
-            )));
-        }
-        Ok(Some(token.name.clone()))
+        Ok((Some(token.name.clone()), token.role))
     }
 }
 

@@ -11,7 +11,10 @@
 //! - [`topics`]: topic creation and the co-partitioning check at start-up.
 //! - [`view`]: every saga's latest state, read from the changelog by every replica.
 //! - [`command`]: operator commands as records on the commands topic.
-//! - [`http`]: the operator JSON API, health, readiness, metrics and the web page.
+//! - [`http`]: the operator JSON API (with live updates), health, readiness, metrics and the
+//!   operator console (`web/`).
+//! - [`history`]: one saga's records read back from Kafka, payloads decoded (the console's
+//!   timeline).
 //! - [`api_auth`]: who may use the operator API (bearer tokens kept as SHA-256, with roles).
 //! - [`dlq`]: dead letters for operators — every `*.dlq` topic, its records decoded, and
 //!   redrive to the origin topic with a durable redrive log (`/api/dlq…`).
@@ -26,6 +29,7 @@ pub mod config;
 pub mod coordinator;
 pub mod dlq;
 pub mod error;
+pub mod history;
 pub mod http;
 pub mod index;
 pub mod ingest;

@@ -1,18 +1,112 @@
 //! The operator's view of every saga: a read-only copy of the saga state changelog, kept by
 //! every replica (whichever partitions it owns), so any replica answers any query.
+//!
+//! The changelog's tail (`coordinator/changelog.rs`) is the only writer; the operator API reads.
+//! What each read costs, whatever the number of sagas `n`:
+//!
+//! - **a listing** ([`SagaView::list`]) filters every saga once and keeps its page in a heap of
+//!   at most `limit` entries (`O(n log limit)`, memory `O(limit)`): it never sorts every saga.
+//!   Pages follow each other through a [`Cursor`] (the last saga of a page), so a saga that
+//!   arrives meanwhile never shifts a page;
+//! - **counts per status** (and per definition) are kept as states come and go, so a listing
+//!   reads them rather than counting (`O(definitions)`);
+//! - **what changed** ([`SagaView::changes_since`]) is a ring of the last
+//!   [`CHANGE_FEED_CAPACITY`] changes, each numbered; a reader that fell further behind (or
+//!   asks for more than it can take at once) is told to reload instead
+//!   ([`Changes::reset`]). [`SagaView::subscribe`] wakes readers when the number moves.
 
-use std::sync::Arc;
+use std::cmp::{Ordering as CmpOrdering, Reverse};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use choreo_saga::{SagaState, Status, StepStatus};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// Every status, in the order a saga goes through them.
+pub const ALL_STATUSES: [Status; 6] = [
+    Status::Pending,
+    Status::Running,
+    Status::Compensating,
+    Status::Completed,
+    Status::Compensated,
+    Status::NeedsOperator,
+];
+
+/// A listing's page size when the query names none.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// How many changes the view remembers for its readers ([`SagaView::changes_since`]): about a
+/// second of a busy cluster's changes; a reader further behind reloads.
+pub const CHANGE_FEED_CAPACITY: usize = 8_192;
+
+fn slot(status: Status) -> usize {
+    ALL_STATUSES.iter().position(|s| *s == status).unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A position in a listing (newest first, then by saga id): the last saga of a page. The next
+/// page starts after it. Written `<created_at ms>:<saga id>`; take it as opaque.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The saga's creation time, ms since the epoch.
+    pub created_at: u64,
+    /// The saga's id.
+    pub saga_id: String,
+}
+
+impl Cursor {
+    /// The cursor after `s`.
+    pub fn after(s: &SagaSummary) -> Self {
+        Self {
+            created_at: s.created_at,
+            saga_id: s.saga_id.clone(),
+        }
+    }
+
+    /// Reads a cursor as [`Cursor`]'s `Display` writes it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "\"{}\" is not a cursor (pass the \"next\" of the previous page)",
+                text.chars().take(80).collect::<String>()
+            )
+        };
+        let (at, id) = text.split_once(':').ok_or_else(bad)?;
+        let created_at = at.parse::<u64>().map_err(|_| bad())?;
+        if id.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self {
+            created_at,
+            saga_id: id.to_owned(),
+        })
+    }
+
+    /// Where a saga with this creation time and id stands in a listing (smaller comes first).
+    fn key(&self) -> (Reverse<u64>, &str) {
+        (Reverse(self.created_at), self.saga_id.as_str())
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.created_at, self.saga_id)
+    }
+}
 
 /// Filters for listing sagas.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ListQuery {
     /// Only sagas of this definition.
     pub definition: Option<String>,
+    /// Only sagas pinned to this definition version.
+    pub version: Option<u32>,
     /// Only sagas in this status (`pending`, `running`, `compensating`, `completed`,
     /// `compensated`, `needs_operator`).
     pub status: Option<Status>,
@@ -27,8 +121,39 @@ pub struct ListQuery {
     pub waiting_on: Option<String>,
     /// Only sagas whose correlation id contains this text.
     pub search: Option<String>,
-    /// At most this many (default 100, newest first).
+    /// At most this many (default [`DEFAULT_LIMIT`], newest first).
     pub limit: Option<usize>,
+    /// Only sagas after this one in the listing's order (the next page).
+    #[serde(skip)]
+    pub before: Option<Cursor>,
+}
+
+impl ListQuery {
+    /// Whether `s` passes every filter (the cursor and the limit aside).
+    pub fn matches(&self, s: &SagaState, now_ms: u64) -> bool {
+        self.definition.as_deref().is_none_or(|d| s.definition == d)
+            && self.version.is_none_or(|v| s.version == v)
+            && self.status.is_none_or(|st| s.status == st)
+            && self
+                .min_age_ms
+                .is_none_or(|a| now_ms.saturating_sub(s.created_at.0) >= a)
+            && self
+                .max_age_ms
+                .is_none_or(|a| now_ms.saturating_sub(s.created_at.0) <= a)
+            && self.stuck_ms.is_none_or(|a| {
+                !matches!(s.status, Status::Completed | Status::Compensated)
+                    && now_ms.saturating_sub(s.updated_at.0) >= a
+            })
+            && self.waiting_on.as_deref().is_none_or(|w| {
+                s.steps
+                    .iter()
+                    .any(|st| st.name == w && st.status == StepStatus::Running)
+            })
+            && self
+                .search
+                .as_deref()
+                .is_none_or(|t| s.correlation_id.contains(t))
+    }
 }
 
 /// One line of a listing.
@@ -64,11 +189,84 @@ impl From<&SagaState> for SagaSummary {
     }
 }
 
-/// Every saga's latest committed state, by saga id.
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The page's sagas, newest first.
+    pub sagas: Vec<SagaSummary>,
+    /// How many sagas pass the filters, on every page.
+    pub total: usize,
+    /// Where the next page starts, when there is one.
+    pub next: Option<Cursor>,
+}
+
+/// What changed since a reader last asked ([`SagaView::changes_since`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// The number of the latest change: ask from here next time.
+    pub seq: u64,
+    /// The sagas that changed (or went), each once, oldest change first; empty when `reset`.
+    pub saga_ids: Vec<String>,
+    /// Too much changed to say what (the reader fell behind the ring, or more sagas changed
+    /// than it takes at once): reload.
+    pub reset: bool,
+}
+
+/// A saga in a listing's heap, ordered as the listing is (the greatest is the last).
+struct Ranked(Arc<SagaState>);
+
+impl Ranked {
+    fn key(&self) -> (Reverse<u64>, &str) {
+        (Reverse(self.0.created_at.0), self.0.saga_id.as_str())
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.key().cmp(&other.key())
+    }
+}
+
 #[derive(Debug, Default)]
+struct Feed {
+    /// The number of the latest change.
+    seq: u64,
+    /// The last [`CHANGE_FEED_CAPACITY`] changes: (number, saga id).
+    recent: VecDeque<(u64, String)>,
+}
+
+/// Every saga's latest committed state, by saga id.
+#[derive(Debug)]
 pub struct SagaView {
     sagas: DashMap<String, Arc<SagaState>>,
+    /// Per definition, the number of sagas in each status (indexed like [`ALL_STATUSES`]).
+    counts: Mutex<BTreeMap<String, [usize; ALL_STATUSES.len()]>>,
+    feed: Mutex<Feed>,
+    changed: watch::Sender<u64>,
     caught_up: AtomicBool,
+}
+
+impl Default for SagaView {
+    fn default() -> Self {
+        Self {
+            sagas: DashMap::new(),
+            counts: Mutex::default(),
+            feed: Mutex::default(),
+            changed: watch::Sender::new(0),
+            caught_up: AtomicBool::new(false),
+        }
+    }
 }
 
 impl SagaView {
@@ -79,12 +277,55 @@ impl SagaView {
 
     /// Records a state read from the changelog.
     pub fn upsert(&self, state: SagaState) {
-        self.sagas.insert(state.saga_id.clone(), Arc::new(state));
+        let (id, definition, status) = (
+            state.saga_id.clone(),
+            state.definition.clone(),
+            state.status,
+        );
+        let old = self.sagas.insert(id.clone(), Arc::new(state));
+        {
+            let mut counts = lock(&self.counts);
+            if let Some(old) = &old {
+                Self::uncount(&mut counts, &old.definition, old.status);
+            }
+            counts.entry(definition).or_default()[slot(status)] += 1;
+        }
+        self.record(id);
     }
 
     /// Forgets a saga (a changelog tombstone).
     pub fn remove(&self, saga_id: &str) {
-        self.sagas.remove(saga_id);
+        if let Some((_, old)) = self.sagas.remove(saga_id) {
+            Self::uncount(&mut lock(&self.counts), &old.definition, old.status);
+            self.record(saga_id.to_owned());
+        }
+    }
+
+    fn uncount(
+        counts: &mut BTreeMap<String, [usize; ALL_STATUSES.len()]>,
+        definition: &str,
+        status: Status,
+    ) {
+        if let Some(c) = counts.get_mut(definition) {
+            c[slot(status)] = c[slot(status)].saturating_sub(1);
+            if c.iter().all(|n| *n == 0) {
+                counts.remove(definition);
+            }
+        }
+    }
+
+    fn record(&self, saga_id: String) {
+        let seq = {
+            let mut feed = lock(&self.feed);
+            feed.seq += 1;
+            let seq = feed.seq;
+            feed.recent.push_back((seq, saga_id));
+            if feed.recent.len() > CHANGE_FEED_CAPACITY {
+                feed.recent.pop_front();
+            }
+            seq
+        };
+        self.changed.send_replace(seq);
     }
 
     /// One saga.
@@ -92,57 +333,121 @@ impl SagaView {
         self.sagas.get(saga_id).map(|s| Arc::clone(&s))
     }
 
-    /// Sagas matching `q`, newest first.
-    pub fn list(&self, q: &ListQuery, now_ms: u64) -> Vec<SagaSummary> {
-        let mut out: Vec<SagaSummary> = self
-            .sagas
+    /// A page of the sagas matching `q`, newest first (then by saga id), after `q.before`.
+    pub fn list(&self, q: &ListQuery, now_ms: u64) -> Page {
+        let limit = q.limit.unwrap_or(DEFAULT_LIMIT).max(1);
+        // The `limit` first sagas after the cursor: a max-heap whose top is the last of them.
+        let mut heap: BinaryHeap<Ranked> = BinaryHeap::with_capacity(limit + 1);
+        let (mut total, mut after_cursor) = (0usize, 0usize);
+        let before = q.before.as_ref();
+        for s in &self.sagas {
+            if !q.matches(s.value(), now_ms) {
+                continue;
+            }
+            total += 1;
+            let key = (Reverse(s.created_at.0), s.saga_id.as_str());
+            if before.is_some_and(|c| key <= c.key()) {
+                continue;
+            }
+            after_cursor += 1;
+            if heap.len() == limit {
+                if heap.peek().is_some_and(|top| key >= top.key()) {
+                    continue;
+                }
+                heap.pop();
+            }
+            heap.push(Ranked(Arc::clone(s.value())));
+        }
+        let sagas: Vec<SagaSummary> = heap
+            .into_sorted_vec()
             .iter()
-            .filter(|s| q.definition.as_deref().is_none_or(|d| s.definition == d))
-            .filter(|s| q.status.is_none_or(|st| s.status == st))
-            .filter(|s| {
-                q.min_age_ms
-                    .is_none_or(|a| now_ms.saturating_sub(s.created_at.0) >= a)
-            })
-            .filter(|s| {
-                q.max_age_ms
-                    .is_none_or(|a| now_ms.saturating_sub(s.created_at.0) <= a)
-            })
-            .filter(|s| {
-                q.stuck_ms.is_none_or(|a| {
-                    !matches!(s.status, Status::Completed | Status::Compensated)
-                        && now_ms.saturating_sub(s.updated_at.0) >= a
-                })
-            })
-            .filter(|s| {
-                q.waiting_on.as_deref().is_none_or(|w| {
-                    s.steps
-                        .iter()
-                        .any(|st| st.name == w && st.status == StepStatus::Running)
-                })
-            })
-            .filter(|s| {
-                q.search
-                    .as_deref()
-                    .is_none_or(|t| s.correlation_id.contains(t))
-            })
-            .map(|s| SagaSummary::from(s.value().as_ref()))
+            .map(|r| SagaSummary::from(r.0.as_ref()))
             .collect();
-        out.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| a.saga_id.cmp(&b.saga_id))
-        });
-        out.truncate(q.limit.unwrap_or(100));
-        out
+        let next = (after_cursor > sagas.len())
+            .then(|| sagas.last().map(Cursor::after))
+            .flatten();
+        Page { sagas, total, next }
     }
 
-    /// Number of sagas per status.
-    pub fn counts(&self) -> std::collections::BTreeMap<Status, usize> {
-        let mut m = std::collections::BTreeMap::new();
-        for s in &self.sagas {
-            *m.entry(s.status).or_insert(0) += 1;
+    /// Number of sagas per status (every definition).
+    pub fn counts(&self) -> BTreeMap<Status, usize> {
+        let mut m = BTreeMap::new();
+        for c in lock(&self.counts).values() {
+            for (status, n) in ALL_STATUSES.iter().zip(c) {
+                if *n > 0 {
+                    *m.entry(*status).or_insert(0) += n;
+                }
+            }
         }
         m
+    }
+
+    /// Number of sagas per status, of each definition.
+    pub fn counts_by_definition(&self) -> BTreeMap<String, BTreeMap<Status, usize>> {
+        lock(&self.counts)
+            .iter()
+            .map(|(d, c)| {
+                let m = ALL_STATUSES
+                    .iter()
+                    .zip(c)
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(s, n)| (*s, *n))
+                    .collect();
+                (d.clone(), m)
+            })
+            .collect()
+    }
+
+    /// The number of the latest change (0: none yet).
+    pub fn seq(&self) -> u64 {
+        lock(&self.feed).seq
+    }
+
+    /// Wakes when a saga changes; the value is the number of the latest change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The sagas that changed after change number `since`, each once — at most `max` of them,
+    /// else [`Changes::reset`].
+    pub fn changes_since(&self, since: u64, max: usize) -> Changes {
+        let feed = lock(&self.feed);
+        let seq = feed.seq;
+        let reset = Changes {
+            seq,
+            saga_ids: Vec::new(),
+            reset: true,
+        };
+        if since >= seq {
+            return Changes {
+                seq,
+                saga_ids: Vec::new(),
+                reset: false,
+            };
+        }
+        // The ring must still hold change `since + 1`.
+        if feed
+            .recent
+            .front()
+            .is_none_or(|(first, _)| *first > since + 1)
+        {
+            return reset;
+        }
+        let mut seen = BTreeSet::new();
+        let mut saga_ids = Vec::new();
+        for (_, id) in feed.recent.iter().filter(|(n, _)| *n > since) {
+            if seen.insert(id.as_str()) {
+                if saga_ids.len() == max {
+                    return reset;
+                }
+                saga_ids.push(id.clone());
+            }
+        }
+        Changes {
+            seq,
+            saga_ids,
+            reset: false,
+        }
     }
 
     /// Number of sagas known.

@@ -26,6 +26,22 @@ pub(crate) fn use_token(token: Option<&str>) {
 
 /// An HTTP client that sends the token.
 pub(crate) fn client() -> anyhow::Result<reqwest::Client> {
+    builder()?
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .context("cannot create an HTTP client")
+}
+
+/// An HTTP client for a stream that lasts (live updates): no limit on the whole request, only
+/// on connecting.
+pub(crate) fn streaming_client() -> anyhow::Result<reqwest::Client> {
+    builder()?
+        .connect_timeout(REQUEST_TIMEOUT)
+        .build()
+        .context("cannot create an HTTP client")
+}
+
+fn builder() -> anyhow::Result<reqwest::ClientBuilder> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = TOKEN.get() {
         let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
@@ -33,11 +49,7 @@ pub(crate) fn client() -> anyhow::Result<reqwest::Client> {
         v.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, v);
     }
-    reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .default_headers(headers)
-        .build()
-        .context("cannot create an HTTP client")
+    Ok(reqwest::Client::builder().default_headers(headers))
 }
 
 pub(crate) fn unreachable_api(api: &str) -> String {

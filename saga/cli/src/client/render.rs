@@ -8,7 +8,7 @@ use choreo_saga::{CompensationState, SagaState, format_duration};
 use serde::Serialize;
 
 /// A serde enum's name as the API writes it (`needs_operator`, `compensation_ack`).
-fn snake<T: Serialize>(v: &T) -> String {
+pub(crate) fn snake<T: Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
         Ok(serde_json::Value::String(s)) => s,
         Ok(other) => other.to_string(),
@@ -53,7 +53,7 @@ pub fn format_age(ms: u64) -> String {
 }
 
 /// Lays out rows as columns separated by two spaces (the last column unpadded).
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -123,6 +123,15 @@ pub fn render_list(answer: &ListResponse, now_ms: u64) -> String {
         &["SAGA", "STATUS", "VERSION", "AGE", "UPDATED"],
         &rows,
     ));
+    if let Some(next) = &answer.next {
+        let _ = writeln!(
+            out,
+            "more: {} of {} shown; the next page: --before '{}' (or --all)",
+            answer.sagas.len(),
+            answer.total,
+            next.replace('\'', "'\\''")
+        );
+    }
     out
 }
 

@@ -104,14 +104,12 @@ impl ChangelogReader {
             // librdkafka asks for the offsets with the consumer's isolation level: the high
             // watermark read_uncommitted, the last stable offset read_committed.
             let (low, high) = self
-                .uncommitted
-                .fetch_watermarks(&self.topic, partition, self.timeout)
+                .watermarks(&self.uncommitted, partition, started)
                 .map_err(|e| {
                     CoordinatorError::kafka(format!("watermarks of {}/{partition}", self.topic), e)
                 })?;
             let (_, stable) = self
-                .committed
-                .fetch_watermarks(&self.topic, partition, self.timeout)
+                .watermarks(&self.committed, partition, started)
                 .map_err(|e| {
                     CoordinatorError::kafka(
                         format!("last stable offset of {}/{partition}", self.topic),
@@ -145,6 +143,26 @@ impl ChangelogReader {
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A partition's watermarks, asked again while the broker answers with an error that
+    /// passes by itself (a leader not elected yet on a topic just created, a leader moving):
+    /// those fail the restore only once the Kafka timeout has gone by since `started`.
+    fn watermarks<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        partition: i32,
+        started: Instant,
+    ) -> Result<(i64, i64), KafkaError> {
+        loop {
+            match consumer.fetch_watermarks(&self.topic, partition, self.timeout) {
+                Err(e) if passes_by_itself(&e) && started.elapsed() < self.timeout => {
+                    tracing::debug!(topic = %self.topic, partition, error = %e, "watermarks asked again");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => return other,
+            }
         }
     }
 
@@ -300,4 +318,19 @@ pub(crate) async fn tail_changelog(
             }
         }
     }
+}
+
+/// Whether a metadata or offsets error passes by itself: leadership being elected or moving.
+fn passes_by_itself(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::UnknownLeaderEpoch
+                | RDKafkaErrorCode::FencedLeaderEpoch
+        )
+    )
 }

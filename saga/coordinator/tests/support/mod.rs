@@ -9,12 +9,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use axum::body::Body;
 pub use axum::http::{Request, StatusCode, header};
 pub use choreo_coordinator::command::CommandRecord;
+pub use choreo_coordinator::history::{HistoryQuery, HistorySource, SagaRecord, SagaRecords};
 pub use choreo_coordinator::http::{self, ApiState, CommandSink, ListResponse};
 pub use choreo_coordinator::telemetry;
 pub use choreo_coordinator::view::SagaView;
 pub use choreo_saga::{
-    Command, CompensationState, Deadline, DeadlineKind, Definition, Millis, SagaState, Status,
-    StepStatus, TimelineEntry, TimelineKind,
+    Command, CompensationState, Deadline, DeadlineKind, Definition, Definitions, Millis, SagaState,
+    Status, StepStatus, TimelineEntry, TimelineKind,
 };
 pub use choreo_schemas::Catalog;
 use futures::future::BoxFuture;
@@ -45,6 +46,35 @@ impl CommandSink for RecordingSink {
 impl RecordingSink {
     pub fn sent(&self) -> Vec<CommandRecord> {
         self.sent.lock().expect("lock").clone()
+    }
+}
+
+/// Answers every history read with `records` (its window set from the query) and remembers
+/// the queries; fails while `fail` is set.
+#[derive(Default)]
+pub struct FakeHistory {
+    pub records: Mutex<Vec<SagaRecord>>,
+    pub queries: Mutex<Vec<HistoryQuery>>,
+    pub fail: AtomicBool,
+}
+
+impl HistorySource for FakeHistory {
+    fn read(&self, query: HistoryQuery) -> BoxFuture<'static, Result<SagaRecords, String>> {
+        self.queries.lock().expect("lock").push(query.clone());
+        let result = if self.fail.load(Ordering::SeqCst) {
+            Err("broker down".to_owned())
+        } else {
+            Ok(SagaRecords {
+                saga_id: format!("{}/{}", query.definition, query.correlation_id),
+                from_ms: query.from_ms,
+                to_ms: query.to_ms,
+                scanned: 10,
+                stopped_early: None,
+                partitions: Vec::new(),
+                events: self.records.lock().expect("lock").clone(),
+            })
+        };
+        Box::pin(async move { result })
     }
 }
 
@@ -118,6 +148,7 @@ pub fn fill(view: &SagaView, now: u64) -> SagaState {
 pub struct Fixture {
     pub state: ApiState,
     pub sink: Arc<RecordingSink>,
+    pub history: Arc<FakeHistory>,
     pub ready: Arc<AtomicBool>,
     pub order_1: SagaState,
 }
@@ -126,19 +157,25 @@ pub fn fixture() -> Fixture {
     let view = Arc::new(SagaView::new());
     let order_1 = fill(&view, now_ms());
     let sink = Arc::new(RecordingSink::default());
+    let history = Arc::new(FakeHistory::default());
     let ready = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&ready);
+    let mut definitions = Definitions::new();
+    definitions.insert(order_def()).expect("order v1");
     let state = ApiState {
         view,
         sink: Arc::clone(&sink) as Arc<dyn CommandSink>,
         ready: Arc::new(move || flag.load(Ordering::SeqCst)),
         metrics: None,
         auth: Arc::new(choreo_coordinator::api_auth::ApiAuth::Open),
+        definitions: Arc::new(definitions),
+        history: Arc::clone(&history) as Arc<dyn HistorySource>,
         dead_letters: None,
     };
     Fixture {
         state,
         sink,
+        history,
         ready,
         order_1,
     }
