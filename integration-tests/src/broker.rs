@@ -27,7 +27,9 @@ use tokio::process::{Child, Command};
 
 pub mod secure;
 
-pub use secure::{SCRAM_RESTRICTED_USER, SCRAM_USER, TlsFiles};
+pub use secure::{
+    SCRAM_RESTRICTED_USER, SCRAM_USER, TlsFiles, apache_kafka_secure, shared_secure_broker,
+};
 
 /// Which broker a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,57 +400,6 @@ pub async fn apache_kafka() -> anyhow::Result<TestBroker> {
 /// `server.properties`), e.g. a misconfiguration to be reported.
 pub async fn apache_kafka_with(overrides: &[(&str, &str)]) -> anyhow::Result<TestBroker> {
     start_apache_kafka(overrides, false).await
-}
-
-/// [`apache_kafka`] with a SASL_SSL listener too: SCRAM-SHA-512 over TLS, with a certificate
-/// for 127.0.0.1 made now by a CA of its own ([`TestBroker::scram_settings`],
-/// [`TestBroker::tls_files`]). The SCRAM users are [`SCRAM_USER`] and
-/// [`SCRAM_RESTRICTED_USER`].
-pub async fn apache_kafka_secure() -> anyhow::Result<TestBroker> {
-    start_apache_kafka(&[], true).await
-}
-
-/// One [`apache_kafka_secure`] broker for the whole test binary (started by the first test that
-/// asks), for tests that keep to topics, groups and ACLs of their own. It stops when the test
-/// process exits, however it exits.
-pub async fn shared_secure_broker() -> anyhow::Result<&'static TestBroker> {
-    static SHARED: tokio::sync::OnceCell<Result<TestBroker, String>> =
-        tokio::sync::OnceCell::const_new();
-    SHARED
-        .get_or_init(|| async {
-            // Started on a runtime of its own thread, so that nothing of it belongs to the
-            // runtime of the test that happened to ask first.
-            std::thread::spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let broker = rt
-                    .block_on(apache_kafka_secure())
-                    .map_err(|e| format!("{e:#}"))?;
-                // A static is never dropped: its folder is removed once this process exits
-                // (and the watchdog has stopped the JVM), like the broker's own drop would.
-                if let Some(k) = &broker.kafka {
-                    let sweeper = std::process::Command::new("sh")
-                        .arg("-c")
-                        .arg(r#"cat >/dev/null; sleep 2; rm -rf "$0""#)
-                        .arg(&k.dir)
-                        .stdin(Stdio::piped())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .map_err(|e| format!("starting the folder sweeper: {e}"))?;
-                    // Its stdin closes when this process exits.
-                    std::mem::forget(sweeper);
-                }
-                Ok(broker)
-            })
-            .join()
-            .unwrap_or_else(|_| Err("the broker start-up thread panicked".into()))
-        })
-        .await
-        .as_ref()
-        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 async fn start_apache_kafka(

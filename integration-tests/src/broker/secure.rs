@@ -5,9 +5,12 @@
 //! are written into the cluster metadata when the storage is formatted.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use anyhow::{Context as _, bail};
 use tokio::process::Command;
+
+use super::TestBroker;
 
 /// A SCRAM-SHA-512 principal of the secure listener that no ACL restricts.
 pub const SCRAM_USER: (&str, &str) = ("choreo-scram", "scram-secret-Vq7dK2pX");
@@ -18,6 +21,57 @@ pub const SCRAM_USERS: [(&str, &str); 2] = [SCRAM_USER, SCRAM_RESTRICTED_USER];
 
 /// The broker keystore's password (the broker's own secret; no client ever sees it).
 const KEYSTORE_PASSWORD: &str = "keystore-secret-Hn3sY8cQ";
+
+/// [`super::apache_kafka`] with a SASL_SSL listener too: SCRAM-SHA-512 over TLS, with a certificate
+/// for 127.0.0.1 made now by a CA of its own ([`TestBroker::scram_settings`],
+/// [`TestBroker::tls_files`]). The SCRAM users are [`SCRAM_USER`] and
+/// [`SCRAM_RESTRICTED_USER`].
+pub async fn apache_kafka_secure() -> anyhow::Result<TestBroker> {
+    super::start_apache_kafka(&[], true).await
+}
+
+/// One [`apache_kafka_secure`] broker for the whole test binary (started by the first test that
+/// asks), for tests that keep to topics, groups and ACLs of their own. It stops when the test
+/// process exits, however it exits.
+pub async fn shared_secure_broker() -> anyhow::Result<&'static TestBroker> {
+    static SHARED: tokio::sync::OnceCell<Result<TestBroker, String>> =
+        tokio::sync::OnceCell::const_new();
+    SHARED
+        .get_or_init(|| async {
+            // Started on a runtime of its own thread, so that nothing of it belongs to the
+            // runtime of the test that happened to ask first.
+            std::thread::spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let broker = rt
+                    .block_on(apache_kafka_secure())
+                    .map_err(|e| format!("{e:#}"))?;
+                // A static is never dropped: its folder is removed once this process exits
+                // (and the watchdog has stopped the JVM), like the broker's own drop would.
+                if let Some(k) = &broker.kafka {
+                    let sweeper = std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(r#"cat >/dev/null; sleep 2; rm -rf "$0""#)
+                        .arg(&k.dir)
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .map_err(|e| format!("starting the folder sweeper: {e}"))?;
+                    // Its stdin closes when this process exits.
+                    std::mem::forget(sweeper);
+                }
+                Ok(broker)
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the broker start-up thread panicked".into()))
+        })
+        .await
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
 
 /// The TLS files of a secure listener.
 #[derive(Debug, Clone)]
