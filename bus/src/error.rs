@@ -16,6 +16,9 @@ pub enum BusError {
         /// The client's error.
         source: Box<KafkaError>,
     },
+    /// The brokers refused this client: its SASL login, the TLS handshake, or an ACL.
+    #[error(transparent)]
+    Refused(#[from] Refused),
     /// The event could not be encoded or its schema registered.
     #[error("cannot encode {event_type} for topic {topic}: {reason}")]
     Encode {
@@ -43,6 +46,50 @@ pub enum BusError {
         correlation_id: String,
         /// The client's error.
         source: Box<KafkaError>,
+    },
+}
+
+/// Why the brokers would not let this client in, in words an operator acts on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The brokers refused the SASL login.
+    #[error(
+        "Kafka at {brokers} refused the login: SASL/{mechanism} authentication failed for user {user:?} (check sasl.username and sasl.password): {reason}"
+    )]
+    Authentication {
+        /// Bootstrap servers.
+        brokers: String,
+        /// `sasl.mechanism`.
+        mechanism: String,
+        /// `sasl.username`.
+        user: String,
+        /// The broker's answer, as librdkafka reports it.
+        reason: String,
+    },
+    /// The TLS handshake failed (most often: the broker's certificate is not signed by a
+    /// trusted CA).
+    #[error("TLS with Kafka at {brokers} failed (trusting {ca}; check ssl.ca.location): {reason}")]
+    Tls {
+        /// Bootstrap servers.
+        brokers: String,
+        /// What the client trusts: `ssl.ca.location`, or the system's CA certificates.
+        ca: String,
+        /// The handshake's error, as librdkafka reports it.
+        reason: String,
+    },
+    /// An ACL denies this client's principal a resource.
+    #[error("Kafka at {brokers} denies {principal} access to {resource} ({code}): {needs}")]
+    Denied {
+        /// Bootstrap servers.
+        brokers: String,
+        /// `User:<sasl.username>`, or which principal when there is no SASL user.
+        principal: String,
+        /// `topic <name>`, `consumer group <name>`…
+        resource: String,
+        /// The broker's error code, e.g. `TOPIC_AUTHORIZATION_FAILED`.
+        code: &'static str,
+        /// What the client needs on the resource.
+        needs: String,
     },
 }
 

@@ -42,10 +42,13 @@
 //! - [`schema_store`]: a schema registry whose storage is a compacted Kafka topic.
 //! - [`telemetry`]: metric names.
 //! - [`embedded`]: an in-process Kafka-protocol broker (librdkafka's mock cluster).
+//! - [`connect`]: the first contact with a cluster, a refused login, failed TLS handshake or
+//!   denied resource reported as such ([`error::Refused`]).
 //! - [`config`] and [`error`].
 
 pub mod bus;
 pub mod config;
+pub mod connect;
 pub mod dead_letter;
 pub mod dedup;
 pub mod dedup_kafka;

@@ -12,7 +12,8 @@
 //! install. [`shared_real_broker`] is one broker per test binary, for tests that use topics of
 //! their own; [`apache_kafka`] is a broker of one test's own, which it may kill and restart.
 //! [`hosted_mock`] starts librdkafka's mock cluster in a process of its own
-//! (`choreo-mock-broker`).
+//! (`choreo-mock-broker`). [`apache_kafka_secure`] adds a SASL_SSL listener (SCRAM-SHA-512,
+//! certificates made at start-up; see [`secure`]) to the project's own Apache Kafka.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,12 @@ use anyhow::{Context as _, bail};
 use choreo_coordinator::topics::{TopicSpec, ensure_topics};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
+
+pub mod secure;
+
+pub use secure::{
+    SCRAM_RESTRICTED_USER, SCRAM_USER, TlsFiles, apache_kafka_secure, shared_secure_broker,
+};
 
 /// Which broker a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +175,47 @@ impl TestBroker {
         k.acl(&deny.iter().map(String::as_str).collect::<Vec<_>>())
             .await?;
         Ok(k.sasl_settings(WRITE_DENIED_USER))
+    }
+
+    /// Client settings (`bootstrap.servers` included) that reach the SASL_SSL listener as
+    /// `user` (name, password) with SCRAM-SHA-512, trusting the test CA. Only for a broker of
+    /// [`apache_kafka_secure`].
+    pub fn scram_settings(&self, user: (&str, &str)) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(self.secure()?.client_settings(user))
+    }
+
+    /// The CA files of the SASL_SSL listener. Only for a broker of [`apache_kafka_secure`].
+    pub fn tls_files(&self) -> anyhow::Result<&TlsFiles> {
+        Ok(&self.secure()?.files)
+    }
+
+    fn secure(&self) -> anyhow::Result<&secure::SecureListener> {
+        match self.kafka.as_ref().and_then(|k| k.secure.as_ref()) {
+            Some(s) => Ok(s),
+            None => bail!(
+                "a SASL_SSL listener needs the project's own Apache Kafka started by apache_kafka_secure ({:?})",
+                self.kind
+            ),
+        }
+    }
+
+    /// Adds an ACL that denies `user` every operation on a resource: `resource` is
+    /// AclCommand's selector, e.g. `["--group", "g"]` or `["--topic", "t"]`. Only for an Apache
+    /// Kafka this process started.
+    pub async fn deny(&self, user: &str, resource: &[&str]) -> anyhow::Result<()> {
+        let Some(k) = &self.kafka else {
+            bail!("no ACLs on {:?}", self.kind);
+        };
+        let principal = format!("User:{user}");
+        let mut args = vec![
+            "--add",
+            "--deny-principal",
+            &principal,
+            "--operation",
+            "All",
+        ];
+        args.extend_from_slice(resource);
+        k.acl(&args).await
     }
 
     /// Lifts the denial [`TestBroker::deny_writes`] added for `topic`.
@@ -351,13 +399,26 @@ pub async fn apache_kafka() -> anyhow::Result<TestBroker> {
 /// [`apache_kafka`] with broker settings of the test's own (appended to
 /// `server.properties`), e.g. a misconfiguration to be reported.
 pub async fn apache_kafka_with(overrides: &[(&str, &str)]) -> anyhow::Result<TestBroker> {
+    start_apache_kafka(overrides, false).await
+}
+
+async fn start_apache_kafka(
+    overrides: &[(&str, &str)],
+    secure: bool,
+) -> anyhow::Result<TestBroker> {
     let libs = kafka_libs().await?;
     let dir = std::env::temp_dir().join(format!("choreo-kafka-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
+    let secure = if secure {
+        Some(secure::SecureListener::make(&dir, free_port()?).await?)
+    } else {
+        None
+    };
     let mut k = KafkaProcess {
         port: free_port()?,
         controller_port: free_port()?,
         sasl_port: free_port()?,
+        secure,
         libs,
         dir,
         pid: None,
@@ -375,10 +436,17 @@ pub async fn apache_kafka_with(overrides: &[(&str, &str)]) -> anyhow::Result<Tes
     k.format().await?;
     k.start().await?;
     let bootstrap = format!("127.0.0.1:{}", k.port);
-    eprintln!(
-        "real tier: Apache Kafka 4.4 at {bootstrap} (log: {})",
-        k.dir.join("kafka.log").display()
-    );
+    match &k.secure {
+        Some(s) => eprintln!(
+            "real tier: Apache Kafka 4.4 at {bootstrap}, SASL_SSL (SCRAM-SHA-512) at 127.0.0.1:{} (log: {})",
+            s.port,
+            k.dir.join("kafka.log").display()
+        ),
+        None => eprintln!(
+            "real tier: Apache Kafka 4.4 at {bootstrap} (log: {})",
+            k.dir.join("kafka.log").display()
+        ),
+    }
     Ok(TestBroker {
         bootstrap,
         kind: BrokerKind::ApacheKafka,
@@ -394,6 +462,8 @@ struct KafkaProcess {
     port: u16,
     controller_port: u16,
     sasl_port: u16,
+    /// The SASL_SSL listener, when the test asked for one.
+    secure: Option<secure::SecureListener>,
     libs: PathBuf,
     dir: PathBuf,
     pid: Option<u32>,
@@ -424,14 +494,31 @@ impl KafkaProcess {
             .replace("@CONTROLLER_PORT@", &self.controller_port.to_string())
             .replace("@SASL_PORT@", &self.sasl_port.to_string())
             .replace("@DATA_DIR@", &self.dir.join("data").display().to_string());
+        let props = match &self.secure {
+            Some(s) => s.add_to(&props),
+            None => props,
+        };
         std::fs::write(self.dir.join("server.properties"), props)?;
         Ok(())
     }
 
     /// Formats the data directory: a copy of a template formatted once into the cache (the
-    /// formatted storage does not depend on ports or paths), saving a JVM start per broker.
+    /// formatted storage does not depend on ports or paths), saving a JVM start per broker. A
+    /// broker with the secure listener has its SCRAM users in its metadata, so a template of
+    /// their own.
     async fn format(&self) -> anyhow::Result<()> {
-        let template = cache_dir().join("kafka-4.4.0").join("formatted");
+        let scram = if self.secure.is_some() {
+            secure::scram_format_args()
+        } else {
+            Vec::new()
+        };
+        let name = if scram.is_empty() {
+            "formatted".to_owned()
+        } else {
+            let users = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, scram.join(" ").as_bytes());
+            format!("formatted-scram-{}", &users.simple().to_string()[..12])
+        };
+        let template = cache_dir().join("kafka-4.4.0").join(name);
         if !template.join("meta.properties").exists() {
             let tmp = cache_dir()
                 .join("kafka-4.4.0")
@@ -455,6 +542,7 @@ impl KafkaProcess {
                     "-c",
                 ])
                 .arg(&props)
+                .args(&scram)
                 .output()
                 .await
                 .context("running java (the real tier needs Java 17+)")?;

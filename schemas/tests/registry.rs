@@ -184,3 +184,131 @@ fn the_registry_refuses_to_grow_past_its_limits() {
         Err(RegistryError::InvalidSchema(_))
     ));
 }
+
+/// One request to `app`: (status, body).
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    use tower::ServiceExt as _;
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/vnd.schemaregistry.v1+json");
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let res = app
+        .clone()
+        .oneshot(
+            req.body(axum::body::Body::from(body.to_owned()))
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    let status = res.status().as_u16();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// With a write token, every route that changes the registry (registering a version, the global
+/// and a subject's compatibility) refuses a request without it or with another token (401,
+/// nothing changed) and takes it with the token; every read (and the look-up and compatibility
+/// check, which change nothing) stays open; routes of other registries that would delete or
+/// change things (DELETE on subjects and versions, /mode) are not served at all.
+#[tokio::test]
+async fn the_write_token_guards_every_write_and_config_route_and_reads_stay_open() {
+    const TOKEN: &str = "registry-write-token-7Yq";
+    let reg = Arc::new(MemoryRegistry::new());
+    let app = choreo_schemas::server::router_with_token(
+        Arc::clone(&reg) as Arc<dyn choreo_schemas::RegistryStore>,
+        Some(TOKEN.to_owned()),
+    );
+    let schema = serde_json::json!({"schema": OrderPlacedV1::schema_text()}).to_string();
+    let config = r#"{"compatibility":"NONE"}"#;
+    let writes = [
+        (
+            "POST",
+            format!("/subjects/{SUBJECT}/versions"),
+            schema.as_str(),
+        ),
+        ("PUT", "/config".to_owned(), config),
+        ("PUT", format!("/config/{SUBJECT}"), config),
+    ];
+    let bearer = format!("Bearer {TOKEN}");
+    let refused = [
+        None,
+        Some("Bearer registry-write-token-7Yx"),
+        Some("Bearer "),
+        Some("registry-write-token-7Yq"),
+        Some("Basic cmVnaXN0cnk6cmVnaXN0cnk="),
+    ];
+    for (method, path, body) in &writes {
+        for auth in refused {
+            let (status, text) = call(&app, method, path, auth, body).await;
+            assert_eq!(status, 401, "{method} {path} with {auth:?}: {text}");
+            assert!(text.contains("Authorization: Bearer"), "{text}");
+        }
+    }
+    assert!(
+        reg.subjects().is_empty(),
+        "a refused write registered nothing"
+    );
+    assert_eq!(reg.compatibility(None), Compatibility::Backward);
+    assert_eq!(reg.compatibility(Some(SUBJECT)), Compatibility::Backward);
+
+    for (method, path, body) in &writes {
+        let (status, text) = call(&app, method, path, Some(&bearer), body).await;
+        assert_eq!(status, 200, "{method} {path} with the token: {text}");
+    }
+    assert_eq!(reg.subjects(), vec![SUBJECT.to_owned()]);
+    assert_eq!(reg.compatibility(None), Compatibility::None);
+    assert_eq!(reg.compatibility(Some(SUBJECT)), Compatibility::None);
+
+    let id = reg.versions(SUBJECT).expect("versions")[0].id;
+    let reads = [
+        ("GET", "/subjects".to_owned(), ""),
+        ("GET", format!("/subjects/{SUBJECT}/versions"), ""),
+        ("GET", format!("/subjects/{SUBJECT}/versions/latest"), ""),
+        ("GET", format!("/subjects/{SUBJECT}/versions/1"), ""),
+        ("GET", format!("/schemas/ids/{id}"), ""),
+        ("GET", format!("/schemas/ids/{id}/schema"), ""),
+        ("GET", "/config".to_owned(), ""),
+        ("GET", format!("/config/{SUBJECT}"), ""),
+        ("POST", format!("/subjects/{SUBJECT}"), schema.as_str()),
+        (
+            "POST",
+            format!("/compatibility/subjects/{SUBJECT}/versions/latest"),
+            schema.as_str(),
+        ),
+    ];
+    for (method, path, body) in &reads {
+        let (status, text) = call(&app, method, path, None, body).await;
+        assert_eq!(status, 200, "{method} {path} without a token: {text}");
+    }
+
+    let unserved = [
+        ("DELETE", format!("/subjects/{SUBJECT}")),
+        ("DELETE", format!("/subjects/{SUBJECT}/versions/1")),
+        ("DELETE", format!("/config/{SUBJECT}")),
+        ("DELETE", "/config".to_owned()),
+        ("PUT", "/mode".to_owned()),
+        ("PUT", format!("/mode/{SUBJECT}")),
+    ];
+    for (method, path) in &unserved {
+        for auth in [None, Some(bearer.as_str())] {
+            let (status, text) = call(&app, method, path, auth, config).await;
+            assert!(
+                status == 404 || status == 405,
+                "{method} {path} is not served: {status} {text}"
+            );
+        }
+    }
+    assert_eq!(reg.versions(SUBJECT).expect("versions").len(), 1);
+    assert_eq!(reg.compatibility(Some(SUBJECT)), Compatibility::None);
+}

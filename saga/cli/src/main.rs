@@ -694,7 +694,7 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("choreo: {e:#}");
+            eprintln!("choreo: {}", choreo_cli::telemetry::error_line(&e));
             std::process::ExitCode::FAILURE
         }
     }

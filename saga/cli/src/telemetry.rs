@@ -1,7 +1,8 @@
 //! Logs and trace export of the `choreo` binary: `tracing` lines to stderr (text or JSON,
 //! colour only on a terminal) and, when an OTLP endpoint is configured, choreo's spans exported
 //! to an OpenTelemetry collector through `tracing-opentelemetry`, each a child of the
-//! `traceparent` it handles (see `choreo_bus::wire::trace`).
+//! `traceparent` it handles (see `choreo_bus::wire::trace`); and the one line a failed command
+//! ends with ([`error_line`]).
 
 use anyhow::Context as _;
 use choreo_coordinator::config::{LogFormat, TracingConfig};
@@ -105,4 +106,51 @@ fn install(level: &str, format: LogFormat, provider: Option<&SdkTracerProvider>)
         .with(fmt.with_filter(filter))
         .with(otel)
         .try_init();
+}
+
+/// `error` and its causes on one line, `: `-separated as `{:#}` prints them, leaving out a cause
+/// whose text the line already holds: many errors (librdkafka's, choreo's Kafka errors) print
+/// their source in their own message, and `{:#}` would repeat it once per level.
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+    use anyhow::Context as _;
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        let kafka = rdkafka::error::KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure,
+        );
+        let bus = choreo_bus::BusError::Kafka {
+            context: "fetching cluster metadata".into(),
+            source: Box::new(kafka),
+        };
+        let line = error_line(&anyhow::Error::new(bus));
+        assert_eq!(
+            line,
+            "kafka: fetching cluster metadata: Meta data fetch error: BrokerTransportFailure (Local: Broker transport failure)"
+        );
+        // Causes that add something are kept, in order.
+        let io = std::io::Error::other("disk full");
+        let err = Err::<(), _>(io)
+            .context("writing the changelog")
+            .context("stopping")
+            .unwrap_err();
+        assert_eq!(
+            error_line(&err),
+            "stopping: writing the changelog: disk full"
+        );
+    }
 }

@@ -5,10 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use choreo_bus::connect::{MetadataClient, denied, is_authorization_error};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::error::CoordinatorError;
 
@@ -36,32 +38,52 @@ pub const CHANGELOG_SETTINGS: &[(&str, &str)] = &[
     ("delete.retention.ms", "86400000"),
 ];
 
-/// Partition counts of existing topics (absent = the topic does not exist).
+/// Partition counts of existing topics (absent = the topic does not exist). A topic an ACL
+/// hides from this client's principal is an error naming it, not an absent topic; so are a
+/// refused login and a failed TLS handshake ([`choreo_bus::connect::MetadataClient`]).
 pub fn partition_counts(
     client: &ClientConfig,
     topics: &[&str],
     timeout: Duration,
 ) -> Result<BTreeMap<String, i32>, CoordinatorError> {
-    let consumer: BaseConsumer = client
-        .clone()
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .map_err(|e| CoordinatorError::kafka("creating a metadata client", e))?;
-    let md = consumer
-        .fetch_metadata(None, timeout)
-        .map_err(|e| CoordinatorError::kafka("fetching cluster metadata", e))?;
-    let wanted: BTreeSet<&str> = topics.iter().copied().collect();
-    Ok(md
-        .topics()
-        .iter()
-        .filter(|t| wanted.contains(t.name()) && t.error().is_none() && !t.partitions().is_empty())
-        .map(|t| {
-            (
-                t.name().to_owned(),
-                i32::try_from(t.partitions().len()).unwrap_or(i32::MAX),
-            )
-        })
-        .collect())
+    let metadata = MetadataClient::new(client)?;
+    let all = metadata.fetch(None, timeout)?;
+    let mut counts = BTreeMap::new();
+    for name in topics {
+        let listed = all.topics().iter().find(|t| t.name() == *name);
+        // Kafka leaves a topic the principal may not see out of the full list: asked for by
+        // name, it answers whether the topic is missing or denied.
+        let asked;
+        let topic = match listed {
+            Some(t) => t,
+            None => {
+                asked = metadata.fetch(Some(name), timeout)?;
+                match asked.topics().iter().find(|t| t.name() == *name) {
+                    Some(t) => t,
+                    None => continue,
+                }
+            }
+        };
+        match topic.error().map(RDKafkaErrorCode::from) {
+            None if !topic.partitions().is_empty() => {
+                counts.insert(
+                    (*name).to_owned(),
+                    i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX),
+                );
+            }
+            Some(code) if is_authorization_error(code) => {
+                return Err(choreo_bus::BusError::from(denied(
+                    client,
+                    format!("topic {name}"),
+                    code,
+                    "the coordinator needs Describe, Read and Write on it (and Create, to create it)",
+                ))
+                .into());
+            }
+            _ => {}
+        }
+    }
+    Ok(counts)
 }
 
 /// Creates the topics of `specs` that do not exist yet.
@@ -120,7 +142,7 @@ pub async fn ensure_topics(
     for r in results {
         match r {
             Ok(name) => tracing::info!(topic = %name, "created topic"),
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, e)) => {
                 return Err(CoordinatorError::Startup(format!(
                     "cannot create topic {name}: {e}"
@@ -161,6 +183,45 @@ pub fn group_has_committed(
         .elements()
         .iter()
         .any(|e| matches!(e.offset(), rdkafka::Offset::Offset(_))))
+}
+
+/// Refuses to start when an ACL denies this client's principal the consumer `group`
+/// ([`choreo_bus::connect::check_group`]: its committed offsets on `topics`, name →
+/// partitions, need Describe on the group). Other failures are left to the consumer, which
+/// reports and retries them.
+pub fn check_group_access(
+    client: &ClientConfig,
+    group: &str,
+    topics: &BTreeMap<String, i32>,
+    timeout: Duration,
+) -> Result<(), CoordinatorError> {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (t, n) in topics {
+        for p in 0..*n {
+            tpl.add_partition(t, p);
+        }
+    }
+    if tpl.count() == 0 {
+        return Ok(());
+    }
+    // Not a stable read: a transaction left open on the offsets partition (closed later by the
+    // transaction sweep) would hold a stable read up until the timeout.
+    let mut settings = client.clone();
+    settings.set("isolation.level", "read_uncommitted");
+    match choreo_bus::connect::check_group(
+        &settings,
+        group,
+        &tpl,
+        timeout,
+        "the coordinator needs Describe and Read on its group and on its input topics",
+    ) {
+        Ok(()) => Ok(()),
+        Err(e @ choreo_bus::BusError::Refused(_)) => Err(e.into()),
+        Err(e) => {
+            tracing::debug!(error = %e, group, "could not check access to the group; the consumer will report it");
+            Ok(())
+        }
+    }
 }
 
 /// Refuses a changelog whose `cleanup.policy` is not `compact`: with `delete`, the broker

@@ -631,6 +631,19 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         .map_err(|e| CoordinatorError::Startup(format!("metadata task: {e}")))??
     };
     check_copartitioned(&groups, &counts)?;
+    {
+        let (client, group, timeout) = (client.clone(), opts.group_id.clone(), opts.kafka_timeout);
+        let inputs: BTreeMap<String, i32> = counts
+            .iter()
+            .filter(|(t, _)| input_topics.contains(*t))
+            .map(|(t, n)| (t.clone(), *n))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            crate::topics::check_group_access(&client, &group, &inputs, timeout)
+        })
+        .await
+        .map_err(|e| CoordinatorError::Startup(format!("group check task: {e}")))??;
+    }
     crate::topics::check_changelog_policy(&client, &opts.changelog_topic(), opts.kafka_timeout)
         .await?;
     let changelog_partitions = counts
@@ -709,6 +722,7 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         pending_restore: BTreeSet::new(),
         recoveries: VecDeque::new(),
         pending_sagas: 0,
+        denied: None,
     };
     let task = tokio::spawn(runtime.run(cancel.clone()));
     Ok(CoordinatorHandle {

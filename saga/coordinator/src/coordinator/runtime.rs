@@ -130,6 +130,8 @@ pub(crate) struct Runtime {
     /// Sagas of this replica waiting for their start event, as counted at the last gauge
     /// refresh (every second).
     pub(crate) pending_sagas: usize,
+    /// An ACL denied the consumer its group or a topic: the replica stops with this.
+    pub(crate) denied: Option<CoordinatorError>,
 }
 
 impl Runtime {
@@ -149,6 +151,10 @@ impl Runtime {
             }
             let iteration = Instant::now();
             let (mut batch, stale) = self.collect(cancel).await;
+            if let Some(e) = self.denied.take() {
+                tracing::error!(error = %e, "coordinator stopping");
+                return Err(e);
+            }
             let (revoked, assigned) = self.take_rebalance();
             if !revoked.is_empty() && iteration.elapsed() > session {
                 tracing::error!(
@@ -280,7 +286,7 @@ impl Runtime {
         match first {
             Ok(Ok(m)) => batch.push(m.detach()),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "consumer error");
+                self.consumer_error(e);
                 return (batch, 0);
             }
             Err(_) => return (batch, 0),
@@ -300,13 +306,37 @@ impl Runtime {
                     batch.push(m.detach());
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "consumer error");
+                    self.consumer_error(e);
                     break;
                 }
                 Err(_) => break,
             }
         }
         (batch, 0)
+    }
+
+    /// Logs a consumer error; one that says an ACL denies the group or an input topic stops
+    /// the replica (through `denied`), as retrying cannot change it.
+    fn consumer_error(&mut self, e: rdkafka::error::KafkaError) {
+        let code = e.rdkafka_error_code();
+        let Some(code) = code.filter(|c| choreo_bus::connect::is_authorization_error(*c)) else {
+            tracing::warn!(error = %e, "consumer error");
+            return;
+        };
+        let resource = if code == rdkafka::types::RDKafkaErrorCode::GroupAuthorizationFailed {
+            format!("consumer group {}", self.opts.group_id)
+        } else {
+            let inputs = self.opts.input_topics().unwrap_or_default();
+            let names: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            format!("one of its input topics ({})", names.join(", "))
+        };
+        let refused = choreo_bus::connect::denied(
+            &self.opts.kafka.client_config(),
+            resource,
+            code,
+            "the coordinator needs Describe and Read on its group and on its input topics",
+        );
+        self.denied = Some(choreo_bus::BusError::from(refused).into());
     }
 
     /// The committed offsets of every input topic's `partitions`, once they are stable (a
