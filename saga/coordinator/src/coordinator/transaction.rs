@@ -41,6 +41,7 @@ impl Runtime {
         now: Millis,
     ) -> Result<(), BatchError> {
         let exactly_once = self.opts.guarantee == Guarantee::ExactlyOnce;
+        self.look_up_writer_schemas(batch).await;
         if exactly_once {
             // Nothing of a batch is sent before this, and a failed batch always ends its
             // transaction: a producer that cannot begin one is in a state it cannot leave.
@@ -76,6 +77,29 @@ impl Runtime {
         }
         self.apply_committed(staged);
         Ok(())
+    }
+
+    /// Looks up the writer schema of every record of the batch before its transaction begins,
+    /// so that the registry's answers (cached, the unknown ones for a moment too) are at hand
+    /// when the batch is staged: a slow registry — a run of ids it does not know, each a read
+    /// of its schema topic — then delays the batch instead of holding its transaction open
+    /// past the transaction timeout, which the broker answers by fencing the producer. What
+    /// the lookups find out is not used here: staging reads each record again and decides.
+    async fn look_up_writer_schemas(&self, batch: &[OwnedMessage]) {
+        let mut ids = std::collections::BTreeSet::new();
+        for m in batch {
+            if let Some(Ok((id, _))) =
+                rdkafka::Message::payload(m).map(choreo_bus::wire::framing::unframe)
+            {
+                ids.insert(id);
+            }
+        }
+        let registry = self.codec.registry();
+        for id in ids {
+            if registry.cached(id).is_none() {
+                let _ = registry.schema(id).await;
+            }
+        }
     }
 
     /// The header that names the group owning a changelog record ([`OWNER_HEADER`]).
