@@ -19,6 +19,12 @@
 //! - bus: `Bus::publish_with` N `PaymentAuthorized` events; a subscriber handler counts them
 //!   (Avro decode against a `MemoryRegistry`, CloudEvents envelope, dedup, per-partition workers).
 //!
+//! With `--handler-ms N` the handler waits N ms per record (a downstream call): the baseline is
+//! then the bus handling one record of a partition at a time (`max_in_flight(1)`, what a
+//! partition-ordered consumer does: partitions ÷ latency), against key-level concurrency
+//! (`--max-in-flight`, default 64), with `--events-per-key` events per key (order checked per
+//! key).
+//!
 //! Both publish with the same number of sends in flight (`--window`). The clock runs from the
 //! first send to the last receipt. Publish → receipt latency is measured from a send timestamp
 //! carried in the record (the first 8 payload bytes in the baseline, `amount.amount_minor` in
@@ -73,6 +79,15 @@ struct Args {
     /// Gives up on a phase after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Milliseconds the handler waits per record (an I/O-bound handler); 0: none.
+    #[arg(long, default_value_t = 0)]
+    handler_ms: u64,
+    /// Records of one partition in flight at once in the (concurrent) bus phase.
+    #[arg(long, default_value_t = 64)]
+    max_in_flight: usize,
+    /// Consecutive events sharing one key (correlation id).
+    #[arg(long, default_value_t = 1)]
+    events_per_key: usize,
 }
 
 /// Where the topics are created.
@@ -151,8 +166,12 @@ fn nanos_since(t0: Instant) -> u64 {
 }
 
 fn payment(i: usize, amount_minor: i64) -> PaymentAuthorized {
+    payment_keyed(i, i, amount_minor)
+}
+
+fn payment_keyed(i: usize, key: usize, amount_minor: i64) -> PaymentAuthorized {
     PaymentAuthorized {
-        order_id: format!("order-{i:08}"),
+        order_id: format!("order-{key:08}"),
         payment_id: format!("pay-{i:08}"),
         amount: Money {
             amount_minor,
@@ -331,8 +350,9 @@ async fn through_bus(
     cluster: &Cluster,
     bootstrap: &str,
     run: &str,
+    max_in_flight: usize,
 ) -> anyhow::Result<Phase> {
-    let topic = format!("throughput-bus-{run}");
+    let topic = format!("throughput-bus-{run}-{max_in_flight}");
     cluster.create_topic(&topic, args.partitions).await?;
     let registry = std::sync::Arc::new(MemoryRegistry::new());
     let bus = Bus::new(
@@ -342,17 +362,33 @@ async fn through_bus(
 
     let t0 = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
-    let mut subscriber = bus.subscriber(&format!("{topic}-group"));
+    let mut subscriber = bus
+        .subscriber(&format!("{topic}-group"))
+        .max_in_flight(max_in_flight);
+    let delay = Duration::from_millis(args.handler_ms);
+    // Per key, the payment ids seen, in order (checked after the phase).
+    let order: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>> =
+        std::sync::Arc::default();
+    let seen = std::sync::Arc::clone(&order);
     if let Some(ms) = args.fetch_wait_max_ms {
         subscriber = subscriber.client_setting("fetch.wait.max.ms", &ms.to_string());
     }
     let subscription = subscriber
         .handle_on(&topic, "count", move |e: PaymentAuthorized, _ctx| {
-            let now = nanos_since(t0);
-            let sent = u64::try_from(e.amount.amount_minor).unwrap_or(now);
-            let sent_ok = tx.send(now.saturating_sub(sent)).is_ok();
+            let tx = tx.clone();
+            let seen = std::sync::Arc::clone(&seen);
             async move {
-                if sent_ok {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                if let Ok(mut m) = seen.lock() {
+                    m.entry(e.order_id.clone())
+                        .or_default()
+                        .push(e.payment_id.clone());
+                }
+                let now = nanos_since(t0);
+                let sent = u64::try_from(e.amount.amount_minor).unwrap_or(now);
+                if tx.send(now.saturating_sub(sent)).is_ok() {
                     Ok(())
                 } else {
                     Err(HandlerError::Permanent("no collector".into()))
@@ -376,7 +412,7 @@ async fn through_bus(
     .await?;
 
     let start = Instant::now();
-    let (window, events) = (args.window, args.events);
+    let (window, events, per_key) = (args.window, args.events, args.events_per_key.max(1));
     let publishing = {
         let (bus, topic) = (bus.clone(), topic.clone());
         tokio::spawn(async move {
@@ -385,7 +421,7 @@ async fn through_bus(
                     let (bus, topic) = (bus.clone(), topic.clone());
                     async move {
                         let sent = i64::try_from(nanos_since(t0)).unwrap_or(i64::MAX);
-                        let event = payment(i, sent);
+                        let event = payment_keyed(i, i / per_key, sent);
                         bus.publish_with(&event, PublishOptions::default().with_topic(topic))
                             .await
                             .map(|_| ())
@@ -411,6 +447,15 @@ async fn through_bus(
         .shutdown()
         .await
         .context("shutting the subscriber down")?;
+    // Order per key: payment ids carry their publish index, published in order per key.
+    let order = order.lock().map_err(|_| anyhow!("lock"))?;
+    for (key, ids) in order.iter() {
+        let mut sorted = ids.clone();
+        sorted.sort();
+        if *ids != sorted {
+            bail!("{key} handled out of order: {ids:?}");
+        }
+    }
     latencies_ns.sort_unstable();
     Ok(Phase {
         elapsed,
@@ -484,13 +529,34 @@ async fn main() -> anyhow::Result<()> {
             println!("round {round}:");
         }
         let id = format!("{run}-{round}");
-        let b = baseline(&args, &cluster, &bootstrap, &id).await?;
-        b.report("baseline (plain rdkafka)", args.events);
-        let c = through_bus(&args, &cluster, &bootstrap, &id).await?;
-        c.report(
-            "choreo bus (Avro + envelope + dedup + per-partition workers)",
-            args.events,
-        );
+        let (b, c) = if args.handler_ms > 0 {
+            let b = through_bus(&args, &cluster, &bootstrap, &id, 1).await?;
+            b.report(
+                &format!(
+                    "baseline (choreo bus, one record of a partition at a time, handler {} ms)",
+                    args.handler_ms
+                ),
+                args.events,
+            );
+            let c = through_bus(&args, &cluster, &bootstrap, &id, args.max_in_flight).await?;
+            c.report(
+                &format!(
+                    "choreo bus (key-level concurrency, max_in_flight {}, handler {} ms, {} events per key, order per key checked)",
+                    args.max_in_flight, args.handler_ms, args.events_per_key
+                ),
+                args.events,
+            );
+            (b, c)
+        } else {
+            let b = baseline(&args, &cluster, &bootstrap, &id).await?;
+            b.report("baseline (plain rdkafka)", args.events);
+            let c = through_bus(&args, &cluster, &bootstrap, &id, args.max_in_flight).await?;
+            c.report(
+                "choreo bus (Avro + envelope + dedup + key-level concurrency)",
+                args.events,
+            );
+            (b, c)
+        };
         let (br, cr) = (b.rate(args.events), c.rate(args.events));
         if args.rounds > 1 {
             println!("ratio bus/baseline (round {round}): {:.2}", cr / br);

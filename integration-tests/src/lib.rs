@@ -13,6 +13,8 @@
 //! - [`process`]: the `choreo` binary as coordinator replicas the tests start, kill, freeze and
 //!   restart.
 //! - [`world`]: a saga test's broker, registry, replicas, order plans and paced driver.
+//! - [`dead_letters`]: a topic whose subscriber dead-letters some records, and the operator API
+//!   serving those dead letters (with an operator's and a viewer's token).
 //! - [`scenarios`]: bus scenarios written once and run against both the in-process mock cluster
 //!   (`tests/bus_mock.rs`) and the real broker (`tests/bus_real.rs`); [`resilience`]: more of
 //!   them, for a handler's failing downstream (the circuit breaker).
@@ -28,6 +30,7 @@ pub fn manifest_dir() -> String {
 }
 
 pub mod broker;
+pub mod dead_letters;
 pub mod deploy;
 pub mod process;
 pub mod resilience;

@@ -205,59 +205,91 @@ async fn choreos_spans_join_the_callers_trace_from_the_ingest_through_kafka_to_t
         .await
         .expect("ready");
 
+    // The order, its payment and its stock, all sent by the client within its trace; the saga
+    // answers the last of them with ShipmentRequested.
     let order = "order-traced-1";
-    let answer = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{ingest_port}/events"))
-        .header("content-type", "application/json")
-        .header("ce-specversion", "1.0")
-        .header("ce-id", "traced-1")
-        .header("ce-source", "/shop/checkout")
-        .header("ce-type", "io.choreo.orders.OrderPlaced")
-        .header("ce-subject", order)
-        .header("traceparent", format!("00-{TRACE}-{CLIENT_SPAN}-01"))
-        .body(
+    let events = [
+        (
+            "traced-1",
+            "io.choreo.orders.OrderPlaced",
             json!({
                 "order_id": order, "customer_id": "c-7",
                 "items": [{"sku": "BOOK-1", "quantity": 1, "unit_price": {"amount_minor": 1999, "currency": "EUR"}}],
                 "total": {"amount_minor": 1999, "currency": "EUR"},
                 "shipping_address": "1 Main St"
-            })
-            .to_string(),
-        )
-        .send()
-        .await
-        .expect("ingest answers");
-    assert_eq!(answer.status().as_u16(), 202, "{:?}", answer.text().await);
+            }),
+        ),
+        (
+            "traced-2",
+            "io.choreo.orders.PaymentAuthorized",
+            json!({"order_id": order, "payment_id": "pay-1", "amount": {"amount_minor": 1999, "currency": "EUR"}}),
+        ),
+        (
+            "traced-3",
+            "io.choreo.orders.InventoryReserved",
+            json!({"order_id": order, "reservation_id": "res-1", "items": [{"sku": "BOOK-1", "quantity": 1}]}),
+        ),
+    ];
+    let client = reqwest::Client::new();
+    for (id, ty, data) in &events {
+        let answer = client
+            .post(format!("http://127.0.0.1:{ingest_port}/events"))
+            .header("content-type", "application/json")
+            .header("ce-specversion", "1.0")
+            .header("ce-id", *id)
+            .header("ce-source", "/shop/checkout")
+            .header("ce-type", *ty)
+            .header("ce-subject", order)
+            .header("traceparent", format!("00-{TRACE}-{CLIENT_SPAN}-01"))
+            .body(data.to_string())
+            .send()
+            .await
+            .expect("ingest answers");
+        assert_eq!(
+            answer.status().as_u16(),
+            202,
+            "{id}: {:?}",
+            answer.text().await
+        );
+    }
 
-    // The order, and what the saga emitted because of it (the payment and inventory commands;
-    // a deadline that fires later starts a trace of its own).
     let bootstrap = world.broker.bootstrap.clone();
-    let emitted_by_saga = |m: &OwnedMessage| {
-        header(m, "ce_source").is_some_and(|s| s.starts_with("/choreo/sagas/"))
-            && header(m, "ce_causationid").as_deref() == Some("traced-1")
+    let is_shipment = |m: &OwnedMessage| {
+        header(m, "ce_type").as_deref() == Some("io.choreo.orders.ShipmentRequested")
     };
     let records = tokio::task::spawn_blocking(move || {
         records_of(&bootstrap, order, |rs| {
-            rs.iter().filter(|m| emitted_by_saga(m)).count() >= 2
-                && rs.iter().any(|m| m.topic() == "orders")
+            rs.iter().any(is_shipment)
+                && ["traced-1", "traced-2", "traced-3"].iter().all(|id| {
+                    rs.iter()
+                        .any(|m| header(m, "ce_id").as_deref() == Some(*id))
+                })
         })
     })
     .await
     .expect("reader");
-    let placed = records
+    let by_id = |id: &str| {
+        records
+            .iter()
+            .find(|m| header(m, "ce_id").as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("the record of {id}"))
+    };
+    let shipment = records
         .iter()
-        .find(|m| m.topic() == "orders")
-        .expect("the order");
-    let commands: Vec<&OwnedMessage> = records.iter().filter(|m| emitted_by_saga(m)).collect();
+        .find(|m| is_shipment(m))
+        .expect("ShipmentRequested");
+    let cause = header(shipment, "ce_causationid").expect("a causation id");
+    let cause_type = events
+        .iter()
+        .find(|(id, _, _)| *id == cause)
+        .map(|(_, ty, _)| *ty)
+        .unwrap_or_else(|| {
+            panic!("ShipmentRequested caused by one of the client's events, not {cause}")
+        });
 
     // The spans, once exported (named by their `otel.name`: "ingest", "<topic> publish",
     // "<definition> apply").
-    let is_ingest = |s: &Exported| s.name == "ingest";
-    let is_publish = |s: &Exported| s.name == "orders publish";
-    let is_saga = |s: &Exported| {
-        s.name == "order apply"
-            && s.attributes.get("saga.input").map(String::as_str) == Some("event")
-    };
+    let attr = |s: &Exported, k: &str| s.attributes.get(k).cloned().unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(60);
     let exported = loop {
         let now: Vec<Exported> = spans
@@ -267,13 +299,18 @@ async fn choreos_spans_join_the_callers_trace_from_the_ingest_through_kafka_to_t
             .filter(|s| s.trace_id == TRACE)
             .cloned()
             .collect();
-        if now.iter().any(is_ingest) && now.iter().any(is_publish) && now.iter().any(is_saga) {
+        let ingests = now.iter().filter(|s| s.name == "ingest").count();
+        let publishes = now.iter().filter(|s| s.name.ends_with(" publish")).count();
+        let applies = now
+            .iter()
+            .filter(|s| s.name == "order apply" && attr(s, "saga.input") == "event")
+            .count();
+        if ingests >= 3 && publishes >= 3 && applies >= 3 {
             break now;
         }
         assert!(
             Instant::now() < deadline,
-            "not every span of the client's trace was exported: {now:#?}\nall: {:#?}",
-            spans.lock().expect("lock")
+            "not every span of the client's trace was exported: {now:#?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -286,43 +323,45 @@ async fn choreos_spans_join_the_callers_trace_from_the_ingest_through_kafka_to_t
         );
         found[0].clone()
     };
-    let ingest = one("ingest", &is_ingest);
-    let publish = one("publish", &is_publish);
-    let saga = one("saga", &is_saga);
-
-    assert_eq!(
-        ingest.parent, CLIENT_SPAN,
-        "the ingest's span is the client's child"
-    );
-    assert_eq!(ingest.service, "choreo-under-test");
-    assert_eq!(
-        publish.parent, ingest.span_id,
-        "the publish is under the ingest"
-    );
-    assert_eq!(
-        span_of(placed),
-        publish.span_id,
-        "the order record names the publish span"
-    );
-    assert_eq!(
-        saga.parent, publish.span_id,
-        "the coordinator's span is the record's child"
-    );
-    assert_eq!(
-        saga.attributes.get("saga_id").map(String::as_str),
-        Some("order/order-traced-1")
-    );
-    assert_eq!(
-        saga.attributes.get("correlation_id").map(String::as_str),
-        Some(order)
-    );
-    for c in commands {
+    let mut saga_span_of = HashMap::new();
+    for (id, ty, _) in &events {
+        let ingest = one(&format!("ingest of {id}"), &|s| {
+            s.name == "ingest" && attr(s, "messaging.message.id") == *id
+        });
         assert_eq!(
-            span_of(c),
-            saga.span_id,
-            "{} names the saga's span",
-            header(c, "ce_type").unwrap_or_default()
+            ingest.parent, CLIENT_SPAN,
+            "{id}: the ingest's span is the client's child"
         );
+        assert_eq!(ingest.service, "choreo-under-test");
+        let publish = one(&format!("publish of {id}"), &|s| {
+            s.name.ends_with(" publish") && attr(s, "messaging.message.id") == *id
+        });
+        assert_eq!(
+            publish.parent, ingest.span_id,
+            "{id}: the publish is under the ingest"
+        );
+        assert_eq!(
+            span_of(by_id(id)),
+            publish.span_id,
+            "{id}: its record names the publish span"
+        );
+        let saga = one(&format!("saga span of {id}"), &|s| {
+            s.name == "order apply"
+                && attr(s, "saga.input") == "event"
+                && attr(s, "event_type") == *ty
+        });
+        assert_eq!(
+            saga.parent, publish.span_id,
+            "{id}: the coordinator's span is the record's child"
+        );
+        assert_eq!(attr(&saga, "saga_id"), "order/order-traced-1");
+        assert_eq!(attr(&saga, "correlation_id"), order);
+        saga_span_of.insert(*ty, saga.span_id);
     }
+    assert_eq!(
+        span_of(shipment),
+        saga_span_of[cause_type],
+        "ShipmentRequested names the span of the saga applying its cause ({cause_type})"
+    );
     replica.stop().await.expect("stops");
 }

@@ -135,7 +135,7 @@ impl Command {
 }
 
 /// Why the saga emits an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EmitKind {
     /// A step started (`on_start`).

@@ -42,6 +42,9 @@
 //! (with `compensation`, `deadlines` and `commands` extending its context).
 //! - `mapping`: deterministic event ids ([`event_id`]) and filling emitted data.
 //! - `testing`: [`testing::SagaTest`], a virtual-clock harness for saga authors.
+//! - `replay`: [`replay::compare`] — recorded inputs of sagas run through two definitions with
+//!   a virtual clock driven by the records' timestamps, and the sagas that would end
+//!   differently (`choreo saga replay` reads the records from Kafka).
 //! - `error`: [`SagaError`].
 
 mod apply;
@@ -55,6 +58,7 @@ mod input;
 
 mod mapping;
 mod registry;
+pub mod replay;
 mod state;
 pub mod testing;
 mod time;

@@ -26,6 +26,9 @@ struct Args {
     /// Milliseconds each handler takes, so a kill lands mid-batch.
     #[arg(long, default_value_t = 5)]
     work_ms: u64,
+    /// Records of one partition handled at once (different keys).
+    #[arg(long, default_value_t = 64)]
+    max_in_flight: usize,
 }
 
 #[tokio::main]
@@ -49,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let sub = bus
         .subscriber(&args.group)
         .client_setting("session.timeout.ms", "6000")
+        .max_in_flight(args.max_in_flight)
         .handle_on(&args.topic, "record", move |e: PaymentAuthorized, ctx| {
             let out = Arc::clone(&out);
             async move {

@@ -13,23 +13,19 @@
 //! `--json` (print the API's JSON as is) and `--operator NAME` (recorded with a command;
 //! default `$CHOREO_OPERATOR`, else `$USER`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use choreo_saga::{Command, SagaState};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use choreo_coordinator::http::{CommandAccepted, ErrorBody, ListResponse, OPERATOR_HEADER};
+use choreo_coordinator::http::{CommandAccepted, ListResponse, OPERATOR_HEADER};
 
+pub mod dlq;
+mod http;
 mod render;
+pub use http::DEFAULT_API;
+use http::{client, get_json, pretty, read_json, unreachable_api, with_query, with_segments};
 pub use render::{format_age, format_time, render_list, render_saga};
-
-/// The API address used when neither `--api` nor `$CHOREO_API` is given.
-pub const DEFAULT_API: &str = "http://127.0.0.1:8080";
-
-/// How long one request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// `choreo sagas …`: watch and act on sagas through a coordinator's operator API.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -192,9 +188,7 @@ impl ListArgs {
 
 /// Runs a `choreo sagas …` command and prints its answer.
 pub async fn run(args: SagasArgs) -> anyhow::Result<()> {
-    if let Some(t) = args.token.as_deref().filter(|t| !t.trim().is_empty()) {
-        let _ = TOKEN.set(t.trim().to_owned());
-    }
+    http::use_token(args.token.as_deref());
     let api = args.api.as_str();
     let operator = args
         .operator
@@ -418,58 +412,11 @@ pub async fn batch(
     Ok(out)
 }
 
-/// The bearer token every request of this process sends (`--token`, `CHOREO_API_TOKEN`).
-static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-fn client() -> anyhow::Result<reqwest::Client> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(t) = TOKEN.get() {
-        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
-            .context("the API token is not visible ASCII")?;
-        v.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, v);
-    }
-    reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .default_headers(headers)
-        .build()
-        .context("cannot create an HTTP client")
-}
-
-fn unreachable_api(api: &str) -> String {
-    format!("cannot reach the choreo API at {api} (set --api or CHOREO_API)")
-}
-
-fn base_url(api: &str) -> anyhow::Result<reqwest::Url> {
-    let url = reqwest::Url::parse(api)
-        .with_context(|| format!("\"{api}\" is not a URL (e.g. {DEFAULT_API})"))?;
-    if url.cannot_be_a_base() || !matches!(url.scheme(), "http" | "https") {
-        bail!("\"{api}\" is not an http:// or https:// URL");
-    }
-    Ok(url)
-}
-
-fn with_segments(api: &str, segments: &[&str]) -> anyhow::Result<reqwest::Url> {
-    let mut url = base_url(api)?;
-    url.path_segments_mut()
-        .map_err(|()| anyhow::anyhow!("\"{api}\" cannot be a base URL"))?
-        .pop_if_empty()
-        .extend(segments);
-    Ok(url)
-}
-
 fn list_url(api: &str, q: &ListArgs) -> anyhow::Result<reqwest::Url> {
-    let mut url = with_segments(api, &["api", "sagas"])?;
-    {
-        let mut pairs = url.query_pairs_mut();
-        for (k, v) in q.pairs() {
-            pairs.append_pair(k, &v);
-        }
-    }
-    if url.query() == Some("") {
-        url.set_query(None);
-    }
-    Ok(url)
+    Ok(with_query(
+        with_segments(api, &["api", "sagas"])?,
+        &q.pairs(),
+    ))
 }
 
 fn saga_url(
@@ -483,38 +430,6 @@ fn saga_url(
         segments.push("commands");
     }
     with_segments(api, &segments)
-}
-
-async fn get_json<T: DeserializeOwned>(url: &reqwest::Url) -> anyhow::Result<T> {
-    let resp = client()?
-        .get(url.clone())
-        .send()
-        .await
-        .with_context(|| unreachable_api(url.origin().ascii_serialization().as_str()))?;
-    read_json(resp, url).await
-}
-
-async fn read_json<T: DeserializeOwned>(
-    resp: reqwest::Response,
-    url: &reqwest::Url,
-) -> anyhow::Result<T> {
-    let status = resp.status();
-    let body = resp
-        .bytes()
-        .await
-        .with_context(|| format!("reading the answer of {url}"))?;
-    if !status.is_success() {
-        let why = serde_json::from_slice::<ErrorBody>(&body)
-            .map(|e| e.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_owned());
-        bail!("the API answered {status}: {why}");
-    }
-    serde_json::from_slice(&body)
-        .with_context(|| format!("{url} answered something that is not the expected JSON"))
-}
-
-fn pretty<T: Serialize>(v: &T) -> anyhow::Result<String> {
-    Ok(serde_json::to_string_pretty(v)?)
 }
 
 fn now_ms() -> u64 {
@@ -547,6 +462,5 @@ mod tests {
         );
         let url = list_url("http://h:1", &ListArgs::default()).expect("url");
         assert_eq!(url.as_str(), "http://h:1/api/sagas");
-        assert!(base_url("localhost:8080").is_err());
     }
 }

@@ -11,13 +11,15 @@ use choreo_cli::client;
 use choreo_cli::demo::{Demo, DemoArgs};
 use choreo_cli::healthcheck::HealthcheckArgs;
 use choreo_cli::registry::{open_schema_topic, registry_of, serve_registry};
+use choreo_cli::saga_cmd::load_definitions;
 use choreo_cli::telemetry::init_logs;
 use choreo_coordinator::api_auth::ApiAuth;
 use choreo_coordinator::config::{Config, LogFormat, RegistryStoreKind};
+use choreo_coordinator::dlq::{DeadLetterDesk, DeskOptions};
 use choreo_coordinator::http::{self, ApiState};
 use choreo_coordinator::ingest::{self, EventSink, IngestOptions, auth::Auth};
 use choreo_coordinator::{CoordinatorHandle, CoordinatorOptions, Guarantee, start, telemetry};
-use choreo_saga::{Definition, Definitions};
+use choreo_saga::Definition;
 use choreo_schemas::{Catalog, MemoryRegistry, RegistryStore, SchemaRegistry};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -86,19 +88,26 @@ enum Cmd {
     /// Check a folder of schemas and its catalog against a registry's compatibility rules, and
     /// register them (exit 0: fine, 1: incompatible, 2: error).
     Schemas(choreo_cli::schemas_cmd::SchemasArgs),
-    /// Work with saga definitions: `choreo saga diagram`.
+    /// Work with saga definitions: `choreo saga diagram`, `choreo saga replay`.
     Saga {
         #[command(subcommand)]
-        command: SagaCmd,
+        command: choreo_cli::saga_cmd::SagaCmd,
     },
     /// Watch and act on sagas through a coordinator's operator API.
     Sagas(client::SagasArgs),
+    /// Dead letters through a coordinator's operator API: list, show and redrive them (exit 0:
+    /// done, 1: a redrive left records out or matched none, 2: error).
+    Dlq(client::dlq::DlqArgs),
     /// Drive sagas through a broker and print throughput and latency against a baseline.
     Loadgen(choreo_cli::loadgen::LoadgenArgs),
     /// Post events to the HTTP ingest and print throughput and latency against rdkafka.
     BenchIngest(choreo_cli::ingest_bench::IngestBenchArgs),
     /// Time a replica's restore of a changelog of in-flight sagas against a plain read of it.
     BenchRestore(choreo_cli::restore_bench::RestoreBenchArgs),
+    /// The order saga for a long while on a Kafka of its own, under a stream of garbage, with
+    /// the registry and the coordinator killed and restarted; prints sagas finished, dead
+    /// letters and memory every minute, and checks at the end that nothing was lost.
+    Soak(choreo_cli::soak::SoakArgs),
 }
 
 #[derive(clap::Args)]
@@ -131,53 +140,6 @@ struct DevArgs {
     definitions: Vec<PathBuf>,
 }
 
-#[derive(clap::Subcommand)]
-enum SagaCmd {
-    /// Print a saga definition as a Mermaid state diagram (steps, dependencies, success,
-    /// failure and deadline edges, compensations).
-    Diagram {
-        /// A definition file or a folder of them; default: the reference order saga.
-        #[arg(long)]
-        definition: Option<PathBuf>,
-        /// The catalog folder the definition is checked against; default: the reference one.
-        #[arg(long)]
-        catalog: Option<PathBuf>,
-        /// Which saga of a folder (its name); needed when the folder holds several.
-        name: Option<String>,
-    },
-}
-
-/// `choreo saga diagram`.
-fn saga_diagram(
-    definition: Option<PathBuf>,
-    catalog: Option<PathBuf>,
-    name: Option<String>,
-) -> anyhow::Result<()> {
-    let catalog = match &catalog {
-        Some(dir) => Catalog::load(dir)?,
-        None => Catalog::reference(),
-    };
-    let defs = load_definitions(definition.as_slice(), &catalog)?;
-    let all: Vec<&Definition> = defs.iter().map(AsRef::as_ref).collect();
-    let def = match (&name, all.as_slice()) {
-        (Some(n), _) => all
-            .iter()
-            .filter(|d| d.name() == n)
-            .max_by_key(|d| d.version())
-            .with_context(|| {
-                let names: Vec<&str> = all.iter().map(|d| d.name()).collect();
-                format!("no saga named {n} (there are: {})", names.join(", "))
-            })?,
-        (None, [one]) => one,
-        (None, _) => anyhow::bail!(
-            "several sagas: name one ({})",
-            all.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ")
-        ),
-    };
-    print!("{}", choreo_cli::diagram::mermaid(def));
-    Ok(())
-}
-
 #[derive(clap::Args)]
 struct AsyncapiArgs {
     /// The catalog folder (holding catalog.toml and its schema files); default: the reference
@@ -201,24 +163,6 @@ enum GuaranteeArg {
     EffectivelyOnce,
 }
 
-fn load_definitions(paths: &[PathBuf], catalog: &Catalog) -> anyhow::Result<Definitions> {
-    let mut defs = Definitions::new();
-    if paths.is_empty() {
-        defs.insert(Definition::reference_order_saga(catalog)?)?;
-        return Ok(defs);
-    }
-    for p in paths {
-        if p.is_dir() {
-            for d in Definitions::load_dir(p, catalog)?.iter() {
-                defs.insert(d.as_ref().clone())?;
-            }
-        } else {
-            defs.insert(Definition::load(p, catalog)?)?;
-        }
-    }
-    Ok(defs)
-}
-
 struct Services {
     coordinator: CoordinatorHandle,
     api_addr: SocketAddr,
@@ -228,6 +172,7 @@ struct Services {
 
 async fn serve_api(
     coordinator: CoordinatorHandle,
+    dead_letters: Arc<DeadLetterDesk>,
     addr: SocketAddr,
     auth: ApiAuth,
     shutdown: &CancellationToken,
@@ -239,6 +184,7 @@ async fn serve_api(
         ready: coordinator.readiness(),
         metrics,
         auth: Arc::new(auth),
+        dead_letters: Some(dead_letters),
     };
     let api_stop = shutdown.child_token();
     let (api_addr, api_task) = http::serve(state, addr, api_stop.clone()).await?;
@@ -248,6 +194,18 @@ async fn serve_api(
         api_stop,
         api_task,
     })
+}
+
+/// The dead-letter desk of a coordinator: its brokers, group, registry and timeouts.
+fn desk_options(opts: &CoordinatorOptions, create_topic: bool) -> DeskOptions {
+    DeskOptions {
+        kafka: opts.kafka.clone(),
+        group_id: opts.group_id.clone(),
+        registry: Arc::clone(&opts.registry),
+        timeout: opts.kafka_timeout,
+        replication_factor: opts.replication_factor,
+        create_topic,
+    }
 }
 
 /// The root of the process's one cancellation tree: cancelled on SIGINT or SIGTERM. Every
@@ -321,7 +279,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     };
     if let Some(b) = &embedded {
         opts.create_topics_on(b)?;
+        b.create_topic(&DeadLetterDesk::log_topic(&opts.group_id), 1)?;
     }
+    let desk_opts = desk_options(&opts, embedded.is_none());
     println!("choreo dev");
     println!(
         "  kafka bootstrap servers  {bootstrap}{}",
@@ -333,8 +293,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  schema registry          http://{registry_addr}");
     let coordinator = start(opts).await?;
+    let desk = DeadLetterDesk::start(desk_opts, shutdown.clone()).await?;
     // choreo dev: everything on loopback, for one person; no tokens.
-    let services = serve_api(coordinator, args.http, ApiAuth::Open, &shutdown).await?;
+    let services = serve_api(coordinator, desk, args.http, ApiAuth::Open, &shutdown).await?;
     println!("  operator web page        http://{}/", services.api_addr);
     println!(
         "  saga API                 http://{}/api/sagas",
@@ -492,8 +453,10 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     opts.shutdown = shutdown.clone();
     let ingest_catalog = Arc::clone(&opts.catalog);
     let ingest_registry = Arc::clone(&opts.registry);
+    let desk_opts = desk_options(&opts, opts.create_topics);
     let coordinator = start(opts).await?;
-    let services = serve_api(coordinator, cfg.http.listen, api_auth, &shutdown).await?;
+    let desk = DeadLetterDesk::start(desk_opts, shutdown.clone()).await?;
+    let services = serve_api(coordinator, desk, cfg.http.listen, api_auth, &shutdown).await?;
     tracing::info!(api = %services.api_addr, "coordinator running");
     let ingest_task = match cfg.ingest.listen {
         Some(addr) => {
@@ -691,15 +654,15 @@ async fn main() -> std::process::ExitCode {
         Cmd::Ingest { config } => ingest_only(config).await,
         Cmd::Registry { config } => registry_only(config).await,
         Cmd::Asyncapi(args) => asyncapi(args),
-        Cmd::Saga {
-            command:
-                SagaCmd::Diagram {
-                    definition,
-                    catalog,
-                    name,
-                },
-        } => saga_diagram(definition, catalog, name),
+        Cmd::Saga { command } => {
+            init_logs("warn", LogFormat::Text);
+            return choreo_cli::saga_cmd::run(command).await;
+        }
         Cmd::Sagas(args) => client::run(args).await,
+        Cmd::Dlq(args) => {
+            init_logs("warn", LogFormat::Text);
+            return std::process::ExitCode::from(client::dlq::run(args).await);
+        }
         Cmd::Loadgen(args) => {
             init_logs("warn", LogFormat::Text);
             choreo_cli::loadgen::run(args).await
@@ -707,6 +670,16 @@ async fn main() -> std::process::ExitCode {
         Cmd::BenchIngest(args) => {
             init_logs("warn", LogFormat::Text);
             choreo_cli::ingest_bench::run(args).await
+        }
+        Cmd::Soak(args) => {
+            init_logs("warn", LogFormat::Text);
+            return match choreo_cli::soak::run(args).await {
+                Ok(code) => std::process::ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("choreo soak: {e:#}");
+                    std::process::ExitCode::from(2)
+                }
+            };
         }
         Cmd::BenchRestore(args) => {
             init_logs("warn", LogFormat::Text);

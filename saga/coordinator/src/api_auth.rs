@@ -151,6 +151,41 @@ impl ApiAuth {
     }
 }
 
+/// The header naming who acts on an API without tokens (free text, recorded with the action).
+pub const OPERATOR_HEADER: &str = "x-operator";
+
+/// The longest [`OPERATOR_HEADER`] accepted.
+pub const MAX_OPERATOR_LEN: usize = 200;
+
+/// What [`OPERATOR_HEADER`] says, if anything (trimmed; an error for a value that is not
+/// visible ASCII or is too long).
+pub fn operator_named(headers: &HeaderMap) -> Result<Option<String>, String> {
+    let Some(v) = headers.get(OPERATOR_HEADER) else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| "X-Operator must be visible ASCII text".to_owned())?
+        .trim();
+    if v.len() > MAX_OPERATOR_LEN {
+        return Err(format!(
+            "X-Operator is longer than {MAX_OPERATOR_LEN} characters"
+        ));
+    }
+    Ok(Some(v.to_owned()).filter(|v| !v.is_empty()))
+}
+
+/// Whether the body is declared `application/json`. Every action takes JSON only: a form or a
+/// text body (what a cross-site page can send without asking first) is refused before it is
+/// read.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 //! | `GET /api/sagas/{definition}/{correlation_id}` | the saga's full [`SagaState`] (steps, deadlines, timeline), or 404 |
 //! | `POST /api/sagas/{definition}/{correlation_id}/commands` | a [`Command`] body (abort, retry, skip, resume, approve, reject) → 202 `{"command_id": …}`; 404 unknown saga, 400 bad body, 503 not published. An `Idempotency-Key` header becomes the command's id: the saga applies it once, and the same request sent again after it was applied is answered 202 without publishing |
 //! | `POST /api/sagas/batch` | `{"filter": {definition, status, min_age, max_age}, "command": Command, "dry_run": true}` → 200 `{"matched", "saga_ids"}`; without `dry_run`, `"expect": <matched>` is required and the command is published to every matching saga → 202 `{"published", "command_ids", "refused"}`; 409 when the matching set no longer has `expect` sagas |
+//! | `/api/dlq…` | dead letters: topics, records, redrive ([`crate::dlq`]'s routes) |
 //! | `GET /healthz` | 200 `ok` while the process runs |
 //! | `GET /readyz` | 200 when ready (partitions restored, view caught up), else 503 |
 //! | `GET /metrics` | Prometheus text format (404 when no exporter is installed) |
@@ -48,7 +49,7 @@ use crate::command::CommandRecord;
 use crate::view::{ListQuery, SagaSummary, SagaView};
 
 /// The header naming who sends a command (free text, recorded in the saga's timeline).
-pub const OPERATOR_HEADER: &str = "x-operator";
+pub use crate::api_auth::OPERATOR_HEADER;
 
 /// Operator commands published, by `command` (abort, retry, skip, resume, approve, reject).
 pub const OPERATOR_COMMANDS: &str = "choreo_operator_commands_total";
@@ -65,8 +66,6 @@ pub const ALL_STATUSES: [Status; 6] = [
     Status::Compensated,
     Status::NeedsOperator,
 ];
-
-const MAX_OPERATOR_LEN: usize = 200;
 
 /// Where the API hands operator commands: in production, the commands topic (see
 /// [`crate::coordinator::CommandPublisher`]); in tests, a recording fake.
@@ -96,6 +95,8 @@ pub struct ApiState {
     pub metrics: Option<PrometheusHandle>,
     /// Who may read and act.
     pub auth: Arc<ApiAuth>,
+    /// Dead letters (`/api/dlq…`); unset: those routes answer 503.
+    pub dead_letters: Option<Arc<crate::dlq::DeadLetterDesk>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -222,6 +223,10 @@ pub fn router(state: ApiState) -> Router {
             "/api/sagas/{definition}/{correlation_id}/commands",
             post(post_command).layer(axum::extract::DefaultBodyLimit::max(MAX_COMMAND_BODY)),
         )
+        .merge(crate::dlq::routes(
+            state.dead_letters.clone(),
+            Arc::clone(&state.auth),
+        ))
         .fallback(not_found)
         .with_state(state)
 }
@@ -455,19 +460,7 @@ fn check_command(state: &SagaState, command: &Command) -> Result<(), ApiError> {
 }
 
 fn operator(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get(OPERATOR_HEADER) else {
-        return Ok(None);
-    };
-    let v = v
-        .to_str()
-        .map_err(|_| ApiError::BadRequest("X-Operator must be visible ASCII text".into()))?
-        .trim();
-    if v.len() > MAX_OPERATOR_LEN {
-        return Err(ApiError::BadRequest(format!(
-            "X-Operator is longer than {MAX_OPERATOR_LEN} characters"
-        )));
-    }
-    Ok(Some(v.to_owned()).filter(|v| !v.is_empty()))
+    crate::api_auth::operator_named(headers).map_err(ApiError::BadRequest)
 }
 
 /// Who may send a command: an operator token (its name is who acted) or, on an open API, what
@@ -521,12 +514,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// JSON only: a form or a text body (what a cross-site page can send without asking first) is
 /// refused before it is read.
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if json {
+    if crate::api_auth::is_json(headers) {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType(

@@ -13,6 +13,8 @@
 //! - [`command`]: operator commands as records on the commands topic.
 //! - [`http`]: the operator JSON API, health, readiness, metrics and the web page.
 //! - [`api_auth`]: who may use the operator API (bearer tokens kept as SHA-256, with roles).
+//! - [`dlq`]: dead letters for operators — every `*.dlq` topic, its records decoded, and
+//!   redrive to the origin topic with a durable redrive log (`/api/dlq…`).
 //! - [`ingest`]: domain events over the CloudEvents HTTP binding, into Kafka as Avro.
 //! - [`config`]: the typed configuration (defaults → file → `CHOREO__…` environment).
 //! - [`telemetry`]: metric names and the Prometheus exporter.
@@ -22,6 +24,7 @@ pub mod api_auth;
 pub mod command;
 pub mod config;
 pub mod coordinator;
+pub mod dlq;
 pub mod error;
 pub mod http;
 pub mod index;

@@ -1,7 +1,8 @@
 //! The coordinator's metrics: names as constants, described once ([`describe`]).
 //!
-//! Labels are low-cardinality only: `definition` (a saga definition's name) and `kind` (an
-//! input's kind). Never a correlation id — that goes on log lines.
+//! Labels are low-cardinality only: `definition` (a saga definition's name), `kind` (an
+//! input's kind) and `topic` (a dead-letter topic). Never a correlation id — that goes on log
+//! lines.
 //!
 //! [`install_prometheus`] installs the process-wide recorder; `GET /metrics`
 //! ([`crate::http`]) renders it.
@@ -55,6 +56,13 @@ pub const BATCH_RECORDS: &str = "choreo_batch_records";
 pub const INPUTS: &str = "choreo_inputs_total";
 /// Inputs the coordinator could not use, sent to a dead-letter topic.
 pub const DEAD_LETTERED: &str = "choreo_dead_lettered_total";
+
+/// Dead letters republished to their origin topic by an operator (label: topic, the
+/// dead-letter topic).
+pub const DLQ_REDRIVEN: &str = "choreo_dlq_redriven_total";
+/// Dead letters a redrive left out (gone, value not dead-lettered, not acknowledged; label:
+/// topic).
+pub const DLQ_REDRIVE_REFUSED: &str = "choreo_dlq_redrive_refused_total";
 
 /// The `definition` label.
 pub const LABEL_DEFINITION: &str = "definition";
@@ -157,6 +165,16 @@ pub fn describe() {
         DEAD_LETTERED,
         Unit::Count,
         "Inputs the coordinator could not use, sent to a dead-letter topic"
+    );
+    describe_counter!(
+        DLQ_REDRIVEN,
+        Unit::Count,
+        "Dead letters republished to their origin topic by an operator, by dead-letter topic"
+    );
+    describe_counter!(
+        DLQ_REDRIVE_REFUSED,
+        Unit::Count,
+        "Dead letters a redrive left out (gone, value not dead-lettered, not acknowledged), by dead-letter topic"
     );
 }
 

@@ -619,3 +619,90 @@ async fn an_idempotency_key_makes_a_repeated_command_act_once() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}");
     }
 }
+
+/// The dead-letter routes check what they can before they need Kafka: the topic is a
+/// dead-letter topic, a redrive is JSON, within its size, and names ids or a filter; an API
+/// without a dead-letter desk says so (503).
+#[tokio::test]
+async fn dead_letter_requests_are_checked_before_kafka_is_asked() {
+    let f = fixture();
+    let (status, v) = get_json(&f.state, "/api/dlq").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"], "dead letters are not served by this API");
+    let (status, v) = get_json(&f.state, "/api/dlq/orders").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a dead-letter topic")),
+        "{v}"
+    );
+    let (status, v) = get_json(&f.state, "/api/dlq/orders.dlq?limit=501").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (status, v) = get_json(&f.state, "/api/dlq/orders.dlq?colour=red").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (status, v) = get_json(&f.state, "/api/dlq/orders.dlq/0/x").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+
+    let redrive = "/api/dlq/orders.dlq/redrive";
+    let (status, _, _) = call(
+        &f.state,
+        Request::post(redrive)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from(
+                r#"{"ids": ["orders.dlq/0/1"], "dry_run": true}"#,
+            ))
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let too_large = format!(r#"{{"ids": ["{}"]}}"#, "x".repeat(200 * 1024));
+    let (status, _, _) = call(
+        &f.state,
+        Request::post(redrive)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(too_large))
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    for (body, says) in [
+        (r#"{"dry_run": true}"#, "either ids or filter"),
+        (r#"{"ids": [], "dry_run": true}"#, "ids is empty"),
+        (
+            r#"{"ids": ["payments.dlq/0/1"], "dry_run": true}"#,
+            "not a record of orders.dlq",
+        ),
+        (
+            r#"{"ids": ["orders.dlq/zero/1"], "dry_run": true}"#,
+            "partition is not a number",
+        ),
+        (
+            r#"{"filter": {"kind": "x"}, "ids": ["orders.dlq/0/1"]}"#,
+            "either ids or filter",
+        ),
+        (r#"{"filter": {"colour": "red"}}"#, "not a redrive"),
+        (
+            r#"{"filter": {}, "note": "too long", "dry_run": 1}"#,
+            "not a redrive",
+        ),
+    ] {
+        let (status, v) = post(&f.state, redrive, body, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains(says)),
+            "{body}: {v}"
+        );
+    }
+    let long_note = format!(r#"{{"filter": {{}}, "note": "{}"}}"#, "n".repeat(2000));
+    let (status, v) = post(&f.state, redrive, &long_note, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (status, v) = post(
+        &f.state,
+        redrive,
+        r#"{"filter": {}, "dry_run": true}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+}

@@ -134,6 +134,7 @@ pub fn fixture() -> Fixture {
         ready: Arc::new(move || flag.load(Ordering::SeqCst)),
         metrics: None,
         auth: Arc::new(choreo_coordinator::api_auth::ApiAuth::Open),
+        dead_letters: None,
     };
     Fixture {
         state,
