@@ -328,7 +328,10 @@ pub fn decode_value(
     reader: Option<&Schema>,
     body: &[u8],
 ) -> Result<Value, DecodeError> {
-    let mut input = body;
+    let mut input = Body {
+        rest: body,
+        ran_out: false,
+    };
     let value = GenericDatumReader::builder(writer)
         .maybe_reader_schema(reader)
         .build()
@@ -341,13 +344,37 @@ pub fn decode_value(
                 DecodeError::Malformed(msg)
             }
         })?;
-    if !input.is_empty() {
+    if input.ran_out {
+        return Err(DecodeError::Truncated(
+            "the Avro body ended inside a string".into(),
+        ));
+    }
+    if !input.rest.is_empty() {
         return Err(DecodeError::Malformed(format!(
             "{} bytes left over after the Avro body",
-            input.len()
+            input.rest.len()
         )));
     }
     Ok(value)
+}
+
+/// An Avro body being read, noting whether a read ran past its end: apache-avro decodes a
+/// string cut short by the end of the input as a null (its end-of-input signal) rather than
+/// failing, so without this a truncated body could decode, with `null` in a string field.
+struct Body<'a> {
+    rest: &'a [u8],
+    ran_out: bool,
+}
+
+impl std::io::Read for Body<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::io::Read::read(&mut self.rest, buf)?;
+        // A slice hands over all it has: fewer bytes than asked for is its end.
+        if n < buf.len() {
+            self.ran_out = true;
+        }
+        Ok(n)
+    }
 }
 
 /// Whether two schemas describe the same data (same Parsing Canonical Form).
@@ -423,6 +450,44 @@ mod tests {
             codec.decode::<OrderPlaced>(cut).await,
             Err(DecodeError::Truncated(_))
         ));
+    }
+
+    /// Found by fuzzing (`integration-tests/fuzz`, target `wire_decode`): a body cut inside
+    /// its last string field decoded, with `null` in that string field (apache-avro's
+    /// end-of-input signal), when the writer schema was the reader's.
+    #[tokio::test]
+    async fn a_body_cut_inside_a_string_is_truncated_not_a_null() {
+        use choreo_schemas::event::InventoryReleased;
+        let catalog = Catalog::reference();
+        let codec = Codec::new(Arc::new(MemoryRegistry::new()));
+        let data = serde_json::json!({"order_id": "o-1", "reservation_id": "r-1"});
+        let good = codec
+            .encode_json("inventory", &catalog, InventoryReleased::TYPE, &data)
+            .await
+            .expect("encode");
+        for cut in [1, 2] {
+            let value = &good[..good.len() - cut];
+            let json = codec.decode_json(value, &catalog, |_| Some(())).await;
+            assert!(
+                matches!(
+                    json,
+                    Err(WriterSchemaError::Poison(DecodeError::Truncated(_)))
+                ),
+                "cut {cut}: {json:?}"
+            );
+            let (_, body) = unframe(value).expect("framed");
+            let generic = decode_value(InventoryReleased::schema(), None, body);
+            assert!(
+                matches!(generic, Err(DecodeError::Truncated(_))),
+                "cut {cut}: {generic:?}"
+            );
+        }
+        // The fuzzer's own input: a string length with fewer bytes after it.
+        let fuzzed = decode_value(InventoryReleased::schema(), None, &[0x00, 0x42, 0xf9, 0xcb]);
+        assert!(
+            matches!(fuzzed, Err(DecodeError::Truncated(_))),
+            "{fuzzed:?}"
+        );
     }
 
     #[tokio::test]

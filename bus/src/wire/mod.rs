@@ -4,11 +4,14 @@
 //!   I/O.
 //! - [`codec`]: Avro bodies against the schema registry, typed and JSON entry points, one cache.
 //! - [`envelope`]: the CloudEvents Kafka binary headers, correlation and causation ids.
+//! - [`headers`]: a consumed record's headers, read without panicking on a name that is not
+//!   UTF-8.
 //! - [`trace`]: W3C `traceparent`, and choreo's spans joining the caller's trace.
 //! - [`partition`]: the partition a key goes to (the Java client's murmur2 partitioner).
 
 pub mod codec;
 pub mod envelope;
 pub mod framing;
+pub mod headers;
 pub mod partition;
 pub mod trace;

@@ -102,7 +102,10 @@ pub fn kafka_headers(headers: &[RawHeader]) -> OwnedHeaders {
                 isize::try_from(value_len).expect("short"),
             )
         };
-        assert_eq!(err, rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+        assert_eq!(
+            err,
+            rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        );
     }
     owned
 }
@@ -150,6 +153,22 @@ fn expected(headers: &[RawHeader], key: Option<&str>) -> Result<Envelope, String
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(TraceParent::parse),
     })
+}
+
+/// Lets rdkafka's panic on a header name that is not UTF-8 unwind, as it does in production,
+/// to where `choreo_bus::wire::headers` catches it; every other panic still aborts the process
+/// (libFuzzer's hook, installed before this), so one that escapes is a crash. Called from the
+/// target's initialisation.
+pub fn init() {
+    let abort = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let header_name = info.location().is_some_and(|l| {
+            l.file().contains("/rdkafka-") && l.file().ends_with("src/message.rs")
+        });
+        if !header_name {
+            abort(info);
+        }
+    }));
 }
 
 /// The target.

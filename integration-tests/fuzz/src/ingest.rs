@@ -156,7 +156,12 @@ pub fn run(data: &[u8]) {
 
 /// The events of a request as the client wrote them.
 fn events_of(headers: &axum::http::HeaderMap, body: &[u8]) -> Vec<SentEvent> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let Ok(json) = serde_json::from_slice::<Value>(body) else {
         return Vec::new();
     };
@@ -164,7 +169,10 @@ fn events_of(headers: &axum::http::HeaderMap, body: &[u8]) -> Vec<SentEvent> {
         id: o.get("id").and_then(Value::as_str).map(str::to_owned),
         source: o.get("source").and_then(Value::as_str).map(str::to_owned),
         subject: o.get("subject").and_then(Value::as_str).map(str::to_owned),
-        partition_key: o.get("partitionkey").and_then(Value::as_str).map(str::to_owned),
+        partition_key: o
+            .get("partitionkey")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         data: o.get("data").cloned().unwrap_or(Value::Null),
     };
     match (cloudevent::mode(headers), json) {
@@ -200,7 +208,11 @@ fn check_record(record: &Outgoing, events: &[SentEvent]) {
     let info = f.catalog.event(&e.event_type).expect("a catalog type");
     assert_eq!(record.topic, info.topic, "its type's topic");
     let key = sent.partition_key.clone().or_else(|| sent.subject.clone());
-    assert_eq!(Some(&record.key), key.as_ref(), "keyed by partitionkey or subject");
+    assert_eq!(
+        Some(&record.key),
+        key.as_ref(),
+        "keyed by partitionkey or subject"
+    );
     let decoded = crate::block_on(f.codec.decode_json(&record.value, &f.catalog, |_| Some(())))
         .unwrap_or_else(|err| panic!("a produced {} does not decode: {err:?}", e.event_type))
         .expect("wanted")

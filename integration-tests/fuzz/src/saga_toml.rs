@@ -73,7 +73,7 @@ fn exercise(f: &Fixture, def: &Definition) {
 fn scenario(f: &Fixture, def: &Definition, events: &[&str]) {
     let mut state = SagaState::new(def, "o-1", EPOCH);
     let mut now = EPOCH;
-    let mut step = |state: &mut SagaState, input: &Input, now: Millis| {
+    let step = |state: &mut SagaState, input: &Input, now: Millis| {
         for action in apply(def, state, input, now) {
             if let Action::Emit(e) = action {
                 check_emitted(f, &e);
@@ -110,5 +110,10 @@ fn check_emitted(f: &Fixture, e: &choreo_saga::Emit) {
         f.codec
             .encode_json(&e.topic, &f.catalog, &e.event_type, &e.data),
     )
-    .unwrap_or_else(|err| panic!("an emitted {} does not encode: {err}; {}", e.event_type, e.data));
+    .unwrap_or_else(|err| {
+        panic!(
+            "an emitted {} does not encode: {err}; {}",
+            e.event_type, e.data
+        )
+    });
 }

@@ -2,7 +2,9 @@
 //! data (Avro-encoded with each schema version; as CloudEvents requests), envelopes as choreo
 //! writes them, the W3C specification's `traceparent` examples, the reference saga definition,
 //! `deploy/choreo.example.toml`, and the registry requests the serializers send.
-//! `cargo run --example seed_corpus` (in this folder) writes them under `corpus/<target>/`.
+//! A target binary run with `CHOREO_FUZZ_WRITE_SEEDS=<dir>` writes its seeds into `<dir>` as
+//! `seed-<name>` files, replacing the seeds written before, and exits (README, "Tests", shows how
+//! the committed corpus is made from them).
 
 use choreo_bus::wire::framing::unframe;
 use choreo_bus::{Envelope, TraceParent};
@@ -63,6 +65,47 @@ fn sample_for_version(event_type: &str, schema: &apache_avro::Schema) -> Value {
     data
 }
 
+/// The variable naming the folder a target binary writes its seeds into, instead of fuzzing.
+pub const WRITE_SEEDS_VAR: &str = "CHOREO_FUZZ_WRITE_SEEDS";
+
+/// When [`WRITE_SEEDS_VAR`] is set, writes the seeds of `target` into the folder it names as
+/// `seed-<name>` (removing the `seed-` files there before) and exits the process; otherwise
+/// does nothing. Called from each target's initialisation.
+pub fn write_when_asked(target: &str) {
+    let Some(dir) = std::env::var_os(WRITE_SEEDS_VAR) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let result = (|| -> std::io::Result<usize> {
+        std::fs::create_dir_all(&dir)?;
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("seed-"))
+            {
+                std::fs::remove_file(path)?;
+            }
+        }
+        let seeds = of(target);
+        for (name, bytes) in &seeds {
+            std::fs::write(dir.join(format!("seed-{name}")), bytes)?;
+        }
+        Ok(seeds.len())
+    })();
+    match result {
+        Ok(n) => {
+            eprintln!("{target}: {n} seeds written to {}", dir.display());
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("{target}: cannot write seeds to {}: {e}", dir.display());
+            std::process::exit(1);
+        }
+    }
+}
+
 /// One seed: its file name and bytes.
 pub type Seed = (String, Vec<u8>);
 
@@ -79,17 +122,6 @@ pub fn of(target: &str) -> Vec<Seed> {
         other => panic!("no target {other}"),
     }
 }
-
-/// Every target's name.
-pub const TARGETS: &[&str] = &[
-    "wire_decode",
-    "envelope",
-    "traceparent",
-    "saga_toml",
-    "config",
-    "registry",
-    "ingest",
-];
 
 fn wire_decode() -> Vec<Seed> {
     let f = fixture();
@@ -180,17 +212,35 @@ fn envelope() -> Vec<Seed> {
             crate::envelope::unparse(Some(b"o-1"), &not_utf8),
         ),
         ("sweep".into(), crate::envelope::unparse(None, &sweep)),
-        ("null-value".into(), crate::envelope::unparse(Some(b"k"), &bare)),
+        (
+            "null-value".into(),
+            crate::envelope::unparse(Some(b"k"), &bare),
+        ),
     ]
 }
 
 fn traceparent() -> Vec<Seed> {
     [
-        ("w3c-sampled", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-        ("w3c-not-sampled", "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-00"),
-        ("surrounding-space", " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 "),
-        ("future-version", "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra"),
-        ("zero-trace", "00-00000000000000000000000000000000-b7ad6b7169203331-01"),
+        (
+            "w3c-sampled",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
+        (
+            "w3c-not-sampled",
+            "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-00",
+        ),
+        (
+            "surrounding-space",
+            " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ",
+        ),
+        (
+            "future-version",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+        ),
+        (
+            "zero-trace",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        ),
     ]
     .into_iter()
     .map(|(n, v)| (n.to_owned(), v.as_bytes().to_vec()))

@@ -12,7 +12,9 @@ use choreo_bus::TraceParent;
 
 /// Whether `s` is `n` lowercase hexadecimal digits.
 fn lower_hex(s: &str, n: usize) -> bool {
-    s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == n
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The W3C grammar of a version-00 `traceparent`, written independently of choreo's parser.
@@ -37,7 +39,11 @@ pub fn run(data: &[u8]) {
     };
     let parsed = TraceParent::parse(s);
     let value = s.trim();
-    assert_eq!(parsed.is_some(), is_valid(value), "{s:?} parsed as {parsed:?}");
+    assert_eq!(
+        parsed.is_some(),
+        is_valid(value),
+        "{s:?} parsed as {parsed:?}"
+    );
     if let Some(t) = parsed {
         assert_eq!(t.to_string(), value, "printed back");
         assert_eq!(TraceParent::parse(&t.to_string()), Some(t));

@@ -143,10 +143,16 @@ fn check_value(f: &Fixture, value: &[u8]) {
             assert!(resolved.is_err(), "JSON refused what Avro decoded: {e}");
             None
         }
-        Err(WriterSchemaError::Unavailable(e)) => panic!("an in-memory registry is unavailable: {e}"),
+        Err(WriterSchemaError::Unavailable(e)) => {
+            panic!("an in-memory registry is unavailable: {e}")
+        }
     };
     if let Some(data) = json {
-        let again = crate::block_on(f.codec.encode_json(&w.topic, &f.catalog, &w.event_type, &data))
+        let again =
+            crate::block_on(
+                f.codec
+                    .encode_json(&w.topic, &f.catalog, &w.event_type, &data),
+            )
             .unwrap_or_else(|e| panic!("decoded JSON does not encode again: {e}; {data}"));
         let back = crate::block_on(f.codec.decode_json(&again, &f.catalog, |_| Some(())))
             .unwrap_or_else(|e| panic!("re-encoded JSON does not decode: {e:?}"))
