@@ -10,10 +10,10 @@
 //! HTTP one are skipped.
 //!
 //! What must hold, besides not panicking: no answer is a server error (5xx), every answer
-//! (but to HEAD, which has no body) is JSON; a schema registered (200 `{"id": n}`) is served by `GET /schemas/ids/n` with the same
-//! canonical form, registering it again under its subject gives the same id, and looking it up
-//! finds it; a schema the compatibility check accepts for a subject then registers under it
-//! without a conflict (409).
+//! (but to HEAD, which has no body) is JSON; a schema registered (200 `{"id": n}`) is served
+//! by `GET /schemas/ids/n` with the same canonical form, registering it again under its
+//! subject gives the same id, and looking it up finds it; a schema the compatibility check
+//! accepts for a subject then registers under it without a conflict (409).
 
 use std::sync::{Arc, OnceLock};
 
