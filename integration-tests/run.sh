@@ -24,3 +24,5 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 integration-tests/tools/cargo-deny.sh --log-level error check licenses bans sources
 cargo test --workspace --locked --no-fail-fast "$@"
+# A short fuzz pass of every input boundary from its committed corpus (integration-tests/fuzz).
+integration-tests/fuzz.sh 15

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::wire::headers::Readable as _;
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
@@ -82,7 +83,7 @@ pub struct Reason {
 pub fn headers_for(msg: &OwnedMessage, reason: &Reason, group: &str) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
     if let Some(h) = msg.headers() {
-        for x in h.iter() {
+        for x in h.readable() {
             headers = headers.insert(Header {
                 key: x.key,
                 value: x.value,

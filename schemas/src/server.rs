@@ -55,6 +55,35 @@ pub fn router_with_token(store: Arc<dyn RegistryStore>, write_token: Option<Stri
             post(compatible),
         )
         .with_state(state)
+        .layer(axum::middleware::map_response(json_errors))
+}
+
+/// Answers the errors the router itself makes (a body that is not the JSON a route takes, a
+/// path or method it does not serve) as the Confluent API does, `{"error_code": <status>,
+/// "message": …}`, instead of axum's plain text: the serializers read an error's body as JSON.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        text
+    };
+    reply(
+        status,
+        json!({"error_code": status.as_u16(), "message": message}),
+    )
 }
 
 /// Binds `addr` and serves [`router`] in the background; returns the bound address.

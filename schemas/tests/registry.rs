@@ -149,6 +149,54 @@ async fn the_rest_api_serves_the_confluent_client() {
     task.abort();
 }
 
+/// Found by fuzzing (`integration-tests/fuzz`, target `registry`): a body that is not the JSON
+/// a route takes, an unknown path or a method a path does not serve were answered in plain
+/// text, which the serializers cannot read; every error is Confluent's JSON.
+#[tokio::test]
+async fn every_error_of_the_rest_api_is_json() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let reg = Arc::new(MemoryRegistry::new());
+    let (addr, task) = choreo_schemas::server::serve(
+        reg as Arc<dyn choreo_schemas::RegistryStore>,
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("bind");
+    let subject = format!("/subjects/{SUBJECT}/versions");
+    for (method, path, body, status) in [
+        ("POST", subject.as_str(), "{\"schema\": \"\\x\"}", 400),
+        ("POST", subject.as_str(), "{\"schema\": 1}", 422),
+        ("POST", subject.as_str(), "", 400),
+        ("GET", "/subject", "", 404),
+        ("DELETE", subject.as_str(), "", 405),
+        ("GET", "/schemas/ids/not-a-number", "", 400),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: registry\r\nConnection: close\r\n\
+             Content-Type: application/vnd.schemaregistry.v1+json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        tcp.write_all(request.as_bytes()).await.expect("send");
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.expect("answer");
+        let (head, json) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{method} {path}: {head}"
+        );
+        let json: serde_json::Value = serde_json::from_str(json)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {json}"));
+        assert_eq!(json["error_code"], status, "{method} {path}: {json}");
+        assert!(
+            json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{json}"
+        );
+    }
+    task.abort();
+}
+
 /// What one registry holds is bounded: a subject takes at most `MAX_VERSIONS_PER_SUBJECT`
 /// versions and a schema at most `MAX_SCHEMA_TEXT_BYTES`; past either, registering is refused
 /// (and nothing is added), while what is registered stays readable and registrable again.

@@ -20,7 +20,7 @@ use choreo_schemas::{CachedRegistry, Catalog, Event, RegistryError, SchemaRegist
 use serde::Serialize;
 
 use super::framing::{frame, subject, unframe};
-use super::plan::{Plans, ReaderKey, read_error, whole};
+use super::plan::{Plans, ReaderKey, read_whole};
 use crate::error::{BusError, DecodeError};
 
 /// Encodes and decodes event values against a schema registry.
@@ -348,14 +348,11 @@ pub fn decode_value(
     reader: Option<&Schema>,
     body: &[u8],
 ) -> Result<Value, DecodeError> {
-    let mut input = body;
-    let value = GenericDatumReader::builder(writer)
+    let reader = GenericDatumReader::builder(writer)
         .maybe_reader_schema(reader)
         .build()
-        .and_then(|r| r.read_value(&mut input))
-        .map_err(read_error)?;
-    whole(input)?;
-    Ok(value)
+        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    read_whole(&reader, body)
 }
 
 /// Whether two schemas describe the same data (same Parsing Canonical Form).
@@ -431,6 +428,44 @@ mod tests {
             codec.decode::<OrderPlaced>(cut).await,
             Err(DecodeError::Truncated(_))
         ));
+    }
+
+    /// Found by fuzzing (`integration-tests/fuzz`, target `wire_decode`): a body cut inside
+    /// its last string field decoded, with `null` in that string field (apache-avro's
+    /// end-of-input signal), when the writer schema was the reader's.
+    #[tokio::test]
+    async fn a_body_cut_inside_a_string_is_truncated_not_a_null() {
+        use choreo_schemas::event::InventoryReleased;
+        let catalog = Catalog::reference();
+        let codec = Codec::new(Arc::new(MemoryRegistry::new()));
+        let data = serde_json::json!({"order_id": "o-1", "reservation_id": "r-1"});
+        let good = codec
+            .encode_json("inventory", &catalog, InventoryReleased::TYPE, &data)
+            .await
+            .expect("encode");
+        for cut in [1, 2] {
+            let value = &good[..good.len() - cut];
+            let json = codec.decode_json(value, &catalog, |_| Some(())).await;
+            assert!(
+                matches!(
+                    json,
+                    Err(WriterSchemaError::Poison(DecodeError::Truncated(_)))
+                ),
+                "cut {cut}: {json:?}"
+            );
+            let (_, body) = unframe(value).expect("framed");
+            let generic = decode_value(InventoryReleased::schema(), None, body);
+            assert!(
+                matches!(generic, Err(DecodeError::Truncated(_))),
+                "cut {cut}: {generic:?}"
+            );
+        }
+        // The fuzzer's own input: a string length with fewer bytes after it.
+        let fuzzed = decode_value(InventoryReleased::schema(), None, &[0x00, 0x42, 0xf9, 0xcb]);
+        assert!(
+            matches!(fuzzed, Err(DecodeError::Truncated(_))),
+            "{fuzzed:?}"
+        );
     }
 
     #[tokio::test]

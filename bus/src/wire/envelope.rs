@@ -14,8 +14,9 @@
 //! | `content-type` | `application/avro` |
 //! | `traceparent` | W3C trace context |
 
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 
+use super::headers::Readable;
 use super::trace::TraceParent;
 use crate::error::DecodeError;
 
@@ -50,8 +51,12 @@ pub mod header {
 
 /// Whether a record is a transaction-sweep record ([`header::TRANSACTION_SWEEP`]): nothing to
 /// handle, skipped by every choreo reader.
-pub fn is_transaction_sweep<H: Headers>(headers: Option<&H>) -> bool {
-    headers.is_some_and(|h| h.iter().any(|x| x.key == header::TRANSACTION_SWEEP))
+pub fn is_transaction_sweep<H: Readable>(headers: Option<&H>) -> bool {
+    headers.is_some_and(|h| {
+        h.readable()
+            .iter()
+            .any(|x| x.key == header::TRANSACTION_SWEEP)
+    })
 }
 
 /// The content type of a choreo record value.
@@ -180,7 +185,7 @@ impl Envelope {
     /// the writer schema); `key` fills the correlation id when the headers do not carry one.
     /// A header that is not UTF-8 is read lossily: for records being handled, use
     /// [`Envelope::read`], which refuses it.
-    pub fn from_headers<H: Headers>(headers: Option<&H>, key: Option<&str>) -> Self {
+    pub fn from_headers<H: Readable>(headers: Option<&H>, key: Option<&str>) -> Self {
         let lossy =
             |v: &[u8]| Ok::<_, std::convert::Infallible>(String::from_utf8_lossy(v).into_owned());
         match Self::build(headers, key, lossy) {
@@ -193,7 +198,7 @@ impl Envelope {
     /// refuses a CloudEvents header that is not UTF-8 text ([`DecodeError::InvalidHeader`]):
     /// converted lossily, two distinct event ids could become one, and the second be dropped as
     /// a duplicate.
-    pub fn read<H: Headers>(headers: Option<&H>, key: Option<&str>) -> Result<Self, DecodeError> {
+    pub fn read<H: Readable>(headers: Option<&H>, key: Option<&str>) -> Result<Self, DecodeError> {
         Self::build(headers, key, |v| {
             std::str::from_utf8(v).map(str::to_owned).map_err(|_| ())
         })
@@ -201,18 +206,18 @@ impl Envelope {
     }
 
     /// The envelope, each header read with `text`; an error names the header.
-    fn build<'n, H: Headers, E>(
+    fn build<'n, H: Readable, E>(
         headers: Option<&H>,
         key: Option<&str>,
         text: impl Fn(&[u8]) -> Result<String, E>,
     ) -> Result<Self, (&'n str, E)> {
+        let readable = headers.map(Readable::readable).unwrap_or_default();
         let get = |name: &'n str| -> Result<Option<String>, (&'n str, E)> {
-            let value = headers.and_then(|h| {
-                h.iter()
-                    .filter(|x| x.key == name)
-                    .last()
-                    .and_then(|x| x.value)
-            });
+            let value = readable
+                .iter()
+                .rev()
+                .find(|x| x.key == name)
+                .and_then(|x| x.value);
             value.map(|v| text(v).map_err(|e| (name, e))).transpose()
         };
         let correlation_id = match get(header::CORRELATION_ID)? {
@@ -273,6 +278,7 @@ pub fn rfc3339_from_millis(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::message::Headers as _;
 
     #[test]
     fn headers_round_trip() {

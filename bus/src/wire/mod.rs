@@ -5,12 +5,15 @@
 //! - [`codec`]: Avro bodies against the schema registry, typed and JSON entry points, one cache.
 //! - `plan`: readers planned once per writer schema and reader (what the codec decodes with).
 //! - [`envelope`]: the CloudEvents Kafka binary headers, correlation and causation ids.
+//! - [`headers`]: a consumed record's headers, read without panicking on a name that is not
+//!   UTF-8.
 //! - [`trace`]: W3C `traceparent`, and choreo's spans joining the caller's trace.
 //! - [`partition`]: the partition a key goes to (the Java client's murmur2 partitioner).
 
 pub mod codec;
 pub mod envelope;
 pub mod framing;
+pub mod headers;
 pub mod partition;
 mod plan;
 pub mod trace;

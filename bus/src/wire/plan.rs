@@ -97,16 +97,52 @@ impl Planned {
 
     /// Reads `body` into a generic value of the reader's schema.
     pub(crate) fn read_value(&self, body: &[u8]) -> Result<Value, DecodeError> {
-        let mut input = body;
-        let value = self.reader.read_value(&mut input).map_err(read_error)?;
-        whole(input)?;
-        Ok(value)
+        read_whole(&self.reader, body)
+    }
+}
+
+/// Reads a whole Avro body with `reader`: a body that ends early is truncated (also inside a
+/// string, which apache-avro would read as a null), one with bytes left over is malformed.
+pub(crate) fn read_whole(
+    reader: &GenericDatumReader<'_>,
+    body: &[u8],
+) -> Result<Value, DecodeError> {
+    let mut input = Body {
+        rest: body,
+        ran_out: false,
+    };
+    let value = reader.read_value(&mut input).map_err(read_error)?;
+    if input.ran_out {
+        return Err(DecodeError::Truncated(
+            "the Avro body ended inside a string".into(),
+        ));
+    }
+    whole(input.rest)?;
+    Ok(value)
+}
+
+/// An Avro body being read, noting whether a read ran past its end: apache-avro decodes a
+/// string cut short by the end of the input as a null (its end-of-input signal) rather than
+/// failing, so without this a truncated body could decode, with `null` in a string field.
+struct Body<'a> {
+    rest: &'a [u8],
+    ran_out: bool,
+}
+
+impl std::io::Read for Body<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::io::Read::read(&mut self.rest, buf)?;
+        // A slice hands over all it has: fewer bytes than asked for is its end.
+        if n < buf.len() {
+            self.ran_out = true;
+        }
+        Ok(n)
     }
 }
 
 /// An Avro read error as a decode error: a body that ended early is truncated, anything else
 /// malformed.
-pub(crate) fn read_error(e: apache_avro::Error) -> DecodeError {
+fn read_error(e: apache_avro::Error) -> DecodeError {
     let msg = e.to_string();
     if msg.contains("failed to fill whole buffer") || msg.contains("UnexpectedEof") {
         DecodeError::Truncated(format!("the Avro body ended early: {msg}"))
@@ -116,7 +152,7 @@ pub(crate) fn read_error(e: apache_avro::Error) -> DecodeError {
 }
 
 /// A body must be read to its end: bytes left over mean it was not written with this schema.
-pub(crate) fn whole(rest: &[u8]) -> Result<(), DecodeError> {
+fn whole(rest: &[u8]) -> Result<(), DecodeError> {
     if rest.is_empty() {
         Ok(())
     } else {

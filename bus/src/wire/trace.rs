@@ -52,6 +52,12 @@ impl TraceParent {
         if parts.next().is_some() || v != "00" || t.len() != 32 || p.len() != 16 || f.len() != 2 {
             return None;
         }
+        // W3C: lowercase hexadecimal digits only (`from_str_radix` would take a sign and
+        // uppercase digits, and the value would print back as another).
+        let lower_hex = |x: &str| x.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if ![t, p, f].into_iter().all(lower_hex) {
+            return None;
+        }
         let trace_id = u128::from_str_radix(t, 16).ok()?;
         let span_id = u64::from_str_radix(p, 16).ok()?;
         let flags = u8::from_str_radix(f, 16).ok()?;
@@ -175,6 +181,23 @@ mod tests {
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-xyz-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    /// Found by fuzzing (`integration-tests/fuzz`, target `traceparent`): the W3C grammar
+    /// allows only lowercase hexadecimal digits, yet a sign or uppercase digits were read (and
+    /// the value printed back differed from the one read).
+    #[test]
+    fn only_lowercase_hex_digits_are_read() {
+        for bad in [
+            "00-+af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-+7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-+1",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-B7AD6B7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0A",
         ] {
             assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
         }

@@ -242,9 +242,10 @@ impl ChangelogReader {
 
 /// The group a changelog record names in its [`OWNER_HEADER`], if any.
 fn owner_of(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<String> {
-    use rdkafka::message::Headers as _;
+    use choreo_bus::wire::headers::Readable as _;
     m.headers()?
-        .iter()
+        .readable()
+        .into_iter()
         .find(|h| h.key == OWNER_HEADER)
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())

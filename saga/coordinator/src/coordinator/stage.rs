@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use choreo_bus::wire::codec::{JsonEvent, WriterSchemaError};
 use choreo_bus::wire::envelope::Envelope;
+use choreo_bus::wire::headers::Readable as _;
 use choreo_bus::wire::partition::partition_of;
 use choreo_bus::wire::trace;
 use choreo_bus::{BusError, DecodeError};
@@ -14,7 +15,7 @@ use choreo_saga::{
     Action, EmitKind, Event, Input, Millis, SagaState, Status, apply, apply_command,
 };
 use rdkafka::Message;
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
 
 use super::runtime::{BatchError, Runtime};
@@ -38,9 +39,10 @@ pub(crate) const REKEYED_FROM_HEADER: &str = "choreo_rekeyed_from";
 
 fn header_text(msg: &OwnedMessage, name: &str) -> Option<String> {
     msg.headers()?
-        .iter()
-        .filter(|h| h.key == name)
-        .last()
+        .readable()
+        .into_iter()
+        .rev()
+        .find(|h| h.key == name)
         .and_then(|h| std::str::from_utf8(h.value?).ok())
         .map(str::to_owned)
 }
@@ -407,7 +409,11 @@ impl Runtime {
     ) -> Result<(), BatchError> {
         let mut headers = OwnedHeaders::new();
         if let Some(h) = msg.headers() {
-            for x in h.iter().filter(|x| x.key != REKEY_FOR_HEADER) {
+            for x in h
+                .readable()
+                .into_iter()
+                .filter(|x| x.key != REKEY_FOR_HEADER)
+            {
                 headers = headers.insert(Header {
                     key: x.key,
                     value: x.value,

@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use choreo_bus::dead_letter::header as dlq;
+use choreo_bus::wire::headers::Readable as _;
 use rdkafka::Message;
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use serde::{Deserialize, Serialize};
 
 /// The suffix of a dead-letter topic: `orders.dlq` holds what could not be handled from
@@ -277,7 +278,7 @@ impl Filter {
 pub fn headers_of(msg: &OwnedMessage) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if let Some(h) = msg.headers() {
-        for x in h.iter() {
+        for x in h.readable() {
             let v = x.value.map(String::from_utf8_lossy).unwrap_or_default();
             out.insert(x.key.to_owned(), cut(&v, MAX_HEADER_TEXT));
         }

@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use choreo_bus::wire::headers::Readable as _;
 use dashmap::DashMap;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -161,7 +162,7 @@ pub(crate) fn producer(
 pub(crate) fn republished_headers(msg: &OwnedMessage, id: &DlqId, by: &str) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
     if let Some(h) = msg.headers() {
-        for x in h.iter() {
+        for x in h.readable() {
             if x.key.starts_with("choreo_dlq_") || x.key == REDRIVEN_FROM || x.key == REDRIVEN_BY {
                 continue;
             }
