@@ -100,6 +100,23 @@ impl Codec {
         Ok(frame(id, &body))
     }
 
+    /// Registers the catalog's latest schema of `event_type` for `topic` (once; what
+    /// [`Codec::encode_json`] would do on its first use), so that a caller can have it done
+    /// before it needs it — the coordinator, before its first transaction.
+    pub async fn register_latest(
+        &self,
+        topic: &str,
+        catalog: &Catalog,
+        event_type: &str,
+    ) -> Result<u32, BusError> {
+        let info = catalog.event(event_type).ok_or_else(|| BusError::Encode {
+            event_type: event_type.to_owned(),
+            topic: topic.to_owned(),
+            reason: "the type is not in the catalog".into(),
+        })?;
+        self.id_for(topic, event_type, &info.latest().text).await
+    }
+
     /// Encodes JSON `data` as `event_type` on `topic`, with the catalog's latest schema of the
     /// type (for the coordinator, which emits events it knows only by schema). Data that does
     /// not fit the schema, or a type the catalog lacks, is [`BusError::Encode`]; a registry

@@ -66,6 +66,10 @@ pub struct SoakArgs {
     /// Where the children's logs go (default: a new folder under the system's temp dir).
     #[arg(long)]
     pub log_dir: Option<PathBuf>,
+    /// The log level of the registry and the coordinator (`log.level`: an EnvFilter directive,
+    /// e.g. `debug` or `warn,choreo_coordinator=debug`).
+    #[arg(long, default_value = "warn")]
+    pub log_level: String,
 }
 
 /// A child `choreo` process, restartable.
@@ -276,7 +280,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
                 "CHOREO__KAFKA__BOOTSTRAP_SERVERS".to_owned(),
                 bootstrap.clone(),
             ),
-            ("CHOREO__LOG__LEVEL".to_owned(), "warn".to_owned()),
+            ("CHOREO__LOG__LEVEL".to_owned(), args.log_level.clone()),
         ];
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         env

@@ -702,12 +702,14 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         Arc::clone(&view),
         cancel.clone(),
     ));
+    let codec = Codec::new(Arc::clone(&opts.registry));
+    register_emitted(&codec, &opts).await;
     let runtime = Runtime {
         changelog_topic: opts.changelog_topic(),
         commands_topic: opts.commands_topic(),
         rekey_topic: opts.rekey_topic(),
         partitions: changelog_partitions,
-        codec: Codec::new(Arc::clone(&opts.registry)),
+        codec,
         opts: Arc::clone(&opts),
         consumer,
         producer,
@@ -738,4 +740,34 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
             topic: opts.commands_topic(),
         },
     })
+}
+
+/// Registers the schema of every event the definitions may emit before the first batch: a
+/// registration is a write to the registry (for choreo's Kafka-backed one, a write to its
+/// topic), which inside a transaction could hold it open past the transaction timeout. One
+/// that fails here is logged and done again on first use.
+async fn register_emitted(codec: &Codec, opts: &CoordinatorOptions) {
+    let mut emitted = BTreeSet::new();
+    for d in opts.definitions.iter() {
+        emitted.extend(d.emitted_events().into_iter().map(str::to_owned));
+    }
+    for event_type in emitted {
+        let Some(topic) = opts.catalog.event(&event_type).map(|e| e.topic.clone()) else {
+            continue;
+        };
+        let registered = tokio::time::timeout(
+            opts.kafka_timeout,
+            codec.register_latest(&topic, &opts.catalog, &event_type),
+        )
+        .await;
+        match registered {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(event_type = %event_type, error = %e, "schema not registered at start-up; it is registered when first emitted");
+            }
+            Err(_) => {
+                tracing::warn!(event_type = %event_type, "schema registration timed out at start-up; it is registered when first emitted");
+            }
+        }
+    }
 }

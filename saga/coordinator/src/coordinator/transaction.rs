@@ -120,7 +120,9 @@ impl Runtime {
         now: Millis,
         staged: &mut Staged,
     ) -> Result<TopicPartitionList, BatchError> {
+        let started = Instant::now();
         self.stage(batch, due, now, staged).await?;
+        let staged_in = started.elapsed();
         let exactly_once = self.opts.guarantee == Guarantee::ExactlyOnce;
         if !exactly_once {
             // Effects before the state that records them (see the module docs).
@@ -150,6 +152,13 @@ impl Runtime {
         // flush in-flight records itself, and rdkafka's flush then waits out its whole poll
         // interval (100 ms) because the delivery reports go to the producer's own thread.
         Self::acknowledged(&mut staged.deliveries).await?;
+        tracing::debug!(
+            records = batch.len(),
+            due = due.len(),
+            staged_ms = staged_in.as_millis() as u64,
+            acknowledged_ms = started.elapsed().as_millis() as u64,
+            "batch staged and acknowledged"
+        );
         if exactly_once && tpl.count() > 0 {
             let cgm = self
                 .consumer
