@@ -452,25 +452,14 @@ impl SchemaRegistry for ConfluentRegistry {
     }
 }
 
-/// How long an id the registry did not know is answered as unknown without asking again.
-/// Records written with ids no registry knows (garbage, a foreign cluster's ids) come in runs;
-/// asking for each would make every one of them cost a registry round trip (one that reads
-/// the schema topic, for choreo's Kafka-backed registry). Short, because a producer registers
-/// its schema before it writes with it: a known id is answered unknown only by a registry
-/// replica that has not caught up, which a moment later it has.
-pub const UNKNOWN_ID_TTL: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// At most this many unknown ids are remembered (the expired ones are dropped first).
-const UNKNOWN_IDS_KEPT: usize = 4_096;
-
-/// Caches ids and parsed schemas in front of a registry, and for [`UNKNOWN_ID_TTL`] the ids it
-/// does not know.
+/// Caches ids and parsed schemas in front of a registry. An id the registry does not know is
+/// asked again every time: it may be registered a moment later (a late registration, a
+/// registry replica catching up).
 #[derive(Debug, Clone)]
 pub struct CachedRegistry {
     inner: Arc<dyn SchemaRegistry>,
     ids: Arc<DashMap<(String, String), u32>>,
     schemas: Arc<DashMap<u32, Arc<Schema>>>,
-    unknown: Arc<DashMap<u32, std::time::Instant>>,
 }
 
 impl CachedRegistry {
@@ -480,7 +469,6 @@ impl CachedRegistry {
             inner,
             ids: Arc::default(),
             schemas: Arc::default(),
-            unknown: Arc::default(),
         }
     }
 
@@ -505,26 +493,7 @@ impl CachedRegistry {
         if let Some(s) = self.schemas.get(&id) {
             return Ok(Arc::clone(&s));
         }
-        if let Some(at) = self.unknown.get(&id)
-            && at.elapsed() < UNKNOWN_ID_TTL
-        {
-            return Err(RegistryError::UnknownId(id));
-        }
-        let text = match self.inner.schema_by_id(id).await {
-            Ok(t) => t,
-            Err(RegistryError::UnknownId(id)) => {
-                if self.unknown.len() >= UNKNOWN_IDS_KEPT {
-                    self.unknown.retain(|_, at| at.elapsed() < UNKNOWN_ID_TTL);
-                    if self.unknown.len() >= UNKNOWN_IDS_KEPT {
-                        self.unknown.clear();
-                    }
-                }
-                self.unknown.insert(id, std::time::Instant::now());
-                return Err(RegistryError::UnknownId(id));
-            }
-            Err(e) => return Err(e),
-        };
-        self.unknown.remove(&id);
+        let text = self.inner.schema_by_id(id).await?;
         let schema = Arc::new(
             Schema::parse_str(&text).map_err(|e| RegistryError::InvalidSchema(e.to_string()))?,
         );

@@ -361,51 +361,25 @@ async fn the_write_token_guards_every_write_and_config_route_and_reads_stay_open
     assert_eq!(reg.compatibility(Some(SUBJECT)), Compatibility::None);
 }
 
-/// A registry that counts the lookups by id it answers.
-#[derive(Debug, Default)]
-struct Counting {
-    inner: MemoryRegistry,
-    lookups: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl SchemaRegistry for Counting {
-    async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
-        self.inner.register(subject, schema).await
-    }
-    async fn schema_by_id(&self, id: u32) -> Result<String, RegistryError> {
-        self.lookups
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.schema_by_id(id).await
-    }
-}
-
-/// A run of records written with an id no registry knows costs one registry lookup, not one
-/// per record; a known id is looked up once and kept.
+/// An id the registry does not know yet is asked for again: registered a moment later, it is
+/// found (a late registration must not be answered from a memory of "unknown").
 #[tokio::test]
-async fn a_run_of_unknown_ids_asks_the_registry_once() {
-    let counting = Arc::new(Counting::default());
-    let id = counting
+async fn an_id_registered_after_a_miss_is_found_on_the_next_lookup() {
+    let inner = Arc::new(MemoryRegistry::new());
+    let cached = CachedRegistry::new(Arc::clone(&inner) as Arc<dyn SchemaRegistry>);
+    // Ids follow from the schema (the same in every registry): learn the one it will get.
+    let id = MemoryRegistry::new()
+        .register(SUBJECT, OrderPlacedV1::schema_text())
+        .await
+        .expect("v1 elsewhere");
+    assert!(matches!(
+        cached.schema(id).await,
+        Err(RegistryError::UnknownId(_))
+    ));
+    let registered = inner
         .register(SUBJECT, OrderPlacedV1::schema_text())
         .await
         .expect("v1");
-    let cached = CachedRegistry::new(Arc::clone(&counting) as Arc<dyn SchemaRegistry>);
-    for _ in 0..100 {
-        assert!(matches!(
-            cached.schema(987_654).await,
-            Err(RegistryError::UnknownId(987_654))
-        ));
-    }
-    assert_eq!(
-        counting.lookups.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "one lookup for the run"
-    );
-    for _ in 0..10 {
-        assert!(cached.schema(id).await.is_ok());
-    }
-    assert_eq!(
-        counting.lookups.load(std::sync::atomic::Ordering::SeqCst),
-        2
-    );
+    assert_eq!(registered, id, "the id missed a moment ago");
+    assert!(cached.schema(id).await.is_ok(), "found once registered");
 }

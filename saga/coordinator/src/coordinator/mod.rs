@@ -725,6 +725,7 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         recoveries: VecDeque::new(),
         pending_sagas: 0,
         denied: None,
+        unknown_ids: BTreeSet::new(),
     };
     let task = tokio::spawn(runtime.run(cancel.clone()));
     Ok(CoordinatorHandle {

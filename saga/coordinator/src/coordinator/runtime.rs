@@ -132,6 +132,9 @@ pub(crate) struct Runtime {
     pub(crate) pending_sagas: usize,
     /// An ACL denied the consumer its group or a topic: the replica stops with this.
     pub(crate) denied: Option<CoordinatorError>,
+    /// Writer schema ids the registry did not know when the current batch was looked up
+    /// (before its transaction began): its records with them are dead-lettered as unknown.
+    pub(crate) unknown_ids: BTreeSet<u32>,
 }
 
 impl Runtime {

@@ -247,6 +247,13 @@ impl Runtime {
         let Some(value) = msg.payload() else {
             return self.dead_letter(msg, "truncated", "no value", staged);
         };
+        // Asked before the transaction began (see `look_up_writer_schemas`): not again inside it.
+        if let Ok((id, _)) = choreo_bus::wire::framing::unframe(value)
+            && self.unknown_ids.contains(&id)
+        {
+            let unknown = DecodeError::UnknownSchemaId(id);
+            return self.dead_letter(msg, unknown.kind(), &unknown.to_string(), staged);
+        }
         let definitions = &self.opts.definitions;
         let inputs = &mut staged.inputs;
         let decoded = self

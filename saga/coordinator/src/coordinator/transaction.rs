@@ -15,6 +15,7 @@
 //! Memory (states, deadline index, metrics) changes only after the commit
 //! ([`Runtime::apply_committed`]).
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -32,6 +33,7 @@ use super::stage::Staged;
 use crate::index::Entry;
 use crate::telemetry as m;
 use choreo_saga::{Millis, Status};
+use choreo_schemas::RegistryError;
 
 impl Runtime {
     pub(crate) async fn process(
@@ -41,7 +43,7 @@ impl Runtime {
         now: Millis,
     ) -> Result<(), BatchError> {
         let exactly_once = self.opts.guarantee == Guarantee::ExactlyOnce;
-        self.look_up_writer_schemas(batch).await;
+        self.unknown_ids = self.look_up_writer_schemas(batch).await;
         if exactly_once {
             // Nothing of a batch is sent before this, and a failed batch always ends its
             // transaction: a producer that cannot begin one is in a state it cannot leave.
@@ -80,13 +82,14 @@ impl Runtime {
     }
 
     /// Looks up the writer schema of every record of the batch before its transaction begins,
-    /// so that the registry's answers (cached, the unknown ones for a moment too) are at hand
-    /// when the batch is staged: a slow registry — a run of ids it does not know, each a read
-    /// of its schema topic — then delays the batch instead of holding its transaction open
-    /// past the transaction timeout, which the broker answers by fencing the producer. What
-    /// the lookups find out is not used here: staging reads each record again and decides.
-    async fn look_up_writer_schemas(&self, batch: &[OwnedMessage]) {
-        let mut ids = std::collections::BTreeSet::new();
+    /// and returns the ids the registry did not know. A slow registry — an id it does not know
+    /// costs choreo's Kafka-backed registry a read of its topic — then delays the batch instead
+    /// of holding its transaction open past the transaction timeout, which the broker answers
+    /// by fencing the producer. Staging takes the answers as they are for this batch (a record
+    /// with an id that was unknown is dead-lettered without asking again); the next batch asks
+    /// again, so a schema registered meanwhile is found.
+    async fn look_up_writer_schemas(&self, batch: &[OwnedMessage]) -> BTreeSet<u32> {
+        let mut ids = BTreeSet::new();
         for m in batch {
             if let Some(Ok((id, _))) =
                 rdkafka::Message::payload(m).map(choreo_bus::wire::framing::unframe)
@@ -95,11 +98,15 @@ impl Runtime {
             }
         }
         let registry = self.codec.registry();
+        let mut unknown = BTreeSet::new();
         for id in ids {
-            if registry.cached(id).is_none() {
-                let _ = registry.schema(id).await;
+            if registry.cached(id).is_none()
+                && let Err(RegistryError::UnknownId(_)) = registry.schema(id).await
+            {
+                unknown.insert(id);
             }
         }
+        unknown
     }
 
     /// The header that names the group owning a changelog record ([`OWNER_HEADER`]).
