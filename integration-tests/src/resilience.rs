@@ -10,9 +10,9 @@ use anyhow::{Context as _, ensure};
 use choreo_bus::dead_letter::header as dlq;
 use choreo_bus::{CircuitBreakerPolicy, HandlerError, PublishOptions};
 use choreo_schemas::event::PaymentAuthorized;
+use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureRecord;
-use rdkafka::{ClientConfig, Message};
 
 use crate::scenarios::{Env, PATIENCE, eventually, payment};
 
@@ -84,14 +84,8 @@ pub async fn a_failing_downstream_opens_the_circuit_instead_of_dead_lettering(
     )
     .await
     .map_err(|(e, _)| e)?;
-    let reader: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &env.bootstrap)
-        .set(
-            "group.id",
-            format!("reader-{}", uuid::Uuid::new_v4().simple()),
-        )
+    let reader: StreamConsumer = crate::world::reader_config(&env.bootstrap)
         .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
         .create()?;
     reader.subscribe(&[&format!("{topic}.dlq")])?;
     let mut dead_lettered = 0;

@@ -87,14 +87,8 @@ impl Env {
 
     /// Reads `n` records from `topic` from the beginning with a plain consumer.
     pub async fn read(&self, topic: &str, n: usize) -> anyhow::Result<Vec<OwnedMessage>> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .set(
-                "group.id",
-                format!("reader-{}", uuid::Uuid::new_v4().simple()),
-            )
+        let consumer: StreamConsumer = crate::world::reader_config(&self.bootstrap)
             .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
             .set("session.timeout.ms", "6000")
             .create()?;
         consumer.subscribe(&[topic])?;

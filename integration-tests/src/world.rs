@@ -31,7 +31,34 @@ pub struct World {
     pub dir: std::path::PathBuf,
 }
 
+/// A consumer configuration for reading a topic back in a test: `bootstrap`, a group of its
+/// own, nothing committed. Callers add what they need (isolation level, offset reset).
+pub fn reader_config(bootstrap: &str) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set(
+            "group.id",
+            format!("reader-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("enable.auto.commit", "false");
+    c
+}
+
 impl World {
+    /// A world on the real tier's broker, with every saga topic created (`PARTITIONS` each).
+    pub async fn real_with_saga_topics() -> World {
+        let broker = crate::broker::real_broker()
+            .await
+            .expect("a real broker for the real tier (this tier never skips)");
+        let world = World::new(broker).await.expect("world");
+        let topics: Vec<(&str, i32)> = crate::saga_scenarios::SAGA_TOPICS
+            .iter()
+            .map(|t| (*t, PARTITIONS))
+            .collect();
+        world.broker.create_topics(&topics).await.expect("topics");
+        world
+    }
+
     /// A world around `broker`.
     pub async fn new(broker: TestBroker) -> anyhow::Result<World> {
         let registry = Arc::new(MemoryRegistry::new());

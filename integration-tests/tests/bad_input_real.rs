@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 
 use choreo_bus::dead_letter::header as dlq;
 use choreo_bus::wire::envelope::header;
-use choreo_integration_tests::broker::real_broker;
 use choreo_integration_tests::process::Replica;
-use choreo_integration_tests::saga_scenarios::{Path, SAGA_TOPICS, order, start_services};
+use choreo_integration_tests::saga_scenarios::{Path, order, start_services};
 use choreo_integration_tests::scenarios::Env;
-use choreo_integration_tests::world::{PARTITIONS, World};
+use choreo_integration_tests::world::World;
 use choreo_schemas::event::{Money, PaymentAuthorized};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -32,12 +31,7 @@ fn text(m: &OwnedMessage, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_kind_of_bad_input_is_dead_lettered_and_a_saga_beside_it_completes() {
-    let broker = real_broker()
-        .await
-        .expect("a real broker for the real tier (this tier never skips)");
-    let world = World::new(broker).await.expect("world");
-    let topics: Vec<(&str, i32)> = SAGA_TOPICS.iter().map(|t| (*t, PARTITIONS)).collect();
-    world.broker.create_topics(&topics).await.expect("topics");
+    let world = World::real_with_saga_topics().await;
     let mut cfg = world.replica_config("exactly_once", 60);
     cfg.env
         .push(("CHOREO__COORDINATOR__MAX_PENDING_SAGAS".into(), "2".into()));

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use choreo_bus::wire::codec::Codec;
 use choreo_bus::wire::partition::partition_of;
 use choreo_bus::{Bus, Envelope};
-use choreo_integration_tests::broker::real_broker;
 use choreo_integration_tests::process::Replica;
 use choreo_integration_tests::saga_scenarios::{
-    SAGA_TOPICS, fast_order_saga_toml_with_acks, order, start_services,
+    fast_order_saga_toml_with_acks, order, start_services,
 };
 use choreo_integration_tests::world::{PARTITIONS, World};
 use choreo_schemas::Event;
@@ -79,12 +78,7 @@ async fn wait_status(replica: &Replica, id: &str, want: &[&str]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_saga_correlated_by_a_field_has_one_owner_whatever_its_records_are_keyed_by() {
-    let broker = real_broker()
-        .await
-        .expect("a real broker for the real tier (this tier never skips)");
-    let world = World::new(broker).await.expect("world");
-    let topics: Vec<(&str, i32)> = SAGA_TOPICS.iter().map(|t| (*t, PARTITIONS)).collect();
-    world.broker.create_topics(&topics).await.expect("topics");
+    let world = World::real_with_saga_topics().await;
     let cfg = world.replica_config("exactly_once", 60);
     let toml = fast_order_saga_toml_with_acks(60, 300).replace(
         "correlation = \"key\"",

@@ -11,10 +11,8 @@ use std::time::{Duration, Instant};
 use choreo_bus::wire::codec::Codec;
 use choreo_integration_tests::broker::{free_port, real_broker};
 use choreo_integration_tests::process::{Replica, choreo_binary};
-use choreo_integration_tests::saga_scenarios::SAGA_TOPICS;
-use choreo_integration_tests::world::{PARTITIONS, World};
+use choreo_integration_tests::world::{PARTITIONS, World, reader_config};
 use choreo_schemas::event::OrderPlaced;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
@@ -84,14 +82,8 @@ fn curl(port: u16, token: Option<&str>, source: &str, id: &str, order_id: &str) 
 }
 
 fn consumer(bootstrap: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set(
-            "group.id",
-            format!("reader-{}", uuid::Uuid::new_v4().simple()),
-        )
+    reader_config(bootstrap)
         .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
         .create()
         .expect("consumer")
 }
@@ -160,12 +152,7 @@ async fn wait_healthy(port: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_curl_posts_lands_on_apache_kafka_where_the_answer_says_and_starts_a_saga() {
-    let broker = real_broker()
-        .await
-        .expect("a real broker for the real tier (this tier never skips)");
-    let world = World::new(broker).await.expect("world");
-    let topics: Vec<(&str, i32)> = SAGA_TOPICS.iter().map(|t| (*t, PARTITIONS)).collect();
-    world.broker.create_topics(&topics).await.expect("topics");
+    let world = World::real_with_saga_topics().await;
     let port = free_port().expect("port");
     let mut cfg = world.replica_config("exactly_once", 60);
     cfg.env.push((

@@ -17,14 +17,13 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::routing::post;
-use choreo_integration_tests::broker::{free_port, real_broker};
+use choreo_integration_tests::broker::free_port;
 use choreo_integration_tests::process::Replica;
 use choreo_integration_tests::saga_scenarios::SAGA_TOPICS;
-use choreo_integration_tests::world::{PARTITIONS, World};
+use choreo_integration_tests::world::{PARTITIONS, World, reader_config};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message as _;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
@@ -140,14 +139,8 @@ fn records_of(
     key: &str,
     done: impl Fn(&[OwnedMessage]) -> bool,
 ) -> Vec<OwnedMessage> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set(
-            "group.id",
-            format!("reader-{}", uuid::Uuid::new_v4().simple()),
-        )
+    let c: BaseConsumer = reader_config(bootstrap)
         .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
@@ -177,12 +170,7 @@ fn records_of(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn choreos_spans_join_the_callers_trace_from_the_ingest_through_kafka_to_the_saga() {
-    let broker = real_broker()
-        .await
-        .expect("a real broker for the real tier (this tier never skips)");
-    let world = World::new(broker).await.expect("world");
-    let topics: Vec<(&str, i32)> = SAGA_TOPICS.iter().map(|t| (*t, PARTITIONS)).collect();
-    world.broker.create_topics(&topics).await.expect("topics");
+    let world = World::real_with_saga_topics().await;
     let (otlp_port, spans) = collector().await;
     let ingest_port = free_port().expect("port");
     let mut cfg = world.replica_config("exactly_once", 60);

@@ -31,18 +31,14 @@ pub(crate) enum ReaderKey {
     Latest,
 }
 
-/// One planned reader.
+/// One planned reader: with the reader's schema attached only when the writer's differs.
 pub(crate) struct Planned {
     reader: GenericDatumReader<'static>,
-    /// Whether the writer's schema differs from the reader's (the value must be resolved).
-    resolves: bool,
 }
 
 impl std::fmt::Debug for Planned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Planned")
-            .field("resolves", &self.resolves)
-            .finish_non_exhaustive()
+        f.debug_struct("Planned").finish_non_exhaustive()
     }
 }
 
@@ -66,18 +62,16 @@ impl Plans {
             return Ok(Arc::clone(&p));
         }
         let writer: &'static Schema = Box::leak(Box::new(writer.clone()));
-        let resolves = !same_schema(writer, reader);
-        let built = if resolves {
+        let built = if same_schema(writer, reader) {
+            GenericDatumReader::builder(writer).build()
+        } else {
             let reader: &'static Schema = Box::leak(Box::new(reader.clone()));
             GenericDatumReader::builder(writer)
                 .reader_schema(reader)
                 .build()
-        } else {
-            GenericDatumReader::builder(writer).build()
         };
         let planned = Arc::new(Planned {
             reader: built.map_err(|e| DecodeError::Malformed(e.to_string()))?,
-            resolves,
         });
         // Two threads planning the same pair at once each leak one copy; the first one kept wins.
         Ok(Arc::clone(

@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use choreo_bus::wire::headers::Readable as _;
 use choreo_bus::{Bus, BusConfig};
 use choreo_schemas::ConfluentRegistry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::process::{Child, Command};
@@ -218,7 +219,8 @@ fn dead_letters_of(bootstrap: &str, topic: &str, group: &str) -> (u64, u64) {
                 quiet = Instant::now();
                 let header = |name: &str| {
                     m.headers().and_then(|h| {
-                        h.iter()
+                        h.readable()
+                            .into_iter()
                             .find(|x| x.key == name)
                             .and_then(|x| x.value)
                             .map(|v| String::from_utf8_lossy(v).into_owned())

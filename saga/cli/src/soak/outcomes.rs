@@ -12,9 +12,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use choreo_bus::wire::envelope::header;
+use choreo_bus::wire::headers::Readable as _;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 
 /// The events an order saga ends with (a saga that needs an operator emits neither).
 pub(super) const OUTCOMES: [&str; 2] = [
@@ -53,7 +54,7 @@ impl Outcomes {
                         continue;
                     };
                     let is_outcome = m.headers().is_some_and(|h| {
-                        h.iter().any(|x| {
+                        h.readable().into_iter().any(|x| {
                             x.key == header::TYPE
                                 && x.value
                                     .is_some_and(|v| OUTCOMES.iter().any(|o| o.as_bytes() == v))
