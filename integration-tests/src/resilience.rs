@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 use choreo_bus::dead_letter::header as dlq;
-use choreo_bus::{CircuitBreakerPolicy, HandlerError, PublishOptions};
+use choreo_bus::{CircuitBreakerPolicy, HandlerError, PublishOptions, RetryPolicy};
 use choreo_schemas::event::PaymentAuthorized;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -48,10 +48,19 @@ pub async fn a_failing_downstream_opens_the_circuit_instead_of_dead_lettering(
             }
         },
     );
+    // A retry budget (about 1.5 s) that outlasts the breaker's first look at two failing
+    // records: the breaker opens on failures from at least two records, so a record whose
+    // budget ran out before a second record failed would be dead-lettered as its own problem.
+    builder = builder.retry(RetryPolicy {
+        max_attempts: 10,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+    });
     if let Some(policy) = breaker {
         builder = builder.circuit_breaker(policy);
     }
-    let sub = builder.start()?;
+    // Every record is on the topic before the subscriber starts, so the outage meets them
+    // together rather than one publish at a time.
     for n in 0..6 {
         bus.publish_with(
             &payment(&format!("o-{n}"), n),
@@ -59,7 +68,8 @@ pub async fn a_failing_downstream_opens_the_circuit_instead_of_dead_lettering(
         )
         .await?;
     }
-    // Down long enough for every record's retries (3 attempts, ≤ 200 ms apart) many times over.
+    let sub = builder.start()?;
+    // Down long enough for every record's retries (10 attempts, ≤ 200 ms apart) twice over.
     eventually("the handler is called while its downstream is down", || {
         calls.load(Ordering::SeqCst) >= 6
     })
