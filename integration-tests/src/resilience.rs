@@ -185,3 +185,76 @@ pub async fn keys_of_one_partition_run_concurrently_in_order_per_key(
     }
     Ok(most.load(Ordering::SeqCst))
 }
+
+/// A run of one key's records at the head of a partition does not hold up the keys behind it:
+/// with two handler slots, the first `hot` record waits inside its handler until the `cold`
+/// record (published after five `hot` ones) has been handled. A worker that counted the `hot`
+/// records waiting behind their key against its slots would never reach `cold`; the first
+/// handler then gives up waiting and says so. Answers the `hot` sequence numbers in the order
+/// they were handled.
+pub async fn a_run_of_one_key_does_not_hold_up_the_keys_behind_it(
+    env: &Env,
+) -> anyhow::Result<Vec<i64>> {
+    const HOT: i64 = 5;
+    let topic = env.topic("hot-key", 1).await?;
+    let bus = env.bus("/tests/hot-key")?;
+    let (cold_tx, cold_rx) = tokio::sync::watch::channel(false);
+    let cold_tx = Arc::new(cold_tx);
+    let hot: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let held_up = Arc::new(AtomicBool::new(false));
+    let (h, held, tx) = (Arc::clone(&hot), Arc::clone(&held_up), Arc::clone(&cold_tx));
+    for seq in 0..HOT {
+        bus.publish_with(
+            &payment("hot", seq),
+            PublishOptions::default().with_topic(&topic),
+        )
+        .await?;
+    }
+    bus.publish_with(
+        &payment("cold", 0),
+        PublishOptions::default().with_topic(&topic),
+    )
+    .await?;
+    let sub = env
+        .subscriber(&bus, "hot-key")
+        .max_in_flight(2)
+        .handle_on(&topic, "hot-or-cold", move |e: PaymentAuthorized, _ctx| {
+            let (h, held, tx, mut rx) = (
+                Arc::clone(&h),
+                Arc::clone(&held),
+                Arc::clone(&tx),
+                cold_rx.clone(),
+            );
+            async move {
+                if e.order_id == "cold" {
+                    tx.send_replace(true);
+                    return Ok(());
+                }
+                if e.amount.amount_minor == 0
+                    && tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|done| *done))
+                        .await
+                        .is_err()
+                {
+                    held.store(true, Ordering::SeqCst);
+                }
+                h.lock()
+                    .map_err(|_| HandlerError::permanent("lock"))?
+                    .push(e.amount.amount_minor);
+                Ok(())
+            }
+        })
+        .start()?;
+    eventually("every hot record is handled", || {
+        hot.lock()
+            .map(|h| h.len() >= usize::try_from(HOT).unwrap_or(usize::MAX))
+            .unwrap_or(false)
+    })
+    .await?;
+    sub.shutdown().await?;
+    ensure!(
+        !held_up.load(Ordering::SeqCst),
+        "the cold record was not handled while the first hot record was in its handler: the hot records waiting behind their key held the worker's slots"
+    );
+    let order = hot.lock().map_err(|_| anyhow::anyhow!("lock"))?.clone();
+    Ok(order)
+}

@@ -132,3 +132,12 @@ async fn keys_of_one_partition_run_concurrently_in_order_per_key() {
         "records of one partition ran concurrently: {concurrent}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_of_one_key_does_not_hold_up_the_keys_behind_it() {
+    use choreo_integration_tests::resilience;
+    let order = resilience::a_run_of_one_key_does_not_hold_up_the_keys_behind_it(&env())
+        .await
+        .expect("scenario");
+    assert_eq!(order, vec![0, 1, 2, 3, 4], "the hot key's records in order");
+}

@@ -670,6 +670,18 @@ async fn a_failing_downstream_opens_the_circuit_instead_of_dead_lettering() {
     );
 }
 
+/// On Apache Kafka: a run of one key's records at the head of a partition does not keep the
+/// keys behind it waiting for a handler slot (records waiting behind a busy key hold none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_of_one_key_does_not_hold_up_the_keys_behind_it() {
+    use choreo_integration_tests::resilience;
+    let real = real().await;
+    let order = resilience::a_run_of_one_key_does_not_hold_up_the_keys_behind_it(&real.env)
+        .await
+        .expect("scenario");
+    assert_eq!(order, vec![0, 1, 2, 3, 4], "the hot key's records in order");
+}
+
 /// Key-level concurrency on Apache Kafka: one partition, twenty keys, a handler that waits on
 /// I/O — many records of the partition are in the handler at once, each key in order; with
 /// `max_in_flight(1)` only one is (so the concurrency is the worker's, not the test's).

@@ -183,8 +183,10 @@ impl SubscriberBuilder {
         self
     }
 
-    /// At most this many records of one partition taken and not finished (default 64): records
-    /// of different keys are handled concurrently, those of one key in order, one at a time.
+    /// At most this many records of one partition in the handler at once (default 64): records
+    /// of different keys are handled concurrently, those of one key in order, one at a time. A
+    /// record whose key is busy waits without holding a slot, so the worker looks past a run of
+    /// one key's records for other keys (up to [`SubscriberBuilder::queue_depth`] records held).
     /// 1 handles a partition's records one at a time.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.max(1);
@@ -195,8 +197,9 @@ impl SubscriberBuilder {
     /// taken, the partition is paused until they have gone to the handler; a resumed partition
     /// is fetched again, which takes a broker round trip, so the buffer must hold more than the
     /// handler gets through meanwhile (with 256, a fast handler spent most of its time waiting:
-    /// see BENCHMARKS.md). Memory: up to this many records per partition, beside librdkafka's own
-    /// prefetch (`queued.max.messages.kbytes`).
+    /// see BENCHMARKS.md). Memory: up to this many records per partition in the buffer and as
+    /// many more held by its worker (running, or waiting behind their key), beside librdkafka's
+    /// own prefetch (`queued.max.messages.kbytes`).
     pub fn queue_depth(mut self, depth: usize) -> Self {
         self.queue_depth = depth.max(1);
         self

@@ -1,9 +1,12 @@
 //! The partition workers: a worker takes its partition's records in order and handles records
-//! of different keys concurrently (at most `max_in_flight` taken and unfinished), while the
+//! of different keys concurrently (at most `max_in_flight` in the handler at once), while the
 //! records of one key (one correlation id) are handled one after another, in order — an
-//! I/O-bound handler holds up only its own key. The offset it stores is always just below the
-//! lowest record not finished yet (`offsets`). Stopped, it takes no new record, lets the
-//! records in hand finish, and says so (the drain waits for that).
+//! I/O-bound handler holds up only its own key. A record whose key is busy waits behind it
+//! without taking a handler slot, so a run of one key's records does not keep the keys after
+//! it waiting; the records taken and not finished (running or waiting) are at most the queue
+//! depth. The offset it stores is always just below the lowest record not finished yet
+//! (`offsets`). Stopped, it takes no new record, lets the records in hand finish, and says so
+//! (the drain waits for that).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -63,7 +66,15 @@ where
         Arc::clone(&done),
     );
     let task = tokio::spawn(async move {
-        run(consumer, processor, rx, stop2, max_in_flight.max(1)).await;
+        run(
+            consumer,
+            processor,
+            rx,
+            stop2,
+            max_in_flight.max(1),
+            depth.max(1),
+        )
+        .await;
         let (flag, cv) = &*done2;
         *lock(flag) = true;
         cv.notify_all();
@@ -85,6 +96,7 @@ async fn run<C, X>(
     mut rx: mpsc::Receiver<OwnedMessage>,
     stop: CancellationToken,
     max_in_flight: usize,
+    max_taken: usize,
 ) where
     C: Consumer<X> + Send + Sync + 'static,
     X: ConsumerContext + 'static,
@@ -109,7 +121,9 @@ async fn run<C, X>(
         if stopping && running.is_empty() {
             break;
         }
-        let room = tracker.in_flight() < max_in_flight;
+        // Room for one more: a handler slot free, and the records held (running, or waiting
+        // behind their key) under the bound.
+        let room = running.len() < max_in_flight && tracker.in_flight() < max_taken;
         tokio::select! {
             biased;
             () = stop.cancelled(), if !stopping => stopping = true,
