@@ -92,6 +92,26 @@ impl Bus {
         })
     }
 
+    /// Creates a bus, then checks that the cluster lets it in: the cluster's metadata is
+    /// fetched with the bus's client settings within `timeout`. A wrong SASL password, a CA that
+    /// did not sign the brokers' certificates, or brokers that cannot be reached is then one
+    /// error at start-up ([`BusError::Refused`] names the mechanism and user, or the CA file,
+    /// never a secret) instead of publishes that each wait out the delivery timeout.
+    pub async fn connect(
+        config: BusConfig,
+        registry: Arc<dyn SchemaRegistry>,
+        timeout: std::time::Duration,
+    ) -> Result<Self, BusError> {
+        let client = config.client_config();
+        let bus = Self::new(config, registry)?;
+        tokio::task::spawn_blocking(move || {
+            crate::connect::MetadataClient::new(&client)?.fetch(None, timeout)
+        })
+        .await
+        .map_err(|e| BusError::Config(format!("the connection check stopped: {e}")))??;
+        Ok(bus)
+    }
+
     /// The configuration.
     pub fn config(&self) -> &BusConfig {
         &self.inner.config

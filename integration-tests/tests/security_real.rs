@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use choreo_bus::{Bus, BusConfig};
+use choreo_bus::error::Refused;
+use choreo_bus::{Bus, BusConfig, BusError};
 use choreo_integration_tests::broker::{
     SCRAM_RESTRICTED_USER, SCRAM_USER, TestBroker, shared_secure_broker,
 };
@@ -93,6 +94,19 @@ impl Drop for Scene {
     }
 }
 
+/// A bus configuration with the client `settings` (the secure listener's).
+fn bus_config(settings: &[(String, String)]) -> BusConfig {
+    let mut config = BusConfig::new("").with_source("/tests/secure");
+    for (k, v) in settings {
+        if k == "bootstrap.servers" {
+            config.bootstrap_servers.clone_from(v);
+        } else {
+            config = config.with_client_setting(k, v);
+        }
+    }
+    config
+}
+
 /// `settings` with `key` set to `value`.
 fn with(settings: &[(String, String)], key: &str, value: &str) -> Vec<(String, String)> {
     settings
@@ -145,19 +159,14 @@ async fn scram_over_tls_runs_the_order_saga_with_choreo_run_and_a_bus_on_that_li
     let broker = shared_secure_broker().await.expect("a secure broker");
     let scene = Scene::new().await;
     let settings = broker.scram_settings(SCRAM_USER).expect("settings");
-    let mut bus_config = BusConfig::new(broker.bootstrap.clone()).with_source("/tests/secure");
-    for (k, v) in &settings {
-        if k == "bootstrap.servers" {
-            bus_config.bootstrap_servers.clone_from(v);
-        } else {
-            bus_config = bus_config.with_client_setting(k, v);
-        }
-    }
+    let bus_config = bus_config(&settings);
     assert_ne!(
         bus_config.bootstrap_servers, broker.bootstrap,
         "the secure listener is not the plaintext one"
     );
-    let bus = Bus::new(bus_config, scene.registry.clone()).expect("bus");
+    let bus = Bus::connect(bus_config, scene.registry.clone(), Duration::from_secs(60))
+        .await
+        .expect("the bus is let in");
     let services = start_services(&bus).expect("services");
     let collector = Collector::start(&broker.bootstrap).expect("collector");
 
@@ -203,6 +212,40 @@ async fn a_wrong_scram_password_stops_choreo_run_with_one_line_naming_mechanism_
         "{line}"
     );
     assert_no_secret(&log, &[WRONG]);
+}
+
+/// A service's bus with a wrong password: `Bus::connect` refuses it at once with one line that
+/// says the SASL login failed, naming the mechanism and the user and never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_scram_password_refuses_bus_connect_with_one_line_naming_mechanism_and_user() {
+    const WRONG: &str = "wrong-password-Kb8vR";
+    let broker = shared_secure_broker().await.expect("a secure broker");
+    let scene = Scene::new().await;
+    let settings = with(
+        &broker.scram_settings(SCRAM_USER).expect("settings"),
+        "sasl.password",
+        WRONG,
+    );
+    let refused = Bus::connect(
+        bus_config(&settings),
+        scene.registry.clone(),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect_err("a wrong password is refused");
+    let line = refused.to_string();
+    assert!(
+        matches!(refused, BusError::Refused(Refused::Authentication { .. })),
+        "{line}"
+    );
+    assert!(
+        line.contains("authentication failed")
+            && line.contains("SCRAM-SHA-512")
+            && line.contains(SCRAM_USER.0)
+            && !line.contains(WRONG)
+            && !line.contains('\n'),
+        "{line}"
+    );
 }
 
 /// An ACL denies the principal the coordinator's consumer group: one line naming the principal

@@ -592,7 +592,12 @@ async fn demo_only(config: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<()
         None => Catalog::reference(),
     };
     let registry = registry_of(&cfg, &catalog).await?;
-    let bus = Bus::new(cfg.kafka.bus_config("/choreo/demo"), registry)?;
+    let bus = Bus::connect(
+        cfg.kafka.bus_config("/choreo/demo"),
+        registry,
+        cfg.coordinator.kafka_timeout,
+    )
+    .await?;
     println!(
         "choreo demo: order, payment, inventory and shipping services on {} ({} orders/s)",
         cfg.kafka.bootstrap_servers, opts.orders_per_second
