@@ -124,7 +124,13 @@ fn with(settings: &[(String, String)], key: &str, value: &str) -> Vec<(String, S
 /// Starts `choreo run` with `cfg` and waits for it to stop by itself: its one `choreo:` line
 /// (the error it exits with) and its whole log. Fails when it exits 0 or keeps running.
 async fn refused_start(cfg: &ReplicaConfig, instance: &str) -> (String, String) {
-    let mut replica = Replica::start(cfg, instance).await.expect("starts");
+    let replica = Replica::start(cfg, instance).await.expect("starts");
+    stopped_by_itself(replica, instance).await
+}
+
+/// Waits for `replica` to stop by itself: its one `choreo:` line and its whole log. Fails when
+/// it exits 0 or keeps running.
+async fn stopped_by_itself(mut replica: Replica, instance: &str) -> (String, String) {
     let status = replica
         .wait_exit(Duration::from_secs(120))
         .await
@@ -292,6 +298,44 @@ async fn an_acl_denying_a_saga_topic_stops_choreo_run_with_one_line_naming_it() 
         line.contains(&format!("User:{}", SCRAM_RESTRICTED_USER.0))
             && line.contains(&format!("topic {changelog}"))
             && line.contains("TOPIC_AUTHORIZATION_FAILED"),
+        "{line}"
+    );
+    assert_no_secret(&log, &[]);
+}
+
+/// An ACL denying the coordinator's consumer group, added while `choreo run` is running and
+/// orders are coming in: the replica stops with one line naming the principal and the group,
+/// rather than retrying its batches (or fetching nothing) forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_acl_denying_the_group_added_while_running_stops_choreo_run_with_one_line_naming_it() {
+    let broker = shared_secure_broker().await.expect("a secure broker");
+    let scene = Scene::new().await;
+    let settings = broker
+        .scram_settings(SCRAM_RESTRICTED_USER)
+        .expect("settings");
+    let cfg = scene.replica(broker, &settings, KAFKA_DEBUG);
+    let mut replica = Replica::start(&cfg, "late-acl").await.expect("starts");
+    replica
+        .wait_ready(Duration::from_secs(120))
+        .await
+        .expect("ready before the ACL");
+    broker
+        .deny(SCRAM_RESTRICTED_USER.0, &["--group", &cfg.group])
+        .await
+        .expect("ACL");
+    let bus = Bus::connect(
+        bus_config(&broker.scram_settings(SCRAM_USER).expect("settings")),
+        scene.registry.clone(),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("bus");
+    drive(bus, plan(4), 0).await.expect("orders published");
+    let (line, log) = stopped_by_itself(replica, "late-acl").await;
+    assert!(
+        line.contains(&format!("User:{}", SCRAM_RESTRICTED_USER.0))
+            && line.contains(&format!("consumer group {}", cfg.group))
+            && line.contains("GROUP_AUTHORIZATION_FAILED"),
         "{line}"
     );
     assert_no_secret(&log, &[]);

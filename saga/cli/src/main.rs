@@ -381,8 +381,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let _ = ingest_task.await;
     let result = services.coordinator.shutdown().await;
     println!("final saga counts: {summary}");
-    if let Some(Err(e)) = coordinator_failed {
-        return Err(e);
+    if let Some(Err(stopped)) = coordinator_failed {
+        result?;
+        return Err(stopped);
     }
     result.map_err(Into::into)
 }
@@ -411,7 +412,7 @@ async fn wait_coordinator(services: &Services) -> anyhow::Result<()> {
     while !services.coordinator.is_finished() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    anyhow::bail!("the coordinator stopped unexpectedly (see the log above)")
+    anyhow::bail!("the coordinator stopped without saying why (see the log above)")
 }
 
 async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
@@ -489,8 +490,11 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         let _ = task.await;
     }
     let result = services.coordinator.shutdown().await;
-    if let Some(Err(e)) = failed {
-        return Err(e);
+    if let Some(Err(stopped)) = failed {
+        // The coordinator's own error says why it stopped; the generic line only when it
+        // ended without one.
+        result?;
+        return Err(stopped);
     }
     result.map_err(Into::into)
 }

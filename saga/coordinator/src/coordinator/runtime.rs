@@ -326,6 +326,13 @@ impl Runtime {
             tracing::warn!(error = %e, "consumer error");
             return;
         };
+        self.denied = Some(self.denial(code));
+    }
+
+    /// An ACL denies the coordinator its consumer group (`GROUP_AUTHORIZATION_FAILED`) or an
+    /// input topic: the error it stops with, naming the principal and the resource (retrying
+    /// cannot change an ACL).
+    pub(crate) fn denial(&self, code: rdkafka::types::RDKafkaErrorCode) -> CoordinatorError {
         let resource = if code == rdkafka::types::RDKafkaErrorCode::GroupAuthorizationFailed {
             format!("consumer group {}", self.opts.group_id)
         } else {
@@ -339,7 +346,7 @@ impl Runtime {
             code,
             "the coordinator needs Describe and Read on its group and on its input topics",
         );
-        self.denied = Some(choreo_bus::BusError::from(refused).into());
+        choreo_bus::BusError::from(refused).into()
     }
 
     /// The committed offsets of every input topic's `partitions`, once they are stable (a

@@ -69,8 +69,14 @@ impl Runtime {
             self.commit()?;
         } else if offsets.count() > 0 {
             let consumer = &self.consumer;
-            tokio::task::block_in_place(|| consumer.commit(&offsets, CommitMode::Sync))
-                .map_err(|e| BatchError::Retry(format!("offset commit: {e}")))?;
+            tokio::task::block_in_place(|| consumer.commit(&offsets, CommitMode::Sync)).map_err(
+                |e| match e.rdkafka_error_code() {
+                    Some(RDKafkaErrorCode::GroupAuthorizationFailed) => {
+                        BatchError::Fatal(self.denial(RDKafkaErrorCode::GroupAuthorizationFailed))
+                    }
+                    _ => BatchError::Retry(format!("offset commit: {e}")),
+                },
+            )?;
         }
         metrics::histogram!(m::TRANSACTION_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::histogram!(m::BATCH_RECORDS).record(batch.len() as f64);
@@ -173,6 +179,14 @@ impl Runtime {
                 .ok_or_else(|| BatchError::Retry("no group metadata yet".into()))?;
             self.block(|p, t| p.send_offsets_to_transaction(&tpl, &cgm, t))
                 .map_err(|e| {
+                    // An ACL added while running denies the group its offsets: stop with
+                    // the line that names it, as at start-up (retrying cannot change it).
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::GroupAuthorizationFailed)
+                    {
+                        return BatchError::Fatal(
+                            self.denial(RDKafkaErrorCode::GroupAuthorizationFailed),
+                        );
+                    }
                     if is_stale_generation(&e) {
                         tracing::warn!(error = %e, "commit fenced by the group: this replica's generation is stale (its partitions went to another replica while it was stalled); the batch is aborted and nothing of it is visible");
                     }
