@@ -207,6 +207,7 @@ async fn saga_phase(setup: &Setup, args: &LoadgenArgs) -> anyhow::Result<Figures
     let specs = opts.required_topics()?;
     create_topics(setup.embedded.as_ref(), &client, &specs, setup.timeout).await?;
     opts.create_topics = false;
+    opts.embedded_broker = setup.embedded.is_some();
     if setup.embedded.is_none() {
         let inputs: Vec<String> = opts.input_topics()?.into_iter().collect();
         let (c, g, t) = (client.clone(), opts.group_id.clone(), setup.timeout);
