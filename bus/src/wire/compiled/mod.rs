@@ -1,0 +1,115 @@
+//! The compiled Avro codec: Avro binary straight to and from serde, with no generic value in
+//! between.
+//!
+//! An [`Encoder`] is compiled once per schema, a [`Decoder`] once per (writer schema, reader
+//! schema) pair ([`plan`]); each record then pays only for its bytes. Decoding resolves the
+//! writer's data to the reader's schema as the Avro specification has it — reader fields the
+//! writer lacks get their defaults, writer fields the reader lacks are skipped by type, numbers
+//! are promoted, `string` and `bytes` read as each other, enum symbols are mapped by name (to the
+//! reader's default symbol when unknown), unions are resolved on either side, logical types are
+//! read as their underlying type — and the Rust type's name never has to match the record's.
+//! Encoding writes what apache-avro writes for the same value and schema.
+//!
+//! Every input is checked ([`input`]): a body that ends early is
+//! [`DecodeError::Truncated`], bytes left over, a bad length, union or enum index, or invalid
+//! UTF-8 are [`DecodeError::Malformed`]; nothing is allocated by a length before it is checked
+//! against [`super::codec::MAX_AVRO_ALLOCATION`].
+
+mod de;
+mod defaults;
+mod input;
+mod plan;
+mod ser;
+#[cfg(test)]
+mod tests;
+
+use apache_avro::Schema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use ser::EncodeError;
+
+use crate::error::DecodeError;
+
+impl serde::de::Error for DecodeError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        DecodeError::Malformed(msg.to_string())
+    }
+}
+
+/// Writes values of one schema as Avro binary.
+#[derive(Debug)]
+pub struct Encoder {
+    plan: plan::WritePlan,
+}
+
+impl Encoder {
+    /// Compiles `schema` (a schema whose names or defaults do not resolve is an error).
+    pub fn new(schema: &Schema) -> Result<Self, EncodeError> {
+        plan::write_plan(schema)
+            .map(|plan| Encoder { plan })
+            .map_err(EncodeError)
+    }
+
+    /// Appends `value`'s Avro body to `out` (on an error, `out` may hold part of it).
+    pub fn encode_into<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        value.serialize(ser::Ser {
+            plan: &self.plan,
+            node: &self.plan.root,
+            out,
+        })
+    }
+
+    /// `value`'s Avro body.
+    pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::with_capacity(128);
+        self.encode_into(value, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Reads Avro bodies written with one schema as values of another (or the same).
+#[derive(Debug)]
+pub struct Decoder {
+    plan: plan::ReadPlan,
+}
+
+impl Decoder {
+    /// Compiles `writer` resolved against `reader`. A schema whose names or defaults do not
+    /// resolve is an error; data the reader cannot take (say, a writer field of another type)
+    /// is an error of each record that has it.
+    pub fn new(writer: &Schema, reader: &Schema) -> Result<Self, DecodeError> {
+        plan::read_plan(writer, reader)
+            .map(|plan| Decoder { plan })
+            .map_err(DecodeError::Malformed)
+    }
+
+    /// Reads the whole of `body` into `T`, borrowing strings and bytes from it where `T` does.
+    pub fn decode<'de, T: serde::Deserialize<'de>>(
+        &self,
+        body: &'de [u8],
+    ) -> Result<T, DecodeError> {
+        let mut input = input::Input { rest: body };
+        let value = T::deserialize(de::De {
+            plan: &self.plan,
+            node: &self.plan.root,
+            input: &mut input,
+        })?;
+        if !input.rest.is_empty() {
+            return Err(DecodeError::Malformed(format!(
+                "{} bytes left over after the Avro body",
+                input.rest.len()
+            )));
+        }
+        Ok(value)
+    }
+
+    /// [`Decoder::decode`] into an owned `T`.
+    pub fn decode_owned<T: DeserializeOwned>(&self, body: &[u8]) -> Result<T, DecodeError> {
+        self.decode(body)
+    }
+}
