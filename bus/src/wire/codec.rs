@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::compiled::{EncodeError, Encoder};
 use super::framing::{frame, subject, unframe};
+pub use super::plan::same_schema;
 use super::plan::{Plans, read_whole};
 use crate::error::{BusError, DecodeError};
 
@@ -69,11 +70,7 @@ pub struct JsonEvent {
     pub data: serde_json::Value,
 }
 
-/// The most one Avro length prefix (a string, bytes or array) may claim: a record whose prefix
-/// claims more is malformed, refused before anything that large is allocated. (apache-avro's
-/// limit is process-wide and set once; its own default is 512 MiB, which one hostile record
-/// could make every reader allocate.) Kafka's default record limit is 1 MB.
-pub const MAX_AVRO_ALLOCATION: usize = 16 * 1024 * 1024;
+pub use super::compiled::MAX_AVRO_ALLOCATION;
 
 impl Codec {
     /// A codec over `registry` (wrapped in a cache).
@@ -370,11 +367,6 @@ pub fn decode_value(
         .build()
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;
     read_whole(&reader, body)
-}
-
-/// Whether two schemas describe the same data (same Parsing Canonical Form).
-pub fn same_schema(a: &Schema, b: &Schema) -> bool {
-    std::ptr::eq(a, b) || a.canonical_form() == b.canonical_form()
 }
 
 #[cfg(test)]

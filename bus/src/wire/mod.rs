@@ -14,6 +14,8 @@
 
 pub mod codec;
 pub mod compiled;
+#[cfg(test)]
+mod compiled_tests;
 pub mod envelope;
 pub mod framing;
 pub mod headers;

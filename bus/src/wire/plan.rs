@@ -16,7 +16,6 @@ use apache_avro::types::Value;
 use dashmap::DashMap;
 use std::any::TypeId;
 
-use super::codec::same_schema;
 use super::compiled::{Decoder, EncodeError, Encoder};
 use crate::error::DecodeError;
 
@@ -166,4 +165,9 @@ fn whole(rest: &[u8]) -> Result<(), DecodeError> {
             rest.len()
         )))
     }
+}
+
+/// Whether two schemas describe the same data (same Parsing Canonical Form).
+pub fn same_schema(a: &Schema, b: &Schema) -> bool {
+    std::ptr::eq(a, b) || a.canonical_form() == b.canonical_form()
 }

@@ -9,7 +9,7 @@
 
 use serde::de::{self, DeserializeSeed, Visitor};
 
-use super::defaults::DvDe;
+use super::default_de::{DvDe, byte_seq};
 use super::input::{Input, malformed};
 use super::plan::{Num, Read, ReadPlan, Skip, Step};
 use crate::error::DecodeError;
@@ -201,17 +201,6 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, 'de> {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char
         unit unit_struct tuple_struct map struct identifier
     }
-}
-
-/// Bytes handed to a sequence type, one `u8` each.
-pub(crate) fn byte_seq<'de, V: Visitor<'de>>(
-    b: &[u8],
-    visitor: V,
-) -> Result<V::Value, DecodeError> {
-    let mut seq = de::value::SeqDeserializer::<_, DecodeError>::new(b.iter().copied());
-    let value = visitor.visit_seq(&mut seq)?;
-    seq.end()?;
-    Ok(value)
 }
 
 /// An enum's symbol, by the writer's index.

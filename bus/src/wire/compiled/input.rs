@@ -6,7 +6,12 @@
 //! here: bytes and strings are borrowed from the body.
 
 use crate::error::DecodeError;
-use crate::wire::codec::MAX_AVRO_ALLOCATION;
+
+/// The most one Avro length prefix (a string, bytes or array) may claim: a record whose prefix
+/// claims more is malformed, refused before anything that large is allocated. (apache-avro's
+/// limit is process-wide and set once; its own default is 512 MiB, which one hostile record
+/// could make every reader allocate.) Kafka's default record limit is 1 MB.
+pub const MAX_AVRO_ALLOCATION: usize = 16 * 1024 * 1024;
 
 /// The unread rest of a body.
 pub(crate) struct Input<'de> {

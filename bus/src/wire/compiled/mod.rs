@@ -2,7 +2,7 @@
 //! between.
 //!
 //! An [`Encoder`] is compiled once per schema, a [`Decoder`] once per (writer schema, reader
-//! schema) pair ([`plan`]); each record then pays only for its bytes. Decoding resolves the
+//! schema) pair ([`compile`]); each record then pays only for its bytes. Decoding resolves the
 //! writer's data to the reader's schema as the Avro specification has it — reader fields the
 //! writer lacks get their defaults, writer fields the reader lacks are skipped by type, numbers
 //! are promoted, `string` and `bytes` read as each other, enum symbols are mapped by name (to the
@@ -15,19 +15,24 @@
 //! UTF-8 are [`DecodeError::Malformed`]; nothing is allocated by a length before it is checked
 //! against [`super::codec::MAX_AVRO_ALLOCATION`].
 
+mod compile;
 mod de;
+mod default_de;
 mod defaults;
 mod input;
+mod key;
+mod out;
 mod plan;
+mod schema;
 mod ser;
-#[cfg(test)]
-mod tests;
 
 use apache_avro::Schema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use ser::EncodeError;
+pub use input::MAX_AVRO_ALLOCATION;
+
+pub use out::EncodeError;
 
 use crate::error::DecodeError;
 
@@ -46,7 +51,7 @@ pub struct Encoder {
 impl Encoder {
     /// Compiles `schema` (a schema whose names or defaults do not resolve is an error).
     pub fn new(schema: &Schema) -> Result<Self, EncodeError> {
-        plan::write_plan(schema)
+        compile::write_plan(schema)
             .map(|plan| Encoder { plan })
             .map_err(EncodeError)
     }
@@ -83,7 +88,7 @@ impl Decoder {
     /// resolve is an error; data the reader cannot take (say, a writer field of another type)
     /// is an error of each record that has it.
     pub fn new(writer: &Schema, reader: &Schema) -> Result<Self, DecodeError> {
-        plan::read_plan(writer, reader)
+        compile::read_plan(writer, reader)
             .map(|plan| Decoder { plan })
             .map_err(DecodeError::Malformed)
     }

@@ -11,54 +11,9 @@
 
 use serde::ser::{self, Serialize};
 
-use super::defaults::Dv;
-use super::plan::{RecordWrite, UnionWrite, Write, WritePlan};
-
-/// Why a value could not be encoded with the schema.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncodeError(pub String);
-
-impl std::fmt::Display for EncodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for EncodeError {}
-
-impl ser::Error for EncodeError {
-    fn custom<T: std::fmt::Display>(msg: T) -> Self {
-        EncodeError(msg.to_string())
-    }
-}
-
-fn err<T>(msg: impl Into<String>) -> Result<T, EncodeError> {
-    Err(EncodeError(msg.into()))
-}
-
-/// Appends the zig-zag varint of `v`.
-#[inline]
-pub(crate) fn long(out: &mut Vec<u8>, v: i64) {
-    #[allow(clippy::cast_sign_loss)]
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        #[allow(clippy::cast_possible_truncation)]
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    #[allow(clippy::cast_possible_truncation)]
-    out.push(z as u8);
-}
-
-#[inline]
-fn bytes(out: &mut Vec<u8>, b: &[u8]) {
-    long(out, i64::try_from(b.len()).unwrap_or(i64::MAX));
-    out.extend_from_slice(b);
-}
-
-fn count(out: &mut Vec<u8>, n: usize) {
-    long(out, i64::try_from(n).unwrap_or(i64::MAX));
-}
+use super::key::Key;
+use super::out::{EncodeError, bytes, count, err, long};
+use super::plan::{RecordWrite, UnionWrite, Write, WritePlan, describe};
 
 /// The kinds of serde call a union branch is chosen by.
 #[derive(Clone, Copy, Debug)]
@@ -99,7 +54,7 @@ impl<'p, 'o> Ser<'p, 'o> {
     fn mismatch<T>(&self, what: &str) -> Result<T, EncodeError> {
         err(format!(
             "a {what} cannot be written as {}",
-            name(self.plan, self.node)
+            describe(self.plan, self.node)
         ))
     }
 
@@ -147,26 +102,6 @@ fn pick(plan: &WritePlan, u: &UnionWrite, kind: Kind<'_>) -> Option<u32> {
                 .or_else(|| first(&|b| matches!(b, Write::Record(_))))
                 .or_else(|| first(&|b| matches!(b, Write::Map(_))))
         }
-    }
-}
-
-/// A node's type, for errors.
-fn name(plan: &WritePlan, node: &Write) -> String {
-    match node {
-        Write::Null => "null".into(),
-        Write::Bool => "boolean".into(),
-        Write::Int => "int".into(),
-        Write::Long => "long".into(),
-        Write::Float => "float".into(),
-        Write::Double => "double".into(),
-        Write::Bytes => "bytes".into(),
-        Write::Str => "string".into(),
-        Write::Fixed(n) => format!("fixed of {n} bytes"),
-        Write::Enum(_) => "enum".into(),
-        Write::Array(_) => "array".into(),
-        Write::Map(_) => "map".into(),
-        Write::Union(_) => "union".into(),
-        Write::Record(i) => format!("record {}", plan.records[*i].name),
     }
 }
 
@@ -553,145 +488,6 @@ pub(crate) enum Entries<'p, 'o> {
     },
 }
 
-/// Takes a map key as text.
-struct Key;
-
-impl ser::Serializer for Key {
-    type Ok = String;
-    type Error = EncodeError;
-    type SerializeSeq = ser::Impossible<String, EncodeError>;
-    type SerializeTuple = ser::Impossible<String, EncodeError>;
-    type SerializeTupleStruct = ser::Impossible<String, EncodeError>;
-    type SerializeTupleVariant = ser::Impossible<String, EncodeError>;
-    type SerializeMap = ser::Impossible<String, EncodeError>;
-    type SerializeStruct = ser::Impossible<String, EncodeError>;
-    type SerializeStructVariant = ser::Impossible<String, EncodeError>;
-
-    fn serialize_str(self, v: &str) -> Result<String, EncodeError> {
-        Ok(v.to_owned())
-    }
-    fn serialize_char(self, v: char) -> Result<String, EncodeError> {
-        Ok(v.to_string())
-    }
-    fn serialize_unit_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        v: &'static str,
-    ) -> Result<String, EncodeError> {
-        Ok(v.to_owned())
-    }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        v: &T,
-    ) -> Result<String, EncodeError> {
-        v.serialize(self)
-    }
-    fn serialize_bool(self, _: bool) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_i8(self, _: i8) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_i16(self, _: i16) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_i32(self, _: i32) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_i64(self, _: i64) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_u8(self, _: u8) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_u16(self, _: u16) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_u32(self, _: u32) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_u64(self, _: u64) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_f32(self, _: f32) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_f64(self, _: f64) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_none(self) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_unit(self) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<String, EncodeError> {
-        key_err()
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, EncodeError> {
-        key_err()
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, EncodeError> {
-        key_err()
-    }
-    fn serialize_tuple_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleStruct, EncodeError> {
-        key_err()
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, EncodeError> {
-        key_err()
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, EncodeError> {
-        key_err()
-    }
-    fn serialize_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStruct, EncodeError> {
-        key_err()
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, EncodeError> {
-        key_err()
-    }
-}
-
-fn key_err<T>() -> Result<T, EncodeError> {
-    err("an Avro map key or field name is a string")
-}
-
 impl ser::SerializeMap for Entries<'_, '_> {
     type Ok = ();
     type Error = EncodeError;
@@ -858,59 +654,4 @@ impl ser::SerializeStructVariant for Fields<'_, '_> {
     fn end(self) -> Result<(), EncodeError> {
         self.finish()
     }
-}
-
-/// Writes a default value of `node` (at planning, for a field's default).
-pub(crate) fn write_value(
-    plan: &WritePlan,
-    node: &Write,
-    dv: &Dv,
-    out: &mut Vec<u8>,
-) -> Result<(), EncodeError> {
-    match (node, dv) {
-        (Write::Null, Dv::Null) => {}
-        (Write::Bool, Dv::Bool(b)) => out.push(u8::from(*b)),
-        (Write::Int, Dv::Int(i)) => long(out, i64::from(*i)),
-        (Write::Long, Dv::Long(i)) => long(out, *i),
-        (Write::Float, Dv::Float(f)) => out.extend_from_slice(&f.to_le_bytes()),
-        (Write::Double, Dv::Double(f)) => out.extend_from_slice(&f.to_le_bytes()),
-        (Write::Bytes, Dv::Bytes(b)) => bytes(out, b),
-        (Write::Fixed(_), Dv::Bytes(b)) => out.extend_from_slice(b),
-        (Write::Str, Dv::Str(s)) => bytes(out, s.as_bytes()),
-        (Write::Enum(_), Dv::Enum(i, _)) => long(out, i64::from(*i)),
-        (Write::Array(item), Dv::Array(items)) => {
-            if !items.is_empty() {
-                count(out, items.len());
-                for v in items {
-                    write_value(plan, item, v, out)?;
-                }
-            }
-            out.push(0);
-        }
-        (Write::Map(value), Dv::Map(entries)) => {
-            if !entries.is_empty() {
-                count(out, entries.len());
-                for (k, v) in entries {
-                    bytes(out, k.as_bytes());
-                    write_value(plan, value, v, out)?;
-                }
-            }
-            out.push(0);
-        }
-        (Write::Record(r), Dv::Record(fields)) => {
-            for (f, (_, v)) in plan.records[*r].fields.iter().zip(fields) {
-                write_value(plan, &f.plan, v, out)?;
-            }
-        }
-        (Write::Union(u), Dv::Union(i, v)) => {
-            let branch = u
-                .branches
-                .get(*i as usize)
-                .ok_or_else(|| EncodeError("a default's branch is not in the union".into()))?;
-            long(out, i64::from(*i));
-            write_value(plan, branch, v, out)?;
-        }
-        (node, _) => return err(format!("a default that is not a {}", name(plan, node))),
-    }
-    Ok(())
 }
