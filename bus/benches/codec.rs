@@ -98,7 +98,7 @@ fn order() -> OrderPlaced {
 /// What `Codec::encode` does once the schema id is known: the framing, then the body written by
 /// the type's compiled encoder.
 fn choreo_encode<T: Event>(encoder: &Encoder, event: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
+    let mut out = Vec::with_capacity(5 + encoder.capacity_hint());
     out.push(0);
     out.extend_from_slice(&SCHEMA_ID.to_be_bytes());
     encoder

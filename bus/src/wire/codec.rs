@@ -96,7 +96,7 @@ impl Codec {
             reason: e.to_string(),
         };
         let encoder = self.plans.encoder::<T>(T::schema()).map_err(encode_err)?;
-        let mut out = Vec::with_capacity(128);
+        let mut out = Vec::with_capacity(5 + encoder.capacity_hint());
         out.push(super::framing::MAGIC_BYTE);
         out.extend_from_slice(&id.to_be_bytes());
         encoder.encode_into(event, &mut out).map_err(encode_err)?;

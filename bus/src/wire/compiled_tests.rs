@@ -730,3 +730,37 @@ fn random_and_mutated_bodies_never_panic_and_agree_with_apache_avro_on_decoding(
         let _ = nodes.decode::<Node>(&body);
     }
 }
+
+#[test]
+fn a_body_nested_deeper_than_the_limit_is_malformed_not_a_stack_overflow() {
+    let node = schema(NODE);
+    let deep: Vec<u8> = [0u8, 2].repeat(100_000);
+    let r = compiled_read::<Node>(&node, &node, &deep);
+    assert!(
+        matches!(&r, Err(DecodeError::Malformed(m)) if m.contains("nested")),
+        "{r:?}"
+    );
+    // The same, skipped: a writer field the reader lacks.
+    let writer = schema(&format!(
+        r#"{{"type": "record", "name": "R", "fields": [{{"name": "n", "type": {NODE}}}]}}"#
+    ));
+    let reader = schema(r#"{"type": "record", "name": "R", "fields": []}"#);
+    #[derive(Debug, Deserialize)]
+    struct R {}
+    let r = compiled_read::<R>(&writer, &reader, &deep);
+    assert!(
+        matches!(&r, Err(DecodeError::Malformed(m)) if m.contains("nested")),
+        "{r:?}"
+    );
+    // And ignored by the Rust type.
+    let r = compiled_read::<R>(&writer, &writer, &deep);
+    assert!(
+        matches!(&r, Err(DecodeError::Malformed(m)) if m.contains("nested")),
+        "{r:?}"
+    );
+    // A list 100 deep is fine.
+    let mut ok = [0u8, 2].repeat(100);
+    ok.extend([0, 0, 0]);
+    ok.extend([0].repeat(100));
+    assert!(compiled_read::<Node>(&node, &node, &ok).is_ok());
+}

@@ -75,20 +75,33 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, 'de> {
             }
             Read::Fixed(n) => visitor.visit_borrowed_bytes(input.take(*n, "a fixed")?),
             Read::Enum(symbols) => visitor.visit_str(symbol(input, symbols)?),
-            Read::Array(item) => visitor.visit_seq(Block::new(self.plan, item, input)),
-            Read::Map(value) => visitor.visit_map(Block::new(self.plan, value, input)),
+            Read::Array(item) => {
+                input.enter()?;
+                let v = visitor.visit_seq(Block::new(self.plan, item, input));
+                self.input.leave();
+                v
+            }
+            Read::Map(value) => {
+                input.enter()?;
+                let v = visitor.visit_map(Block::new(self.plan, value, input));
+                self.input.leave();
+                v
+            }
             Read::Record(i) => {
                 let record = &self.plan.records[*i];
                 if let Some(why) = &record.fail {
                     return Err(malformed(why.as_ref()));
                 }
-                visitor.visit_map(Fields {
+                input.enter()?;
+                let v = visitor.visit_map(Fields {
                     plan: self.plan,
                     input,
                     steps: record.steps.iter(),
                     defaults: record.defaults.iter(),
                     next: Next::None,
-                })
+                });
+                self.input.leave();
+                v
             }
             Read::ReaderUnion { inner, .. } => self.at(inner).deserialize_any(visitor),
             Read::Fail(why) => Err(malformed(why.as_ref())),
@@ -425,6 +438,13 @@ impl<'de> de::MapAccess<'de> for Fields<'_, '_, 'de> {
 
 /// Skips a writer value the reader does not have.
 pub(crate) fn skip(plan: &ReadPlan, s: &Skip, input: &mut Input<'_>) -> Result<(), DecodeError> {
+    input.enter()?;
+    skip_in(plan, s, input)?;
+    input.leave();
+    Ok(())
+}
+
+fn skip_in(plan: &ReadPlan, s: &Skip, input: &mut Input<'_>) -> Result<(), DecodeError> {
     match s {
         Skip::Null => {}
         Skip::Bool => {
@@ -487,6 +507,13 @@ pub(crate) fn skip(plan: &ReadPlan, s: &Skip, input: &mut Input<'_>) -> Result<(
 
 /// Skips a value the reader has but the Rust type ignores (read as a writer value, checked).
 fn skip_read(plan: &ReadPlan, node: &Read, input: &mut Input<'_>) -> Result<(), DecodeError> {
+    input.enter()?;
+    skip_read_in(plan, node, input)?;
+    input.leave();
+    Ok(())
+}
+
+fn skip_read_in(plan: &ReadPlan, node: &Read, input: &mut Input<'_>) -> Result<(), DecodeError> {
     match node {
         Read::Null | Read::ReaderUnion { null: true, .. } => {}
         Read::Bool => skip(plan, &Skip::Bool, input)?,

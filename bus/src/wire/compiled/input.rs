@@ -13,9 +13,14 @@ use crate::error::DecodeError;
 /// could make every reader allocate.) Kafka's default record limit is 1 MB.
 pub const MAX_AVRO_ALLOCATION: usize = 16 * 1024 * 1024;
 
+/// How deep records, arrays, maps and unions may nest in one body (a recursive schema lets a
+/// body nest as deep as it is long; each level costs stack).
+pub(crate) const MAX_DEPTH: u32 = 128;
+
 /// The unread rest of a body.
 pub(crate) struct Input<'de> {
     pub(crate) rest: &'de [u8],
+    depth: u32,
 }
 
 fn truncated(what: &str) -> DecodeError {
@@ -27,6 +32,29 @@ pub(crate) fn malformed(msg: impl Into<String>) -> DecodeError {
 }
 
 impl<'de> Input<'de> {
+    pub(crate) fn new(body: &'de [u8]) -> Self {
+        Input {
+            rest: body,
+            depth: 0,
+        }
+    }
+
+    /// Goes one level deeper into nested values (malformed past [`MAX_DEPTH`]).
+    #[inline]
+    pub(crate) fn enter(&mut self) -> Result<(), DecodeError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(malformed(format!("values nested over {MAX_DEPTH} deep")));
+        }
+        Ok(())
+    }
+
+    /// Comes back from one level of [`Input::enter`].
+    #[inline]
+    pub(crate) fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
     /// The next `n` bytes (`what` names them in the error when the body is shorter).
     #[inline]
     pub(crate) fn take(&mut self, n: usize, what: &str) -> Result<&'de [u8], DecodeError> {

@@ -26,9 +26,10 @@ mod plan;
 mod schema;
 mod ser;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use apache_avro::Schema;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 pub use input::MAX_AVRO_ALLOCATION;
 
@@ -46,13 +47,18 @@ impl serde::de::Error for DecodeError {
 #[derive(Debug)]
 pub struct Encoder {
     plan: plan::WritePlan,
+    /// The longest body written so far: what an output is allocated with.
+    longest: AtomicUsize,
 }
 
 impl Encoder {
     /// Compiles `schema` (a schema whose names or defaults do not resolve is an error).
     pub fn new(schema: &Schema) -> Result<Self, EncodeError> {
         compile::write_plan(schema)
-            .map(|plan| Encoder { plan })
+            .map(|plan| Encoder {
+                plan,
+                longest: AtomicUsize::new(64),
+            })
             .map_err(EncodeError)
     }
 
@@ -62,16 +68,25 @@ impl Encoder {
         value: &T,
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
+        let start = out.len();
         value.serialize(ser::Ser {
             plan: &self.plan,
             node: &self.plan.root,
-            out,
-        })
+            out: &mut *out,
+        })?;
+        self.longest.fetch_max(out.len() - start, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The length of the longest body written so far (at least 64): a good capacity for the
+    /// next one's output.
+    pub fn capacity_hint(&self) -> usize {
+        self.longest.load(Ordering::Relaxed)
     }
 
     /// `value`'s Avro body.
     pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, EncodeError> {
-        let mut out = Vec::with_capacity(128);
+        let mut out = Vec::with_capacity(self.capacity_hint());
         self.encode_into(value, &mut out)?;
         Ok(out)
     }
@@ -98,7 +113,7 @@ impl Decoder {
         &self,
         body: &'de [u8],
     ) -> Result<T, DecodeError> {
-        let mut input = input::Input { rest: body };
+        let mut input = input::Input::new(body);
         let value = T::deserialize(de::De {
             plan: &self.plan,
             node: &self.plan.root,
@@ -111,10 +126,5 @@ impl Decoder {
             )));
         }
         Ok(value)
-    }
-
-    /// [`Decoder::decode`] into an owned `T`.
-    pub fn decode_owned<T: DeserializeOwned>(&self, body: &[u8]) -> Result<T, DecodeError> {
-        self.decode(body)
     }
 }

@@ -591,6 +591,9 @@ impl<'p, 'o> Fields<'p, 'o> {
 
     /// Writes the fields written aside whose turn has come.
     fn catch_up(&mut self) -> Result<(), EncodeError> {
+        if self.early.is_empty() {
+            return Ok(());
+        }
         while let Some(Some(buf)) = self.early.get_mut(self.next).map(Option::take) {
             self.out.extend_from_slice(&buf);
             self.next += 1;
