@@ -764,3 +764,38 @@ fn a_body_nested_deeper_than_the_limit_is_malformed_not_a_stack_overflow() {
     ok.extend([0].repeat(100));
     assert!(compiled_read::<Node>(&node, &node, &ok).is_ok());
 }
+
+#[test]
+fn a_default_that_does_not_fit_fails_only_the_values_that_need_it() {
+    // U+2713 is no byte: apache-avro's parser takes the schema, and so does the codec.
+    let s = schema(
+        r#"{"type": "record", "name": "R", "fields": [
+        {"name": "a", "type": "long"}, {"name": "b", "type": "bytes", "default": "✓"}]}"#,
+    );
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Full {
+        a: i64,
+        b: Vec<u8>,
+    }
+    #[derive(Serialize)]
+    struct OnlyA {
+        a: i64,
+    }
+    let encoder = Encoder::new(&s).expect("compiles");
+    assert!(
+        encoder
+            .encode(&OnlyA { a: 1 })
+            .is_err_and(|e| e.0.contains("no default"))
+    );
+    let writer =
+        schema(r#"{"type": "record", "name": "R", "fields": [{"name": "a", "type": "long"}]}"#);
+    let r = compiled_read::<Full>(&writer, &s, &[2]);
+    assert!(
+        matches!(&r, Err(DecodeError::Malformed(m)) if m.contains("default")),
+        "{r:?}"
+    );
+    assert_eq!(
+        compiled_read::<Full>(&s, &s, &[2, 2, 7]),
+        Ok(Full { a: 1, b: vec![7] })
+    );
+}

@@ -190,7 +190,7 @@ impl<'w, 'r> ReadCompiler<'w, 'r> {
                 .or_else(|| {
                     rr.fields
                         .iter()
-                        .position(|rf| rf.aliases.iter().any(|a| *a == wf.name))
+                        .position(|rf| rf.aliases.contains(&wf.name))
                 });
             match found {
                 Some(i) if !taken[i] => {
@@ -205,13 +205,21 @@ impl<'w, 'r> ReadCompiler<'w, 'r> {
             }
         }
         for (rf, _) in rr.fields.iter().zip(&taken).filter(|(_, t)| !**t) {
+            // A default that does not fit its field fails the records that need it, not the plan.
             match &rf.default {
-                Some(json) => {
-                    let dv = from_json(json, &rf.schema, &self.r).map_err(|e| {
-                        format!("the default of field {} of {}: {e}", rf.name, rr.name)
-                    })?;
-                    plan.defaults.push((rf.name.as_str().into(), dv));
-                }
+                Some(json) => match from_json(json, &rf.schema, &self.r) {
+                    Ok(dv) => plan.defaults.push((rf.name.as_str().into(), dv)),
+                    Err(e) => {
+                        plan.fail = Some(
+                            format!(
+                                "the writer lacks field {} of {} and its default does not fit \
+                                 it: {e}",
+                                rf.name, rr.name
+                            )
+                            .into(),
+                        );
+                    }
+                },
                 None => {
                     plan.fail = Some(
                         format!(
@@ -291,9 +299,10 @@ pub(crate) fn write_plan(schema: &Schema) -> Result<WritePlan, String> {
     for (record, field, dv) in defaults {
         let mut out = Vec::new();
         let node = &plan.records[record].fields[field].plan;
-        write_value(&plan, node, &dv, &mut out)
-            .map_err(|e| format!("a default does not fit its field: {e}"))?;
-        plan.records[record].fields[field].default = Some(out.into());
+        // A default that does not fit is no default: only a value without the field fails.
+        if write_value(&plan, node, &dv, &mut out).is_ok() {
+            plan.records[record].fields[field].default = Some(out.into());
+        }
     }
     Ok(plan)
 }
@@ -349,10 +358,11 @@ impl<'s> WriteCompiler<'s, '_> {
                 self.record_index.insert(key, index);
                 let mut fields = Vec::with_capacity(r.fields.len());
                 for (i, f) in r.fields.iter().enumerate() {
-                    if let Some(json) = &f.default {
-                        let dv = from_json(json, &f.schema, self.names).map_err(|e| {
-                            format!("the default of field {} of {}: {e}", f.name, r.name)
-                        })?;
+                    if let Some(Ok(dv)) = f
+                        .default
+                        .as_ref()
+                        .map(|json| from_json(json, &f.schema, self.names))
+                    {
                         self.defaults.push((index, i, dv));
                     }
                     fields.push(FieldWrite {
