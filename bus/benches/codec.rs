@@ -7,13 +7,20 @@
 //!
 //! Groups are `<event>/<operation>`, each with a `choreo` and a `serde_json` function, so the
 //! report reads side by side. The choreo figures are the per-record codec work of the hot path
-//! (the registry lookup is cached and not included): `encode_body` + `frame` to encode,
-//! `unframe` + `Codec::decode_framed` (the bus's and the coordinator's path, its reader planned
-//! once per writer schema) to decode. `OrderPlaced/decode` also has `choreo v1→v2`: a v1 body
-//! resolved into the v2 type (the default `channel` filled in), through the same path, against
-//! which `choreo` is the same-version baseline; and `decode_body v1→v2`, the free function that
-//! plans nothing (a reader and a schema comparison per call).
-//! `<event>/choreo breakdown` splits choreo's figures into the Avro library's steps.
+//! (the registry lookup is cached and not included): the type's compiled `Encoder` (as
+//! `Codec::encode` keeps it) writing behind the framing to encode, `unframe` +
+//! `Codec::decode_framed` (the bus's and the coordinator's typed path, its decoder compiled once
+//! per writer schema and type) to decode; `<event>/encode+decode` is one of each.
+//! `OrderPlaced/decode` also has `choreo v1→v2`: a v1 body resolved into the v2 type (the default
+//! `channel` filled in), through the same path, against which `choreo` is the same-version
+//! baseline; and `compile + decode v1→v2`, a decoder compiled for the one call.
+//! `<event>/choreo breakdown` has the steps of the compiled codec (compiling, encoding, decoding)
+//! and, for comparison, those of apache-avro's generic path the codec used before (a writer or
+//! reader per call, a generic `Value`, `Value::resolve`, `from_value`).
+//!
+//! At the end the run prints the ratios the issue sets targets for, each timed in this run
+//! (interleaved, best of several batches): choreo's encode+decode against serde_json's, and the
+//! v1→v2 decode against the same-version decode.
 
 use std::hint::black_box;
 
@@ -21,8 +28,10 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use choreo_bus::Event;
 use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
-use choreo_bus::wire::codec::{Codec, Framed, WriterSchema, decode_body, encode_body};
+use choreo_bus::wire::codec::{Codec, Framed, WriterSchema};
+use choreo_bus::wire::compiled::{Decoder, Encoder};
 use choreo_bus::wire::framing::{frame, unframe};
 use choreo_schemas::MemoryRegistry;
 use choreo_schemas::event::{LineItem, Money, OrderPlaced, OrderPlacedV1, PaymentAuthorized};
@@ -86,9 +95,16 @@ fn order() -> OrderPlaced {
     }
 }
 
-fn choreo_encode<T: Event>(event: &T) -> Vec<u8> {
-    let body = encode_body(T::schema(), event).expect("the event encodes with its schema");
-    frame(SCHEMA_ID, &body)
+/// What `Codec::encode` does once the schema id is known: the framing, then the body written by
+/// the type's compiled encoder.
+fn choreo_encode<T: Event>(encoder: &Encoder, event: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + encoder.capacity_hint());
+    out.push(0);
+    out.extend_from_slice(&SCHEMA_ID.to_be_bytes());
+    encoder
+        .encode_into(event, &mut out)
+        .expect("the event encodes with its schema");
+    out
 }
 
 /// The writer schema of each id, as the registry cache holds it.
@@ -116,7 +132,8 @@ fn bench_event<T: Event + Serialize + DeserializeOwned + PartialEq + std::fmt::D
     name: &str,
     event: &T,
 ) {
-    let avro = choreo_encode(event);
+    let encoder = Encoder::new(T::schema()).expect("the schema compiles");
+    let avro = choreo_encode(&encoder, event);
     let own = Arc::new(T::schema().clone());
     let json = serde_json::to_vec(event).expect("serde_json encodes");
     assert_eq!(&choreo_decode::<T>(&avro, &own), event, "choreo round trip");
@@ -133,7 +150,9 @@ fn bench_event<T: Event + Serialize + DeserializeOwned + PartialEq + std::fmt::D
 
     let mut g = c.benchmark_group(format!("{name}/encode"));
     g.throughput(Throughput::Elements(1));
-    g.bench_function("choreo", |b| b.iter(|| choreo_encode(black_box(event))));
+    g.bench_function("choreo", |b| {
+        b.iter(|| choreo_encode(&encoder, black_box(event)))
+    });
     g.bench_function("serde_json", |b| {
         b.iter(|| serde_json::to_vec(black_box(event)).expect("serde_json encodes"));
     });
@@ -150,27 +169,56 @@ fn bench_event<T: Event + Serialize + DeserializeOwned + PartialEq + std::fmt::D
     if name == "OrderPlaced" {
         // A v1 producer's bytes read by a v2 consumer: schema resolution fills `channel`.
         let v1_schema = Arc::new(OrderPlacedV1::schema().clone());
-        let body = encode_body(OrderPlacedV1::schema(), &order_v1()).expect("v1 encodes");
+        let v1_encoder = Encoder::new(OrderPlacedV1::schema()).expect("v1 compiles");
+        let body = v1_encoder.encode(&order_v1()).expect("v1 encodes");
         let v1 = frame(V1_SCHEMA_ID, &body);
         let planned = |value: &[u8]| choreo_decode::<OrderPlaced>(value, &v1_schema);
         let unplanned = |value: &[u8]| {
             let (_, body) = unframe(value).expect("a framed value");
-            decode_body::<OrderPlaced>(OrderPlacedV1::schema(), body).expect("v1 resolves to v2")
+            Decoder::new(OrderPlacedV1::schema(), OrderPlaced::schema())
+                .and_then(|d| d.decode::<OrderPlaced>(body))
+                .expect("v1 resolves to v2")
         };
         assert_eq!(planned(&v1).channel, "web", "v1→v2 fills the default");
         assert_eq!(unplanned(&v1), planned(&v1));
         println!("encoded size of OrderPlaced v1: choreo {} bytes", v1.len());
         g.bench_function("choreo v1→v2", |b| b.iter(|| planned(black_box(&v1))));
-        g.bench_function("decode_body v1→v2", |b| {
+        g.bench_function("compile + decode v1→v2", |b| {
             b.iter(|| unplanned(black_box(&v1)))
         });
+        g.finish();
+        ratio(
+            "OrderPlaced decode v1→v2 / same-version decode (target <= 1.2)",
+            ("v1→v2", &mut || drop(black_box(planned(black_box(&v1))))),
+            ("same version", &mut || {
+                drop(black_box(choreo_decode::<T>(black_box(&avro), &own)))
+            }),
+        );
+    } else {
+        g.finish();
     }
-    g.finish();
 
-    // Where choreo's time goes: `encode_body`/`decode_body` build their Avro writer/reader (a
-    // `ResolvedSchema` per schema) on every call, decode to a generic `Value`, resolve it against
-    // the reader schema even when it is the writer's, then convert it to `T` through serde.
+    let mut g = c.benchmark_group(format!("{name}/encode+decode"));
+    g.throughput(Throughput::Elements(1));
+    let choreo_both = || choreo_decode::<T>(&choreo_encode(&encoder, black_box(event)), &own);
+    let json_both = || {
+        let bytes = serde_json::to_vec(black_box(event)).expect("serde_json encodes");
+        serde_json::from_slice::<T>(&bytes).expect("serde_json decodes")
+    };
+    g.bench_function("choreo", |b| b.iter(choreo_both));
+    g.bench_function("serde_json", |b| b.iter(json_both));
+    g.finish();
+    ratio(
+        &format!("{name} encode+decode: serde_json / choreo (target >= 3)"),
+        ("serde_json", &mut || drop(black_box(json_both()))),
+        ("choreo", &mut || drop(black_box(choreo_both()))),
+    );
+
+    // Where the time goes: the compiled codec's steps, then apache-avro's generic path (what the
+    // codec did before: a writer per encode call, a generic `Value` read, resolved against the
+    // reader schema, then converted to `T` through serde).
     let schema = T::schema();
+    let decoder = Decoder::new(schema, schema).expect("the schema compiles");
     let writer = GenericDatumWriter::builder(schema)
         .build()
         .expect("a writer");
@@ -185,6 +233,21 @@ fn bench_event<T: Event + Serialize + DeserializeOwned + PartialEq + std::fmt::D
     let value = reader.read_value(&mut &body[..]).expect("a value");
     let mut g = c.benchmark_group(format!("{name}/choreo breakdown"));
     g.throughput(Throughput::Elements(1));
+    g.bench_function("compiled: Encoder::new (once per type)", |b| {
+        b.iter(|| Encoder::new(black_box(schema)).expect("compiles"));
+    });
+    g.bench_function(
+        "compiled: Decoder::new (once per writer id and type)",
+        |b| {
+            b.iter(|| Decoder::new(black_box(schema), schema).expect("compiles"));
+        },
+    );
+    g.bench_function("compiled: Encoder::encode", |b| {
+        b.iter(|| encoder.encode(black_box(event)).expect("encodes"));
+    });
+    g.bench_function("compiled: Decoder::decode", |b| {
+        b.iter(|| decoder.decode::<T>(black_box(body)).expect("decodes"));
+    });
     g.bench_function("encode: writer setup", |b| {
         b.iter(|| {
             GenericDatumWriter::builder(black_box(schema))
@@ -220,6 +283,34 @@ fn bench_event<T: Event + Serialize + DeserializeOwned + PartialEq + std::fmt::D
         });
     });
     g.finish();
+}
+
+/// Prints how many times longer `top` takes than `bottom`, both timed here: interleaved batches,
+/// the best batch of each.
+fn ratio(what: &str, top: (&str, &mut dyn FnMut()), bottom: (&str, &mut dyn FnMut())) {
+    const BATCH: u32 = 20_000;
+    let time = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        for _ in 0..BATCH {
+            f();
+        }
+        start.elapsed() / BATCH
+    };
+    let (mut best_top, mut best_bottom) = (Duration::MAX, Duration::MAX);
+    for _ in 0..15 {
+        best_top = best_top.min(time(top.1));
+        best_bottom = best_bottom.min(time(bottom.1));
+    }
+    println!(
+        "ratio {what}: {:.2} ({} {} ns/op = {:.2} M/s, {} {} ns/op = {:.2} M/s)",
+        best_top.as_secs_f64() / best_bottom.as_secs_f64(),
+        top.0,
+        best_top.as_nanos(),
+        1e-6 / best_top.as_secs_f64(),
+        bottom.0,
+        best_bottom.as_nanos(),
+        1e-6 / best_bottom.as_secs_f64(),
+    );
 }
 
 fn codec(c: &mut Criterion) {

@@ -19,8 +19,10 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use choreo_schemas::{CachedRegistry, Catalog, Event, RegistryError, SchemaRegistry};
 use serde::Serialize;
 
+use super::compiled::{EncodeError, Encoder};
 use super::framing::{frame, subject, unframe};
-use super::plan::{Plans, ReaderKey, read_whole};
+pub use super::plan::same_schema;
+use super::plan::{Plans, read_whole};
 use crate::error::{BusError, DecodeError};
 
 /// Encodes and decodes event values against a schema registry.
@@ -68,11 +70,7 @@ pub struct JsonEvent {
     pub data: serde_json::Value,
 }
 
-/// The most one Avro length prefix (a string, bytes or array) may claim: a record whose prefix
-/// claims more is malformed, refused before anything that large is allocated. (apache-avro's
-/// limit is process-wide and set once; its own default is 512 MiB, which one hostile record
-/// could make every reader allocate.) Kafka's default record limit is 1 MB.
-pub const MAX_AVRO_ALLOCATION: usize = 16 * 1024 * 1024;
+pub use super::compiled::MAX_AVRO_ALLOCATION;
 
 impl Codec {
     /// A codec over `registry` (wrapped in a cache).
@@ -92,12 +90,17 @@ impl Codec {
     /// Encodes `event` for `topic`: registers its schema on first use, then frames the body.
     pub async fn encode<T: Event>(&self, topic: &str, event: &T) -> Result<Vec<u8>, BusError> {
         let id = self.id_for(topic, T::TYPE, T::schema_text()).await?;
-        let body = encode_body(T::schema(), event).map_err(|reason| BusError::Encode {
+        let encode_err = |e: EncodeError| BusError::Encode {
             event_type: T::TYPE.to_owned(),
             topic: topic.to_owned(),
-            reason,
-        })?;
-        Ok(frame(id, &body))
+            reason: e.to_string(),
+        };
+        let encoder = self.plans.encoder::<T>(T::schema()).map_err(encode_err)?;
+        let mut out = Vec::with_capacity(5 + encoder.capacity_hint());
+        out.push(super::framing::MAGIC_BYTE);
+        out.extend_from_slice(&id.to_be_bytes());
+        encoder.encode_into(event, &mut out).map_err(encode_err)?;
+        Ok(out)
     }
 
     /// Registers the catalog's latest schema of `event_type` for `topic` (once; what
@@ -203,16 +206,11 @@ impl Codec {
     }
 
     /// Decodes a value already [read](Self::read) into `T`, resolving the writer schema to
-    /// `T`'s unless it is the same (planned once per schema id and type, see [`super::plan`]).
+    /// `T`'s (compiled once per schema id and type, see [`super::compiled`]).
     pub fn decode_framed<T: Event>(&self, framed: &Framed<'_>) -> Result<T, DecodeError> {
         self.plans
-            .get(
-                framed.writer.id,
-                &framed.writer.schema,
-                ReaderKey::Type(T::TYPE),
-                T::schema(),
-            )?
-            .read::<T>(framed.body)
+            .decoder::<T>(framed.writer.id, &framed.writer.schema, T::schema())?
+            .decode(framed.body)
     }
 
     /// Decodes a framed value into `T`, resolving the writer schema to `T`'s.
@@ -271,10 +269,9 @@ impl Codec {
         };
         let data = self
             .plans
-            .get(
+            .latest(
                 framed.writer.id,
                 &framed.writer.schema,
-                ReaderKey::Latest,
                 &info.latest().schema,
             )
             .and_then(|p| p.read_value(framed.body))
@@ -349,11 +346,11 @@ impl Serialize for AvroJson<'_> {
     }
 }
 
-/// Writes `event` as an Avro body with `schema`.
+/// Writes `event` as an Avro body with `schema`, compiling an [`Encoder`] for this one call
+/// (for tools and tests; [`Codec::encode`] keeps one per type).
 pub fn encode_body<T: Serialize>(schema: &Schema, event: &T) -> Result<Vec<u8>, String> {
-    GenericDatumWriter::builder(schema)
-        .build()
-        .and_then(|w| w.write_ser_to_vec(event))
+    Encoder::new(schema)
+        .and_then(|e| e.encode(event))
         .map_err(|e| e.to_string())
 }
 
@@ -370,30 +367,6 @@ pub fn decode_value(
         .build()
         .map_err(|e| DecodeError::Malformed(e.to_string()))?;
     read_whole(&reader, body)
-}
-
-/// Whether two schemas describe the same data (same Parsing Canonical Form).
-pub fn same_schema(a: &Schema, b: &Schema) -> bool {
-    std::ptr::eq(a, b) || a.canonical_form() == b.canonical_form()
-}
-
-/// Reads an Avro body written with `writer` into `T`, resolving it to `T::schema()` unless
-/// `writer_is_reader` says they are the same (see [`same_schema`]; callers cache it per schema
-/// id).
-pub fn decode_body_with<T: Event>(
-    writer: &Schema,
-    writer_is_reader: bool,
-    body: &[u8],
-) -> Result<T, DecodeError> {
-    let reader = (!writer_is_reader).then(T::schema);
-    let value = decode_value(writer, reader, body)?;
-    apache_avro::from_value(&value).map_err(|e| DecodeError::Malformed(e.to_string()))
-}
-
-/// Reads an Avro body written with `writer` into `T` (resolved to `T::schema()` when it
-/// differs).
-pub fn decode_body<T: Event>(writer: &Schema, body: &[u8]) -> Result<T, DecodeError> {
-    decode_body_with::<T>(writer, same_schema(writer, T::schema()), body)
 }
 
 #[cfg(test)]

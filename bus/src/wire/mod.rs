@@ -3,7 +3,9 @@
 //! - [`framing`]: the Confluent framing of a value (magic byte, schema id, Avro body), without
 //!   I/O.
 //! - [`codec`]: Avro bodies against the schema registry, typed and JSON entry points, one cache.
-//! - `plan`: readers planned once per writer schema and reader (what the codec decodes with).
+//! - [`compiled`]: the compiled Avro codec, straight between Avro binary and serde (encoders per
+//!   schema, decoders per writer and reader schema).
+//! - `plan`: the codec's cache of compiled encoders and decoders, and of its JSON readers.
 //! - [`envelope`]: the CloudEvents Kafka binary headers, correlation and causation ids.
 //! - [`headers`]: a consumed record's headers, read without panicking on a name that is not
 //!   UTF-8.
@@ -11,6 +13,9 @@
 //! - [`partition`]: the partition a key goes to (the Java client's murmur2 partitioner).
 
 pub mod codec;
+pub mod compiled;
+#[cfg(test)]
+mod compiled_tests;
 pub mod envelope;
 pub mod framing;
 pub mod headers;

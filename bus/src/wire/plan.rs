@@ -1,15 +1,12 @@
-//! Readers planned once per writer schema and reader: the work of decoding that does not depend
-//! on the record — resolving the names of both schemas, deciding whether the writer's schema is
-//! the reader's — is done the first time a (writer id, reader) pair is met, and every later
-//! record pays only for reading its bytes (and, when the schemas differ, for resolving its
-//! value).
+//! Codecs planned once: for each writer schema id and reader, the decoder (typed: a compiled
+//! [`Decoder`] of the writer schema resolved against the Rust type's; JSON: apache-avro's reader,
+//! with the catalog's latest schema attached only when the writer's differs); for each Rust
+//! type, its compiled [`Encoder`]. The work that does not depend on the record is done the first
+//! time a pair is met, and every later record pays only for its bytes.
 //!
-//! A record written with the reader's own schema is read into a `Value` and converted; one
-//! written with another version is resolved to the reader's schema in between.
-//!
-//! The planned readers borrow their schemas for the life of the process: each writer schema
-//! (and each catalog reader schema it is resolved to) is copied once and kept, as the registry
-//! cache keeps it. That is bounded by the schemas the registry knows, not by the records read.
+//! The JSON readers borrow their schemas for the life of the process: each writer schema (and
+//! each catalog reader schema it is resolved to) is copied once and kept, as the registry cache
+//! keeps it. That is bounded by the schemas the registry knows, not by the records read.
 
 use std::sync::Arc;
 
@@ -17,21 +14,12 @@ use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use dashmap::DashMap;
-use serde::de::DeserializeOwned;
+use std::any::TypeId;
 
-use super::codec::same_schema;
+use super::compiled::{Decoder, EncodeError, Encoder};
 use crate::error::DecodeError;
 
-/// Which reader a record is decoded for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum ReaderKey {
-    /// A Rust event type, by its type name.
-    Type(&'static str),
-    /// The catalog's latest schema of the writer's type (JSON decoding).
-    Latest,
-}
-
-/// One planned reader: with the reader's schema attached only when the writer's differs.
+/// One planned JSON reader: with the reader's schema attached only when the writer's differs.
 pub(crate) struct Planned {
     reader: GenericDatumReader<'static>,
 }
@@ -42,23 +30,53 @@ impl std::fmt::Debug for Planned {
     }
 }
 
-/// The planned readers of one codec (shared by its clones).
+/// The planned codecs of one codec (shared by its clones).
 #[derive(Debug, Default)]
 pub(crate) struct Plans {
-    readers: DashMap<(u32, ReaderKey), Arc<Planned>>,
+    /// Per (writer schema id, Rust type): its compiled decoder.
+    decoders: DashMap<(u32, TypeId), Arc<Decoder>>,
+    /// Per Rust type: its compiled encoder.
+    encoders: DashMap<TypeId, Arc<Encoder>>,
+    /// Per writer schema id: its JSON reader against the catalog's latest schema of its type.
+    readers: DashMap<u32, Arc<Planned>>,
 }
 
 impl Plans {
-    /// The reader for records written with schema `writer_id` (`writer`) and read as `key`
-    /// (`reader`), planned on first use.
-    pub(crate) fn get(
+    /// The decoder of records written with schema `writer_id` (`writer`) into `T`, whose schema
+    /// is `reader`, compiled on first use.
+    pub(crate) fn decoder<T: 'static>(
         &self,
         writer_id: u32,
         writer: &Schema,
-        key: ReaderKey,
+        reader: &Schema,
+    ) -> Result<Arc<Decoder>, DecodeError> {
+        let key = (writer_id, TypeId::of::<T>());
+        if let Some(d) = self.decoders.get(&key) {
+            return Ok(Arc::clone(&d));
+        }
+        let built = Arc::new(Decoder::new(writer, reader)?);
+        Ok(Arc::clone(&self.decoders.entry(key).or_insert(built)))
+    }
+
+    /// The encoder of `T`, whose schema is `schema`, compiled on first use.
+    pub(crate) fn encoder<T: 'static>(&self, schema: &Schema) -> Result<Arc<Encoder>, EncodeError> {
+        let key = TypeId::of::<T>();
+        if let Some(e) = self.encoders.get(&key) {
+            return Ok(Arc::clone(&e));
+        }
+        let built = Arc::new(Encoder::new(schema)?);
+        Ok(Arc::clone(&self.encoders.entry(key).or_insert(built)))
+    }
+
+    /// The JSON reader of records written with schema `writer_id` (`writer`) and read as the
+    /// catalog's latest schema of their type (`reader`), planned on first use.
+    pub(crate) fn latest(
+        &self,
+        writer_id: u32,
+        writer: &Schema,
         reader: &Schema,
     ) -> Result<Arc<Planned>, DecodeError> {
-        if let Some(p) = self.readers.get(&(writer_id, key)) {
+        if let Some(p) = self.readers.get(&writer_id) {
             return Ok(Arc::clone(&p));
         }
         let writer: &'static Schema = Box::leak(Box::new(writer.clone()));
@@ -75,20 +93,12 @@ impl Plans {
         });
         // Two threads planning the same pair at once each leak one copy; the first one kept wins.
         Ok(Arc::clone(
-            &self.readers.entry((writer_id, key)).or_insert(planned),
+            &self.readers.entry(writer_id).or_insert(planned),
         ))
     }
 }
 
 impl Planned {
-    /// Reads `body` into `T`. (Through a generic value: apache-avro's direct deserialiser
-    /// insists that the Rust type's name is the record's, which a type kept for an older
-    /// version, like `OrderPlacedV1`, is not.)
-    pub(crate) fn read<T: DeserializeOwned>(&self, body: &[u8]) -> Result<T, DecodeError> {
-        let value = self.read_value(body)?;
-        apache_avro::from_value(&value).map_err(|e| DecodeError::Malformed(e.to_string()))
-    }
-
     /// Reads `body` into a generic value of the reader's schema.
     pub(crate) fn read_value(&self, body: &[u8]) -> Result<Value, DecodeError> {
         read_whole(&self.reader, body)
@@ -155,4 +165,9 @@ fn whole(rest: &[u8]) -> Result<(), DecodeError> {
             rest.len()
         )))
     }
+}
+
+/// Whether two schemas describe the same data (same Parsing Canonical Form).
+pub fn same_schema(a: &Schema, b: &Schema) -> bool {
+    std::ptr::eq(a, b) || a.canonical_form() == b.canonical_form()
 }
