@@ -39,6 +39,8 @@ pub(crate) struct Plans {
     encoders: DashMap<TypeId, Arc<Encoder>>,
     /// Per writer schema id: its JSON reader against the catalog's latest schema of its type.
     readers: DashMap<u32, Arc<Planned>>,
+    /// Per (event type, catalog version): the compiled encoder of JSON data.
+    json_encoders: DashMap<(String, u32), Arc<Encoder>>,
 }
 
 impl Plans {
@@ -66,6 +68,22 @@ impl Plans {
         }
         let built = Arc::new(Encoder::new(schema)?);
         Ok(Arc::clone(&self.encoders.entry(key).or_insert(built)))
+    }
+
+    /// The compiled encoder of JSON data of `event_type` at catalog `version` (whose schema is
+    /// `schema`), compiled on first use.
+    pub(crate) fn json_encoder(
+        &self,
+        event_type: &str,
+        version: u32,
+        schema: &Schema,
+    ) -> Result<Arc<Encoder>, EncodeError> {
+        let key = (event_type.to_owned(), version);
+        if let Some(e) = self.json_encoders.get(&key) {
+            return Ok(Arc::clone(&e));
+        }
+        let built = Arc::new(Encoder::new(schema)?);
+        Ok(Arc::clone(&self.json_encoders.entry(key).or_insert(built)))
     }
 
     /// The JSON reader of records written with schema `writer_id` (`writer`) and read as the
