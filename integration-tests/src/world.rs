@@ -45,6 +45,18 @@ pub fn reader_config(bootstrap: &str) -> rdkafka::ClientConfig {
 }
 
 impl World {
+    /// A world on the project's own Apache Kafka, which has the SASL principals that ACLs
+    /// restrict (an external broker has none): the real tier's broker when it is that one,
+    /// else one started for the caller.
+    pub async fn own_apache_kafka() -> World {
+        match crate::broker::real_broker().await.expect("real broker") {
+            b if b.kind == BrokerKind::ApacheKafka => World::new(b).await.expect("world"),
+            _ => World::new(crate::broker::apache_kafka().await.expect("Apache Kafka"))
+                .await
+                .expect("world"),
+        }
+    }
+
     /// A world on the real tier's broker, with every saga topic created (`PARTITIONS` each).
     pub async fn real_with_saga_topics() -> World {
         let broker = crate::broker::real_broker()

@@ -680,7 +680,6 @@ fn record_names_need_not_match_rust_type_names() {
 
 /// A tiny xorshift generator: the same inputs every run.
 struct Rng(u64);
-
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
