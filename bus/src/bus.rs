@@ -97,6 +97,9 @@ impl Bus {
     /// did not sign the brokers' certificates, or brokers that cannot be reached is then one
     /// error at start-up ([`BusError::Refused`] names the mechanism and user, or the CA file,
     /// never a secret) instead of publishes that each wait out the delivery timeout.
+    ///
+    /// The check asks in steps of at most a second, so dropping the future (a shutdown signal
+    /// while the brokers cannot be reached) leaves at most one step running.
     pub async fn connect(
         config: BusConfig,
         registry: Arc<dyn SchemaRegistry>,
@@ -104,12 +107,23 @@ impl Bus {
     ) -> Result<Self, BusError> {
         let client = config.client_config();
         let bus = Self::new(config, registry)?;
-        tokio::task::spawn_blocking(move || {
-            crate::connect::MetadataClient::new(&client)?.fetch(None, timeout)
-        })
-        .await
-        .map_err(|e| BusError::Config(format!("the connection check stopped: {e}")))??;
-        Ok(bus)
+        let metadata = Arc::new(crate::connect::MetadataClient::new(&client)?);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let step = deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .min(std::time::Duration::from_secs(1));
+            let m = Arc::clone(&metadata);
+            let answer = tokio::task::spawn_blocking(move || m.fetch(None, step))
+                .await
+                .map_err(|e| BusError::Config(format!("the connection check stopped: {e}")))?;
+            match answer {
+                Ok(_) => return Ok(bus),
+                Err(refused @ BusError::Refused(_)) => return Err(refused),
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => {}
+            }
+        }
     }
 
     /// The configuration.

@@ -596,12 +596,15 @@ async fn demo_only(config: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<()
         None => Catalog::reference(),
     };
     let registry = registry_of(&cfg, &catalog).await?;
-    let bus = Bus::connect(
-        cfg.kafka.bus_config("/choreo/demo"),
-        registry,
-        cfg.coordinator.kafka_timeout,
-    )
-    .await?;
+    // A stop signal while the brokers cannot be reached ends the wait (and the demo) at once.
+    let bus = tokio::select! {
+        bus = Bus::connect(
+            cfg.kafka.bus_config("/choreo/demo"),
+            registry,
+            cfg.coordinator.kafka_timeout,
+        ) => bus?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
     println!(
         "choreo demo: order, payment, inventory and shipping services on {} ({} orders/s)",
         cfg.kafka.bootstrap_servers, opts.orders_per_second

@@ -131,15 +131,15 @@ fn demo_stops_on_sigterm_even_while_kafka_is_unreachable() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("choreo runs");
-    // Orders are being published (and held: nothing acknowledges them).
+    // It waits for the brokers (`Bus::connect` asks again for up to the Kafka timeout, 30 s).
     std::thread::sleep(std::time::Duration::from_secs(3));
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
-    // Its services drain for at most 5 s; an order held by the unreachable broker must not keep
-    // it (the producer would wait out its delivery timeout, 30 s).
+    // The signal ends the wait at once (and, once running, its services drain for at most 5 s:
+    // an order held by an unreachable broker must not keep it for the delivery timeout).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while child.try_wait().expect("waits").is_none() {
         if std::time::Instant::now() > deadline {
