@@ -14,6 +14,7 @@ let records = null;        // its records, as last fetched
 let graphs = new Map();    // "name/version" → graph
 let note = {saga: null, cls: "msg", text: ""};
 let reloadTimer = null;
+let recordsTimer = null;
 let recordsAt = 0;
 
 export function init(h) { hooks = h; }
@@ -29,12 +30,21 @@ export function refresh() {
   if (current) load(true);
 }
 
-// A live message naming this saga (or a reset): load it again, its records at most every 2 s.
+// A live message naming this saga (or a reset): load it again at once, and its records at most
+// every 2 s — but always once more after the last change, so that the records of a burst of
+// changes (an abort, then compensating, then compensated) are all shown in the end.
 export function onLive(m) {
   if (!current || !state) return;
   if (m.reset || m.left.includes(state.saga_id) || m.changed.some((s) => s.saga_id === state.saga_id)) {
     clearTimeout(reloadTimer);
-    reloadTimer = setTimeout(() => load(Date.now() - recordsAt > 2000), 100);
+    clearTimeout(recordsTimer);
+    const due = recordsAt + 2000 - Date.now();
+    if (due <= 100) {
+      reloadTimer = setTimeout(() => load(true), 100);
+    } else {
+      reloadTimer = setTimeout(() => load(false), 100);
+      recordsTimer = setTimeout(() => load(true), due);
+    }
   }
 }
 
