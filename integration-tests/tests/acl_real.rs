@@ -5,15 +5,24 @@
 
 use std::time::Duration;
 
-use choreo_integration_tests::process::Replica;
+use choreo_bus::Subscription;
+use choreo_integration_tests::process::{Replica, ReplicaConfig};
 use choreo_integration_tests::saga_scenarios::{Collector, Path, start_services};
 use choreo_integration_tests::world::{World, drive};
 
-/// A write ACL lifted while the replica runs: the batches refused by it were aborted and
-/// retried, and once writes to `shipping` are allowed again the same replica (no restart) sends
-/// the command and the saga completes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_write_acl_lifted_while_running_lets_the_same_replica_carry_the_saga_on() {
+/// A replica whose principal an ACL denies writes to `shipping`, and a happy order it has
+/// taken: the batch that emits its ShipmentRequested has been refused by the ACL (and is being
+/// retried) when this returns.
+struct Refused {
+    world: World,
+    cfg: ReplicaConfig,
+    services: Subscription,
+    collector: Collector,
+    replica: Replica,
+    order: String,
+}
+
+async fn a_happy_order_refused_by_the_shipping_acl(name: &str) -> Refused {
     let world = World::own_apache_kafka().await;
     let settings = world
         .broker
@@ -21,18 +30,21 @@ async fn a_write_acl_lifted_while_running_lets_the_same_replica_carry_the_saga_o
         .await
         .expect("a principal denied the shipping topic");
     // Effectively-once: an exactly-once replica first sweeps every output partition for
-    // transactions a predecessor left open, which a denied topic refuses at start-up.
+    // transactions a predecessor left open, which a denied topic refuses at start-up. Step
+    // deadlines (2 min) far beyond the tests' patience: only the command can finish the order.
     let mut cfg = world.replica_config("effectively_once", 120);
     cfg.use_client_settings(&settings);
     let bus = world.bus().expect("bus");
     let services = start_services(&bus).expect("services");
     let collector = Collector::start(&world.broker.bootstrap).expect("collector");
-    let mut replica = Replica::start(&cfg, "lifted-0").await.expect("replica");
+    let mut replica = Replica::start(&cfg, &format!("{name}-0"))
+        .await
+        .expect("replica");
     replica
         .wait_ready(Duration::from_secs(90))
         .await
         .expect("ready");
-    let order = "happy-lifted-1".to_owned();
+    let order = format!("happy-{name}-1");
     drive(bus.clone(), vec![(order.clone(), Path::Happy)], 0)
         .await
         .expect("published");
@@ -49,6 +61,29 @@ async fn a_write_acl_lifted_while_running_lets_the_same_replica_carry_the_saga_o
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Refused {
+        world,
+        cfg,
+        services,
+        collector,
+        replica,
+        order,
+    }
+}
+
+/// A write ACL lifted while the replica runs: the batches refused by it were aborted and
+/// retried, and once writes to `shipping` are allowed again the same replica (no restart) sends
+/// the command and the saga completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_acl_lifted_while_running_lets_the_same_replica_carry_the_saga_on() {
+    let Refused {
+        world,
+        services,
+        collector,
+        mut replica,
+        order,
+        ..
+    } = a_happy_order_refused_by_the_shipping_acl("lifted").await;
     assert!(
         collector
             .by_order()
@@ -86,41 +121,14 @@ async fn a_write_acl_lifted_while_running_lets_the_same_replica_carry_the_saga_o
 /// would sit until its shipping deadline, then be compensated.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn effectively_once_writes_no_state_before_the_events_it_records_are_durable() {
-    let world = World::own_apache_kafka().await;
-    let settings = world
-        .broker
-        .deny_writes("shipping")
-        .await
-        .expect("a principal denied the shipping topic");
-    // Step deadlines (2 min) far beyond the test's patience: only the command can finish it.
-    let mut cfg = world.replica_config("effectively_once", 120);
-    cfg.use_client_settings(&settings);
-    let bus = world.bus().expect("bus");
-    let services = start_services(&bus).expect("services");
-    let collector = Collector::start(&world.broker.bootstrap).expect("collector");
-    let mut replica = Replica::start(&cfg, "denied-0").await.expect("replica");
-    replica
-        .wait_ready(Duration::from_secs(90))
-        .await
-        .expect("ready");
-    let order = "happy-denied-1".to_owned();
-    drive(bus.clone(), vec![(order.clone(), Path::Happy)], 0)
-        .await
-        .expect("published");
-    // The batch that emits ShipmentRequested fails on the ACL (and is retried).
-    let started = std::time::Instant::now();
-    while !replica
-        .log_text()
-        .lines()
-        .any(|l| l.contains("batch aborted") && l.contains("TopicAuthorizationFailed"))
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "no batch refused by the ACL; log:\n{}",
-            replica.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let Refused {
+        world,
+        cfg,
+        services,
+        collector,
+        replica,
+        order,
+    } = a_happy_order_refused_by_the_shipping_acl("denied").await;
     replica.kill().await.expect("SIGKILL");
     world
         .broker
