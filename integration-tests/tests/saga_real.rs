@@ -680,3 +680,159 @@ async fn an_input_too_large_to_dead_letter_whole_does_not_stop_the_coordinator()
     services.shutdown().await.expect("services stop");
     coordinator.shutdown().await.expect("stops");
 }
+
+/// The release before the binary changelog format stored each saga state as JSON. A coordinator
+/// restores such a record, goes on with the saga from it, and writes the saga back in the binary
+/// format (`SagaState::encode`). Without the JSON reader the saga is not restored: the view never
+/// shows it, and the inputs after the restart find no saga.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_saga_stored_as_json_by_the_previous_release_is_restored_and_completes() {
+    use choreo_schemas::Event as _;
+    use choreo_schemas::event::{InventoryReserved, OrderPlaced, PaymentAuthorized};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    let world = real().await;
+    let env = env_for(&world, Guarantee::ExactlyOnce);
+    let bus = env.bus("/tests/driver").expect("bus");
+    let services = start_services(&bus).expect("services");
+    let collector = Collector::start(&world.broker.bootstrap).expect("collector");
+    let catalog = Catalog::reference();
+    let def = saga_scenarios::slow_order_saga(&catalog).expect("definition");
+    let mut opts = env.options(def.clone(), "json-0").expect("options");
+    opts.group_id = "json-upgrade".into();
+    let changelog = opts.changelog_topic();
+    let client = choreo_bus::BusConfig::new(&env.bootstrap).client_config();
+    choreo_coordinator::topics::ensure_topics(
+        &client,
+        &opts.required_topics().expect("topics"),
+        None,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("topics");
+
+    // The state the previous release committed: placed, payment authorized, inventory running.
+    let id = "json-1";
+    let now = choreo_saga::Millis(
+        u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_millis(),
+        )
+        .expect("ms"),
+    );
+    let mut state = choreo_saga::SagaState::new(&def, id, now);
+    let placed = saga_scenarios::order(id);
+    let paid = PaymentAuthorized {
+        order_id: id.into(),
+        payment_id: format!("pay-{id}"),
+        amount: placed.total.clone(),
+    };
+    for (n, (ty, data)) in [
+        (
+            OrderPlaced::TYPE,
+            serde_json::to_value(&placed).expect("json"),
+        ),
+        (
+            PaymentAuthorized::TYPE,
+            serde_json::to_value(&paid).expect("json"),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let input = choreo_saga::Input::Event(choreo_saga::Event {
+            id: format!("before-upgrade-{n}"),
+            event_type: ty.into(),
+            correlation_id: id.into(),
+            time: now,
+            data,
+        });
+        choreo_saga::apply(&def, &mut state, &input, now);
+    }
+    assert_eq!(state.status(), choreo_saga::Status::Running);
+    let json = state.to_json().expect("json");
+    assert_eq!(json.first(), Some(&b'{'));
+    let partition = choreo_bus::wire::partition::partition_of(id.as_bytes(), env.partitions);
+    let producer: FutureProducer = client.create().expect("producer");
+    producer
+        .send(
+            FutureRecord::to(&changelog)
+                .key(&state.saga_id)
+                .payload(&json)
+                .partition(partition),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("the old record is written");
+
+    let coordinator = choreo_coordinator::start(opts).await.expect("starts");
+    wait_for_saga(&coordinator, "order/json-1").await;
+    let restored = coordinator.view().get("order/json-1").expect("in the view");
+    assert_eq!(
+        restored.step("payment").map(|s| s.status),
+        Some(choreo_saga::StepStatus::Completed),
+        "restored from the JSON record, payment and all"
+    );
+    // Only the inventory is left; shipping follows, and the services answer it.
+    bus.publish(&InventoryReserved {
+        order_id: id.into(),
+        reservation_id: format!("res-{id}"),
+        items: vec![],
+    })
+    .await
+    .expect("inventory");
+    collector
+        .wait_terminal(&[id.to_owned()], Duration::from_secs(60))
+        .await
+        .expect("the saga completes");
+    let emitted = collector.by_order();
+    assert_eq!(
+        emitted.get(id).map(Vec::as_slice),
+        Some(
+            ["ShipmentRequested", "OrderConfirmed"]
+                .map(str::to_owned)
+                .as_slice()
+        ),
+        "after the restore it emitted what was left, once: {emitted:?}"
+    );
+    coordinator.shutdown().await.expect("stops");
+
+    // The saga's later records are in the binary format.
+    let reader: BaseConsumer = client
+        .clone()
+        .set("group.id", "json-upgrade-check")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&changelog, partition, Offset::Beginning)
+        .expect("tpl");
+    reader.assign(&tpl).expect("assign");
+    let mut values: Vec<Option<Vec<u8>>> = Vec::new();
+    loop {
+        match reader.poll(Duration::from_secs(10)) {
+            Some(Ok(m)) if m.key() == Some(state.saga_id.as_bytes()) => {
+                values.push(m.payload().map(<[u8]>::to_vec));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => break,
+            Some(Err(e)) => panic!("reading the changelog: {e}"),
+        }
+    }
+    assert!(values.len() >= 2, "{} records of the saga", values.len());
+    assert_eq!(values[0].as_deref().and_then(|v| v.first()), Some(&b'{'));
+    for v in values[1..].iter().flatten() {
+        assert!(
+            choreo_saga::SagaState::is_current_format(v),
+            "a later record is binary: {:?}",
+            &v[..v.len().min(8)]
+        );
+        choreo_saga::SagaState::decode(v).expect("decodes");
+    }
+    services.shutdown().await.expect("services stop");
+}

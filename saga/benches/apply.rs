@@ -85,9 +85,26 @@ fn bench(c: &mut Criterion) {
             black_box((s, out))
         });
     });
-    c.bench_function("serialize_running_state", |b| {
-        b.iter(|| black_box(running.to_json().expect("serializes")));
+    // The changelog value: the binary format against the JSON it replaced.
+    let mut g = c.benchmark_group("changelog_value");
+    let json = running.to_json().expect("serializes");
+    let binary = running.encode();
+    eprintln!(
+        "changelog value of the running state: {} B binary, {} B JSON",
+        binary.len(),
+        json.len()
+    );
+    g.bench_function("encode_binary", |b| b.iter(|| black_box(running.encode())));
+    g.bench_function("encode_json", |b| {
+        b.iter(|| black_box(running.to_json().expect("serializes")))
     });
+    g.bench_function("decode_binary", |b| {
+        b.iter(|| black_box(SagaState::decode(&binary).expect("decodes")))
+    });
+    g.bench_function("decode_json", |b| {
+        b.iter(|| black_box(SagaState::from_json(&json).expect("decodes")))
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

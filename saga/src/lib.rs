@@ -64,6 +64,7 @@ mod mapping;
 mod registry;
 pub mod replay;
 mod state;
+mod state_format;
 pub mod testing;
 mod time;
 
@@ -88,4 +89,5 @@ pub use state::{
     MAX_TIMELINE_TEXT_BYTES, PENDING_CAPACITY, SEEN_CAPACITY, SagaState, Status, StepState,
     StepStatus, TIMELINE_CAPACITY, Timeline, TimelineEntry, TimelineKind,
 };
+pub use state_format::{STATE_FORMAT, StateDecodeError};
 pub use time::{Deadline, DeadlineKind, Millis, format_duration, parse_duration};

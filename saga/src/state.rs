@@ -1,6 +1,8 @@
-//! The state of one saga instance: serde-serializable (stored as JSON in the coordinator's
-//! changelog), holding everything [`crate::apply`] needs — collected data, step progress,
-//! pending deadlines, the ids of inputs already seen, and a bounded timeline for operators.
+//! The state of one saga instance, holding everything [`crate::apply`] needs — collected data,
+//! step progress, pending deadlines, the ids of inputs already seen, and a bounded timeline for
+//! operators. The coordinator's changelog stores it in a compact binary format
+//! ([`SagaState::encode`], `state_format.rs`); it is also serde-serializable (the operator API's
+//! JSON, and the changelog's format before the binary one).
 //!
 //! # Size
 //!
@@ -509,12 +511,13 @@ impl SagaState {
         Ok(())
     }
 
-    /// Serializes to the JSON stored in the changelog.
+    /// Serializes to JSON (the operator API's form; the changelog's before [`SagaState::encode`]).
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(self)
     }
 
-    /// Reads a state back from its changelog JSON.
+    /// Reads a state back from JSON ([`SagaState::decode`] reads changelog values of either
+    /// format).
     pub fn from_json(bytes: &[u8]) -> Result<SagaState, serde_json::Error> {
         serde_json::from_slice(bytes)
     }

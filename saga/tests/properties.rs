@@ -413,6 +413,8 @@ fn check(case: &Case, run: &Run) -> Result<(), TestCaseError> {
     }
     let back = SagaState::from_json(&st.to_json().expect("json")).expect("parses");
     prop_assert_eq!(&back, st, "JSON round trip\n{}", ctx());
+    let back = SagaState::decode(&st.encode()).expect("decodes");
+    prop_assert_eq!(&back, st, "changelog (binary) round trip\n{}", ctx());
     Ok(())
 }
 

@@ -2,6 +2,9 @@
 //! every replica (whichever partitions it owns), so any replica answers any query.
 //!
 //! The changelog's tail (`coordinator/changelog.rs`) is the only writer; the operator API reads.
+//! Each saga is kept as its changelog value (the compact binary format of
+//! [`SagaState::encode`]) beside its [`SagaSummary`]: a listing reads the summaries, and a saga
+//! is decoded when it is asked for (or when a listing filters on its steps).
 //! What each read costs, whatever the number of sagas `n`:
 //!
 //! - **a listing** ([`SagaView::list`]) filters every saga once and keeps its page in a heap of
@@ -131,29 +134,37 @@ pub struct ListQuery {
 impl ListQuery {
     /// Whether `s` passes every filter (the cursor and the limit aside).
     pub fn matches(&self, s: &SagaState, now_ms: u64) -> bool {
+        self.matches_summary(&SagaSummary::from(s), now_ms)
+            && self.waiting_on.as_deref().is_none_or(|w| waits_on(s, w))
+    }
+
+    /// Whether `s` passes every filter read from a summary (all but `waiting_on`).
+    fn matches_summary(&self, s: &SagaSummary, now_ms: u64) -> bool {
         self.definition.as_deref().is_none_or(|d| s.definition == d)
             && self.version.is_none_or(|v| s.version == v)
             && self.status.is_none_or(|st| s.status == st)
             && self
                 .min_age_ms
-                .is_none_or(|a| now_ms.saturating_sub(s.created_at.0) >= a)
+                .is_none_or(|a| now_ms.saturating_sub(s.created_at) >= a)
             && self
                 .max_age_ms
-                .is_none_or(|a| now_ms.saturating_sub(s.created_at.0) <= a)
+                .is_none_or(|a| now_ms.saturating_sub(s.created_at) <= a)
             && self.stuck_ms.is_none_or(|a| {
                 !matches!(s.status, Status::Completed | Status::Compensated)
-                    && now_ms.saturating_sub(s.updated_at.0) >= a
-            })
-            && self.waiting_on.as_deref().is_none_or(|w| {
-                s.steps
-                    .iter()
-                    .any(|st| st.name == w && st.status == StepStatus::Running)
+                    && now_ms.saturating_sub(s.updated_at) >= a
             })
             && self
                 .search
                 .as_deref()
                 .is_none_or(|t| s.correlation_id.contains(t))
     }
+}
+
+/// Whether step `step` of `s` started and has no answer yet.
+fn waits_on(s: &SagaState, step: &str) -> bool {
+    s.steps
+        .iter()
+        .any(|st| st.name == step && st.status == StepStatus::Running)
 }
 
 /// One line of a listing.
@@ -212,12 +223,22 @@ pub struct Changes {
     pub reset: bool,
 }
 
+/// One saga in the view: its summary, and its changelog value.
+#[derive(Debug)]
+struct Viewed {
+    summary: SagaSummary,
+    value: Box<[u8]>,
+}
+
 /// A saga in a listing's heap, ordered as the listing is (the greatest is the last).
-struct Ranked(Arc<SagaState>);
+struct Ranked(Arc<Viewed>);
 
 impl Ranked {
     fn key(&self) -> (Reverse<u64>, &str) {
-        (Reverse(self.0.created_at.0), self.0.saga_id.as_str())
+        (
+            Reverse(self.0.summary.created_at),
+            self.0.summary.saga_id.as_str(),
+        )
     }
 }
 
@@ -238,6 +259,18 @@ impl Ord for Ranked {
     }
 }
 
+/// A viewed saga's state. Its value decoded when it came in, so this fails only on a bug: said,
+/// and the saga is then missing from the answer.
+fn decoded(viewed: &Viewed) -> Option<SagaState> {
+    match SagaState::decode(&viewed.value) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(saga_id = %viewed.summary.saga_id, error = %e, "a saga state in the operator view does not decode");
+            None
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Feed {
     /// The number of the latest change.
@@ -249,7 +282,7 @@ struct Feed {
 /// Every saga's latest committed state, by saga id.
 #[derive(Debug)]
 pub struct SagaView {
-    sagas: DashMap<String, Arc<SagaState>>,
+    sagas: DashMap<String, Arc<Viewed>>,
     /// Per definition, the number of sagas in each status (indexed like [`ALL_STATUSES`]).
     counts: Mutex<BTreeMap<String, [usize; ALL_STATUSES.len()]>>,
     feed: Mutex<Feed>,
@@ -277,16 +310,30 @@ impl SagaView {
 
     /// Records a state read from the changelog.
     pub fn upsert(&self, state: SagaState) {
+        let value = state.encode();
+        self.upsert_encoded(&state, value);
+    }
+
+    /// Adds or replaces a saga, given its changelog value too (`value` is `state.encode()`, or
+    /// the value `state` was decoded from).
+    pub fn upsert_encoded(&self, state: &SagaState, value: Vec<u8>) {
+        let summary = SagaSummary::from(state);
         let (id, definition, status) = (
-            state.saga_id.clone(),
-            state.definition.clone(),
-            state.status,
+            summary.saga_id.clone(),
+            summary.definition.clone(),
+            summary.status,
         );
-        let old = self.sagas.insert(id.clone(), Arc::new(state));
+        let old = self.sagas.insert(
+            id.clone(),
+            Arc::new(Viewed {
+                summary,
+                value: value.into_boxed_slice(),
+            }),
+        );
         {
             let mut counts = lock(&self.counts);
             if let Some(old) = &old {
-                Self::uncount(&mut counts, &old.definition, old.status);
+                Self::uncount(&mut counts, &old.summary.definition, old.summary.status);
             }
             counts.entry(definition).or_default()[slot(status)] += 1;
         }
@@ -296,7 +343,11 @@ impl SagaView {
     /// Forgets a saga (a changelog tombstone).
     pub fn remove(&self, saga_id: &str) {
         if let Some((_, old)) = self.sagas.remove(saga_id) {
-            Self::uncount(&mut lock(&self.counts), &old.definition, old.status);
+            Self::uncount(
+                &mut lock(&self.counts),
+                &old.summary.definition,
+                old.summary.status,
+            );
             self.record(saga_id.to_owned());
         }
     }
@@ -330,7 +381,8 @@ impl SagaView {
 
     /// One saga.
     pub fn get(&self, saga_id: &str) -> Option<Arc<SagaState>> {
-        self.sagas.get(saga_id).map(|s| Arc::clone(&s))
+        let viewed = self.sagas.get(saga_id).map(|s| Arc::clone(&s))?;
+        decoded(&viewed).map(Arc::new)
     }
 
     /// A page of the sagas matching `q`, newest first (then by saga id), after `q.before`.
@@ -341,11 +393,17 @@ impl SagaView {
         let (mut total, mut after_cursor) = (0usize, 0usize);
         let before = q.before.as_ref();
         for s in &self.sagas {
-            if !q.matches(s.value(), now_ms) {
+            let summary = &s.summary;
+            if !q.matches_summary(summary, now_ms) {
+                continue;
+            }
+            if let Some(step) = q.waiting_on.as_deref()
+                && !decoded(s.value()).is_some_and(|st| waits_on(&st, step))
+            {
                 continue;
             }
             total += 1;
-            let key = (Reverse(s.created_at.0), s.saga_id.as_str());
+            let key = (Reverse(summary.created_at), summary.saga_id.as_str());
             if before.is_some_and(|c| key <= c.key()) {
                 continue;
             }
@@ -361,7 +419,7 @@ impl SagaView {
         let sagas: Vec<SagaSummary> = heap
             .into_sorted_vec()
             .iter()
-            .map(|r| SagaSummary::from(r.0.as_ref()))
+            .map(|r| r.0.summary.clone())
             .collect();
         let next = (after_cursor > sagas.len())
             .then(|| sagas.last().map(Cursor::after))

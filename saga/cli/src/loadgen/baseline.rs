@@ -180,7 +180,7 @@ pub(super) async fn baseline_phase(setup: &Setup, args: &LoadgenArgs) -> anyhow:
         Arc::clone(&progress),
     ));
     let topics = &inputs;
-    let published = drive(n, args.concurrency, |i| {
+    let published = drive(n, args.concurrency, args.rate, |i| {
         let (key, r) = &records[i];
         async move {
             send_raw(bus, topics, key, &r[0]).await?;

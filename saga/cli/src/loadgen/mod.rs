@@ -100,6 +100,12 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     println!("  guarantee    {}", args.guarantee.name());
     println!("  broker       {broker}");
     println!("  concurrency  {} sagas in flight", args.concurrency);
+    if let Some(rate) = args.rate {
+        println!(
+            "  rate         {rate} sagas/s ({} input events/s)",
+            4.0 * rate
+        );
+    }
     println!(
         "  consumers    read_committed, fetch.wait.max.ms {}",
         setup.fetch_wait_max_ms.map_or_else(
@@ -264,7 +270,7 @@ async fn saga_phase(setup: &Setup, args: &LoadgenArgs) -> anyhow::Result<Figures
 
     let inputs: Vec<SagaInputs> = (0..n).map(|i| saga_inputs(&setup.run, i)).collect();
     let bus = &setup.bus;
-    let published = drive(n, args.concurrency, |i| {
+    let published = drive(n, args.concurrency, args.rate, |i| {
         let s = &inputs[i];
         async move {
             acked(bus, &s.placed).await?;

@@ -81,6 +81,11 @@ pub struct LoadgenArgs {
     /// `commit_transaction` then sleeps ~100 ms per transaction (see the module docs).
     #[arg(long)]
     pub baseline_commit_in_flight: bool,
+    /// Start sagas at this steady rate (sagas per second) in both phases, instead of as fast as
+    /// the window allows: the latency figures are then the decision latency at that rate (run
+    /// once without it for the maximum, then at half of it).
+    #[arg(long)]
+    pub rate: Option<f64>,
 }
 
 /// The four inputs of one saga.
@@ -180,11 +185,13 @@ pub(super) fn figures(
 }
 
 /// Publishes `n` keys, `concurrency` at a time; `publish(i)` returns when key `i`'s inputs are
-/// acknowledged, with the instant of its last acknowledgement. Returns the instant publishing
-/// started and every key's last acknowledgement.
+/// acknowledged, with the instant of its last acknowledgement. With a `rate` (keys per second),
+/// key `i` starts no earlier than `i / rate` seconds after the first. Returns the instant
+/// publishing started and every key's last acknowledgement.
 pub(super) async fn drive<F, Fut>(
     n: usize,
     concurrency: usize,
+    rate: Option<f64>,
     publish: F,
 ) -> anyhow::Result<(Instant, Vec<Instant>)>
 where
@@ -193,10 +200,17 @@ where
 {
     let started = Instant::now();
     let mut acks = vec![started; n];
+    let pace = rate.filter(|r| r.is_finite() && *r > 0.0);
     let mut stream = futures::stream::iter(0..n)
         .map(|i| {
-            let fut = publish(i);
-            async move { fut.await.map(|t| (i, t)) }
+            let at = pace.map(|r| started + Duration::from_secs_f64(i as f64 / r));
+            let publish = &publish;
+            async move {
+                if let Some(at) = at {
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                publish(i).await.map(|t| (i, t))
+            }
         })
         .buffer_unordered(concurrency.max(1));
     while let Some(r) = stream.next().await {

@@ -166,12 +166,13 @@ impl ChangelogReader {
         }
     }
 
-    /// The latest state of every saga of one changelog partition, read_committed, up to the
-    /// partition's end once no transaction is open on it.
+    /// The latest changelog value of every saga of one changelog partition, read_committed, up
+    /// to the partition's end once no transaction is open on it. Values are decoded by the
+    /// caller, each once: the ones a later record replaced never are.
     pub(crate) fn read_partition(
         &self,
         partition: i32,
-    ) -> Result<HashMap<String, SagaState>, CoordinatorError> {
+    ) -> Result<HashMap<String, Vec<u8>>, CoordinatorError> {
         let (low, end) = self.settled_end(partition)?;
         let mut states = HashMap::new();
         if end <= low {
@@ -210,14 +211,9 @@ impl ChangelogReader {
                         None => {
                             states.remove(&key);
                         }
-                        Some(v) => match SagaState::from_json(v) {
-                            Ok(s) => {
-                                states.insert(key, s);
-                            }
-                            Err(e) => {
-                                tracing::error!(key = %key, error = %e, "unreadable saga state in the changelog; skipped")
-                            }
-                        },
+                        Some(v) => {
+                            states.insert(key, v.to_vec());
+                        }
                     }
                     if m.offset() + 1 >= end {
                         break;
@@ -295,11 +291,15 @@ pub(crate) async fn tail_changelog(
                 };
                 match m.payload() {
                     None => view.remove(&key),
-                    Some(v) => {
-                        if let Ok(s) = SagaState::from_json(v) {
-                            view.upsert(s);
+                    Some(v) => match SagaState::decode(v) {
+                        Ok(s) if SagaState::is_current_format(v) => {
+                            view.upsert_encoded(&s, v.to_vec());
                         }
-                    }
+                        Ok(s) => view.upsert(s),
+                        Err(e) => {
+                            tracing::warn!(key = %key, error = %e, "unreadable saga state in the changelog; not in the operator view")
+                        }
+                    },
                 }
             }
             Err(KafkaError::PartitionEOF(p)) => {

@@ -61,6 +61,7 @@ pub(crate) mod changelog;
 pub use changelog::QuietEof;
 mod runtime;
 mod stage;
+mod stored;
 mod sweep;
 mod transaction;
 

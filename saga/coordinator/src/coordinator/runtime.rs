@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use choreo_bus::wire::codec::Codec;
-use choreo_saga::{Millis, SagaState};
+use choreo_saga::{Millis, SagaState, StateDecodeError};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, Producer, PurgeConfig};
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::CoordinatorOptions;
 use super::Guarantee;
 use super::changelog::ChangelogReader;
+use super::stored::Stored;
 use crate::error::CoordinatorError;
 use crate::index::{DeadlineIndex, Due};
 use crate::telemetry as m;
@@ -112,7 +113,8 @@ pub(crate) struct Runtime {
     pub(crate) consumer: StreamConsumer<RebalanceContext>,
     pub(crate) producer: FutureProducer,
     pub(crate) codec: Codec,
-    pub(crate) owned: HashMap<i32, HashMap<String, SagaState>>,
+    /// The states of the sagas of each owned partition, as their changelog values.
+    pub(crate) owned: HashMap<i32, HashMap<String, Stored>>,
     pub(crate) index: DeadlineIndex,
     pub(crate) rebalance: Arc<Mutex<RebalanceEvents>>,
     pub(crate) ready: Arc<AtomicBool>,
@@ -399,10 +401,33 @@ impl Runtime {
         })
         .await
         .map_err(|e| CoordinatorError::Startup(format!("restore task: {e}")))??;
-        for (p, states, took) in restored {
+        for (p, values, took) in restored {
             self.index.forget_partition(p);
-            for s in states.values() {
-                if let Err(why) = self.opts.definitions.checked_for_state(s) {
+            let mut states = HashMap::with_capacity(values.len());
+            for (key, value) in values {
+                let s = match SagaState::decode(&value) {
+                    Ok(s) => s,
+                    // Written by a newer release: going on without it would start the saga
+                    // afresh over it.
+                    Err(e @ StateDecodeError::UnknownFormat(_)) => {
+                        return Err(CoordinatorError::Startup(format!(
+                            "restoring {}/{p}: saga {key}: {e}",
+                            self.changelog_topic
+                        )));
+                    }
+                    Err(e) => {
+                        tracing::error!(key = %key, error = %e, "unreadable saga state in the changelog; skipped");
+                        continue;
+                    }
+                };
+                // A state from before the binary format is kept (and written next) in it.
+                let stored = if SagaState::is_current_format(&value) {
+                    Stored::new(&s, value)
+                } else {
+                    Stored::of(&s)
+                };
+                states.insert(key, stored);
+                if let Err(why) = self.opts.definitions.checked_for_state(&s) {
                     // Its inputs are rejected by the state machine (never a panic); an operator
                     // must bring back the definition it was made with.
                     tracing::error!(saga_id = %s.saga_id, reason = %why, "restored saga state does not fit its definition; its deadlines are not armed and its inputs are rejected");
@@ -413,7 +438,7 @@ impl Runtime {
                     self.index
                         .set(p, &s.saga_id, Due::Deadline(d.kind.clone()), d.at);
                 }
-                if let Some(keep) = self.retention_of(s) {
+                if let Some(keep) = self.retention_of(&s) {
                     self.index
                         .set(p, &s.saga_id, Due::Expiry, s.updated_at.plus(keep));
                 }
@@ -591,7 +616,7 @@ impl Runtime {
         for states in self.owned.values() {
             for s in states.values() {
                 if !s.status.is_terminal() {
-                    *per_def.entry(s.definition.as_str()).or_insert(0) += 1;
+                    *per_def.entry(&s.definition).or_insert(0) += 1;
                 }
                 if s.status == choreo_saga::Status::Pending {
                     pending += 1;

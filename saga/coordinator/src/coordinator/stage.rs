@@ -51,6 +51,8 @@ fn header_text(msg: &OwnedMessage, name: &str) -> Option<String> {
 #[derive(Default)]
 pub(crate) struct Staged {
     pub(crate) states: HashMap<String, (i32, SagaState)>,
+    /// The changelog values of `states`, as the transaction wrote them.
+    pub(crate) encoded: HashMap<String, Vec<u8>>,
     pub(crate) tombstones: Vec<(i32, String)>,
     pub(crate) index_sets: Vec<(i32, String, Due, Millis)>,
     pub(crate) index_cancels: Vec<(String, Due)>,
@@ -68,22 +70,26 @@ pub(crate) struct Staged {
 }
 
 impl Runtime {
+    /// The saga's state as this batch left it, or as last committed. A kept state that does
+    /// not decode (it was decoded at restore or encoded here, so it cannot, short of a bug)
+    /// restores the owned partitions from the changelog rather than start the saga afresh.
     pub(crate) fn current(
         &self,
         staged: &Staged,
         partition: i32,
         saga_id: &str,
-    ) -> Option<SagaState> {
-        staged
-            .states
-            .get(saga_id)
-            .map(|(_, s)| s.clone())
-            .or_else(|| {
-                self.owned
-                    .get(&partition)
-                    .and_then(|m| m.get(saga_id))
-                    .cloned()
-            })
+    ) -> Result<Option<SagaState>, BatchError> {
+        if let Some((_, s)) = staged.states.get(saga_id) {
+            return Ok(Some(s.clone()));
+        }
+        let Some(stored) = self.owned.get(&partition).and_then(|m| m.get(saga_id)) else {
+            return Ok(None);
+        };
+        stored.state().map(Some).map_err(|e| {
+            BatchError::Recover(format!(
+                "the state of saga {saga_id} kept in memory does not decode ({e}); restoring from the changelog"
+            ))
+        })
     }
 
     pub(crate) async fn stage(
@@ -108,7 +114,7 @@ impl Runtime {
             }
         }
         for entry in due {
-            let Some(mut state) = self.current(staged, entry.partition, &entry.saga_id) else {
+            let Some(mut state) = self.current(staged, entry.partition, &entry.saga_id)? else {
                 staged
                     .index_cancels
                     .push((entry.saga_id.clone(), entry.due.clone()));
@@ -213,7 +219,7 @@ impl Runtime {
             None => return self.dead_letter(msg, "malformed_command", "empty value", staged),
         };
         let saga_id = format!("{}/{}", record.definition, record.correlation_id);
-        let Some(mut state) = self.current(staged, msg.partition(), &saga_id) else {
+        let Some(mut state) = self.current(staged, msg.partition(), &saga_id)? else {
             tracing::warn!(saga_id = %saga_id, command = ?record.command, "command for an unknown saga ignored");
             return Ok(());
         };
@@ -345,7 +351,7 @@ impl Runtime {
                 continue;
             }
             let saga_id = format!("{name}/{correlation_id}");
-            let mut state = match self.current(staged, msg.partition(), &saga_id) {
+            let mut state = match self.current(staged, msg.partition(), &saga_id)? {
                 Some(s) => s,
                 None => {
                     if matches!(
@@ -538,7 +544,7 @@ impl Runtime {
         if msg.payload().map_or(0, <[u8]>::len) < MEASURE_INPUTS_FROM {
             return None;
         }
-        let size = state.to_json().map_or(usize::MAX, |v| v.len());
+        let size = state.encode().len();
         (size > MAX_STATE_BYTES).then(|| {
             self.dead_letter(
                 msg,

@@ -30,6 +30,7 @@ use super::Guarantee;
 use super::changelog::OWNER_HEADER;
 use super::runtime::{BatchError, Runtime};
 use super::stage::Staged;
+use super::stored::Stored;
 use crate::index::Entry;
 use crate::telemetry as m;
 use choreo_saga::{Millis, Status};
@@ -143,10 +144,9 @@ impl Runtime {
         }
         // The saga states, once per saga per batch, to the partition the saga's inputs live on.
         let changelog = self.changelog_topic.clone();
+        let mut encoded = Vec::with_capacity(staged.states.len());
         for (saga_id, (p, state)) in &staged.states {
-            let value = state
-                .to_json()
-                .map_err(|e| BatchError::Retry(format!("serialising {saga_id}: {e}")))?;
+            let value = state.encode();
             let sent = self.send(
                 &changelog,
                 Some(*p),
@@ -155,7 +155,9 @@ impl Runtime {
                 self.owner_header(),
             )?;
             staged.deliveries.push(sent);
+            encoded.push((saga_id.clone(), value));
         }
+        staged.encoded.extend(encoded);
         for (p, saga_id) in &staged.tombstones {
             let sent = self.send(&changelog, Some(*p), saga_id, None, self.owner_header())?;
             staged.deliveries.push(sent);
@@ -310,8 +312,13 @@ impl Runtime {
             self.index.set(p, &saga_id, due, at);
         }
         // The operator view follows the changelog (see `tail_changelog`), like every replica's.
+        let mut encoded = staged.encoded;
         for (saga_id, (p, state)) in staged.states {
-            self.owned.entry(p).or_default().insert(saga_id, state);
+            let stored = match encoded.remove(&saga_id) {
+                Some(value) => Stored::new(&state, value),
+                None => Stored::of(&state),
+            };
+            self.owned.entry(p).or_default().insert(saga_id, stored);
         }
         for (p, saga_id) in staged.tombstones {
             if let Some(m) = self.owned.get_mut(&p) {
