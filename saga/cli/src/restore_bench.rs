@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use choreo_bus::BusConfig;
-use choreo_saga::{Definition, Definitions, Event, Input, Millis, SagaState, apply};
+use choreo_bus::{Bus, BusConfig};
+use choreo_saga::{DeadlineKind, Definition, Definitions, Event, Input, Millis, SagaState, apply};
 use choreo_schemas::{Catalog, MemoryRegistry, SchemaRegistry};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -39,6 +39,22 @@ pub struct RestoreBenchArgs {
     /// co-partitioned).
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
+    /// After the restore, this many of the sagas have their inventory deadline come due, spread
+    /// evenly over `--fire-window-secs`, while every other deadline stays pending: the lateness
+    /// of each (deadline → its compensation seen by a read_committed consumer) is measured.
+    #[arg(long, default_value_t = 0)]
+    pub fire: usize,
+    /// The window the `--fire` deadlines come due in.
+    #[arg(long, default_value_t = 20)]
+    pub fire_window_secs: u64,
+    /// From the start of the run to the first `--fire` deadline (the changelog must be written
+    /// and restored by then).
+    #[arg(long, default_value_t = 90)]
+    pub fire_after_secs: u64,
+    /// While the `--fire` deadlines come due, new order sagas start at this rate (sagas per
+    /// second, four input events each) through the bus: the load the deadlines fire under.
+    #[arg(long, default_value_t = 0.0)]
+    pub load_rate: f64,
 }
 
 fn rss_bytes() -> u64 {
@@ -119,7 +135,12 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
     };
     let mut defs = Definitions::new();
     defs.insert(def.clone())?;
-    let mut opts = CoordinatorOptions::new(kafka.clone(), Arc::new(defs), catalog, registry);
+    let mut opts = CoordinatorOptions::new(
+        kafka.clone(),
+        Arc::new(defs),
+        catalog,
+        Arc::clone(&registry),
+    );
     opts.group_id = format!("restore-bench-{run}");
     opts.instance_id = "bench-0".into();
     opts.guarantee = Guarantee::ExactlyOnce;
@@ -154,12 +175,28 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
         .set("compression.type", "lz4")
         .create()?;
     let started = Instant::now();
+    let fire = args.fire.min(args.sagas);
+    let first_due = Millis(wall_ms()?).plus(Duration::from_secs(args.fire_after_secs));
+    let due_of = |i: usize| -> Option<Millis> {
+        (i < fire).then(|| {
+            first_due.plus(Duration::from_millis(
+                args.fire_window_secs * 1000 * i as u64 / fire as u64,
+            ))
+        })
+    };
     let mut bytes = 0usize;
     let p = usize::try_from(partitions)?;
     for chunk in (0..args.sagas).collect::<Vec<_>>().chunks(20_000) {
         let mut deliveries = Vec::with_capacity(chunk.len());
         for &i in chunk {
-            let state = in_flight(&def, i, now);
+            let mut state = in_flight(&def, i, now);
+            if let Some(due) = due_of(i) {
+                for d in &mut state.deadlines {
+                    if d.kind == DeadlineKind::Step("inventory".into()) {
+                        d.at = due;
+                    }
+                }
+            }
             let value = state.encode();
             bytes += value.len();
             let partition = i32::try_from(i % p)?;
@@ -232,6 +269,17 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
         )
         .await?;
     }
+    if embedded.is_none() {
+        // Fresh groups start after whatever earlier runs left in the shared saga topics.
+        for o in [&empty, &opts] {
+            let inputs: Vec<String> = o.input_topics()?.into_iter().collect();
+            let (c, g) = (kafka.client_config(), o.group_id.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::loadgen::plan::commit_current_end(&c, &g, &inputs, Duration::from_secs(30))
+            })
+            .await??;
+        }
+    }
     let (start_up, handle) = time_to_ready(empty).await?;
     handle.shutdown().await?;
     println!(
@@ -262,8 +310,163 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
         rss_after.saturating_sub(rss_before) as f64 / 1e6,
         rss_after.saturating_sub(rss_before) / u64::try_from(args.sagas)?
     );
+    if fire > 0 {
+        let pending: usize = 2 * args.sagas;
+        let client = kafka.client_config();
+        let load = (args.load_rate > 0.0).then(|| {
+            let bus = Bus::new(
+                kafka.clone().with_source("/choreo/bench/load"),
+                Arc::clone(&registry),
+            );
+            let until_done =
+                Duration::from_millis(first_due.0.saturating_sub(wall_ms().unwrap_or(0)))
+                    + Duration::from_secs(args.fire_window_secs + 5);
+            let n = (args.load_rate * until_done.as_secs_f64()).ceil() as usize;
+            let rate = args.load_rate;
+            tokio::spawn(async move {
+                let bus = bus?;
+                let run = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+                let started = Instant::now();
+                crate::loadgen::plan::drive(n, 100_000, Some(rate), |i| {
+                    let (bus, s) = (&bus, crate::loadgen::plan::saga_inputs(&run, i));
+                    async move {
+                        use crate::loadgen::plan::acked;
+                        acked(bus, &s.placed).await?;
+                        let (a, b, c) = tokio::try_join!(
+                            acked(bus, &s.payment),
+                            acked(bus, &s.inventory),
+                            acked(bus, &s.shipment),
+                        )?;
+                        Ok(a.max(b).max(c))
+                    }
+                })
+                .await?;
+                anyhow::Ok((n, started.elapsed()))
+            })
+        });
+        let deadline = Instant::now()
+            + Duration::from_secs(args.fire_after_secs + args.fire_window_secs + 300);
+        let late = tokio::task::spawn_blocking(move || {
+            watch_compensations(
+                &client,
+                fire,
+                &due_of_all(first_due, fire, args.fire_window_secs),
+                deadline,
+            )
+        })
+        .await??;
+        print_lateness(fire, pending, args.fire_window_secs, &late);
+        if let Some(load) = load {
+            let (n, took) = load.await??;
+            println!(
+                "  load meanwhile          {n} new order sagas through the bus, {:.0} input events/s",
+                4.0 * n as f64 / took.as_secs_f64().max(1e-9)
+            );
+        }
+    }
     handle.shutdown().await?;
     Ok(())
+}
+
+/// Milliseconds since the epoch, now.
+fn wall_ms() -> anyhow::Result<u64> {
+    Ok(u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?)
+}
+
+/// The due time of each of the `fire` deadlines, by order id.
+fn due_of_all(
+    first_due: Millis,
+    fire: usize,
+    window_secs: u64,
+) -> std::collections::HashMap<String, u64> {
+    (0..fire)
+        .map(|i| {
+            (
+                format!("bench-{i:07}"),
+                first_due.0 + window_secs * 1000 * i as u64 / fire as u64,
+            )
+        })
+        .collect()
+}
+
+/// Waits for the first `RefundPayment` of each of the `fire` sagas (what its inventory deadline
+/// makes it emit) on `payments`, read_committed, and returns each one's lateness in ms: when it
+/// was seen, minus when its deadline was due.
+fn watch_compensations(
+    client: &ClientConfig,
+    fire: usize,
+    due: &std::collections::HashMap<String, u64>,
+    deadline: Instant,
+) -> anyhow::Result<Vec<f64>> {
+    use rdkafka::Message as _;
+    use rdkafka::message::Headers as _;
+    let consumer: BaseConsumer<QuietEof> = client
+        .clone()
+        .set("group.id", "restore-bench-deadlines")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10")
+        .create_with_context(QuietEof)?;
+    let topic = "payments";
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(20))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len());
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, i32::try_from(p)?, Offset::End)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut late: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+    while late.len() < fire {
+        if Instant::now() > deadline {
+            bail!(
+                "{} of {fire} deadlines fired in time for the benchmark to see them",
+                late.len()
+            );
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let seen = wall_ms()?;
+                let is_refund = m.headers().is_some_and(|h| {
+                    h.iter().any(|h| {
+                        h.key == "ce_type"
+                            && h.value == Some(b"io.choreo.orders.RefundPayment".as_slice())
+                    })
+                });
+                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+                if let (true, Some(key)) = (is_refund, key)
+                    && let Some(&due) = due.get(&key)
+                {
+                    late.entry(key).or_insert(seen.saturating_sub(due) as f64);
+                }
+            }
+            Some(Err(e)) => bail!("watching payments: {e}"),
+            None => {}
+        }
+    }
+    Ok(late.into_values().collect())
+}
+
+fn print_lateness(fire: usize, pending: usize, window_secs: u64, late: &[f64]) {
+    let mut v = late.to_vec();
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
+    println!(
+        "  deadlines               {fire} came due over {window_secs} s ({:.0}/s) among {pending} pending",
+        fire as f64 / window_secs.max(1) as f64
+    );
+    println!(
+        "  deadline lateness       p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms   (due → its compensation seen by a read_committed consumer)",
+        q(0.50),
+        q(0.99),
+        q(1.0)
+    );
 }
 
 /// Reads every partition of `topic` from the start to its end, read_committed.

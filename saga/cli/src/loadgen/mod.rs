@@ -41,7 +41,7 @@ use choreo_coordinator::topics::partition_counts;
 use choreo_coordinator::{CoordinatorOptions, start};
 
 mod baseline;
-mod plan;
+pub(crate) mod plan;
 mod watcher;
 
 use baseline::baseline_phase;

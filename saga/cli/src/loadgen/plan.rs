@@ -89,18 +89,18 @@ pub struct LoadgenArgs {
 }
 
 /// The four inputs of one saga.
-pub(super) struct SagaInputs {
-    pub(super) placed: OrderPlaced,
-    pub(super) payment: PaymentAuthorized,
-    pub(super) inventory: InventoryReserved,
-    pub(super) shipment: ShipmentScheduled,
+pub(crate) struct SagaInputs {
+    pub(crate) placed: OrderPlaced,
+    pub(crate) payment: PaymentAuthorized,
+    pub(crate) inventory: InventoryReserved,
+    pub(crate) shipment: ShipmentScheduled,
 }
 
 fn order_id(run: &str, i: usize) -> String {
     format!("lg-{run}-{i}")
 }
 
-pub(super) fn saga_inputs(run: &str, i: usize) -> SagaInputs {
+pub(crate) fn saga_inputs(run: &str, i: usize) -> SagaInputs {
     let order_id = order_id(run, i);
     let qty = 1 + i32::try_from(i % 3).unwrap_or(0);
     let price = 500 + i64::try_from((i * 7919) % 9500).unwrap_or(0);
@@ -188,7 +188,7 @@ pub(super) fn figures(
 /// acknowledged, with the instant of its last acknowledgement. With a `rate` (keys per second),
 /// key `i` starts no earlier than `i / rate` seconds after the first. Returns the instant
 /// publishing started and every key's last acknowledgement.
-pub(super) async fn drive<F, Fut>(
+pub(crate) async fn drive<F, Fut>(
     n: usize,
     concurrency: usize,
     rate: Option<f64>,
@@ -220,7 +220,7 @@ where
     Ok((started, acks))
 }
 
-pub(super) async fn acked<T: Event>(bus: &Bus, event: &T) -> anyhow::Result<Instant> {
+pub(crate) async fn acked<T: Event>(bus: &Bus, event: &T) -> anyhow::Result<Instant> {
     bus.publish(event)
         .await
         .with_context(|| format!("publishing {} for {}", T::TYPE, event.correlation_id()))?;
@@ -263,7 +263,7 @@ pub(super) async fn create_topics(
 
 /// Commits the current end of `topics` for `group`, so a fresh group starts after what earlier
 /// runs left in shared topics.
-pub(super) fn commit_current_end(
+pub(crate) fn commit_current_end(
     client: &ClientConfig,
     group: &str,
     topics: &[String],
