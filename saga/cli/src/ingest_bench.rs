@@ -38,6 +38,14 @@ pub struct IngestBenchArgs {
     /// Partitions of the `orders` topic when it is created.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
+    /// Also drive this many order sagas end to end at each `--saga-concurrency`: a coordinator
+    /// runs in this process, each saga's four events are posted one after another (binary
+    /// mode), and each saga counts once its OrderConfirmed is read (read_committed). 0: skip.
+    #[arg(long, default_value_t = 0)]
+    pub sagas: usize,
+    /// Sagas driven at once in the end-to-end runs (one run per value).
+    #[arg(long, value_delimiter = ',', default_values_t = [32, 128])]
+    pub saga_concurrency: Vec<usize>,
 }
 
 const PLACED: &str = "io.choreo.orders.OrderPlaced";
@@ -108,8 +116,10 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     let memory = Arc::new(MemoryRegistry::new());
     catalog.register_all(memory.as_ref()).await?;
     let registry: Arc<dyn SchemaRegistry> = memory;
+    let coordinator_kafka = kafka.clone();
+    let watch_client = kafka.client_config();
     let kafka = ingest::producer_config(kafka.with_source("/bench/ingest"));
-    let bus = Bus::new(kafka.clone(), registry)?;
+    let bus = Bus::new(kafka.clone(), Arc::clone(&registry))?;
     let stop = CancellationToken::new();
     let (addr, server) = ingest::serve(
         IngestOptions {
@@ -145,6 +155,38 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         .build()?;
     let binary = binary_mode(&client, &url, &args, &run_id).await?;
     let batch = batch_mode(&client, &url, &args, &run_id).await?;
+    let mut end_to_end = Vec::new();
+    if args.sagas > 0 {
+        // Started now, after the modes above: it starts after their events, and does not take
+        // its share of the cores while they run.
+        let coordinator = start_coordinator(
+            embedded.as_ref(),
+            &coordinator_kafka,
+            &catalog,
+            &registry,
+            args.partitions,
+        )
+        .await?;
+        for &c in &args.saga_concurrency {
+            let run = format!("{}c{c}", &run_id[..8]);
+            let f = sagas_end_to_end(
+                &client,
+                &url,
+                &watch_client,
+                &run,
+                args.sagas,
+                c,
+                args.partitions,
+            )
+            .await
+            .with_context(|| format!("{} order sagas end to end, {c} at once", args.sagas))?;
+            end_to_end.push((c, f));
+        }
+        coordinator
+            .shutdown()
+            .await
+            .context("stopping the coordinator")?;
+    }
     stop.cancel();
     let _ = server.await;
 
@@ -168,7 +210,206 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         "(latency: per record for rdkafka, per request for the ingest — a batch request carries {} events)",
         args.batch_size
     );
+    if !end_to_end.is_empty() {
+        println!();
+        println!(
+            "{:<34} {:>9} {:>10} {:>10} {:>9} {:>9}",
+            "order sagas end to end", "sagas", "sagas/s", "events/s", "p50 ms", "p99 ms"
+        );
+        for (c, f) in &end_to_end {
+            println!(
+                "{:<34} {:>9} {:>10.0} {:>10.0} {:>9.1} {:>9.1}",
+                format!("{c} sagas at once"),
+                f.events,
+                f.rate(),
+                4.0 * f.rate(),
+                ms(f.quantile(0.5)),
+                ms(f.quantile(0.99)),
+            );
+        }
+        println!(
+            "(each saga: OrderPlaced, PaymentAuthorized, InventoryReserved, ShipmentScheduled posted one after another; latency: first post → OrderConfirmed read, read_committed; every saga checked confirmed)"
+        );
+    }
     Ok(())
+}
+
+/// A coordinator with the reference order saga, ready, on this run's own group.
+async fn start_coordinator(
+    embedded: Option<&choreo_bus::EmbeddedBroker>,
+    kafka: &BusConfig,
+    catalog: &Arc<Catalog>,
+    registry: &Arc<dyn SchemaRegistry>,
+    partitions: i32,
+) -> anyhow::Result<choreo_coordinator::CoordinatorHandle> {
+    use choreo_coordinator::{CoordinatorOptions, Guarantee};
+    use choreo_saga::{Definition, Definitions};
+    let mut defs = Definitions::new();
+    defs.insert(Definition::reference_order_saga(catalog)?)?;
+    let mut opts = CoordinatorOptions::new(
+        kafka.clone().with_source("/bench/coordinator"),
+        Arc::new(defs),
+        Arc::clone(catalog),
+        Arc::clone(registry),
+    );
+    opts.partitions = partitions;
+    opts.guarantee = Guarantee::ExactlyOnce;
+    opts.instance_id = "bench-0".into();
+    opts.group_id = format!(
+        "bench-ingest-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    match embedded {
+        Some(b) => {
+            // `orders` is there already.
+            for t in opts.required_topics()? {
+                if t.name != "orders" {
+                    b.create_topic(&t.name, t.partitions)?;
+                }
+            }
+            opts.create_topics = false;
+            opts.embedded_broker = true;
+        }
+        None => {
+            let client = kafka.client_config();
+            ensure_topics(&client, &opts.required_topics()?, None, opts.kafka_timeout).await?;
+            opts.create_topics = false;
+            let inputs: Vec<String> = opts.input_topics()?.into_iter().collect();
+            let group = opts.group_id.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::loadgen::plan::commit_current_end(
+                    &client,
+                    &group,
+                    &inputs,
+                    Duration::from_secs(30),
+                )
+            })
+            .await??;
+        }
+    }
+    let handle = choreo_coordinator::start(opts).await?;
+    let ready = handle.readiness();
+    let started = Instant::now();
+    while !ready() {
+        if handle.is_finished() || started.elapsed() > Duration::from_secs(120) {
+            bail!("the coordinator was not ready");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(handle)
+}
+
+/// `n` order sagas through the ingest, `concurrency` at a time, each one's events posted one
+/// after another; done when every OrderConfirmed is read.
+async fn sagas_end_to_end(
+    client: &reqwest::Client,
+    url: &str,
+    watch_client: &rdkafka::ClientConfig,
+    run: &str,
+    n: usize,
+    concurrency: usize,
+    partitions: i32,
+) -> anyhow::Result<Figures> {
+    use crate::loadgen::watcher::{Decision, Progress, watch, watch_consumer};
+    use choreo_schemas::Event as _;
+    use choreo_schemas::event::{
+        InventoryReserved, OrderCancelled, OrderConfirmed, OrderPlaced, PaymentAuthorized,
+        ShipmentScheduled,
+    };
+    let consumer = watch_consumer(
+        watch_client,
+        &format!("bench-ingest-watch-{run}"),
+        OrderPlaced::TOPIC,
+        partitions,
+        Duration::from_secs(30),
+    )?;
+    let progress = Arc::new(Progress::default());
+    let mut watcher = tokio::spawn(watch(
+        consumer,
+        format!("lg-{run}-"),
+        n,
+        Decision::Type {
+            success: OrderConfirmed::TYPE.to_owned(),
+            failure: OrderCancelled::TYPE.to_owned(),
+        },
+        Arc::clone(&progress),
+    ));
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let firsts = Arc::new(std::sync::Mutex::new(vec![started; n]));
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let (client, url, run) = (client.clone(), url.to_owned(), run.to_owned());
+        let (next, firsts) = (Arc::clone(&next), Arc::clone(&firsts));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(());
+                }
+                let s = crate::loadgen::plan::saga_inputs(&run, i);
+                let id = s.placed.order_id.clone();
+                let events = [
+                    (OrderPlaced::TYPE, serde_json::to_string(&s.placed)?),
+                    (PaymentAuthorized::TYPE, serde_json::to_string(&s.payment)?),
+                    (
+                        InventoryReserved::TYPE,
+                        serde_json::to_string(&s.inventory)?,
+                    ),
+                    (ShipmentScheduled::TYPE, serde_json::to_string(&s.shipment)?),
+                ];
+                let first = Instant::now();
+                for (k, (ty, body)) in events.into_iter().enumerate() {
+                    let res = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("ce-specversion", "1.0")
+                        .header("ce-id", format!("{id}-{k}"))
+                        .header("ce-source", "/bench")
+                        .header("ce-type", ty)
+                        .header("ce-subject", &id)
+                        .body(body)
+                        .send()
+                        .await?;
+                    let status = res.status();
+                    let text = res.bytes().await?;
+                    if status != reqwest::StatusCode::ACCEPTED {
+                        bail!(
+                            "{ty} for {id}: {status}: {}",
+                            String::from_utf8_lossy(&text)
+                        );
+                    }
+                }
+                firsts.lock().unwrap_or_else(|p| p.into_inner())[i] = first;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let seen = crate::loadgen::watcher::await_watcher(
+        &mut watcher,
+        &progress,
+        n,
+        Instant::now() + Duration::from_secs(300),
+        "end to end",
+        || Ok(()),
+    )
+    .await?;
+    let firsts = firsts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut latencies: Vec<Duration> = firsts
+        .iter()
+        .zip(&seen)
+        .map(|(f, s)| s.saturating_duration_since(*f))
+        .collect();
+    latencies.sort();
+    let last = seen.iter().max().copied().unwrap_or(started);
+    Ok(Figures {
+        mode: "order sagas end to end",
+        events: n,
+        elapsed: last.saturating_duration_since(started),
+        latencies,
+    })
 }
 
 /// The same events, Avro-encoded beforehand, produced straight with rdkafka with the ingest

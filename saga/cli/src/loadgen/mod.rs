@@ -42,7 +42,7 @@ use choreo_coordinator::{CoordinatorOptions, start};
 
 mod baseline;
 pub(crate) mod plan;
-mod watcher;
+pub(crate) mod watcher;
 
 use baseline::baseline_phase;
 pub(crate) use plan::broker_or_embedded;

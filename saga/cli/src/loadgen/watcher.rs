@@ -13,7 +13,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 /// What a watcher counts as a key's decision.
 #[derive(Debug, Clone)]
-pub(super) enum Decision {
+pub(crate) enum Decision {
     /// The first record of this `ce_type` for the key; records of `failure` are counted apart.
     Type { success: String, failure: String },
     /// The `count`-th distinct record (by `ce_id`) for the key.
@@ -21,13 +21,13 @@ pub(super) enum Decision {
 }
 
 #[derive(Debug, Default)]
-pub(super) struct Progress {
-    pub(super) done: AtomicUsize,
-    pub(super) failed: AtomicUsize,
-    pub(super) first_failure: std::sync::Mutex<Option<Vec<u8>>>,
+pub(crate) struct Progress {
+    pub(crate) done: AtomicUsize,
+    pub(crate) failed: AtomicUsize,
+    pub(crate) first_failure: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
-pub(super) fn header_str<'a>(m: &'a OwnedMessage, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str<'a>(m: &'a OwnedMessage, name: &str) -> Option<&'a str> {
     m.headers()?
         .iter()
         .find(|h| h.key == name)
@@ -37,7 +37,7 @@ pub(super) fn header_str<'a>(m: &'a OwnedMessage, name: &str) -> Option<&'a str>
 
 /// Reads `topic` (read_committed, from `start`) until every one of `n` keys has its decision;
 /// returns when each was seen.
-pub(super) async fn watch(
+pub(crate) async fn watch(
     consumer: StreamConsumer,
     prefix: String,
     n: usize,
@@ -113,7 +113,7 @@ pub(super) async fn watch(
 
 /// A read_committed consumer assigned to every partition of `topic` from the current end (or
 /// from the beginning of a fresh topic).
-pub(super) fn watch_consumer(
+pub(crate) fn watch_consumer(
     client: &ClientConfig,
     group: &str,
     topic: &str,
@@ -143,7 +143,7 @@ pub(super) fn watch_consumer(
 }
 
 /// Waits for a watcher, failing on timeout or when `alive` says the system under test stopped.
-pub(super) async fn await_watcher(
+pub(crate) async fn await_watcher(
     watcher: &mut tokio::task::JoinHandle<anyhow::Result<Vec<Instant>>>,
     progress: &Progress,
     n: usize,
