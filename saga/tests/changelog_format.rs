@@ -42,30 +42,12 @@ fn in_flight(now: u64) -> SagaState {
     state
 }
 
-/// The state the project's earlier figure (1 564 B of JSON) was measured on
-/// (`tests/memory.rs`): order `o-1`, event ids that share a prefix.
-fn in_flight_as_first_measured() -> SagaState {
-    let def = order();
-    let mut state = SagaState::new(&def, "o-1", Millis(1_000));
-    for (i, ty) in [PLACED, AUTHORIZED].iter().enumerate() {
-        let input = Input::Event(Event {
-            id: format!("0f6a3c1e-6a8d-4c7e-9a51-00000000000{i}"),
-            event_type: (*ty).to_owned(),
-            correlation_id: "o-1".into(),
-            time: Millis(1_000),
-            data: data(ty),
-        });
-        apply(&def, &mut state, &input, Millis(1_000 + i as u64));
-    }
-    state
-}
-
 #[test]
 fn an_in_flight_order_saga_takes_a_fifth_of_its_json_in_the_changelog() {
     for (what, state, bound) in [
         (
             "as first measured (order o-1, ids sharing a prefix)",
-            in_flight_as_first_measured(),
+            in_flight_o1(),
             300,
         ),
         (

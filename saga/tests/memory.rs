@@ -9,24 +9,8 @@
 
 mod common;
 
-use choreo_saga::{Event, Input, Millis, SagaState, apply};
+use choreo_saga::SagaState;
 use common::*;
-
-fn in_flight() -> SagaState {
-    let def = order();
-    let mut state = SagaState::new(&def, "o-1", Millis(1_000));
-    for (i, ty) in [PLACED, AUTHORIZED].iter().enumerate() {
-        let input = Input::Event(Event {
-            id: format!("0f6a3c1e-6a8d-4c7e-9a51-00000000000{i}"),
-            event_type: (*ty).to_owned(),
-            correlation_id: "o-1".into(),
-            time: Millis(1_000),
-            data: data(ty),
-        });
-        apply(&def, &mut state, &input, Millis(1_000 + i as u64));
-    }
-    state
-}
 
 fn rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -37,7 +21,7 @@ fn rss_bytes() -> Option<u64> {
 
 #[test]
 fn memory_of_one_in_flight_saga() {
-    let state = in_flight();
+    let state = in_flight_o1();
     let json = state.to_json().expect("serializes");
     println!(
         "one in-flight order saga (started, payment authorized, inventory pending): \

@@ -70,9 +70,14 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The order id of saga `i`.
+fn order_id(i: usize) -> String {
+    format!("bench-{i:07}")
+}
+
 /// One in-flight order saga: placed, payment authorized, inventory and shipping pending.
 fn in_flight(def: &Definition, i: usize, now: Millis) -> SagaState {
-    let id = format!("bench-{i:07}");
+    let id = order_id(i);
     let mut state = SagaState::new(def, id.clone(), now);
     let event = |n: &str, t: &str, data: serde_json::Value| {
         Input::Event(Event {
@@ -329,16 +334,7 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
                 let started = Instant::now();
                 crate::loadgen::plan::drive(n, 100_000, Some(rate), |i| {
                     let (bus, s) = (&bus, crate::loadgen::plan::saga_inputs(&run, i));
-                    async move {
-                        use crate::loadgen::plan::acked;
-                        acked(bus, &s.placed).await?;
-                        let (a, b, c) = tokio::try_join!(
-                            acked(bus, &s.payment),
-                            acked(bus, &s.inventory),
-                            acked(bus, &s.shipment),
-                        )?;
-                        Ok(a.max(b).max(c))
-                    }
+                    async move { crate::loadgen::plan::publish_saga(bus, &s).await }
                 })
                 .await?;
                 anyhow::Ok((n, started.elapsed()))
@@ -346,15 +342,12 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
         });
         let deadline = Instant::now()
             + Duration::from_secs(args.fire_after_secs + args.fire_window_secs + 300);
-        let late = tokio::task::spawn_blocking(move || {
-            watch_compensations(
-                &client,
-                fire,
-                &due_of_all(first_due, fire, args.fire_window_secs),
-                deadline,
-            )
-        })
-        .await??;
+        let due: std::collections::HashMap<String, u64> = (0..fire)
+            .filter_map(|i| due_of(i).map(|at| (order_id(i), at.0)))
+            .collect();
+        let late =
+            tokio::task::spawn_blocking(move || watch_compensations(&client, fire, &due, deadline))
+                .await??;
         print_lateness(fire, pending, args.fire_window_secs, &late);
         if let Some(load) = load {
             let (n, took) = load.await??;
@@ -375,22 +368,6 @@ fn wall_ms() -> anyhow::Result<u64> {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis(),
     )?)
-}
-
-/// The due time of each of the `fire` deadlines, by order id.
-fn due_of_all(
-    first_due: Millis,
-    fire: usize,
-    window_secs: u64,
-) -> std::collections::HashMap<String, u64> {
-    (0..fire)
-        .map(|i| {
-            (
-                format!("bench-{i:07}"),
-                first_due.0 + window_secs * 1000 * i as u64 / fire as u64,
-            )
-        })
-        .collect()
 }
 
 /// Waits for the first `RefundPayment` of each of the `fire` sagas (what its inventory deadline

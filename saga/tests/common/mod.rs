@@ -78,3 +78,23 @@ pub fn data(event_type: &str) -> Value {
         other => panic!("no sample for {other}"),
     }
 }
+
+/// Order `o-1` as most in-flight sagas stand (placed, payment authorized, inventory and shipping
+/// pending), with event ids that share a prefix: the state the memory and changelog-size
+/// figures are measured on.
+pub fn in_flight_o1() -> choreo_saga::SagaState {
+    use choreo_saga::{Event, Input, Millis, SagaState, apply};
+    let def = order();
+    let mut state = SagaState::new(&def, "o-1", Millis(1_000));
+    for (i, ty) in [PLACED, AUTHORIZED].iter().enumerate() {
+        let input = Input::Event(Event {
+            id: format!("0f6a3c1e-6a8d-4c7e-9a51-00000000000{i}"),
+            event_type: (*ty).to_owned(),
+            correlation_id: "o-1".into(),
+            time: Millis(1_000),
+            data: data(ty),
+        });
+        apply(&def, &mut state, &input, Millis(1_000 + i as u64));
+    }
+    state
+}

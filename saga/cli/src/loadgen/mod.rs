@@ -47,7 +47,7 @@ pub(crate) mod watcher;
 use baseline::baseline_phase;
 pub(crate) use plan::broker_or_embedded;
 use plan::{
-    Figures, SagaInputs, Setup, acked, commit_current_end, create_topics, drive, figures,
+    Figures, SagaInputs, Setup, commit_current_end, create_topics, drive, figures, publish_saga,
     saga_inputs,
 };
 pub use plan::{LoadGuarantee, LoadgenArgs};
@@ -271,16 +271,7 @@ async fn saga_phase(setup: &Setup, args: &LoadgenArgs) -> anyhow::Result<Figures
     let inputs: Vec<SagaInputs> = (0..n).map(|i| saga_inputs(&setup.run, i)).collect();
     let bus = &setup.bus;
     let published = drive(n, args.concurrency, args.rate, |i| {
-        let s = &inputs[i];
-        async move {
-            acked(bus, &s.placed).await?;
-            let (a, b, c) = tokio::try_join!(
-                acked(bus, &s.payment),
-                acked(bus, &s.inventory),
-                acked(bus, &s.shipment),
-            )?;
-            Ok(a.max(b).max(c))
-        }
+        publish_saga(bus, &inputs[i])
     })
     .await;
     let (started, acks) = match published {

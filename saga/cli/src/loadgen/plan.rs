@@ -220,6 +220,18 @@ where
     Ok((started, acks))
 }
 
+/// Publishes one saga's inputs as the load generators do: `OrderPlaced`, then the three
+/// answers at once; returns when the last is acknowledged.
+pub(crate) async fn publish_saga(bus: &Bus, s: &SagaInputs) -> anyhow::Result<Instant> {
+    acked(bus, &s.placed).await?;
+    let (a, b, c) = tokio::try_join!(
+        acked(bus, &s.payment),
+        acked(bus, &s.inventory),
+        acked(bus, &s.shipment),
+    )?;
+    Ok(a.max(b).max(c))
+}
+
 pub(crate) async fn acked<T: Event>(bus: &Bus, event: &T) -> anyhow::Result<Instant> {
     bus.publish(event)
         .await
