@@ -15,7 +15,9 @@
 //!   against that history (compatibility, the id), writes it in a transaction and commits. Two
 //!   instances writing at once therefore never give one version or id two meanings: the second
 //!   one's check sees the first one's record, and the first one, fenced before its commit,
-//!   fails and says so. Ids come from the schema's content
+//!   wrote nothing and tries again on the new history (after a random pause, so that two
+//!   writers do not keep fencing each other; after a few attempts it fails and says so). Ids
+//!   come from the schema's content
 //!   ([`choreo_schemas::registry::schema_id_of`]), so an id, once given, means one schema.
 
 use std::sync::Arc;
@@ -185,63 +187,116 @@ impl KafkaSchemaStore {
     /// Writes one record as the only writer (see the module docs); `decide` looks at the
     /// caught-up history and returns the record to write, or `None` when there is nothing to
     /// write, plus its answer.
+    ///
+    /// Two instances writing at once fence each other in turn: each `init_transactions` closes
+    /// the other's unfinished write. A fenced write wrote nothing, so it is tried again — on a
+    /// fresh look at the history — after a random pause that grows with each attempt, which
+    /// lets one of the two finish; only after [`FENCED_ATTEMPTS`] is the caller told to retry.
     async fn write<R: Send + 'static>(
         &self,
-        decide: impl FnOnce(&MemoryRegistry) -> Result<(Option<(Vec<u8>, Vec<u8>)>, R), RegistryError>
+        decide: impl Fn(&MemoryRegistry) -> Result<(Option<(Vec<u8>, Vec<u8>)>, R), RegistryError>
         + Send
+        + Sync
         + 'static,
     ) -> Result<R, RegistryError> {
         let _one_at_a_time = self.writes.lock().await;
-        let (cfg, view) = (self.cfg.clone(), Arc::clone(&self.view));
-        blocking(move || {
-            let producer: ThreadedProducer<DefaultProducerContext> = cfg
-                .kafka
-                .client_config()
-                .set("transactional.id", &cfg.writer_id)
-                .set("enable.idempotence", "true")
-                .set("acks", "all")
-                .create()
-                .map_err(|e| transport("creating the writer", e))?;
-            producer
-                .init_transactions(cfg.timeout)
-                .map_err(|e| transport("becoming the writer", e))?;
-            Self::catch_up(&cfg, &view)?;
-            let (record, answer) = decide(&view)?;
-            let Some((key, value)) = record else {
-                return Ok(answer);
-            };
-            producer
-                .begin_transaction()
-                .map_err(|e| transport("begin", e))?;
-            producer
-                .send(BaseRecord::to(&cfg.topic).key(&key).payload(&value))
-                .map_err(|(e, _)| transport("send", e))?;
-            match producer.commit_transaction(cfg.timeout) {
-                Ok(()) => {}
-                Err(e) => {
-                    let fenced = matches!(
-                        e.rdkafka_error_code(),
-                        Some(
-                            RDKafkaErrorCode::ProducerFenced
-                                | RDKafkaErrorCode::InvalidProducerEpoch
-                        )
+        let decide = Arc::new(decide);
+        for attempt in 1.. {
+            let (cfg, view, decide) = (
+                self.cfg.clone(),
+                Arc::clone(&self.view),
+                Arc::clone(&decide),
+            );
+            match blocking(move || Self::write_once(&cfg, &view, &*decide)).await? {
+                Attempt::Written(answer) => return Ok(answer),
+                Attempt::Fenced(e) if attempt < FENCED_ATTEMPTS => {
+                    let window_ms = 20u64 << attempt.min(6);
+                    let pause = Duration::from_millis(
+                        window_ms / 2 + rand::random::<u64>() % (window_ms / 2 + 1),
                     );
-                    let _ = producer.abort_transaction(cfg.timeout);
+                    tracing::debug!(attempt, ?pause, error = %e, "schema write fenced; trying again");
+                    tokio::time::sleep(pause).await;
+                }
+                Attempt::Fenced(e) => {
                     return Err(transport(
-                        if fenced {
-                            "another registry instance became the writer meanwhile; retry"
-                        } else {
-                            "commit"
-                        },
+                        "another registry instance became the writer meanwhile; retry",
                         e,
                     ));
                 }
             }
-            apply(&view, Some(&key), Some(&value))?;
-            Ok(answer)
-        })
-        .await
+        }
+        unreachable!("the attempts loop returns")
     }
+
+    /// One attempt of [`Self::write`], on a blocking thread.
+    fn write_once<R>(
+        cfg: &SchemaTopic,
+        view: &MemoryRegistry,
+        decide: &impl Fn(&MemoryRegistry) -> Result<(Option<(Vec<u8>, Vec<u8>)>, R), RegistryError>,
+    ) -> Result<Attempt<R>, RegistryError> {
+        let producer: ThreadedProducer<DefaultProducerContext> = cfg
+            .kafka
+            .client_config()
+            .set("transactional.id", &cfg.writer_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()
+            .map_err(|e| transport("creating the writer", e))?;
+        producer
+            .init_transactions(cfg.timeout)
+            .map_err(|e| transport("becoming the writer", e))?;
+        Self::catch_up(cfg, view)?;
+        let (record, answer) = decide(view)?;
+        let Some((key, value)) = record else {
+            return Ok(Attempt::Written(answer));
+        };
+        let written = producer
+            .begin_transaction()
+            .map_err(|e| ("begin", e))
+            .and_then(|()| {
+                producer
+                    .send(BaseRecord::to(&cfg.topic).key(&key).payload(&value))
+                    .map_err(|(e, _)| ("send", e))
+            })
+            .and_then(|()| {
+                producer
+                    .commit_transaction(cfg.timeout)
+                    .map_err(|e| ("commit", e))
+            });
+        if let Err((step, e)) = written {
+            let _ = producer.abort_transaction(cfg.timeout);
+            return if is_fenced(&e) {
+                Ok(Attempt::Fenced(e))
+            } else {
+                Err(transport(step, e))
+            };
+        }
+        apply(view, Some(&key), Some(&value))?;
+        Ok(Attempt::Written(answer))
+    }
+}
+
+/// How many times one write is tried while other instances keep fencing it.
+const FENCED_ATTEMPTS: u32 = 8;
+
+/// What one attempt of a write came to.
+enum Attempt<R> {
+    Written(R),
+    /// Another instance became the writer before the commit; nothing was written.
+    Fenced(KafkaError),
+}
+
+/// Whether the error says another producer with the same transactional id took over (the
+/// broker's `PRODUCER_FENCED` / `INVALID_PRODUCER_EPOCH`, or librdkafka's local `_FENCED`).
+fn is_fenced(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    )
 }
 
 fn reader(cfg: &SchemaTopic) -> Result<BaseConsumer, RegistryError> {
@@ -393,7 +448,9 @@ impl RegistryStore for KafkaSchemaStore {
     ) -> Result<(), RegistryError> {
         let subject = subject.map(str::to_owned);
         self.write(move |_| {
-            let key = json(&Key::Config { subject })?;
+            let key = json(&Key::Config {
+                subject: subject.clone(),
+            })?;
             let value = json(&ConfigValue {
                 compatibility: rule,
             })?;

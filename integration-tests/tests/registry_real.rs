@@ -271,7 +271,8 @@ async fn two_writers_at_once_never_give_one_subject_version_two_schemas() {
         .expect("rule");
 
     // Each round both instances register a different new version of the same subject at once;
-    // a writer that loses the race is told so and retries, as a client does.
+    // the store tries a fenced write again itself, and a writer still refused retries, as a
+    // client does.
     let rounds = 8;
     let mut answers = Vec::new();
     let mut fenced = 0;
