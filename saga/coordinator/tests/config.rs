@@ -54,7 +54,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.coordinator.changelog_topic, None);
     assert_eq!(c.coordinator.commands_topic, None);
     assert_eq!(c.coordinator.batch_max_records, 500);
-    assert_eq!(c.coordinator.batch_linger, Duration::from_millis(10));
+    assert_eq!(c.coordinator.batch_linger, Duration::from_millis(2));
     assert_eq!(c.coordinator.completed_retention, Duration::from_secs(3600));
     assert_eq!(c.coordinator.drain_timeout, Duration::from_secs(30));
     assert_eq!(

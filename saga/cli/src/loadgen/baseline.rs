@@ -155,6 +155,7 @@ pub(super) async fn baseline_phase(setup: &Setup, args: &LoadgenArgs) -> anyhow:
         output,
         transactional,
         await_before_commit: !args.baseline_commit_in_flight,
+        linger: Duration::from_millis(args.batch_linger_ms),
         timeout: Duration::from_secs(30),
         ready: Arc::clone(&ready),
         cancel: cancel.clone(),
@@ -229,16 +230,17 @@ pub(super) struct Pipe {
     output: String,
     transactional: bool,
     await_before_commit: bool,
+    linger: Duration,
     timeout: Duration,
     ready: Arc<AtomicBool>,
     cancel: CancellationToken,
 }
 
 pub(super) const BATCH_MAX_RECORDS: usize = 500;
-pub(super) const BATCH_LINGER: Duration = Duration::from_millis(10);
 
 impl Pipe {
-    /// Up to `BATCH_MAX_RECORDS`: waits up to 100 ms for the first, then lingers for more.
+    /// Up to `BATCH_MAX_RECORDS`: waits up to 100 ms for the first, then lingers for more
+    /// (`--batch-linger-ms`, as the coordinator).
     async fn collect(&self) -> Vec<OwnedMessage> {
         let mut batch = Vec::new();
         let first = tokio::select! {
@@ -253,7 +255,7 @@ impl Pipe {
             }
             Err(_) => return batch,
         }
-        let until = tokio::time::Instant::now() + BATCH_LINGER;
+        let until = tokio::time::Instant::now() + self.linger;
         while batch.len() < BATCH_MAX_RECORDS {
             match tokio::time::timeout_at(until, self.consumer.recv()).await {
                 Ok(Ok(m)) => batch.push(m.detach()),

@@ -202,6 +202,7 @@ async fn saga_phase(setup: &Setup, args: &LoadgenArgs) -> anyhow::Result<Figures
     opts.partitions = args.partitions;
     opts.guarantee = args.guarantee.coordinator();
     opts.instance_id = "loadgen-0".into();
+    opts.batch_linger = Duration::from_millis(args.batch_linger_ms);
     opts.group_id = format!("choreo-loadgen-{}", setup.run);
     if setup.embedded.is_none() {
         // The catalog topics are shared with whatever else uses this cluster; the coordinator's

@@ -86,6 +86,10 @@ pub struct LoadgenArgs {
     /// once without it for the maximum, then at half of it).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// How long a batch lingers for more records after its first, in both phases (the
+    /// coordinator's `coordinator.batch_linger`; the baseline pipe takes the same).
+    #[arg(long, default_value_t = choreo_coordinator::coordinator::defaults::BATCH_LINGER.as_millis() as u64)]
+    pub batch_linger_ms: u64,
 }
 
 /// The four inputs of one saga.
