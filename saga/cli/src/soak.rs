@@ -410,6 +410,9 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
     );
     let mut restarts = String::new();
     let mut rss_soak = Vec::new();
+    // The coordinator's resident memory just before each kill: the end of a life, past its
+    // start-up (restore and the catch-up after the previous kill).
+    let mut rss_coordinator_lives = Vec::new();
     for m in 1..=args.minutes {
         minute.tick().await;
         if args.registry_restart_minutes > 0
@@ -425,6 +428,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
             && last_coordinator.elapsed()
                 >= Duration::from_secs(60 * args.coordinator_restart_minutes)
         {
+            rss_coordinator_lives.extend(coordinator.rss_kib());
             coordinator.kill().await;
             coordinator.start()?;
             last_coordinator = Instant::now();
@@ -499,6 +503,16 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
         println!(
             "soak process RSS: {first} KiB at minute {} → {end} KiB at the end",
             rss_soak.len().min(5)
+        );
+    }
+    if !rss_coordinator_lives.is_empty() {
+        let lives: Vec<String> = rss_coordinator_lives
+            .iter()
+            .map(|k| format!("{} MiB", k / 1024))
+            .collect();
+        println!(
+            "coordinator RSS at the end of each life (before its SIGKILL): {}",
+            lives.join(", ")
         );
     }
     let mut ok = true;
