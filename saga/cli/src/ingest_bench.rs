@@ -159,7 +159,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     if args.sagas > 0 {
         // Started now, after the modes above: it starts after their events, and does not take
         // its share of the cores while they run.
-        let coordinator = start_coordinator(
+        let mut coordinator = start_coordinator(
             embedded.as_ref(),
             &coordinator_kafka,
             &catalog,
@@ -169,17 +169,22 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         .await?;
         for &c in &args.saga_concurrency {
             let run = format!("{}c{c}", &run_id[..8]);
-            let f = sagas_end_to_end(
-                &client,
-                &url,
-                &watch_client,
-                &run,
-                args.sagas,
-                c,
-                args.partitions,
-            )
-            .await
-            .with_context(|| format!("{} order sagas end to end, {c} at once", args.sagas))?;
+            // A coordinator that stops says why, instead of the run waiting out its timeout.
+            let f = tokio::select! {
+                f = sagas_end_to_end(
+                    &client,
+                    &url,
+                    &watch_client,
+                    &run,
+                    args.sagas,
+                    c,
+                    args.partitions,
+                ) => f.with_context(|| format!("{} order sagas end to end, {c} at once", args.sagas))?,
+                r = coordinator.wait() => bail!(
+                    "the coordinator stopped during the order sagas, {c} at once: {}",
+                    r.err().map_or_else(|| "without an error".to_owned(), |e| e.to_string())
+                ),
+            };
             end_to_end.push((c, f));
         }
         coordinator
