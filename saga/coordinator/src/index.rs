@@ -50,10 +50,10 @@ impl DeadlineIndex {
         };
         self.by_time
             .insert((at, partition, Arc::clone(&key), due.clone()));
-        self.by_saga
-            .entry(key)
-            .or_default()
-            .push((due, at, partition));
+        let entries = self.by_saga.entry(key).or_default();
+        // Sized exactly: a saga has one or two entries, and `push` would make room for four.
+        entries.reserve_exact(1);
+        entries.push((due, at, partition));
     }
 
     /// Removes an entry.
