@@ -38,6 +38,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::config::BusConfig;
+use crate::retry::RetryPolicy;
 
 /// The default topic.
 pub const DEFAULT_TOPIC: &str = "_choreo_schemas";
@@ -86,6 +87,10 @@ pub struct SchemaTopic {
     pub replication_factor: Option<i32>,
     /// Upper bound of one broker call.
     pub timeout: Duration,
+    /// Whether a background reader keeps the view up to date between writes (the default). A
+    /// store that only writes (a one-off registration) can go without: every write, and
+    /// [`KafkaSchemaStore::refresh`], read the topic to its end first either way.
+    pub follow: bool,
 }
 
 impl SchemaTopic {
@@ -97,6 +102,7 @@ impl SchemaTopic {
             writer_id: DEFAULT_WRITER_ID.into(),
             replication_factor: None,
             timeout: Duration::from_secs(30),
+            follow: true,
         }
     }
 }
@@ -134,7 +140,8 @@ async fn blocking<R: Send + 'static>(
 
 impl KafkaSchemaStore {
     /// Opens the registry: creates the topic when missing, reads it to its end into the view,
-    /// and starts the reader that keeps the view up to date.
+    /// and starts the reader that keeps the view up to date (unless [`SchemaTopic::follow`] is
+    /// off).
     pub async fn open(cfg: SchemaTopic) -> Result<Arc<Self>, RegistryError> {
         create_topic(&cfg).await?;
         let view = Arc::new(MemoryRegistry::new());
@@ -145,6 +152,9 @@ impl KafkaSchemaStore {
             stop: Arc::default(),
         });
         store.refresh().await?;
+        if !store.cfg.follow {
+            return Ok(store);
+        }
         let (view, cfg, stop) = (
             Arc::clone(&store.view),
             store.cfg.clone(),
@@ -191,7 +201,8 @@ impl KafkaSchemaStore {
     /// Two instances writing at once fence each other in turn: each `init_transactions` closes
     /// the other's unfinished write. A fenced write wrote nothing, so it is tried again — on a
     /// fresh look at the history — after a random pause that grows with each attempt, which
-    /// lets one of the two finish; only after [`FENCED_ATTEMPTS`] is the caller told to retry.
+    /// lets one of the two finish ([`FENCED_RETRY`]); only after its last attempt is the caller
+    /// told to retry.
     async fn write<R: Send + 'static>(
         &self,
         decide: impl Fn(&MemoryRegistry) -> Result<(Option<(Vec<u8>, Vec<u8>)>, R), RegistryError>
@@ -201,7 +212,9 @@ impl KafkaSchemaStore {
     ) -> Result<R, RegistryError> {
         let _one_at_a_time = self.writes.lock().await;
         let decide = Arc::new(decide);
-        for attempt in 1.. {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let (cfg, view, decide) = (
                 self.cfg.clone(),
                 Arc::clone(&self.view),
@@ -209,11 +222,8 @@ impl KafkaSchemaStore {
             );
             match blocking(move || Self::write_once(&cfg, &view, &*decide)).await? {
                 Attempt::Written(answer) => return Ok(answer),
-                Attempt::Fenced(e) if attempt < FENCED_ATTEMPTS => {
-                    let window_ms = 20u64 << attempt.min(6);
-                    let pause = Duration::from_millis(
-                        window_ms / 2 + rand::random::<u64>() % (window_ms / 2 + 1),
-                    );
+                Attempt::Fenced(e) if attempt < FENCED_RETRY.max_attempts => {
+                    let pause = FENCED_RETRY.backoff(attempt);
                     tracing::debug!(attempt, ?pause, error = %e, "schema write fenced; trying again");
                     tokio::time::sleep(pause).await;
                 }
@@ -225,7 +235,6 @@ impl KafkaSchemaStore {
                 }
             }
         }
-        unreachable!("the attempts loop returns")
     }
 
     /// One attempt of [`Self::write`], on a blocking thread.
@@ -276,8 +285,13 @@ impl KafkaSchemaStore {
     }
 }
 
-/// How many times one write is tried while other instances keep fencing it.
-const FENCED_ATTEMPTS: u32 = 8;
+/// How one write is tried again while other instances keep fencing it: 8 attempts, pauses of
+/// 20–40 ms growing to 0.64–1.28 s.
+const FENCED_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 8,
+    initial_backoff: Duration::from_millis(40),
+    max_backoff: Duration::from_millis(1280),
+};
 
 /// What one attempt of a write came to.
 enum Attempt<R> {
