@@ -9,16 +9,27 @@
 //! - **Reads** are served from an in-process view ([`MemoryRegistry`]) that a background reader
 //!   keeps up with the topic (read_committed); an id the view does not know yet is looked up
 //!   again after reading the topic to its end, before the answer is "not found".
-//! - **Writes** are serialized through the broker: each one creates a transactional producer
-//!   with the shared transactional id, whose `init_transactions` fences any other writer (and
-//!   closes its unfinished write); then it reads the topic to its end, checks the change
-//!   against that history (compatibility, the id), writes it in a transaction and commits. Two
-//!   instances writing at once therefore never give one version or id two meanings: the second
-//!   one's check sees the first one's record, and the first one, fenced before its commit,
-//!   wrote nothing and tries again on the new history (after a random pause, so that two
-//!   writers do not keep fencing each other; after a few attempts it fails and says so). Ids
-//!   come from the schema's content
+//! - **Writes** are serialized through the broker with one transactional id that every writer
+//!   shares. To become the writer, an instance creates a transactional producer with that id,
+//!   whose `init_transactions` fences any other writer (and closes its unfinished write); then
+//!   it reads the topic to its end, checks the change against that history (compatibility, the
+//!   id), writes it in a transaction and commits. Two instances writing at once therefore never
+//!   give one version or id two meanings: the second one's check sees the first one's record,
+//!   and the first one, fenced before its commit, wrote nothing and tries again on the new
+//!   history. Ids come from the schema's content
 //!   ([`choreo_schemas::registry::schema_id_of`]), so an id, once given, means one schema.
+//! - **Staying the writer.** An instance keeps its producer after a write and writes the next
+//!   change with it directly: as long as its commits succeed, no other instance has become the
+//!   writer since it read the history, so its view is the whole history. The first commit that
+//!   finds it fenced drops the producer, and the change is tried again as above. A burst of
+//!   writes therefore costs one `init_transactions`, not one per change; and registering many
+//!   schemas at once ([`SchemaRegistry::register_many`], as a coordinator registers its catalog
+//!   at start-up) is one write: the new ones in one transaction.
+//! - **Replicas that start together** all register the same schemas at once. A change the view
+//!   already holds is not written, and does not make its instance the writer. A fenced instance
+//!   waits before it tries again, between one and two times as long as its own attempt took,
+//!   so that the writer that fenced it (whose attempt takes about as long) can finish; then it
+//!   usually finds its change already written. After a few attempts it fails and says so.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,9 +122,18 @@ impl SchemaTopic {
 pub struct KafkaSchemaStore {
     view: Arc<MemoryRegistry>,
     cfg: SchemaTopic,
-    writes: tokio::sync::Mutex<()>,
+    /// One write at a time; holds the producer while this instance is the writer.
+    writes: tokio::sync::Mutex<Option<Writer>>,
+    fenced: std::sync::atomic::AtomicU64,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// The transactional producer of an instance that is (or was, until its next commit finds it
+/// fenced) the writer.
+type Writer = ThreadedProducer<DefaultProducerContext>;
+
+/// The records one write puts in one transaction, as key and value; none: nothing to write.
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
 
 impl std::fmt::Debug for KafkaSchemaStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,7 +168,8 @@ impl KafkaSchemaStore {
         let store = Arc::new(Self {
             view,
             cfg,
-            writes: tokio::sync::Mutex::new(()),
+            writes: tokio::sync::Mutex::new(None),
+            fenced: std::sync::atomic::AtomicU64::new(0),
             stop: Arc::default(),
         });
         store.refresh().await?;
@@ -194,56 +215,134 @@ impl KafkaSchemaStore {
         }
     }
 
-    /// Writes one record as the only writer (see the module docs); `decide` looks at the
-    /// caught-up history and returns the record to write, or `None` when there is nothing to
-    /// write, plus its answer.
+    /// Registers each `(subject, text)` in order, the new ones in one transaction, and returns
+    /// their versions.
+    async fn register_versions(
+        &self,
+        items: Vec<(String, String)>,
+    ) -> Result<Vec<SubjectVersion>, RegistryError> {
+        self.write(move |view| {
+            let planned = view.plan_register_all(&items)?;
+            let mut records = Vec::new();
+            for (v, _) in planned.iter().filter(|(_, new)| *new) {
+                let key = json(&Key::Schema {
+                    subject: v.subject.clone(),
+                    version: v.version,
+                })?;
+                let value = json(&SchemaValue {
+                    subject: v.subject.clone(),
+                    version: v.version,
+                    id: v.id,
+                    schema: v.schema.clone(),
+                })?;
+                records.push((key, value));
+            }
+            Ok((records, planned.into_iter().map(|(v, _)| v).collect()))
+        })
+        .await
+    }
+
+    /// How many of this instance's write attempts found another instance had become the
+    /// writer (each was tried again, or refused after the last attempt).
+    pub fn fenced_writes(&self) -> u64 {
+        self.fenced.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes records as the only writer (see the module docs); `decide` looks at the
+    /// caught-up history and returns the records to write in one transaction (none when there
+    /// is nothing to write), plus its answer.
     ///
-    /// Two instances writing at once fence each other in turn: each `init_transactions` closes
-    /// the other's unfinished write. A fenced write wrote nothing, so it is tried again — on a
-    /// fresh look at the history — after a random pause that grows with each attempt, which
-    /// lets one of the two finish ([`FENCED_RETRY`]); only after its last attempt is the caller
-    /// told to retry.
+    /// A fenced write wrote nothing, so it is tried again — on a fresh look at the history —
+    /// after a pause of one to two times what the fenced attempt took (at least
+    /// [`FENCED_RETRY`]'s backoff): the instance that fenced it needs about as long to finish
+    /// its own write. Only after the last attempt is the caller told to retry.
     async fn write<R: Send + 'static>(
         &self,
-        decide: impl Fn(&MemoryRegistry) -> Result<(Option<(Vec<u8>, Vec<u8>)>, R), RegistryError>
-        + Send
-        + Sync
-        + 'static,
+        decide: impl Fn(&MemoryRegistry) -> Result<(Records, R), RegistryError> + Send + Sync + 'static,
     ) -> Result<R, RegistryError> {
-        let _one_at_a_time = self.writes.lock().await;
+        let mut writer = self.writes.lock().await;
         let decide = Arc::new(decide);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (cfg, view, decide) = (
+            let (cfg, view, decide, held) = (
                 self.cfg.clone(),
                 Arc::clone(&self.view),
                 Arc::clone(&decide),
+                writer.take(),
             );
-            match blocking(move || Self::write_once(&cfg, &view, &*decide)).await? {
+            let started = Instant::now();
+            let (outcome, kept) =
+                blocking(move || Ok(Self::write_once(&cfg, &view, &*decide, held))).await?;
+            *writer = kept;
+            match outcome? {
                 Attempt::Written(answer) => return Ok(answer),
-                Attempt::Fenced(e) if attempt < FENCED_RETRY.max_attempts => {
-                    let pause = FENCED_RETRY.backoff(attempt);
+                Attempt::Fenced(e) => {
+                    self.fenced
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    metrics::counter!(crate::telemetry::SCHEMA_WRITES_FENCED).increment(1);
+                    if attempt >= FENCED_RETRY.max_attempts {
+                        return Err(transport(
+                            "another registry instance became the writer meanwhile; retry",
+                            e,
+                        ));
+                    }
+                    let pause = fenced_pause(started.elapsed(), FENCED_RETRY.backoff(attempt));
                     tracing::debug!(attempt, ?pause, error = %e, "schema write fenced; trying again");
                     tokio::time::sleep(pause).await;
-                }
-                Attempt::Fenced(e) => {
-                    return Err(transport(
-                        "another registry instance became the writer meanwhile; retry",
-                        e,
-                    ));
                 }
             }
         }
     }
 
-    /// One attempt of [`Self::write`], on a blocking thread.
+    /// One attempt of [`Self::write`], on a blocking thread: with the producer `held` from an
+    /// earlier write when there is one, else (or when that one fails) as a new writer. Returns
+    /// the producer to keep for the next write.
     fn write_once<R>(
         cfg: &SchemaTopic,
         view: &MemoryRegistry,
-        decide: &impl Fn(&MemoryRegistry) -> Result<(Option<(Vec<u8>, Vec<u8>)>, R), RegistryError>,
-    ) -> Result<Attempt<R>, RegistryError> {
-        let producer: ThreadedProducer<DefaultProducerContext> = cfg
+        decide: &impl Fn(&MemoryRegistry) -> Result<(Records, R), RegistryError>,
+        held: Option<Writer>,
+    ) -> (Result<Attempt<R>, RegistryError>, Option<Writer>) {
+        // Nothing to write on what this instance already knows (it is in the view, which holds
+        // committed records only): done, without fencing anyone.
+        let (records, answer) = match decide(view) {
+            Ok(decided) => decided,
+            Err(e) => return (Err(e), held),
+        };
+        if records.is_empty() {
+            return (Ok(Attempt::Written(answer)), held);
+        }
+        if let Some(producer) = held {
+            match Self::commit(cfg, view, &producer, &records) {
+                Ok(()) => return (Ok(Attempt::Written(answer)), Some(producer)),
+                Err((_, e)) if is_fenced(&e) => return (Ok(Attempt::Fenced(e)), None),
+                Err((step, e)) => {
+                    tracing::debug!(step, error = %e, "schema writer kept from an earlier write failed; starting a new one");
+                }
+            }
+        }
+        match Self::become_writer(cfg, view, decide) {
+            Ok((producer, records, answer)) if records.is_empty() => {
+                (Ok(Attempt::Written(answer)), Some(producer))
+            }
+            Ok((producer, records, answer)) => match Self::commit(cfg, view, &producer, &records) {
+                Ok(()) => (Ok(Attempt::Written(answer)), Some(producer)),
+                Err((_, e)) if is_fenced(&e) => (Ok(Attempt::Fenced(e)), None),
+                Err((step, e)) => (Err(transport(step, e)), None),
+            },
+            Err(e) => (Err(e), None),
+        }
+    }
+
+    /// Creates the transactional producer (fencing any other writer), reads the topic to its
+    /// end and decides on that whole history.
+    fn become_writer<R>(
+        cfg: &SchemaTopic,
+        view: &MemoryRegistry,
+        decide: &impl Fn(&MemoryRegistry) -> Result<(Records, R), RegistryError>,
+    ) -> Result<(Writer, Records, R), RegistryError> {
+        let producer: Writer = cfg
             .kafka
             .client_config()
             .set("transactional.id", &cfg.writer_id)
@@ -255,34 +354,57 @@ impl KafkaSchemaStore {
             .init_transactions(cfg.timeout)
             .map_err(|e| transport("becoming the writer", e))?;
         Self::catch_up(cfg, view)?;
-        let (record, answer) = decide(view)?;
-        let Some((key, value)) = record else {
-            return Ok(Attempt::Written(answer));
-        };
+        let (records, answer) = decide(view)?;
+        Ok((producer, records, answer))
+    }
+
+    /// Writes `records` in one transaction of `producer` and applies them to the view once
+    /// committed; on failure the transaction is aborted and the failing step named.
+    fn commit(
+        cfg: &SchemaTopic,
+        view: &MemoryRegistry,
+        producer: &Writer,
+        records: &Records,
+    ) -> Result<(), (&'static str, KafkaError)> {
         let written = producer
             .begin_transaction()
             .map_err(|e| ("begin", e))
             .and_then(|()| {
-                producer
-                    .send(BaseRecord::to(&cfg.topic).key(&key).payload(&value))
-                    .map_err(|(e, _)| ("send", e))
+                records.iter().try_for_each(|(key, value)| {
+                    producer
+                        .send(BaseRecord::to(&cfg.topic).key(key).payload(value))
+                        .map_err(|(e, _)| ("send", e))
+                })
             })
             .and_then(|()| {
                 producer
                     .commit_transaction(cfg.timeout)
                     .map_err(|e| ("commit", e))
             });
-        if let Err((step, e)) = written {
+        if written.is_err() {
             let _ = producer.abort_transaction(cfg.timeout);
-            return if is_fenced(&e) {
-                Ok(Attempt::Fenced(e))
-            } else {
-                Err(transport(step, e))
-            };
         }
-        apply(view, Some(&key), Some(&value))?;
-        Ok(Attempt::Written(answer))
+        written?;
+        for (key, value) in records {
+            if let Err(e) = apply(view, Some(key), Some(value)) {
+                tracing::warn!(error = %e, "schema record written but not applied to the view");
+            }
+        }
+        Ok(())
     }
+}
+
+/// How long a fenced writer waits before it tries again: between one and two times its own
+/// fenced attempt (the writer that fenced it makes the same calls, so needs about as long to
+/// commit), and at least `backoff`.
+fn fenced_pause(attempt_took: Duration, backoff: Duration) -> Duration {
+    let spread = u64::try_from(attempt_took.as_micros()).unwrap_or(u64::MAX);
+    let extra = if spread == 0 {
+        0
+    } else {
+        rand::random::<u64>() % (spread + 1)
+    };
+    (attempt_took + Duration::from_micros(extra)).max(backoff)
 }
 
 /// How one write is tried again while other instances keep fencing it: 8 attempts, pauses of
@@ -434,25 +556,11 @@ impl RegistryStore for KafkaSchemaStore {
         if let Some(v) = self.view.lookup(subject, text).ok().flatten() {
             return Ok(v);
         }
-        let (subject, text) = (subject.to_owned(), text.to_owned());
-        self.write(move |view| {
-            let (v, new) = view.plan_register(&subject, &text)?;
-            if !new {
-                return Ok((None, v));
-            }
-            let key = json(&Key::Schema {
-                subject: v.subject.clone(),
-                version: v.version,
-            })?;
-            let value = json(&SchemaValue {
-                subject: v.subject.clone(),
-                version: v.version,
-                id: v.id,
-                schema: v.schema.clone(),
-            })?;
-            Ok((Some((key, value)), v))
-        })
-        .await
+        let items = vec![(subject.to_owned(), text.to_owned())];
+        let mut versions = self.register_versions(items).await?;
+        versions
+            .pop()
+            .ok_or_else(|| transport("registering", "no version planned"))
     }
 
     async fn set_rule(
@@ -468,7 +576,7 @@ impl RegistryStore for KafkaSchemaStore {
             let value = json(&ConfigValue {
                 compatibility: rule,
             })?;
-            Ok((Some((key, value)), ()))
+            Ok((vec![(key, value)], ()))
         })
         .await
     }
@@ -483,6 +591,18 @@ impl RegistryStore for KafkaSchemaStore {
 impl SchemaRegistry for KafkaSchemaStore {
     async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
         self.register_version(subject, schema).await.map(|v| v.id)
+    }
+
+    async fn register_many(&self, items: &[(String, String)]) -> Result<Vec<u32>, RegistryError> {
+        let known: Option<Vec<u32>> = items
+            .iter()
+            .map(|(subject, text)| self.view.lookup(subject, text).ok().flatten().map(|v| v.id))
+            .collect();
+        if let Some(ids) = known {
+            return Ok(ids);
+        }
+        let versions = self.register_versions(items.to_vec()).await?;
+        Ok(versions.into_iter().map(|v| v.id).collect())
     }
 
     async fn schema_by_id(&self, id: u32) -> Result<String, RegistryError> {

@@ -32,6 +32,9 @@ pub const DEDUP_MARK_FAILURES: &str = "choreo_bus_dedup_mark_failures_total";
 pub const PRODUCER_REPLACED: &str = "choreo_bus_producer_replaced_total";
 /// Dead letters the broker did not take (label: topic, reason): retried until it does.
 pub const DEAD_LETTER_FAILURES: &str = "choreo_bus_dead_letter_failures_total";
+/// Schema-topic writes that found another registry instance had become the writer (each is
+/// tried again after a pause).
+pub const SCHEMA_WRITES_FENCED: &str = "choreo_bus_schema_writes_fenced_total";
 
 /// Registers descriptions with the installed `metrics` recorder.
 pub fn describe() {
@@ -105,6 +108,11 @@ pub fn describe() {
         DEAD_LETTER_FAILURES,
         Unit::Count,
         "Dead letters the broker did not acknowledge (retried until it does)"
+    );
+    describe_counter!(
+        SCHEMA_WRITES_FENCED,
+        Unit::Count,
+        "Schema-topic writes fenced by another registry instance (tried again after a pause)"
     );
     describe_gauge!(
         CONSUMER_LAG,

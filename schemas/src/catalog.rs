@@ -270,12 +270,11 @@ impl Catalog {
         &self,
         registry: &dyn crate::SchemaRegistry,
     ) -> Result<(), crate::RegistryError> {
-        for e in self.events() {
-            for v in &e.versions {
-                registry.register(&e.subject(), &v.text).await?;
-            }
-        }
-        Ok(())
+        let items: Vec<(String, String)> = self
+            .events()
+            .flat_map(|e| e.versions.iter().map(|v| (e.subject(), v.text.clone())))
+            .collect();
+        registry.register_many(&items).await.map(drop)
     }
 
     /// Every topic the catalog names, sorted and without repeats.

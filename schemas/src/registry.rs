@@ -55,6 +55,16 @@ pub trait SchemaRegistry: Send + Sync + fmt::Debug {
     async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError>;
     /// The schema text registered under `id`.
     async fn schema_by_id(&self, id: u32) -> Result<String, RegistryError>;
+    /// Registers each `(subject, schema)` in order, as [`Self::register`] does, and returns
+    /// their ids. A registry that can write them all at once (choreo's Kafka store: one
+    /// transaction) does so.
+    async fn register_many(&self, items: &[(String, String)]) -> Result<Vec<u32>, RegistryError> {
+        let mut ids = Vec::with_capacity(items.len());
+        for (subject, schema) in items {
+            ids.push(self.register(subject, schema).await?);
+        }
+        Ok(ids)
+    }
 }
 
 /// The largest schema id (ids are positive 31-bit integers, as Java clients read them).
@@ -224,6 +234,27 @@ impl MemoryRegistry {
             v.clone(),
             usize::try_from(v.version).unwrap_or(usize::MAX) > known,
         ))
+    }
+
+    /// What registering each `(subject, text)` in order would give, without registering
+    /// anything: as [`Self::plan_register`], each one planned after those before it.
+    pub fn plan_register_all(
+        &self,
+        items: &[(String, String)],
+    ) -> Result<Vec<(SubjectVersion, bool)>, RegistryError> {
+        let before = self.lock().clone();
+        let scratch = MemoryRegistry {
+            inner: Mutex::new(before),
+        };
+        items
+            .iter()
+            .map(|(subject, text)| {
+                let known = scratch.lock().subjects.get(subject).map_or(0, Vec::len);
+                let v = scratch.register_schema(subject, text)?;
+                let new = usize::try_from(v.version).unwrap_or(usize::MAX) > known;
+                Ok((v, new))
+            })
+            .collect()
     }
 
     /// Puts a version exactly as a durable store recorded it (id, version, text), without

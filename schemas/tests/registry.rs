@@ -383,3 +383,40 @@ async fn an_id_registered_after_a_miss_is_found_on_the_next_lookup() {
     assert_eq!(registered, id, "the id missed a moment ago");
     assert!(cached.schema(id).await.is_ok(), "found once registered");
 }
+
+/// A batch is planned in order on a copy: a second version of a subject is checked against the
+/// first one of the same batch, and nothing is registered by planning.
+#[test]
+fn a_batch_is_planned_in_order_without_registering_anything() {
+    let reg = MemoryRegistry::new();
+    let items = vec![
+        (SUBJECT.to_owned(), OrderPlacedV1::schema_text().to_owned()),
+        (SUBJECT.to_owned(), OrderPlaced::schema_text().to_owned()),
+        (SUBJECT.to_owned(), OrderPlacedV1::schema_text().to_owned()),
+    ];
+    let planned = reg.plan_register_all(&items).expect("plan");
+    let summary: Vec<(u32, bool)> = planned.iter().map(|(v, new)| (v.version, *new)).collect();
+    assert_eq!(
+        summary,
+        vec![(1, true), (2, true), (1, false)],
+        "v1, then v2 after it, then v1 again is version 1, not new"
+    );
+    assert!(reg.subjects().is_empty(), "planning registered nothing");
+}
+
+#[tokio::test]
+async fn register_many_gives_the_ids_register_gives() {
+    let (one, many) = (MemoryRegistry::new(), MemoryRegistry::new());
+    let items = vec![
+        (SUBJECT.to_owned(), OrderPlacedV1::schema_text().to_owned()),
+        (SUBJECT.to_owned(), OrderPlaced::schema_text().to_owned()),
+    ];
+    let mut ids = Vec::new();
+    for (subject, text) in &items {
+        ids.push(one.register(subject, text).await.expect("register"));
+    }
+    assert_eq!(
+        many.register_many(&items).await.expect("register_many"),
+        ids
+    );
+}

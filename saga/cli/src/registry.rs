@@ -41,9 +41,9 @@ pub async fn registry_of(
 
 /// Registers the catalog, retrying what may pass on another try for up to a minute: with
 /// `registry.store = "kafka"` replicas that start together all write through the one
-/// transactional id. The store already tries a fenced write again a few times (it then finds
-/// the schema written, or writes it); what it still refuses, and a broker not reachable yet,
-/// are tried again here.
+/// transactional id. The store writes the catalog's new schemas in one transaction and tries a
+/// fenced write again itself (it then finds the schemas written, or writes them); what it still
+/// refuses, and a broker not reachable yet, are tried again here.
 async fn register_catalog(catalog: &Catalog, registry: &dyn SchemaRegistry) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut delay = Duration::from_millis(100);
