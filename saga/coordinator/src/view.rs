@@ -20,8 +20,9 @@
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use choreo_saga::{SagaState, Status, StepStatus};
 use dashmap::DashMap;
@@ -223,12 +224,28 @@ pub struct Changes {
     pub reset: bool,
 }
 
-/// One saga in the view: its summary, and its changelog value.
+/// One saga in the view: its summary, and its changelog value (shared with the owning
+/// replica's store when this replica owns the saga; see [`SagaView::share`]).
 #[derive(Debug)]
 struct Viewed {
     summary: SagaSummary,
-    value: Box<[u8]>,
+    value: Arc<[u8]>,
 }
+
+/// Values the owning replica holds that the view has not read from the changelog yet, so that
+/// the view keeps the same bytes rather than a copy ([`SagaView::share`]).
+#[derive(Debug, Default)]
+struct Handoff {
+    values: DashMap<String, (Arc<[u8]>, Instant)>,
+    /// Upserts since the last sweep of entries the view never matched.
+    since_sweep: AtomicUsize,
+}
+
+/// A handed-off value the view has not matched within this long is let go (it was superseded
+/// before the view read it); the view then keeps a copy of what it reads, as without sharing.
+const HANDOFF_MAX_AGE: Duration = Duration::from_secs(300);
+/// How many upserts pass between sweeps of the handoff.
+const HANDOFF_SWEEP_EVERY: usize = 4096;
 
 /// A saga in a listing's heap, ordered as the listing is (the greatest is the last).
 struct Ranked(Arc<Viewed>);
@@ -283,6 +300,7 @@ struct Feed {
 #[derive(Debug)]
 pub struct SagaView {
     sagas: DashMap<String, Arc<Viewed>>,
+    handoff: Handoff,
     /// Per definition, the number of sagas in each status (indexed like [`ALL_STATUSES`]).
     counts: Mutex<BTreeMap<String, [usize; ALL_STATUSES.len()]>>,
     feed: Mutex<Feed>,
@@ -294,6 +312,7 @@ impl Default for SagaView {
     fn default() -> Self {
         Self {
             sagas: DashMap::new(),
+            handoff: Handoff::default(),
             counts: Mutex::default(),
             feed: Mutex::default(),
             changed: watch::Sender::new(0),
@@ -323,13 +342,10 @@ impl SagaView {
             summary.definition.clone(),
             summary.status,
         );
-        let old = self.sagas.insert(
-            id.clone(),
-            Arc::new(Viewed {
-                summary,
-                value: value.into_boxed_slice(),
-            }),
-        );
+        let value = self.take_handed_off(&id, value);
+        let old = self
+            .sagas
+            .insert(id.clone(), Arc::new(Viewed { summary, value }));
         {
             let mut counts = lock(&self.counts);
             if let Some(old) = &old {
@@ -338,6 +354,52 @@ impl SagaView {
             counts.entry(definition).or_default()[slot(status)] += 1;
         }
         self.record(id);
+    }
+
+    /// The value the owning replica keeps for `saga_id` (after a commit, or restored), shared
+    /// with the view: the view's own bytes when they are the same, else `value`, handed to the
+    /// view to keep when it reads the same bytes from the changelog. A replica's owned sagas
+    /// thus cost one copy of their value, not two.
+    pub fn share(&self, saga_id: &str, value: Vec<u8>) -> Arc<[u8]> {
+        if let Some(viewed) = self.sagas.get(saga_id)
+            && *viewed.value == *value
+        {
+            return Arc::clone(&viewed.value);
+        }
+        let value: Arc<[u8]> = value.into();
+        self.handoff
+            .values
+            .insert(saga_id.to_owned(), (Arc::clone(&value), Instant::now()));
+        value
+    }
+
+    /// `value`, read from the changelog for `saga_id`: the owner's bytes when it handed the
+    /// same ones over.
+    fn take_handed_off(&self, saga_id: &str, value: Vec<u8>) -> Arc<[u8]> {
+        let handoff = &self.handoff;
+        if handoff.since_sweep.fetch_add(1, Ordering::Relaxed) >= HANDOFF_SWEEP_EVERY {
+            handoff.since_sweep.store(0, Ordering::Relaxed);
+            handoff
+                .values
+                .retain(|_, (_, at)| at.elapsed() < HANDOFF_MAX_AGE);
+        }
+        match handoff
+            .values
+            .remove_if(saga_id, |_, (shared, _)| **shared == *value)
+        {
+            Some((_, (shared, _))) => shared,
+            None => value.into(),
+        }
+    }
+
+    /// A saga's changelog value as the view keeps it.
+    pub fn value_of(&self, saga_id: &str) -> Option<Arc<[u8]>> {
+        self.sagas.get(saga_id).map(|v| Arc::clone(&v.value))
+    }
+
+    /// How many handed-off values wait for the view to read them (see [`Self::share`]).
+    pub fn handed_off(&self) -> usize {
+        self.handoff.values.len()
     }
 
     /// Forgets a saga (a changelog tombstone).

@@ -75,10 +75,33 @@ fn memory_per_saga_by_part() {
         }
         view
     });
+
+    // A replica's owned sagas: the store's map and the view, the value shared between them
+    // (`SagaView::share`), as the runtime keeps them.
+    let (both, _both) = per_saga(|| {
+        let view = SagaView::new();
+        let mut owned = HashMap::with_capacity(N);
+        for i in 0..N {
+            state.saga_id = saga_id(i);
+            state.correlation_id = format!("o-{i:07}");
+            let mut value = vec![7u8; VALUE_BYTES];
+            value[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let shared = view.share(&state.saga_id, value.clone());
+            owned.insert(state.saga_id.clone(), shared);
+            view.upsert_encoded(&state, value);
+        }
+        assert_eq!(view.handed_off(), 0, "every value taken by the view");
+        (view, owned)
+    });
     println!(
-        "per in-flight saga ({VALUE_BYTES} B changelog value): deadline index {index} B (two deadlines), owned map {owned} B, view {view} B"
+        "per in-flight saga ({VALUE_BYTES} B changelog value): deadline index {index} B (two deadlines), owned map {owned} B, view {view} B; owned map and view sharing the value {both} B"
     );
     for (part, bytes) in [("index", index), ("owned map", owned), ("view", view)] {
         assert!(bytes < 2048, "{part}: {bytes} B per saga");
     }
+    // Apart, the two hold the value twice; shared, once.
+    assert!(
+        both + (VALUE_BYTES as u64) / 2 < owned + view,
+        "sharing saves the value: {both} B against {owned} + {view} B"
+    );
 }

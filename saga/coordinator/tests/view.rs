@@ -171,3 +171,48 @@ async fn readers_are_woken_by_a_change() {
     rx.changed().await.expect("woken");
     assert_eq!(*rx.borrow(), view.seq());
 }
+
+/// The owning replica's value and the view's are one allocation, whichever of the two has it
+/// first; a value the view has not read yet waits for it, and is matched by its bytes only.
+#[test]
+fn an_owned_saga_value_is_kept_once_by_the_owner_and_the_view() {
+    use std::sync::Arc;
+    let view = SagaView::new();
+    let (first, second) = (saga("o-1", 1_000, Status::Running), {
+        let mut s = saga("o-1", 1_000, Status::Running);
+        s.updated_at = Millis(2_000);
+        s
+    });
+    let (v1, v2) = (first.encode(), second.encode());
+    assert_ne!(v1, v2);
+
+    // The owner commits before the view reads the changelog.
+    let owned = view.share("order/o-1", v1.clone());
+    assert_eq!(view.handed_off(), 1);
+    view.upsert_encoded(&first, v1.clone());
+    assert!(
+        Arc::ptr_eq(&owned, &view.value_of("order/o-1").expect("viewed")),
+        "the view keeps the owner's bytes"
+    );
+    assert_eq!(view.handed_off(), 0, "taken by the view");
+
+    // The view read it first (a restore): the owner takes the view's bytes.
+    let restored = view.share("order/o-1", v1.clone());
+    assert!(Arc::ptr_eq(&restored, &owned));
+    assert_eq!(view.handed_off(), 0);
+
+    // The owner is a change ahead: the older value the view reads is not the owner's.
+    let ahead = view.share("order/o-1", v2.clone());
+    view.upsert_encoded(&first, v1);
+    assert!(!Arc::ptr_eq(
+        &ahead,
+        &view.value_of("order/o-1").expect("viewed")
+    ));
+    assert_eq!(view.handed_off(), 1, "still waiting for its bytes");
+    view.upsert_encoded(&second, v2);
+    assert!(Arc::ptr_eq(
+        &ahead,
+        &view.value_of("order/o-1").expect("viewed")
+    ));
+    assert_eq!(view.handed_off(), 0);
+}

@@ -727,6 +727,7 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         consumer,
         producer,
         owned: HashMap::new(),
+        view: Arc::clone(&view),
         index: DeadlineIndex::default(),
         rebalance,
         ready: Arc::clone(&ready),

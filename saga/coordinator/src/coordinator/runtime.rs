@@ -22,6 +22,7 @@ use super::stored::Stored;
 use crate::error::CoordinatorError;
 use crate::index::{DeadlineIndex, Due};
 use crate::telemetry as m;
+use crate::view::SagaView;
 
 /// Rebalance callbacks, as the consumer reported them (they run inside `recv`, so never in the
 /// middle of a batch's transaction).
@@ -115,6 +116,8 @@ pub(crate) struct Runtime {
     pub(crate) codec: Codec,
     /// The states of the sagas of each owned partition, as their changelog values.
     pub(crate) owned: HashMap<i32, HashMap<String, Stored>>,
+    /// The operator view, which keeps the owned sagas' values with the store (shared bytes).
+    pub(crate) view: Arc<SagaView>,
     pub(crate) index: DeadlineIndex,
     pub(crate) rebalance: Arc<Mutex<RebalanceEvents>>,
     pub(crate) ready: Arc<AtomicBool>,
@@ -422,9 +425,9 @@ impl Runtime {
                 };
                 // A state from before the binary format is kept (and written next) in it.
                 let stored = if SagaState::is_current_format(&value) {
-                    Stored::new(&s, value)
+                    Stored::new(&s, value, &self.view)
                 } else {
-                    Stored::of(&s)
+                    Stored::of(&s, &self.view)
                 };
                 states.insert(key, stored);
                 if let Err(why) = self.opts.definitions.checked_for_state(&s) {

@@ -3,7 +3,11 @@
 //! state is decoded when an input, a deadline or a command reaches it, and the value written to
 //! the changelog is the one kept, so keeping it costs no second encoding.
 
+use std::sync::Arc;
+
 use choreo_saga::{SagaState, StateDecodeError, Status};
+
+use crate::view::SagaView;
 
 /// One owned saga's state.
 #[derive(Debug, Clone)]
@@ -11,23 +15,23 @@ pub(crate) struct Stored {
     /// The definition's name (the in-flight gauge, per definition).
     pub(crate) definition: Box<str>,
     pub(crate) status: Status,
-    /// The changelog value.
-    value: Box<[u8]>,
+    /// The changelog value (the operator view keeps the same bytes: [`SagaView::share`]).
+    value: Arc<[u8]>,
 }
 
 impl Stored {
-    /// `state` with `value`, its changelog value (`state.encode()`).
-    pub(crate) fn new(state: &SagaState, value: Vec<u8>) -> Self {
+    /// `state` with `value`, its changelog value (`state.encode()`), shared with `view`.
+    pub(crate) fn new(state: &SagaState, value: Vec<u8>, view: &SagaView) -> Self {
         Self {
             definition: state.definition.as_str().into(),
             status: state.status,
-            value: value.into_boxed_slice(),
+            value: view.share(&state.saga_id, value),
         }
     }
 
     /// `state`, encoded.
-    pub(crate) fn of(state: &SagaState) -> Self {
-        Self::new(state, state.encode())
+    pub(crate) fn of(state: &SagaState, view: &SagaView) -> Self {
+        Self::new(state, state.encode(), view)
     }
 
     /// The state, decoded.

@@ -315,8 +315,8 @@ impl Runtime {
         let mut encoded = staged.encoded;
         for (saga_id, (p, state)) in staged.states {
             let stored = match encoded.remove(&saga_id) {
-                Some(value) => Stored::new(&state, value),
-                None => Stored::of(&state),
+                Some(value) => Stored::new(&state, value, &self.view),
+                None => Stored::of(&state, &self.view),
             };
             self.owned.entry(p).or_default().insert(saga_id, stored);
         }
