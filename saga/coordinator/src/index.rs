@@ -2,7 +2,7 @@
 //! deadline of every owned saga, ordered by due time, plus the retention expiry of finished
 //! sagas. Rebuilt from the saga states on restore; changed only after a transaction commits.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use choreo_saga::{DeadlineKind, Millis};
@@ -33,17 +33,41 @@ pub struct Entry {
 ///
 /// Every operation is logarithmic in the number of entries, or linear in one saga's few entries
 /// (a saga has at most one entry per deadline kind and one expiry): a tombstone forgetting a saga
-/// does not scan the index. The saga id is stored once per saga (shared).
+/// does not scan the index. The saga id is stored once per saga, and a step name once for the
+/// whole index (shared).
 #[derive(Debug, Default)]
 pub struct DeadlineIndex {
-    by_time: BTreeSet<(Millis, i32, Arc<str>, Due)>,
-    by_saga: HashMap<Arc<str>, Vec<(Due, Millis, i32)>>,
+    by_time: BTreeSet<(Millis, i32, Arc<str>, Kept)>,
+    by_saga: HashMap<Arc<str>, Vec<(Kept, Millis, i32)>>,
+    /// Step names, each kept once (they come from the definitions, so they are few).
+    steps: HashSet<Arc<str>>,
+}
+
+/// [`Due`] as the index keeps it: its step name shared. Ordered as `Due` is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Kept {
+    Saga,
+    Step(Arc<str>),
+    CompensationAck(Arc<str>),
+    Expiry,
+}
+
+impl Kept {
+    fn due(&self) -> Due {
+        match self {
+            Kept::Saga => Due::Deadline(DeadlineKind::Saga),
+            Kept::Step(s) => Due::Deadline(DeadlineKind::Step(s.to_string())),
+            Kept::CompensationAck(s) => Due::Deadline(DeadlineKind::CompensationAck(s.to_string())),
+            Kept::Expiry => Due::Expiry,
+        }
+    }
 }
 
 impl DeadlineIndex {
     /// Adds or moves an entry (one per saga and kind).
     pub fn set(&mut self, partition: i32, saga_id: &str, due: Due, at: Millis) {
         self.cancel(saga_id, &due);
+        let due = self.keep(&due);
         let key: Arc<str> = match self.by_saga.get_key_value(saga_id) {
             Some((k, _)) => Arc::clone(k),
             None => Arc::from(saga_id),
@@ -56,12 +80,42 @@ impl DeadlineIndex {
         entries.push((due, at, partition));
     }
 
+    /// `due` as kept, its step name shared.
+    fn keep(&mut self, due: &Due) -> Kept {
+        let mut name = |s: &str| match self.steps.get(s) {
+            Some(n) => Arc::clone(n),
+            None => {
+                let n: Arc<str> = s.into();
+                self.steps.insert(Arc::clone(&n));
+                n
+            }
+        };
+        match due {
+            Due::Deadline(DeadlineKind::Saga) => Kept::Saga,
+            Due::Deadline(DeadlineKind::Step(s)) => Kept::Step(name(s)),
+            Due::Deadline(DeadlineKind::CompensationAck(s)) => Kept::CompensationAck(name(s)),
+            Due::Expiry => Kept::Expiry,
+        }
+    }
+
+    /// `due` as kept, if the index can hold it (its step name is known).
+    fn kept(&self, due: &Due) -> Option<Kept> {
+        let name = |s: &str| self.steps.get(s).map(Arc::clone);
+        Some(match due {
+            Due::Deadline(DeadlineKind::Saga) => Kept::Saga,
+            Due::Deadline(DeadlineKind::Step(s)) => Kept::Step(name(s)?),
+            Due::Deadline(DeadlineKind::CompensationAck(s)) => Kept::CompensationAck(name(s)?),
+            Due::Expiry => Kept::Expiry,
+        })
+    }
+
     /// Removes an entry.
     pub fn cancel(&mut self, saga_id: &str, due: &Due) {
+        let Some(due) = self.kept(due) else { return };
         let Some((key, entries)) = self.by_saga.get_key_value(saga_id) else {
             return;
         };
-        let Some(i) = entries.iter().position(|(d, _, _)| d == due) else {
+        let Some(i) = entries.iter().position(|(d, _, _)| *d == due) else {
             return;
         };
         let key = Arc::clone(key);
@@ -102,7 +156,7 @@ impl DeadlineIndex {
                 at: *at,
                 partition: *partition,
                 saga_id: saga_id.to_string(),
-                due: due.clone(),
+                due: due.due(),
             })
             .collect()
     }

@@ -135,12 +135,20 @@ pub struct ListQuery {
 impl ListQuery {
     /// Whether `s` passes every filter (the cursor and the limit aside).
     pub fn matches(&self, s: &SagaState, now_ms: u64) -> bool {
-        self.matches_summary(&SagaSummary::from(s), now_ms)
+        let summary = Summary {
+            definition: &s.definition,
+            version: s.version,
+            correlation_id: &s.correlation_id,
+            status: s.status,
+            created_at: s.created_at.0,
+            updated_at: s.updated_at.0,
+        };
+        self.matches_summary(&summary, now_ms)
             && self.waiting_on.as_deref().is_none_or(|w| waits_on(s, w))
     }
 
     /// Whether `s` passes every filter read from a summary (all but `waiting_on`).
-    fn matches_summary(&self, s: &SagaSummary, now_ms: u64) -> bool {
+    fn matches_summary(&self, s: &Summary<'_>, now_ms: u64) -> bool {
         self.definition.as_deref().is_none_or(|d| s.definition == d)
             && self.version.is_none_or(|v| s.version == v)
             && self.status.is_none_or(|st| s.status == st)
@@ -224,12 +232,72 @@ pub struct Changes {
     pub reset: bool,
 }
 
-/// One saga in the view: its summary, and its changelog value (shared with the owning
-/// replica's store when this replica owns the saga; see [`SagaView::share`]).
+/// What the listing filters read of a saga.
+struct Summary<'a> {
+    definition: &'a str,
+    version: u32,
+    correlation_id: &'a str,
+    status: Status,
+    created_at: u64,
+    updated_at: u64,
+}
+
+/// One saga in the view: what a listing shows of it, and its changelog value (shared with the
+/// owning replica's store when this replica owns the saga; see [`SagaView::share`]). Kept
+/// compact, since the view holds every saga: the saga id is the map's key too, the definition
+/// name is shared by the sagas of a definition, and the correlation id is read from the saga
+/// id when that is `<definition>/<correlation id>`.
 #[derive(Debug)]
 struct Viewed {
-    summary: SagaSummary,
+    saga_id: Arc<str>,
+    definition: Arc<str>,
+    correlation: Correlation,
+    version: u32,
+    status: Status,
+    created_at: u64,
+    updated_at: u64,
     value: Arc<[u8]>,
+}
+
+/// Where a viewed saga's correlation id is.
+#[derive(Debug)]
+enum Correlation {
+    /// In the saga id, from this byte on.
+    InSagaId(u32),
+    /// Its own.
+    Own(Box<str>),
+}
+
+impl Viewed {
+    fn correlation_id(&self) -> &str {
+        match &self.correlation {
+            Correlation::InSagaId(at) => self.saga_id.get(*at as usize..).unwrap_or_default(),
+            Correlation::Own(c) => c,
+        }
+    }
+
+    fn filtered(&self) -> Summary<'_> {
+        Summary {
+            definition: &self.definition,
+            version: self.version,
+            correlation_id: self.correlation_id(),
+            status: self.status,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    fn summary(&self) -> SagaSummary {
+        SagaSummary {
+            saga_id: self.saga_id.to_string(),
+            definition: self.definition.to_string(),
+            version: self.version,
+            correlation_id: self.correlation_id().to_owned(),
+            status: self.status,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
 }
 
 /// Values the owning replica holds that the view has not read from the changelog yet, so that
@@ -252,10 +320,7 @@ struct Ranked(Arc<Viewed>);
 
 impl Ranked {
     fn key(&self) -> (Reverse<u64>, &str) {
-        (
-            Reverse(self.0.summary.created_at),
-            self.0.summary.saga_id.as_str(),
-        )
+        (Reverse(self.0.created_at), &*self.0.saga_id)
     }
 }
 
@@ -282,7 +347,7 @@ fn decoded(viewed: &Viewed) -> Option<SagaState> {
     match SagaState::decode(&viewed.value) {
         Ok(s) => Some(s),
         Err(e) => {
-            tracing::error!(saga_id = %viewed.summary.saga_id, error = %e, "a saga state in the operator view does not decode");
+            tracing::error!(saga_id = %viewed.saga_id, error = %e, "a saga state in the operator view does not decode");
             None
         }
     }
@@ -299,7 +364,9 @@ struct Feed {
 /// Every saga's latest committed state, by saga id.
 #[derive(Debug)]
 pub struct SagaView {
-    sagas: DashMap<String, Arc<Viewed>>,
+    sagas: DashMap<Arc<str>, Arc<Viewed>>,
+    /// Definition names, each kept once for all its sagas.
+    definitions: Mutex<BTreeSet<Arc<str>>>,
     handoff: Handoff,
     /// Per definition, the number of sagas in each status (indexed like [`ALL_STATUSES`]).
     counts: Mutex<BTreeMap<String, [usize; ALL_STATUSES.len()]>>,
@@ -313,6 +380,7 @@ impl Default for SagaView {
         Self {
             sagas: DashMap::new(),
             handoff: Handoff::default(),
+            definitions: Mutex::default(),
             counts: Mutex::default(),
             feed: Mutex::default(),
             changed: watch::Sender::new(0),
@@ -336,24 +404,53 @@ impl SagaView {
     /// Adds or replaces a saga, given its changelog value too (`value` is `state.encode()`, or
     /// the value `state` was decoded from).
     pub fn upsert_encoded(&self, state: &SagaState, value: Vec<u8>) {
-        let summary = SagaSummary::from(state);
-        let (id, definition, status) = (
-            summary.saga_id.clone(),
-            summary.definition.clone(),
-            summary.status,
-        );
-        let value = self.take_handed_off(&id, value);
-        let old = self
+        let id = state.saga_id.as_str();
+        let value = self.take_handed_off(id, value);
+        let saga_id: Arc<str> = self
             .sagas
-            .insert(id.clone(), Arc::new(Viewed { summary, value }));
+            .get(id)
+            .map_or_else(|| id.into(), |v| Arc::clone(&v.saga_id));
+        let definition = self.definition(&state.definition);
+        let prefix = definition.len() + 1;
+        let correlation = if id.len() == prefix + state.correlation_id.len()
+            && id.starts_with(&*definition)
+            && id.as_bytes()[definition.len()] == b'/'
+            && id.ends_with(state.correlation_id.as_str())
+        {
+            Correlation::InSagaId(u32::try_from(prefix).unwrap_or(u32::MAX))
+        } else {
+            Correlation::Own(state.correlation_id.as_str().into())
+        };
+        let viewed = Viewed {
+            saga_id: Arc::clone(&saga_id),
+            definition: Arc::clone(&definition),
+            correlation,
+            version: state.version,
+            status: state.status,
+            created_at: state.created_at.0,
+            updated_at: state.updated_at.0,
+            value,
+        };
+        let old = self.sagas.insert(saga_id, Arc::new(viewed));
         {
             let mut counts = lock(&self.counts);
             if let Some(old) = &old {
-                Self::uncount(&mut counts, &old.summary.definition, old.summary.status);
+                Self::uncount(&mut counts, &old.definition, old.status);
             }
-            counts.entry(definition).or_default()[slot(status)] += 1;
+            counts.entry(definition.to_string()).or_default()[slot(state.status)] += 1;
         }
-        self.record(id);
+        self.record(id.to_owned());
+    }
+
+    /// The definition name, kept once (for the view's sagas and the owned store's).
+    pub(crate) fn definition(&self, name: &str) -> Arc<str> {
+        let mut names = lock(&self.definitions);
+        if let Some(n) = names.get(name) {
+            return Arc::clone(n);
+        }
+        let n: Arc<str> = name.into();
+        names.insert(Arc::clone(&n));
+        n
     }
 
     /// The value the owning replica keeps for `saga_id` (after a commit, or restored), shared
@@ -405,11 +502,7 @@ impl SagaView {
     /// Forgets a saga (a changelog tombstone).
     pub fn remove(&self, saga_id: &str) {
         if let Some((_, old)) = self.sagas.remove(saga_id) {
-            Self::uncount(
-                &mut lock(&self.counts),
-                &old.summary.definition,
-                old.summary.status,
-            );
+            Self::uncount(&mut lock(&self.counts), &old.definition, old.status);
             self.record(saga_id.to_owned());
         }
     }
@@ -455,8 +548,7 @@ impl SagaView {
         let (mut total, mut after_cursor) = (0usize, 0usize);
         let before = q.before.as_ref();
         for s in &self.sagas {
-            let summary = &s.summary;
-            if !q.matches_summary(summary, now_ms) {
+            if !q.matches_summary(&s.filtered(), now_ms) {
                 continue;
             }
             if let Some(step) = q.waiting_on.as_deref()
@@ -465,7 +557,7 @@ impl SagaView {
                 continue;
             }
             total += 1;
-            let key = (Reverse(summary.created_at), summary.saga_id.as_str());
+            let key = (Reverse(s.created_at), &*s.saga_id);
             if before.is_some_and(|c| key <= c.key()) {
                 continue;
             }
@@ -481,7 +573,7 @@ impl SagaView {
         let sagas: Vec<SagaSummary> = heap
             .into_sorted_vec()
             .iter()
-            .map(|r| r.0.summary.clone())
+            .map(|r| r.0.summary())
             .collect();
         let next = (after_cursor > sagas.len())
             .then(|| sagas.last().map(Cursor::after))

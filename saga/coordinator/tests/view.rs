@@ -216,3 +216,41 @@ fn an_owned_saga_value_is_kept_once_by_the_owner_and_the_view() {
     ));
     assert_eq!(view.handed_off(), 0);
 }
+
+/// The view keeps a correlation id inside the saga id when the saga id is
+/// `<definition>/<correlation id>`, and on its own otherwise: listings show and search both.
+#[test]
+fn listings_show_and_search_the_correlation_id_whatever_the_saga_id() {
+    let view = SagaView::new();
+    view.upsert(saga("o-17", 1_000, Status::Running));
+    let mut other = saga("o-18", 1_001, Status::Running);
+    other.saga_id = "imported-18".into();
+    view.upsert(other);
+    let all = view.list(&ListQuery::default(), 1_000_000);
+    let shown: Vec<(String, String, String)> = all
+        .sagas
+        .iter()
+        .map(|s| {
+            (
+                s.saga_id.clone(),
+                s.definition.clone(),
+                s.correlation_id.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            ("imported-18".into(), "order".into(), "o-18".into()),
+            ("order/o-17".into(), "order".into(), "o-17".into()),
+        ]
+    );
+    for (text, want) in [("o-18", "imported-18"), ("o-17", "order/o-17")] {
+        let q = ListQuery {
+            search: Some(text.into()),
+            ..ListQuery::default()
+        };
+        let (ids, total, _) = page_ids(&view, &q);
+        assert_eq!((ids, total), (vec![want.to_owned()], 1), "search {text}");
+    }
+}

@@ -12,8 +12,8 @@ use crate::view::SagaView;
 /// One owned saga's state.
 #[derive(Debug, Clone)]
 pub(crate) struct Stored {
-    /// The definition's name (the in-flight gauge, per definition).
-    pub(crate) definition: Box<str>,
+    /// The definition's name (the in-flight gauge, per definition), shared by its sagas.
+    pub(crate) definition: Arc<str>,
     pub(crate) status: Status,
     /// The changelog value (the operator view keeps the same bytes: [`SagaView::share`]).
     value: Arc<[u8]>,
@@ -23,7 +23,7 @@ impl Stored {
     /// `state` with `value`, its changelog value (`state.encode()`), shared with `view`.
     pub(crate) fn new(state: &SagaState, value: Vec<u8>, view: &SagaView) -> Self {
         Self {
-            definition: state.definition.as_str().into(),
+            definition: view.definition(&state.definition),
             status: state.status,
             value: view.share(&state.saga_id, value),
         }
