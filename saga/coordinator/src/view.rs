@@ -304,7 +304,8 @@ impl Viewed {
 /// the view keeps the same bytes rather than a copy ([`SagaView::share`]).
 #[derive(Debug, Default)]
 struct Handoff {
-    values: DashMap<String, (Arc<[u8]>, Instant)>,
+    /// By saga id (the owner's, which the view keeps too when it takes the value).
+    values: DashMap<Arc<str>, (Arc<[u8]>, Instant)>,
     /// Upserts since the last sweep of entries the view never matched.
     since_sweep: AtomicUsize,
 }
@@ -405,11 +406,11 @@ impl SagaView {
     /// the value `state` was decoded from).
     pub fn upsert_encoded(&self, state: &SagaState, value: Vec<u8>) {
         let id = state.saga_id.as_str();
-        let value = self.take_handed_off(id, value);
-        let saga_id: Arc<str> = self
-            .sagas
-            .get(id)
-            .map_or_else(|| id.into(), |v| Arc::clone(&v.saga_id));
+        let (handed_id, value) = self.take_handed_off(id, value);
+        let saga_id: Arc<str> = match self.sagas.get(id) {
+            Some(v) => Arc::clone(&v.saga_id),
+            None => handed_id.unwrap_or_else(|| id.into()),
+        };
         let definition = self.definition(&state.definition);
         let prefix = definition.len() + 1;
         let correlation = if id.len() == prefix + state.correlation_id.len()
@@ -456,23 +457,26 @@ impl SagaView {
     /// The value the owning replica keeps for `saga_id` (after a commit, or restored), shared
     /// with the view: the view's own bytes when they are the same, else `value`, handed to the
     /// view to keep when it reads the same bytes from the changelog. A replica's owned sagas
-    /// thus cost one copy of their value, not two.
-    pub fn share(&self, saga_id: &str, value: Vec<u8>) -> Arc<[u8]> {
-        if let Some(viewed) = self.sagas.get(saga_id)
-            && *viewed.value == *value
-        {
-            return Arc::clone(&viewed.value);
-        }
+    /// thus cost one copy of their value, not two. The saga id comes back shared the same way,
+    /// for the owner's map key.
+    pub fn share(&self, saga_id: &str, value: Vec<u8>) -> (Arc<str>, Arc<[u8]>) {
+        let id = match self.sagas.get(saga_id) {
+            Some(viewed) if *viewed.value == *value => {
+                return (Arc::clone(&viewed.saga_id), Arc::clone(&viewed.value));
+            }
+            Some(viewed) => Arc::clone(&viewed.saga_id),
+            None => saga_id.into(),
+        };
         let value: Arc<[u8]> = value.into();
         self.handoff
             .values
-            .insert(saga_id.to_owned(), (Arc::clone(&value), Instant::now()));
-        value
+            .insert(Arc::clone(&id), (Arc::clone(&value), Instant::now()));
+        (id, value)
     }
 
-    /// `value`, read from the changelog for `saga_id`: the owner's bytes when it handed the
-    /// same ones over.
-    fn take_handed_off(&self, saga_id: &str, value: Vec<u8>) -> Arc<[u8]> {
+    /// `value`, read from the changelog for `saga_id`: the owner's bytes (and saga id) when it
+    /// handed the same ones over.
+    fn take_handed_off(&self, saga_id: &str, value: Vec<u8>) -> (Option<Arc<str>>, Arc<[u8]>) {
         let handoff = &self.handoff;
         if handoff.since_sweep.fetch_add(1, Ordering::Relaxed) >= HANDOFF_SWEEP_EVERY {
             handoff.since_sweep.store(0, Ordering::Relaxed);
@@ -484,8 +488,8 @@ impl SagaView {
             .values
             .remove_if(saga_id, |_, (shared, _)| **shared == *value)
         {
-            Some((_, (shared, _))) => shared,
-            None => value.into(),
+            Some((id, (shared, _))) => (Some(id), shared),
+            None => (None, value.into()),
         }
     }
 

@@ -86,8 +86,8 @@ fn memory_per_saga_by_part() {
             state.correlation_id = format!("o-{i:07}");
             let mut value = vec![7u8; VALUE_BYTES];
             value[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            let shared = view.share(&state.saga_id, value.clone());
-            owned.insert(state.saga_id.clone(), shared);
+            let (id, shared) = view.share(&state.saga_id, value.clone());
+            owned.insert(id, shared);
             view.upsert_encoded(&state, value);
         }
         assert_eq!(view.handed_off(), 0, "every value taken by the view");

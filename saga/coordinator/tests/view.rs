@@ -187,7 +187,7 @@ fn an_owned_saga_value_is_kept_once_by_the_owner_and_the_view() {
     assert_ne!(v1, v2);
 
     // The owner commits before the view reads the changelog.
-    let owned = view.share("order/o-1", v1.clone());
+    let (_, owned) = view.share("order/o-1", v1.clone());
     assert_eq!(view.handed_off(), 1);
     view.upsert_encoded(&first, v1.clone());
     assert!(
@@ -197,12 +197,12 @@ fn an_owned_saga_value_is_kept_once_by_the_owner_and_the_view() {
     assert_eq!(view.handed_off(), 0, "taken by the view");
 
     // The view read it first (a restore): the owner takes the view's bytes.
-    let restored = view.share("order/o-1", v1.clone());
+    let (_, restored) = view.share("order/o-1", v1.clone());
     assert!(Arc::ptr_eq(&restored, &owned));
     assert_eq!(view.handed_off(), 0);
 
     // The owner is a change ahead: the older value the view reads is not the owner's.
-    let ahead = view.share("order/o-1", v2.clone());
+    let (_, ahead) = view.share("order/o-1", v2.clone());
     view.upsert_encoded(&first, v1);
     assert!(!Arc::ptr_eq(
         &ahead,

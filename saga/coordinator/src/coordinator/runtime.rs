@@ -115,7 +115,7 @@ pub(crate) struct Runtime {
     pub(crate) producer: FutureProducer,
     pub(crate) codec: Codec,
     /// The states of the sagas of each owned partition, as their changelog values.
-    pub(crate) owned: HashMap<i32, HashMap<String, Stored>>,
+    pub(crate) owned: HashMap<i32, HashMap<Arc<str>, Stored>>,
     /// The operator view, which keeps the owned sagas' values with the store (shared bytes).
     pub(crate) view: Arc<SagaView>,
     pub(crate) index: DeadlineIndex,
@@ -424,12 +424,12 @@ impl Runtime {
                     }
                 };
                 // A state from before the binary format is kept (and written next) in it.
-                let stored = if SagaState::is_current_format(&value) {
+                let (id, stored) = if SagaState::is_current_format(&value) {
                     Stored::new(&s, value, &self.view)
                 } else {
                     Stored::of(&s, &self.view)
                 };
-                states.insert(key, stored);
+                states.insert(id, stored);
                 if let Err(why) = self.opts.definitions.checked_for_state(&s) {
                     // Its inputs are rejected by the state machine (never a panic); an operator
                     // must bring back the definition it was made with.

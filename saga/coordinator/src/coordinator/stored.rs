@@ -20,17 +20,20 @@ pub(crate) struct Stored {
 }
 
 impl Stored {
-    /// `state` with `value`, its changelog value (`state.encode()`), shared with `view`.
-    pub(crate) fn new(state: &SagaState, value: Vec<u8>, view: &SagaView) -> Self {
-        Self {
+    /// `state` with `value`, its changelog value (`state.encode()`), shared with `view`;
+    /// with the saga id to key it by, shared too.
+    pub(crate) fn new(state: &SagaState, value: Vec<u8>, view: &SagaView) -> (Arc<str>, Self) {
+        let (id, value) = view.share(&state.saga_id, value);
+        let stored = Self {
             definition: view.definition(&state.definition),
             status: state.status,
-            value: view.share(&state.saga_id, value),
-        }
+            value,
+        };
+        (id, stored)
     }
 
     /// `state`, encoded.
-    pub(crate) fn of(state: &SagaState, view: &SagaView) -> Self {
+    pub(crate) fn of(state: &SagaState, view: &SagaView) -> (Arc<str>, Self) {
         Self::new(state, state.encode(), view)
     }
 

@@ -314,15 +314,15 @@ impl Runtime {
         // The operator view follows the changelog (see `tail_changelog`), like every replica's.
         let mut encoded = staged.encoded;
         for (saga_id, (p, state)) in staged.states {
-            let stored = match encoded.remove(&saga_id) {
+            let (id, stored) = match encoded.remove(&saga_id) {
                 Some(value) => Stored::new(&state, value, &self.view),
                 None => Stored::of(&state, &self.view),
             };
-            self.owned.entry(p).or_default().insert(saga_id, stored);
+            self.owned.entry(p).or_default().insert(id, stored);
         }
         for (p, saga_id) in staged.tombstones {
             if let Some(m) = self.owned.get_mut(&p) {
-                m.remove(&saga_id);
+                m.remove(saga_id.as_str());
             }
             self.index.forget_saga(&saga_id);
         }
