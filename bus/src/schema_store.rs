@@ -305,10 +305,14 @@ impl KafkaSchemaStore {
         held: Option<Writer>,
     ) -> (Result<Attempt<R>, RegistryError>, Option<Writer>) {
         // Nothing to write on what this instance already knows (it is in the view, which holds
-        // committed records only): done, without fencing anyone.
+        // committed records only): done, without fencing anyone. A refusal is decided again on
+        // the whole history first: the view may not have a newer rule yet.
         let (records, answer) = match decide(view) {
             Ok(decided) => decided,
-            Err(e) => return (Err(e), held),
+            Err(_) => match Self::catch_up(cfg, view).and_then(|()| decide(view)) {
+                Ok(decided) => decided,
+                Err(e) => return (Err(e), held),
+            },
         };
         if records.is_empty() {
             return (Ok(Attempt::Written(answer)), held);

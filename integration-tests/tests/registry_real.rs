@@ -453,3 +453,44 @@ async fn replicas_registering_the_catalog_together_fence_each_other_a_few_times_
         "{total} fenced attempts ({fenced:?}) for {schemas} schemas: replicas kept fencing each other"
     );
 }
+
+/// A store decides on what its view holds when there is nothing to write, but never refuses on
+/// it: its view may not have a rule another instance set. Refusing on the view alone, this
+/// store answered "incompatible" to a schema the subject's rule (NONE) allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_writer_whose_view_is_behind_does_not_refuse_what_a_newer_rule_allows() {
+    use choreo_bus::BusConfig;
+    use choreo_bus::schema_store::{KafkaSchemaStore, SchemaTopic};
+    use choreo_schemas::{RegistryStore, compat::Compatibility};
+
+    let bootstrap = choreo_integration_tests::broker::shared_real_broker()
+        .await
+        .expect("a real broker");
+    let topic = format!("_schemas-rule-{}", uuid::Uuid::new_v4().simple());
+    let open = |follow: bool| {
+        let mut cfg = SchemaTopic::new(BusConfig::new(&bootstrap));
+        cfg.topic.clone_from(&topic);
+        cfg.writer_id = format!("{topic}-writer");
+        cfg.follow = follow;
+        KafkaSchemaStore::open(cfg)
+    };
+    let subject = "rule-io.choreo.tests.Race";
+    let a = open(true).await.expect("instance a");
+    a.register_version(subject, &race_schema(0, "a"))
+        .await
+        .expect("v1");
+    // b reads the topic at open (v1, the global BACKWARD) and then no more on its own.
+    let b = open(false).await.expect("instance b");
+    a.set_rule(Some(subject), Compatibility::None)
+        .await
+        .expect("rule");
+    // A field without a default: BACKWARD refuses it, NONE allows it.
+    let breaking = json!({"type": "record", "name": "Race", "namespace": "io.choreo.tests",
+        "fields": [{"name": "required_now", "type": "string"}]})
+    .to_string();
+    let v2 = b
+        .register_version(subject, &breaking)
+        .await
+        .expect("the subject's rule is NONE: registered");
+    assert_eq!(v2.version, 2);
+}
