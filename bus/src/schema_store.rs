@@ -26,7 +26,8 @@
 //!   schemas at once ([`SchemaRegistry::register_many`], as a coordinator registers its catalog
 //!   at start-up) is one write: the new ones in one transaction.
 //! - **Replicas that start together** all register the same schemas at once. A change the view
-//!   already holds is not written, and does not make its instance the writer. A fenced instance
+//!   already holds is not written, and does not make its instance the writer; a change the view
+//!   would refuse is checked again on the whole topic before the refusal is given. A fenced instance
 //!   waits before it tries again, between one and two times as long as its own attempt took,
 //!   so that the writer that fenced it (whose attempt takes about as long) can finish; then it
 //!   usually finds its change already written. After a few attempts it fails and says so.
