@@ -222,6 +222,14 @@ impl KafkaSchemaStore {
         &self,
         items: Vec<(String, String)>,
     ) -> Result<Vec<SubjectVersion>, RegistryError> {
+        // All registered already: answered from the view, without waiting for a write.
+        let known: Option<Vec<SubjectVersion>> = items
+            .iter()
+            .map(|(subject, text)| self.view.lookup(subject, text).ok().flatten())
+            .collect();
+        if let Some(versions) = known {
+            return Ok(versions);
+        }
         self.write(move |view| {
             let planned = view.plan_register_all(&items)?;
             let mut records = Vec::new();
@@ -403,13 +411,14 @@ impl KafkaSchemaStore {
 /// fenced attempt (the writer that fenced it makes the same calls, so needs about as long to
 /// commit), and at least `backoff`.
 fn fenced_pause(attempt_took: Duration, backoff: Duration) -> Duration {
-    let spread = u64::try_from(attempt_took.as_micros()).unwrap_or(u64::MAX);
-    let extra = if spread == 0 {
-        0
-    } else {
-        rand::random::<u64>() % (spread + 1)
+    // The policy's jitter: uniform in [ceiling/2, ceiling], the ceiling twice the attempt.
+    let twice = attempt_took.saturating_mul(2);
+    let spread = RetryPolicy {
+        max_attempts: 1,
+        initial_backoff: twice,
+        max_backoff: twice,
     };
-    (attempt_took + Duration::from_micros(extra)).max(backoff)
+    spread.backoff(1).max(backoff)
 }
 
 /// How one write is tried again while other instances keep fencing it: 8 attempts, pauses of
@@ -558,9 +567,6 @@ impl RegistryStore for KafkaSchemaStore {
         subject: &str,
         text: &str,
     ) -> Result<SubjectVersion, RegistryError> {
-        if let Some(v) = self.view.lookup(subject, text).ok().flatten() {
-            return Ok(v);
-        }
         let items = vec![(subject.to_owned(), text.to_owned())];
         let mut versions = self.register_versions(items).await?;
         versions
@@ -599,13 +605,6 @@ impl SchemaRegistry for KafkaSchemaStore {
     }
 
     async fn register_many(&self, items: &[(String, String)]) -> Result<Vec<u32>, RegistryError> {
-        let known: Option<Vec<u32>> = items
-            .iter()
-            .map(|(subject, text)| self.view.lookup(subject, text).ok().flatten().map(|v| v.id))
-            .collect();
-        if let Some(ids) = known {
-            return Ok(ids);
-        }
         let versions = self.register_versions(items.to_vec()).await?;
         Ok(versions.into_iter().map(|v| v.id).collect())
     }

@@ -209,6 +209,22 @@ fn race_schema(round: usize, writer: &str) -> String {
     .to_string()
 }
 
+/// A Kafka-backed store on `topic`, writing through `<topic>-writer` (the one transactional id
+/// every instance shares); `follow`: with the background reader.
+async fn open_store(
+    bootstrap: &str,
+    topic: &str,
+    follow: bool,
+) -> std::sync::Arc<choreo_bus::schema_store::KafkaSchemaStore> {
+    use choreo_bus::BusConfig;
+    use choreo_bus::schema_store::{KafkaSchemaStore, SchemaTopic};
+    let mut cfg = SchemaTopic::new(BusConfig::new(bootstrap));
+    cfg.topic = topic.to_owned();
+    cfg.writer_id = format!("{topic}-writer");
+    cfg.follow = follow;
+    KafkaSchemaStore::open(cfg).await.expect("a schema store")
+}
+
 /// Every record of the schema topic: key → the distinct values written under it.
 fn topic_history(bootstrap: &str, topic: &str) -> BTreeMap<String, Vec<String>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -247,25 +263,16 @@ fn topic_history(bootstrap: &str, topic: &str) -> BTreeMap<String, Vec<String>> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_writer_whose_view_is_behind_reads_the_topic_before_it_writes() {
-    use choreo_bus::BusConfig;
-    use choreo_bus::schema_store::{KafkaSchemaStore, SchemaTopic};
     use choreo_schemas::{RegistryStore, compat::Compatibility};
 
     let bootstrap = choreo_integration_tests::broker::shared_real_broker()
         .await
         .expect("a real broker");
     let topic = format!("_schemas-behind-{}", uuid::Uuid::new_v4().simple());
-    let open = |follow: bool| {
-        let mut cfg = SchemaTopic::new(BusConfig::new(&bootstrap));
-        cfg.topic.clone_from(&topic);
-        cfg.writer_id = format!("{topic}-writer");
-        cfg.follow = follow;
-        KafkaSchemaStore::open(cfg)
-    };
-    let a = open(true).await.expect("instance a");
+    let a = open_store(&bootstrap, &topic, true).await;
     // No background reader: b's view stays as it was at open until b reads the topic again,
     // so only the read every write starts with can tell b what a wrote.
-    let b = open(false).await.expect("instance b");
+    let b = open_store(&bootstrap, &topic, false).await;
     let subject = "behind-io.choreo.tests.Race";
     a.set_rule(Some(subject), Compatibility::None)
         .await
@@ -293,24 +300,15 @@ async fn a_writer_whose_view_is_behind_reads_the_topic_before_it_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_writers_at_once_never_give_one_subject_version_two_schemas() {
-    use choreo_bus::BusConfig;
-    use choreo_bus::schema_store::{KafkaSchemaStore, SchemaTopic};
     use choreo_schemas::{RegistryStore, compat::Compatibility};
 
     let bootstrap = choreo_integration_tests::broker::shared_real_broker()
         .await
         .expect("a real broker");
     let topic = format!("_schemas-race-{}", uuid::Uuid::new_v4().simple());
-    let open = |writer_id: &str| {
-        let mut cfg = SchemaTopic::new(BusConfig::new(&bootstrap));
-        cfg.topic.clone_from(&topic);
-        writer_id.clone_into(&mut cfg.writer_id);
-        KafkaSchemaStore::open(cfg)
-    };
     // Both instances share the writer's transactional id, as every `choreo registry` does.
-    let writer_id = format!("{topic}-writer");
-    let a = open(&writer_id).await.expect("instance a");
-    let b = open(&writer_id).await.expect("instance b");
+    let a = open_store(&bootstrap, &topic, true).await;
+    let b = open_store(&bootstrap, &topic, true).await;
     let subject = "race-io.choreo.tests.Race";
     a.set_rule(Some(subject), Compatibility::None)
         .await
@@ -323,7 +321,8 @@ async fn two_writers_at_once_never_give_one_subject_version_two_schemas() {
     let mut answers = Vec::new();
     let mut fenced = 0;
     for round in 0..rounds {
-        let write = |store: std::sync::Arc<KafkaSchemaStore>, schema: String| async move {
+        let write = |store: std::sync::Arc<choreo_bus::schema_store::KafkaSchemaStore>,
+                     schema: String| async move {
             let mut refused = 0;
             loop {
                 match store.register_version(subject, &schema).await {
@@ -391,8 +390,6 @@ async fn two_writers_at_once_never_give_one_subject_version_two_schemas() {
 /// attempts; with the catalog written one schema per write, 5 to 7.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_registering_the_catalog_together_fence_each_other_a_few_times_only() {
-    use choreo_bus::BusConfig;
-    use choreo_bus::schema_store::{KafkaSchemaStore, SchemaTopic};
     use choreo_schemas::{RegistryStore, SchemaRegistry};
 
     let bootstrap = choreo_integration_tests::broker::shared_real_broker()
@@ -404,10 +401,7 @@ async fn replicas_registering_the_catalog_together_fence_each_other_a_few_times_
     let schemas: usize = catalog.events().map(|e| e.versions.len()).sum();
     let mut stores = Vec::new();
     for _ in 0..3 {
-        let mut cfg = SchemaTopic::new(BusConfig::new(&bootstrap));
-        cfg.topic.clone_from(&topic);
-        cfg.writer_id = format!("{topic}-writer");
-        stores.push(KafkaSchemaStore::open(cfg).await.expect("instance"));
+        stores.push(open_store(&bootstrap, &topic, true).await);
     }
     let started = Instant::now();
     let registrations = stores.iter().map(|store| {
@@ -459,28 +453,19 @@ async fn replicas_registering_the_catalog_together_fence_each_other_a_few_times_
 /// store answered "incompatible" to a schema the subject's rule (NONE) allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_writer_whose_view_is_behind_does_not_refuse_what_a_newer_rule_allows() {
-    use choreo_bus::BusConfig;
-    use choreo_bus::schema_store::{KafkaSchemaStore, SchemaTopic};
     use choreo_schemas::{RegistryStore, compat::Compatibility};
 
     let bootstrap = choreo_integration_tests::broker::shared_real_broker()
         .await
         .expect("a real broker");
     let topic = format!("_schemas-rule-{}", uuid::Uuid::new_v4().simple());
-    let open = |follow: bool| {
-        let mut cfg = SchemaTopic::new(BusConfig::new(&bootstrap));
-        cfg.topic.clone_from(&topic);
-        cfg.writer_id = format!("{topic}-writer");
-        cfg.follow = follow;
-        KafkaSchemaStore::open(cfg)
-    };
     let subject = "rule-io.choreo.tests.Race";
-    let a = open(true).await.expect("instance a");
+    let a = open_store(&bootstrap, &topic, true).await;
     a.register_version(subject, &race_schema(0, "a"))
         .await
         .expect("v1");
     // b reads the topic at open (v1, the global BACKWARD) and then no more on its own.
-    let b = open(false).await.expect("instance b");
+    let b = open_store(&bootstrap, &topic, false).await;
     a.set_rule(Some(subject), Compatibility::None)
         .await
         .expect("rule");

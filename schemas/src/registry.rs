@@ -217,27 +217,9 @@ impl MemoryRegistry {
         })
     }
 
-    /// What registering `text` under `subject` would give, without registering it: the
-    /// version, and whether it is new (`false`: registered already).
-    pub fn plan_register(
-        &self,
-        subject: &str,
-        text: &str,
-    ) -> Result<(SubjectVersion, bool), RegistryError> {
-        let before = self.lock().clone();
-        let scratch = MemoryRegistry {
-            inner: Mutex::new(before),
-        };
-        let known = scratch.lock().subjects.get(subject).map_or(0, Vec::len);
-        let v = scratch.register_schema(subject, text)?;
-        Ok((
-            v.clone(),
-            usize::try_from(v.version).unwrap_or(usize::MAX) > known,
-        ))
-    }
-
     /// What registering each `(subject, text)` in order would give, without registering
-    /// anything: as [`Self::plan_register`], each one planned after those before it.
+    /// anything: each one's version (planned after those before it) and whether it is new
+    /// (`false`: registered already).
     pub fn plan_register_all(
         &self,
         items: &[(String, String)],

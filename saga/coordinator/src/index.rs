@@ -43,6 +43,16 @@ pub struct DeadlineIndex {
     steps: HashSet<Arc<str>>,
 }
 
+/// `name` kept once in `names`: the one there, or a new one added.
+pub(crate) fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(n) = names.get(name) {
+        return Arc::clone(n);
+    }
+    let n: Arc<str> = name.into();
+    names.insert(Arc::clone(&n));
+    n
+}
+
 /// [`Due`] as the index keeps it: its step name shared. Ordered as `Due` is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Kept {
@@ -53,6 +63,16 @@ enum Kept {
 }
 
 impl Kept {
+    /// `due`, with its step name as `name` gives it (none: no `Kept`).
+    fn of(due: &Due, mut name: impl FnMut(&str) -> Option<Arc<str>>) -> Option<Kept> {
+        Some(match due {
+            Due::Deadline(DeadlineKind::Saga) => Kept::Saga,
+            Due::Deadline(DeadlineKind::Step(s)) => Kept::Step(name(s)?),
+            Due::Deadline(DeadlineKind::CompensationAck(s)) => Kept::CompensationAck(name(s)?),
+            Due::Expiry => Kept::Expiry,
+        })
+    }
+
     fn due(&self) -> Due {
         match self {
             Kept::Saga => Due::Deadline(DeadlineKind::Saga),
@@ -82,31 +102,13 @@ impl DeadlineIndex {
 
     /// `due` as kept, its step name shared.
     fn keep(&mut self, due: &Due) -> Kept {
-        let mut name = |s: &str| match self.steps.get(s) {
-            Some(n) => Arc::clone(n),
-            None => {
-                let n: Arc<str> = s.into();
-                self.steps.insert(Arc::clone(&n));
-                n
-            }
-        };
-        match due {
-            Due::Deadline(DeadlineKind::Saga) => Kept::Saga,
-            Due::Deadline(DeadlineKind::Step(s)) => Kept::Step(name(s)),
-            Due::Deadline(DeadlineKind::CompensationAck(s)) => Kept::CompensationAck(name(s)),
-            Due::Expiry => Kept::Expiry,
-        }
+        let steps = &mut self.steps;
+        Kept::of(due, |s| Some(intern(steps, s))).expect("every step name is given")
     }
 
     /// `due` as kept, if the index can hold it (its step name is known).
     fn kept(&self, due: &Due) -> Option<Kept> {
-        let name = |s: &str| self.steps.get(s).map(Arc::clone);
-        Some(match due {
-            Due::Deadline(DeadlineKind::Saga) => Kept::Saga,
-            Due::Deadline(DeadlineKind::Step(s)) => Kept::Step(name(s)?),
-            Due::Deadline(DeadlineKind::CompensationAck(s)) => Kept::CompensationAck(name(s)?),
-            Due::Expiry => Kept::Expiry,
-        })
+        Kept::of(due, |s| self.steps.get(s).map(Arc::clone))
     }
 
     /// Removes an entry.

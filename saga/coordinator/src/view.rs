@@ -19,7 +19,7 @@
 //!   ([`Changes::reset`]). [`SagaView::subscribe`] wakes readers when the number moves.
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -367,10 +367,10 @@ struct Feed {
 pub struct SagaView {
     sagas: DashMap<Arc<str>, Arc<Viewed>>,
     /// Definition names, each kept once for all its sagas.
-    definitions: Mutex<BTreeSet<Arc<str>>>,
+    definitions: Mutex<HashSet<Arc<str>>>,
     handoff: Handoff,
     /// Per definition, the number of sagas in each status (indexed like [`ALL_STATUSES`]).
-    counts: Mutex<BTreeMap<String, [usize; ALL_STATUSES.len()]>>,
+    counts: Mutex<BTreeMap<Arc<str>, [usize; ALL_STATUSES.len()]>>,
     feed: Mutex<Feed>,
     changed: watch::Sender<u64>,
     caught_up: AtomicBool,
@@ -438,20 +438,14 @@ impl SagaView {
             if let Some(old) = &old {
                 Self::uncount(&mut counts, &old.definition, old.status);
             }
-            counts.entry(definition.to_string()).or_default()[slot(state.status)] += 1;
+            counts.entry(definition).or_default()[slot(state.status)] += 1;
         }
         self.record(id.to_owned());
     }
 
     /// The definition name, kept once (for the view's sagas and the owned store's).
     pub(crate) fn definition(&self, name: &str) -> Arc<str> {
-        let mut names = lock(&self.definitions);
-        if let Some(n) = names.get(name) {
-            return Arc::clone(n);
-        }
-        let n: Arc<str> = name.into();
-        names.insert(Arc::clone(&n));
-        n
+        crate::index::intern(&mut lock(&self.definitions), name)
     }
 
     /// The value the owning replica keeps for `saga_id` (after a commit, or restored), shared
@@ -512,7 +506,7 @@ impl SagaView {
     }
 
     fn uncount(
-        counts: &mut BTreeMap<String, [usize; ALL_STATUSES.len()]>,
+        counts: &mut BTreeMap<Arc<str>, [usize; ALL_STATUSES.len()]>,
         definition: &str,
         status: Status,
     ) {
@@ -609,7 +603,7 @@ impl SagaView {
                     .filter(|(_, n)| **n > 0)
                     .map(|(s, n)| (*s, *n))
                     .collect();
-                (d.clone(), m)
+                (d.to_string(), m)
             })
             .collect()
     }
