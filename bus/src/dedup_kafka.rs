@@ -169,8 +169,8 @@ impl DedupStore for KafkaDedup {
 }
 
 fn reader(kafka: &BusConfig, opts: &KafkaDedupOptions) -> Result<BaseConsumer, BusError> {
-    let consumer: BaseConsumer = kafka
-        .consumer_config()
+    // Read to its end, then followed: the same consumer does both.
+    let consumer: BaseConsumer = crate::read_back(kafka.consumer_config(), crate::ReadBack::Follow)
         .set(
             "group.id",
             format!("dedup-reader-{}", uuid::Uuid::new_v4().simple()),

@@ -63,7 +63,7 @@ pub mod wire;
 
 pub use bus::{Bus, Delivery, PublishOptions};
 pub use choreo_schemas::{Event, SchemaRegistry};
-pub use config::BusConfig;
+pub use config::{BusConfig, ReadBack, read_back};
 pub use dead_letter::DeadLetterPolicy;
 pub use dedup::{DedupStore, MemoryDedup};
 pub use dedup_kafka::{KafkaDedup, KafkaDedupOptions};

@@ -191,7 +191,7 @@ impl KafkaSchemaStore {
 
     /// Reads the topic from the beginning to its current end into the view.
     fn catch_up(cfg: &SchemaTopic, view: &MemoryRegistry) -> Result<(), RegistryError> {
-        let consumer = reader(cfg)?;
+        let consumer = reader(cfg, crate::ReadBack::ToEnd)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&cfg.topic, 0, Offset::Beginning)
             .map_err(|e| transport("assign", e))?;
@@ -449,9 +449,8 @@ fn is_fenced(e: &KafkaError) -> bool {
     )
 }
 
-fn reader(cfg: &SchemaTopic) -> Result<BaseConsumer, RegistryError> {
-    cfg.kafka
-        .consumer_config()
+fn reader(cfg: &SchemaTopic, how: crate::ReadBack) -> Result<BaseConsumer, RegistryError> {
+    crate::read_back(cfg.kafka.consumer_config(), how)
         .set(
             "group.id",
             format!("schema-reader-{}", uuid::Uuid::new_v4().simple()),
@@ -465,7 +464,7 @@ fn reader(cfg: &SchemaTopic) -> Result<BaseConsumer, RegistryError> {
 
 /// The background reader: follows the topic into the view until the store is dropped.
 fn follow(cfg: &SchemaTopic, view: &MemoryRegistry, stop: &std::sync::atomic::AtomicBool) {
-    let consumer = match reader(cfg) {
+    let consumer = match reader(cfg, crate::ReadBack::Follow) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "schema topic reader stopped");

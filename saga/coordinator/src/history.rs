@@ -221,8 +221,7 @@ impl KafkaHistory {
     }
 
     fn consumer(&self) -> Result<BaseConsumer<QuietEof>, String> {
-        self.client
-            .clone()
+        choreo_bus::read_back(self.client.clone(), choreo_bus::ReadBack::ToEnd)
             .set("group.id", "choreo-history")
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")

@@ -68,8 +68,7 @@ impl ChangelogReader {
         transaction_timeout: Duration,
     ) -> Result<Self, CoordinatorError> {
         let make = |isolation: &str| {
-            client
-                .clone()
+            choreo_bus::read_back(client.clone(), choreo_bus::ReadBack::ToEnd)
                 .set("group.id", "choreo-restore")
                 .set("enable.auto.commit", "false")
                 .set("isolation.level", isolation)
@@ -255,14 +254,16 @@ pub(crate) async fn tail_changelog(
     view: Arc<SagaView>,
     cancel: CancellationToken,
 ) {
-    let consumer: StreamConsumer<QuietEof> = match client
-        .clone()
-        .set("group.id", "choreo-view")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        .create_with_context(QuietEof)
+    let consumer: StreamConsumer<QuietEof> = match choreo_bus::read_back(
+        client.clone(),
+        choreo_bus::ReadBack::Follow,
+    )
+    .set("group.id", "choreo-view")
+    .set("enable.auto.commit", "false")
+    .set("isolation.level", "read_committed")
+    .set("enable.partition.eof", "true")
+    .set("auto.offset.reset", "earliest")
+    .create_with_context(QuietEof)
     {
         Ok(c) => c,
         Err(e) => {

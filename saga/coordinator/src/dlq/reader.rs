@@ -54,8 +54,7 @@ struct Backwards {
 
 impl Reader {
     pub(crate) fn new(client: &ClientConfig, timeout: Duration) -> Result<Self, ReadError> {
-        let consumer = client
-            .clone()
+        let consumer = choreo_bus::read_back(client.clone(), choreo_bus::ReadBack::ToEnd)
             .set("group.id", "choreo-dlq-reader")
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")

@@ -67,14 +67,16 @@ pub(crate) async fn tail(
     topic: String,
     cancel: CancellationToken,
 ) {
-    let consumer: StreamConsumer<QuietEof> = match client
-        .clone()
-        .set("group.id", "choreo-dlq-redrives")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        .create_with_context(QuietEof)
+    let consumer: StreamConsumer<QuietEof> = match choreo_bus::read_back(
+        client.clone(),
+        choreo_bus::ReadBack::Follow,
+    )
+    .set("group.id", "choreo-dlq-redrives")
+    .set("enable.auto.commit", "false")
+    .set("isolation.level", "read_committed")
+    .set("enable.partition.eof", "true")
+    .set("auto.offset.reset", "earliest")
+    .create_with_context(QuietEof)
     {
         Ok(c) => c,
         Err(e) => {
