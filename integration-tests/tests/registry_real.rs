@@ -479,3 +479,56 @@ async fn a_writer_whose_view_is_behind_does_not_refuse_what_a_newer_rule_allows(
         .expect("the subject's rule is NONE: registered");
     assert_eq!(v2.version, 2);
 }
+
+/// A writer keeps its transactional producer after a commit and writes its next change with it
+/// straight away, deciding on its view without reading the topic first. That is safe only
+/// because any other writer in between had to take the shared transactional id, which fences
+/// the held producer: its commit fails, and the writer reads the topic and decides again. Here
+/// `b` writes v1 and holds its producer, `a` writes v2, and `b` — its view still at v1 — writes
+/// again: it must be fenced once and get v3. With a writer id of its own for `a` (nothing
+/// fences `b`), `b` wrote a second version 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_writer_whose_view_is_behind_is_fenced_and_decides_again() {
+    use choreo_schemas::{RegistryStore, compat::Compatibility};
+
+    let bootstrap = choreo_integration_tests::broker::shared_real_broker()
+        .await
+        .expect("a real broker");
+    let topic = format!("_schemas-held-{}", uuid::Uuid::new_v4().simple());
+    // No background readers: each view changes only through its own writes and reads.
+    let a = open_store(&bootstrap, &topic, false).await;
+    let b = open_store(&bootstrap, &topic, false).await;
+    let subject = "held-io.choreo.tests.Race";
+    b.set_rule(Some(subject), Compatibility::None)
+        .await
+        .expect("rule");
+    let first = b
+        .register_version(subject, &race_schema(0, "b"))
+        .await
+        .expect("b registers v1");
+    let second = a
+        .register_version(subject, &race_schema(1, "a"))
+        .await
+        .expect("a registers v2");
+    let fenced_before = b.fenced_writes();
+    let third = b
+        .register_version(subject, &race_schema(2, "b"))
+        .await
+        .expect("b registers again");
+    assert_eq!(
+        (first.version, second.version, third.version),
+        (1, 2, 3),
+        "b's second write comes after a's"
+    );
+    assert_eq!(
+        b.fenced_writes() - fenced_before,
+        1,
+        "b wrote with the producer it held, was fenced once, and read the topic again"
+    );
+    let history = topic_history(&bootstrap, &topic);
+    let two_meanings: Vec<_> = history.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(
+        two_meanings.is_empty(),
+        "subject versions written with two schemas: {two_meanings:#?}"
+    );
+}
