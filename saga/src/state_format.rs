@@ -1,10 +1,10 @@
 //! The changelog value of a saga state: a versioned, compact binary format, and the JSON that
 //! states were stored as before it (still read).
 //!
-//! # Format 1
+//! # Format 2 (written), format 1 (read)
 //!
 //! ```text
-//! 0xC5 0x01                      magic, format version
+//! 0xC5 0x02                      magic, format version
 //! varint, then per id            the ids of the events seen: 0x00 and 16 bytes for a UUID
 //!                                written the canonical way, else 0x01 and a string
 //! varint                         length of the body once decompressed (at most MAX_BODY_BYTES)
@@ -19,6 +19,14 @@
 //! [`SagaState::new`] has it. LZ4 then removes what repeats inside one state (step names in
 //! steps, deadlines and the timeline; event ids in `seen` and the timeline) and the dictionary
 //! what repeats across all states (the timeline's phrases).
+//!
+//! Format 2 differs from format 1 in two places of the body only, where it names what the state
+//! already holds instead of repeating its text. A timeline entry's text is written as one form
+//! byte and its parts: 0, the text; 1 (an event received: `<type> <id><rest>`, the id one of the
+//! seen ids), the type, the id's index among the seen ids and the rest; 2 (`step "<name>"<rest>`,
+//! the name one of the steps'), the step's index and the rest. A step's deadline names its step
+//! by index (kinds 3 and 4 for 1 and 2). LZ4 had found those repeats too, but each at the cost
+//! of a match; an in-flight order saga's record went from 312 to under 300 bytes.
 //!
 //! A JSON value starts with `{`, never with the magic byte, so [`SagaState::decode`] tells the
 //! two apart by the first byte; a record from before the binary format is read as JSON (format
@@ -42,7 +50,9 @@ use crate::time::{Deadline, DeadlineKind, Millis};
 /// The first byte of a binary state (never `{`, nor JSON whitespace).
 const MAGIC: u8 = 0xC5;
 /// The binary format this build writes.
-pub const STATE_FORMAT: u8 = 1;
+pub const STATE_FORMAT: u8 = 2;
+/// The oldest binary format this build still reads.
+const OLDEST_FORMAT: u8 = 1;
 /// A decompressed body larger than this is refused (a state stays below about 1 MiB).
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// The deepest nesting of collected data read back.
@@ -140,7 +150,7 @@ impl SagaState {
 
 fn decode_binary(bytes: &[u8]) -> Result<SagaState, StateDecodeError> {
     let format = *bytes.get(1).ok_or_else(|| corrupt(0, "no format byte"))?;
-    if format != STATE_FORMAT {
+    if !(OLDEST_FORMAT..=STATE_FORMAT).contains(&format) {
         return Err(if format > STATE_FORMAT {
             StateDecodeError::UnknownFormat(format)
         } else {
@@ -150,6 +160,7 @@ fn decode_binary(bytes: &[u8]) -> Result<SagaState, StateDecodeError> {
     let mut header = Reader {
         buf: &bytes[2..],
         depth: 0,
+        format,
     };
     let mut dictionary = DICTIONARY.to_vec();
     let seen = header
@@ -174,6 +185,7 @@ fn decode_binary(bytes: &[u8]) -> Result<SagaState, StateDecodeError> {
     let mut r = Reader {
         buf: &body,
         depth: 0,
+        format,
     };
     let state = r.state(seen).map_err(|reason| corrupt(format, reason))?;
     if !r.buf.is_empty() {
@@ -194,6 +206,14 @@ fn canonical_uuid(id: &str) -> Option<Uuid> {
     let u = Uuid::try_parse(id).ok()?;
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     (u.hyphenated().encode_lower(&mut buf) == id).then_some(u)
+}
+
+/// The name of step `i`, for a record that names it by index.
+fn step_name(steps: &[StepState], i: usize) -> Result<String, String> {
+    steps
+        .get(i)
+        .map(|s| s.name.clone())
+        .ok_or_else(|| format!("step {i} of {}", steps.len()))
 }
 
 fn corrupt(format: u8, reason: impl Into<String>) -> StateDecodeError {
@@ -286,6 +306,11 @@ const V_FLOAT: u8 = 5;
 const V_STRING: u8 = 6;
 const V_ARRAY: u8 = 7;
 const V_OBJECT: u8 = 8;
+
+/// Format 2's forms of a timeline entry's text.
+const TEXT_AS_IS: u8 = 0;
+const TEXT_RECEIVED: u8 = 1;
+const TEXT_STEP: u8 = 2;
 
 struct Writer(Vec<u8>);
 
@@ -416,16 +441,26 @@ impl Writer {
             self.value(&e.data);
         }
         self.len(s.deadlines.len());
+        let step_index = |name: &str| s.steps.iter().position(|st| st.name == name);
         for d in &s.deadlines {
             match &d.kind {
                 DeadlineKind::Saga => self.u8(0),
-                DeadlineKind::Step(step) => {
-                    self.u8(1);
-                    self.str(step);
-                }
-                DeadlineKind::CompensationAck(step) => {
-                    self.u8(2);
-                    self.str(step);
+                DeadlineKind::Step(step) | DeadlineKind::CompensationAck(step) => {
+                    let by_name = if matches!(d.kind, DeadlineKind::Step(_)) {
+                        1
+                    } else {
+                        2
+                    };
+                    match step_index(step) {
+                        Some(i) => {
+                            self.u8(by_name + 2);
+                            self.len(i);
+                        }
+                        None => {
+                            self.u8(by_name);
+                            self.str(step);
+                        }
+                    }
                 }
             }
             self.time(base, d.at);
@@ -435,8 +470,44 @@ impl Writer {
         self.len(s.timeline.entries.len());
         for e in &s.timeline.entries {
             self.tagged_time(base, e.at, timeline_kind_code(e.kind));
-            self.str(&e.what);
+            self.timeline_text(s, e);
         }
+    }
+
+    /// A timeline entry's text, naming a seen id or a step by index where it holds one (see
+    /// the module docs, format 2).
+    fn timeline_text(&mut self, s: &SagaState, e: &TimelineEntry) {
+        if e.kind == TimelineKind::Received
+            && let Some((event_type, rest)) = e.what.split_once(' ')
+            // The event just received is among the last seen: look from the newest.
+            && let Some((i, id)) = s
+                .seen
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|(_, id)| !id.is_empty() && rest.starts_with(id.as_str()))
+        {
+            self.u8(TEXT_RECEIVED);
+            self.str(event_type);
+            self.len(i);
+            self.str(&rest[id.len()..]);
+            return;
+        }
+        if let Some(named) = e.what.strip_prefix("step \"")
+            && let Some((i, rest)) = s.steps.iter().enumerate().find_map(|(i, step)| {
+                named
+                    .strip_prefix(step.name.as_str())
+                    .and_then(|r| r.strip_prefix('"'))
+                    .map(|rest| (i, rest))
+            })
+        {
+            self.u8(TEXT_STEP);
+            self.len(i);
+            self.str(rest);
+            return;
+        }
+        self.u8(TEXT_AS_IS);
+        self.str(&e.what);
     }
 
     fn step(&mut self, base: Millis, step: &StepState) {
@@ -496,9 +567,11 @@ impl Writer {
 struct Reader<'a> {
     buf: &'a [u8],
     depth: usize,
+    /// The format being read (1 or 2).
+    format: u8,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn u8(&mut self) -> Result<u8, String> {
         let (&b, rest) = self.buf.split_first().ok_or("truncated")?;
         self.buf = rest;
@@ -525,6 +598,12 @@ impl Reader<'_> {
         u32::try_from(v).map_err(|_| format!("{v} does not fit 32 bits"))
     }
 
+    /// An index into something already read (checked by the caller).
+    fn index(&mut self) -> Result<usize, String> {
+        let v = self.varint()?;
+        usize::try_from(v).map_err(|_| format!("an index of {v}"))
+    }
+
     /// A count of items, each at least one byte: never more than the bytes left.
     fn count(&mut self) -> Result<usize, String> {
         let n = self.varint()?;
@@ -534,7 +613,7 @@ impl Reader<'_> {
             .ok_or_else(|| format!("a count of {n} with {} bytes left", self.buf.len()))
     }
 
-    fn bytes(&mut self, n: usize) -> Result<&[u8], String> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
         if n > self.buf.len() {
             return Err(format!("{n} bytes wanted, {} left", self.buf.len()));
         }
@@ -544,12 +623,15 @@ impl Reader<'_> {
     }
 
     fn str(&mut self) -> Result<String, String> {
+        self.bytes_str().map(str::to_owned)
+    }
+
+    /// A string, borrowed from the buffer.
+    fn bytes_str(&mut self) -> Result<&'a str, String> {
         let n = self.varint()?;
         let n = usize::try_from(n).map_err(|_| format!("a string of {n} bytes"))?;
         let bytes = self.bytes(n)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|e| format!("a string that is not UTF-8: {e}"))
+        std::str::from_utf8(bytes).map_err(|e| format!("a string that is not UTF-8: {e}"))
     }
 
     fn time(&mut self, base: Millis) -> Result<Millis, String> {
@@ -675,6 +757,10 @@ impl Reader<'_> {
                 0 => DeadlineKind::Saga,
                 1 => DeadlineKind::Step(self.str()?),
                 2 => DeadlineKind::CompensationAck(self.str()?),
+                3 if self.format >= 2 => DeadlineKind::Step(step_name(&steps, self.index()?)?),
+                4 if self.format >= 2 => {
+                    DeadlineKind::CompensationAck(step_name(&steps, self.index()?)?)
+                }
                 k => return Err(format!("a deadline kind of {k}")),
             };
             deadlines.push(Deadline {
@@ -688,10 +774,15 @@ impl Reader<'_> {
         let mut entries = VecDeque::with_capacity(n.min(PREALLOCATE));
         for _ in 0..n {
             let (at, kind) = self.tagged_time(base)?;
+            let what = if self.format >= 2 {
+                self.timeline_text(&seen, &steps)?
+            } else {
+                self.str()?
+            };
             entries.push_back(TimelineEntry {
                 at,
                 kind: timeline_kind_of(kind)?,
-                what: self.str()?,
+                what,
             });
         }
         Ok(SagaState {
@@ -712,6 +803,46 @@ impl Reader<'_> {
             seen,
             completions,
             timeline: Timeline { entries, dropped },
+        })
+    }
+
+    /// A timeline entry's text as [`Writer::timeline_text`] writes it.
+    fn timeline_text(
+        &mut self,
+        seen: &VecDeque<String>,
+        steps: &[StepState],
+    ) -> Result<String, String> {
+        Ok(match self.u8()? {
+            TEXT_AS_IS => self.str()?,
+            TEXT_RECEIVED => {
+                let event_type = self.str()?;
+                let i = self.index()?;
+                let id = seen
+                    .get(i)
+                    .ok_or_else(|| format!("seen id {i} of {}", seen.len()))?;
+                let rest = self.bytes_str()?;
+                let mut what = event_type;
+                what.reserve(1 + id.len() + rest.len());
+                what.push(' ');
+                what.push_str(id);
+                what.push_str(rest);
+                what
+            }
+            TEXT_STEP => {
+                let i = self.index()?;
+                let name = &steps
+                    .get(i)
+                    .ok_or_else(|| format!("step {i} of {}", steps.len()))?
+                    .name;
+                let rest = self.bytes_str()?;
+                let mut what = String::with_capacity(7 + name.len() + rest.len());
+                what.push_str("step \"");
+                what.push_str(name);
+                what.push('"');
+                what.push_str(rest);
+                what
+            }
+            f => return Err(format!("a timeline text form of {f}")),
         })
     }
 

@@ -15,7 +15,7 @@ use choreo_saga::{DeadlineKind, Millis, SagaState};
 
 const N: usize = 200_000;
 /// A changelog value of an in-flight order saga is about this long (BENCHMARKS.md).
-const VALUE_BYTES: usize = 312;
+const VALUE_BYTES: usize = 296;
 
 fn rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
