@@ -842,8 +842,9 @@ async fn a_saga_stored_as_json_by_the_previous_release_is_restored_and_completes
 /// of it, which the process kept after the restore, so a coordinator's memory grew with its
 /// changelog's length, restart after restart. Here the changelog holds 200 000 finished sagas
 /// (a state and a tombstone each, about 66 MB) and nothing live: the restarted replica's peak
-/// memory may exceed that of its first, empty start by at most a quarter of the changelog
-/// (with librdkafka's default prefetch it was 80 MB over).
+/// memory may exceed that of its first, empty start by at most 3/8 of the changelog, 48 MB
+/// (19–23 MB over in three runs; with librdkafka's default prefetch of 64 MiB it was about
+/// 80 MB over, 129 MB against 51 MB by hand).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restore_of_a_long_changelog_does_not_hold_it_in_memory() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
@@ -899,7 +900,7 @@ async fn a_restore_of_a_long_changelog_does_not_hold_it_in_memory() {
         .await
         .expect("ready after restoring the long changelog");
     let long_peak = second.peak_rss_kib().expect("peak memory");
-    let bound = u64::from(sagas) * (300 + 30) * 2 / 4 / 1024;
+    let bound = u64::from(sagas) * (300 + 30) * 2 * 3 / 8 / 1024;
     eprintln!(
         "peak memory: {empty_peak} KiB on an empty changelog, {long_peak} KiB after restoring {} records ({} KiB over; bound {bound} KiB)",
         2 * sagas,
@@ -908,6 +909,13 @@ async fn a_restore_of_a_long_changelog_does_not_hold_it_in_memory() {
     assert!(
         long_peak <= empty_peak + bound,
         "the restore held the changelog in memory: peak {long_peak} KiB against {empty_peak} KiB on an empty one"
+    );
+    // The restore at start-up is in the metrics: the recorder is installed before the
+    // coordinator starts (a restore that finished first went unrecorded).
+    let restores = second.counter("choreo_restore_seconds_count").await;
+    assert!(
+        restores >= f64::from(PARTITIONS),
+        "{restores} partition restores in the metrics, {PARTITIONS} partitions"
     );
     second.stop().await.expect("stops");
 }

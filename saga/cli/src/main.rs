@@ -180,11 +180,13 @@ async fn start_with_api(
     auth: ApiAuth,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Services> {
+    // Before the coordinator starts: what it records on the way up (its first restore, fenced
+    // producers) would go to no recorder and never show.
+    let metrics = telemetry::install_prometheus().ok();
     let definitions = Arc::clone(&opts.definitions);
     let history = Arc::new(KafkaHistory::new(&opts));
     let coordinator = start(opts).await?;
     let dead_letters = DeadLetterDesk::start(desk, shutdown.clone()).await?;
-    let metrics = telemetry::install_prometheus().ok();
     let state = ApiState {
         view: coordinator.view(),
         sink: Arc::new(coordinator.commands()),
@@ -433,6 +435,8 @@ async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         None => Catalog::reference(),
     });
     let definitions = Arc::new(load_definitions(&cfg.coordinator.definitions, &catalog)?);
+    // Before the schema store opens: its writes at start-up are counted too.
+    telemetry::install_prometheus().ok();
     let registry = registry_of(&cfg, &catalog).await?;
     let shutdown = shutdown_on_signal();
     let mut opts = CoordinatorOptions::new(
