@@ -10,9 +10,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use choreo_bus::wire::envelope::Envelope;
 use choreo_integration_tests::broker::real_broker;
 use choreo_integration_tests::process::{Replica, choreo_binary};
-use choreo_integration_tests::saga_scenarios::{Path, order, start_services};
+use choreo_integration_tests::saga_scenarios::{
+    Path, inventory_reserved, order, payment_authorized, start_services,
+};
 use choreo_integration_tests::world::{PARTITIONS, World};
-use choreo_schemas::event::{InventoryReserved, Money, PaymentAuthorized};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
@@ -135,23 +136,10 @@ async fn a_sagas_records_come_back_from_its_partitions_with_headers_and_payloads
     // order came, which makes the order the cause of the shipment request.
     bus.publish(&order(id)).await.expect("order");
     wait_status(&api, &format!("order/{id}"), "running").await;
-    bus.publish(&PaymentAuthorized {
-        order_id: id.into(),
-        payment_id: format!("pay-{id}"),
-        amount: Money {
-            amount_minor: 1000,
-            currency: "EUR".into(),
-        },
-    })
-    .await
-    .expect("payment");
-    bus.publish(&InventoryReserved {
-        order_id: id.into(),
-        reservation_id: format!("res-{id}"),
-        items: vec![],
-    })
-    .await
-    .expect("inventory");
+    bus.publish(&payment_authorized(id)).await.expect("payment");
+    bus.publish(&inventory_reserved(id))
+        .await
+        .expect("inventory");
     wait_status(&api, &format!("order/{id}"), "completed").await;
     // A record of the saga that no registry can read, within its lifetime.
     let (_, bad_offset) = junk(&world.broker.bootstrap, id, now_ms()).await;

@@ -261,6 +261,16 @@ fn topic_history(bootstrap: &str, topic: &str) -> BTreeMap<String, Vec<String>> 
     }
 }
 
+/// No subject version of `topic` was ever written with two different schemas.
+fn assert_one_schema_per_version(bootstrap: &str, topic: &str) {
+    let history = topic_history(bootstrap, topic);
+    let two_meanings: Vec<_> = history.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(
+        two_meanings.is_empty(),
+        "subject versions written with two schemas: {two_meanings:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_writer_whose_view_is_behind_reads_the_topic_before_it_writes() {
     use choreo_schemas::{RegistryStore, compat::Compatibility};
@@ -290,12 +300,7 @@ async fn a_writer_whose_view_is_behind_reads_the_topic_before_it_writes() {
         (1, 2),
         "b's write comes after a's"
     );
-    let history = topic_history(&bootstrap, &topic);
-    let two_meanings: Vec<_> = history.iter().filter(|(_, v)| v.len() > 1).collect();
-    assert!(
-        two_meanings.is_empty(),
-        "subject versions written with two schemas: {two_meanings:#?}"
-    );
+    assert_one_schema_per_version(&bootstrap, &topic);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -345,12 +350,7 @@ async fn two_writers_at_once_never_give_one_subject_version_two_schemas() {
     }
 
     // The topic gives each subject version one schema, and every answer is what it says.
-    let history = topic_history(&bootstrap, &topic);
-    let two_meanings: Vec<_> = history.iter().filter(|(_, v)| v.len() > 1).collect();
-    assert!(
-        two_meanings.is_empty(),
-        "subject versions written with two schemas: {two_meanings:#?}"
-    );
+    assert_one_schema_per_version(&bootstrap, &topic);
     let mut versions: Vec<u32> = answers.iter().map(|v| v.version).collect();
     versions.sort_unstable();
     assert_eq!(
@@ -525,10 +525,5 @@ async fn a_held_writer_whose_view_is_behind_is_fenced_and_decides_again() {
         1,
         "b wrote with the producer it held, was fenced once, and read the topic again"
     );
-    let history = topic_history(&bootstrap, &topic);
-    let two_meanings: Vec<_> = history.iter().filter(|(_, v)| v.len() > 1).collect();
-    assert!(
-        two_meanings.is_empty(),
-        "subject versions written with two schemas: {two_meanings:#?}"
-    );
+    assert_one_schema_per_version(&bootstrap, &topic);
 }

@@ -875,7 +875,6 @@ async fn a_restore_of_a_long_changelog_does_not_hold_it_in_memory() {
             if let Some(v) = payload {
                 record = record.payload(v);
             }
-            let mut record = record;
             while let Err((e, back)) = producer.send(record) {
                 assert!(
                     matches!(

@@ -23,7 +23,7 @@ pub use checks::{
     Counts, check_after_dedup, check_committed_past, check_exact, check_order, count_effects,
 };
 pub use collector::{Collector, Emitted};
-pub use paths::{Path, SAGA_TOPICS, order};
+pub use paths::{Path, SAGA_TOPICS, inventory_reserved, order, payment_authorized};
 
 /// The reference order saga with short deadlines: steps 2 s, shipping 4 s, saga 8 s,
 /// acknowledgements 3 s with one re-emission.

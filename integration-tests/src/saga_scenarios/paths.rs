@@ -103,16 +103,7 @@ impl Path {
     pub async fn drive(self, bus: &Bus, order_id: &str) -> anyhow::Result<()> {
         let id = order_id.to_owned();
         bus.publish(&order(&id)).await?;
-        let pay = PaymentAuthorized {
-            order_id: id.clone(),
-            payment_id: format!("pay-{id}"),
-            amount: eur(1000),
-        };
-        let reserve = InventoryReserved {
-            order_id: id.clone(),
-            reservation_id: format!("res-{id}"),
-            items: vec![],
-        };
+        let (pay, reserve) = (payment_authorized(&id), inventory_reserved(&id));
         match self {
             Path::Happy | Path::ShippingFailed | Path::ShippingDeadline => {
                 bus.publish(&pay).await?;
@@ -162,6 +153,24 @@ fn eur(c: i64) -> Money {
     Money {
         amount_minor: c,
         currency: "EUR".into(),
+    }
+}
+
+/// The payment the driver authorizes for `id` (10.00 EUR).
+pub fn payment_authorized(id: &str) -> PaymentAuthorized {
+    PaymentAuthorized {
+        order_id: id.to_owned(),
+        payment_id: format!("pay-{id}"),
+        amount: eur(1000),
+    }
+}
+
+/// The inventory the driver reserves for `id`.
+pub fn inventory_reserved(id: &str) -> InventoryReserved {
+    InventoryReserved {
+        order_id: id.to_owned(),
+        reservation_id: format!("res-{id}"),
+        items: vec![],
     }
 }
 
