@@ -88,6 +88,10 @@ struct Args {
     /// Consecutive events sharing one key (correlation id).
     #[arg(long, default_value_t = 1)]
     events_per_key: usize,
+    /// Records of one partition the bus subscriber holds (its `queue_depth`); default: the
+    /// bus's own default.
+    #[arg(long)]
+    queue_depth: Option<usize>,
 }
 
 /// Where the topics are created.
@@ -365,6 +369,15 @@ async fn through_bus(
     let mut subscriber = bus
         .subscriber(&format!("{topic}-group"))
         .max_in_flight(max_in_flight);
+    if let Ok(extra) = std::env::var("TP_SUB_SETTINGS") {
+        for kv in extra.split(';').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').expect("k=v");
+            subscriber = subscriber.client_setting(k, v);
+        }
+    }
+    if let Some(depth) = args.queue_depth {
+        subscriber = subscriber.queue_depth(depth);
+    }
     let delay = Duration::from_millis(args.handler_ms);
     // Per key, the payment ids seen, in order (checked after the phase).
     let order: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>> =
