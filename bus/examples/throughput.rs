@@ -369,12 +369,6 @@ async fn through_bus(
     let mut subscriber = bus
         .subscriber(&format!("{topic}-group"))
         .max_in_flight(max_in_flight);
-    if let Ok(extra) = std::env::var("TP_SUB_SETTINGS") {
-        for kv in extra.split(';').filter(|s| !s.is_empty()) {
-            let (k, v) = kv.split_once('=').expect("k=v");
-            subscriber = subscriber.client_setting(k, v);
-        }
-    }
     if let Some(depth) = args.queue_depth {
         subscriber = subscriber.queue_depth(depth);
     }
