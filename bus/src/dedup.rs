@@ -8,8 +8,8 @@
 //! that arrives after more than `capacity` newer events, or after a restart, is not caught by it:
 //! [`crate::dedup_kafka::KafkaDedup`] keeps the ids in a Kafka topic, for where that matters.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -22,14 +22,22 @@ pub trait DedupStore: Send + Sync + std::fmt::Debug {
     async fn mark(&self, scope: &str, id: &str);
 }
 
-/// (scope, event id).
-type ScopedId = (String, String);
-
 /// The default: a bounded in-memory set with first-in-first-out eviction.
+///
+/// The ids are kept per scope, each once (an `Arc<str>` shared by its scope's set and the
+/// eviction queue), so asking allocates nothing and remembering allocates the id once.
 #[derive(Debug)]
 pub struct MemoryDedup {
     capacity: usize,
-    inner: Mutex<(HashSet<ScopedId>, VecDeque<ScopedId>)>,
+    inner: Mutex<Remembered>,
+}
+
+#[derive(Debug, Default)]
+struct Remembered {
+    /// Per scope, the ids remembered.
+    scopes: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// (scope, id), oldest first.
+    order: VecDeque<(Arc<str>, Arc<str>)>,
 }
 
 /// The default capacity of [`MemoryDedup`].
@@ -46,13 +54,13 @@ impl MemoryDedup {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            inner: Mutex::new((HashSet::new(), VecDeque::new())),
+            inner: Mutex::new(Remembered::default()),
         }
     }
 
     /// How many ids are remembered now.
     pub fn len(&self) -> usize {
-        self.inner.lock().map(|g| g.1.len()).unwrap_or(0)
+        self.inner.lock().map(|g| g.order.len()).unwrap_or(0)
     }
 
     /// Whether nothing is remembered.
@@ -65,7 +73,7 @@ impl MemoryDedup {
 impl DedupStore for MemoryDedup {
     async fn seen(&self, scope: &str, id: &str) -> bool {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.0.contains(&(scope.to_owned(), id.to_owned()))
+        g.scopes.get(scope).is_some_and(|ids| ids.contains(id))
     }
 
     async fn mark(&self, scope: &str, id: &str) {
@@ -77,12 +85,26 @@ impl MemoryDedup {
     /// Records that `id` was handled (what [`DedupStore::mark`] does, without waiting).
     pub fn remember(&self, scope: &str, id: &str) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (scope.to_owned(), id.to_owned());
-        if g.0.insert(key.clone()) {
-            g.1.push_back(key);
-            while g.1.len() > self.capacity {
-                if let Some(old) = g.1.pop_front() {
-                    g.0.remove(&old);
+        let Remembered { scopes, order } = &mut *g;
+        let scope: Arc<str> = match scopes.get_key_value(scope) {
+            Some((s, _)) => Arc::clone(s),
+            None => Arc::from(scope),
+        };
+        let ids = scopes.entry(Arc::clone(&scope)).or_default();
+        if ids.contains(id) {
+            return;
+        }
+        let id: Arc<str> = Arc::from(id);
+        ids.insert(Arc::clone(&id));
+        order.push_back((scope, id));
+        while order.len() > self.capacity {
+            let Some((s, old)) = order.pop_front() else {
+                break;
+            };
+            if let Some(ids) = scopes.get_mut(&s) {
+                ids.remove(&old);
+                if ids.is_empty() {
+                    scopes.remove(&s);
                 }
             }
         }
@@ -104,5 +126,29 @@ mod tests {
         assert!(!d.seen("h", "a").await, "the oldest id is forgotten");
         assert!(d.seen("h", "c").await);
         assert_eq!(d.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_id_is_remembered_once_and_forgotten_in_the_order_it_came() {
+        let d = MemoryDedup::with_capacity(3);
+        d.mark("h", "a").await;
+        d.mark("h", "a").await;
+        d.mark("g", "a").await;
+        assert_eq!(
+            d.len(),
+            2,
+            "a repeated id is one entry; another scope's is its own"
+        );
+        d.mark("h", "b").await;
+        d.mark("g", "c").await;
+        assert!(
+            !d.seen("h", "a").await,
+            "the oldest, h/a, is forgotten first"
+        );
+        assert!(d.seen("g", "a").await);
+        d.mark("h", "d").await;
+        assert!(!d.seen("g", "a").await, "then g/a");
+        assert!(d.seen("h", "b").await && d.seen("g", "c").await && d.seen("h", "d").await);
+        assert_eq!(d.len(), 3);
     }
 }

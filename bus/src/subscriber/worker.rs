@@ -123,7 +123,9 @@ async fn run<C, X>(
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| {
-                    tracing::error!("a record's processing failed; the partition's offset stays below it");
+                    tracing::error!(
+                        "a record's processing failed; the partition's offset stays below it"
+                    );
                     Outcome::Interrupted
                 });
             (msg.key().map(<[u8]>::to_vec), msg.offset(), outcome)

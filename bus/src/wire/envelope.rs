@@ -52,11 +52,7 @@ pub mod header {
 /// Whether a record is a transaction-sweep record ([`header::TRANSACTION_SWEEP`]): nothing to
 /// handle, skipped by every choreo reader.
 pub fn is_transaction_sweep<H: Readable>(headers: Option<&H>) -> bool {
-    headers.is_some_and(|h| {
-        h.readable()
-            .iter()
-            .any(|x| x.key == header::TRANSACTION_SWEEP)
-    })
+    headers.is_some_and(|h| h.has(header::TRANSACTION_SWEEP))
 }
 
 /// The content type of a choreo record value.
@@ -240,6 +236,14 @@ impl Envelope {
                 .and_then(|t| TraceParent::parse(&t)),
         })
     }
+}
+
+/// A random (version 4) UUID for an event id, from the thread's random number generator: the
+/// `uuid` crate's own asks the kernel for every id, a system call per published event.
+pub fn random_event_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>())
+        .into_uuid()
+        .to_string()
 }
 
 /// The current time as RFC 3339 with millisecond precision, UTC.

@@ -19,6 +19,9 @@ pub trait Readable {
     /// The headers in order, those whose name (up to its first NUL byte, as librdkafka hands
     /// it over) is not UTF-8 left out.
     fn readable(&self) -> Vec<Header<'_, &[u8]>>;
+
+    /// Whether a readable header is named `key` (without collecting them).
+    fn has(&self, key: &str) -> bool;
 }
 
 impl<H: Headers> Readable for H {
@@ -30,6 +33,15 @@ impl<H: Headers> Readable for H {
                     .flatten()
             })
             .collect()
+    }
+
+    fn has(&self, key: &str) -> bool {
+        (0..self.count()).any(|idx| {
+            catch_unwind(AssertUnwindSafe(|| self.try_get(idx)))
+                .ok()
+                .flatten()
+                .is_some_and(|h| h.key == key)
+        })
     }
 }
 

@@ -114,9 +114,12 @@ impl TraceParent {
 /// span's own id when an OpenTelemetry layer records it, otherwise a new child id of `parent`
 /// (a new trace without one).
 pub fn join(span: &tracing::Span, parent: Option<TraceParent>) -> TraceParent {
-    if let Some(p) = parent {
-        // Fails only without an OpenTelemetry layer (or for a disabled span): then there is no
-        // span of ours to join, and the fallback below applies.
+    if let Some(p) = parent
+        && !span.is_disabled()
+    {
+        // Fails only without an OpenTelemetry layer: then there is no span of ours to join,
+        // and the fallback below applies. (A disabled span has none either; building the
+        // remote context for it is an allocation per record for nothing.)
         let _ = span.set_parent(p.remote_context());
     }
     TraceParent::of_span(span)
@@ -135,7 +138,10 @@ pub fn recorded(span: &tracing::Span) -> Option<TraceParent> {
 /// `carried` (the envelope's trace). Without one: `carried` unchanged.
 pub fn publishing(span: &tracing::Span, carried: Option<TraceParent>) -> Option<TraceParent> {
     let inside_a_recorded_span = TraceParent::of_span(&tracing::Span::current()).is_some();
-    if !inside_a_recorded_span && let Some(c) = carried {
+    if !inside_a_recorded_span
+        && !span.is_disabled()
+        && let Some(c) = carried
+    {
         let _ = span.set_parent(c.remote_context());
     }
     TraceParent::of_span(span).or(carried)
