@@ -465,13 +465,20 @@ impl SchemaRegistry for ConfluentRegistry {
     }
 }
 
+/// A schema text and the id it was registered with.
+type TextId = (Box<str>, u32);
+
 /// Caches ids and parsed schemas in front of a registry. An id the registry does not know is
 /// asked again every time: it may be registered a moment later (a late registration, a
 /// registry replica catching up).
 #[derive(Debug, Clone)]
 pub struct CachedRegistry {
     inner: Arc<dyn SchemaRegistry>,
-    ids: Arc<DashMap<(String, String), u32>>,
+    /// Per subject, the (text, id) pairs registered through this cache. Looked up by `&str`
+    /// and the few texts of a subject compared, so a publish neither copies nor hashes the
+    /// schema text (a key of (subject, text) copied both and hashed the whole text, 0.4–2 KB,
+    /// for every event).
+    ids: Arc<DashMap<String, Vec<TextId>>>,
     schemas: Arc<DashMap<u32, Arc<Schema>>>,
 }
 
@@ -492,12 +499,18 @@ impl CachedRegistry {
 
     /// Registers (once per subject and text) and returns the id.
     pub async fn id_for(&self, subject: &str, text: &str) -> Result<u32, RegistryError> {
-        let key = (subject.to_owned(), text.to_owned());
-        if let Some(id) = self.ids.get(&key) {
-            return Ok(*id);
+        if let Some(id) = self
+            .ids
+            .get(subject)
+            .and_then(|texts| texts.iter().find(|(t, _)| **t == *text).map(|(_, id)| *id))
+        {
+            return Ok(id);
         }
         let id = self.inner.register(subject, text).await?;
-        self.ids.insert(key, id);
+        let mut texts = self.ids.entry(subject.to_owned()).or_default();
+        if !texts.iter().any(|(t, _)| **t == *text) {
+            texts.push((text.into(), id));
+        }
         Ok(id)
     }
 

@@ -420,3 +420,51 @@ async fn register_many_gives_the_ids_register_gives() {
         ids
     );
 }
+
+/// A registry that counts the registrations that reach it.
+#[derive(Debug, Default)]
+struct Counting {
+    inner: MemoryRegistry,
+    registrations: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl SchemaRegistry for Counting {
+    async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        self.registrations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.register(subject, schema).await
+    }
+
+    async fn schema_by_id(&self, id: u32) -> Result<String, RegistryError> {
+        self.inner.schema_by_id(id).await
+    }
+}
+
+/// The cache registers each (subject, text) once, keeps two versions of a subject and two
+/// subjects of one text apart, and answers every later ask from memory with the id the
+/// registry gave.
+#[tokio::test]
+async fn the_cache_registers_each_subject_and_text_once_and_keeps_them_apart() {
+    let counting = Arc::new(Counting::default());
+    let cached = CachedRegistry::new(Arc::clone(&counting) as Arc<dyn SchemaRegistry>);
+    let v1 = OrderPlacedV1::schema_text();
+    let v2 = OrderPlaced::schema_text();
+    let other = "other-subject-value";
+    let first = cached.id_for(SUBJECT, v1).await.expect("v1");
+    let second = cached.id_for(SUBJECT, v2).await.expect("v2");
+    let elsewhere = cached.id_for(other, v1).await.expect("v1 elsewhere");
+    assert_ne!(first, second, "two versions, two ids");
+    for _ in 0..3 {
+        assert_eq!(cached.id_for(SUBJECT, v1).await.expect("v1"), first);
+        assert_eq!(cached.id_for(SUBJECT, v2).await.expect("v2"), second);
+        assert_eq!(cached.id_for(other, v1).await.expect("v1"), elsewhere);
+    }
+    assert_eq!(
+        counting
+            .registrations
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "each (subject, text) reached the registry once"
+    );
+}

@@ -50,7 +50,7 @@ use crate::error::{BusError, HandlerError};
 use crate::retry::RetryPolicy;
 use dispatch::dispatch;
 use handler::{Handler, TypedHandler};
-use process::Processor;
+use process::{Processor, Routes};
 use rebalance::{SubscriberContext, commit_stored};
 use worker::{Shared, Worker, lock};
 
@@ -276,8 +276,13 @@ impl SubscriberBuilder {
             ),
             bus: self.bus,
             group: self.group.clone(),
-            handlers: self.handlers,
-            ignored: self.ignored,
+            handlers: Routes::from(self.handlers),
+            ignored: Routes::from(
+                self.ignored
+                    .into_iter()
+                    .map(|route| (route, ()))
+                    .collect::<HashMap<_, _>>(),
+            ),
             unhandled: self.unhandled,
             retry: self.retry,
             dedup: self.dedup,

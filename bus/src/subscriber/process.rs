@@ -2,7 +2,7 @@
 //! unreachable, however long), the route to a handler, dedup by `ce_id`, the handler with retries and
 //! backoff, and the dead letter — whose acknowledgement is what lets the offset move on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +25,26 @@ use crate::wire::codec::WriterSchemaError;
 use crate::wire::envelope::Envelope;
 use crate::wire::trace;
 
+/// Values by (topic, event type), looked up by `&str`s: finding a record's handler allocates
+/// nothing (a map keyed by `(String, String)` needs both copied for every lookup).
+pub(super) struct Routes<V>(HashMap<String, HashMap<String, V>>);
+
+impl<V> From<HashMap<(String, String), V>> for Routes<V> {
+    fn from(flat: HashMap<(String, String), V>) -> Self {
+        let mut nested: HashMap<String, HashMap<String, V>> = HashMap::new();
+        for ((topic, event_type), v) in flat {
+            nested.entry(topic).or_default().insert(event_type, v);
+        }
+        Self(nested)
+    }
+}
+
+impl<V> Routes<V> {
+    pub(super) fn get(&self, topic: &str, event_type: &str) -> Option<&V> {
+        self.0.get(topic).and_then(|types| types.get(event_type))
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Outcome {
     /// The record is done with (handled, skipped, or dead-lettered): store its offset.
@@ -37,8 +57,8 @@ pub(super) enum Outcome {
 pub(super) struct Processor {
     pub(super) bus: Bus,
     pub(super) group: String,
-    pub(super) handlers: HashMap<(String, String), Arc<dyn Handler>>,
-    pub(super) ignored: HashSet<(String, String)>,
+    pub(super) handlers: Routes<Arc<dyn Handler>>,
+    pub(super) ignored: Routes<()>,
     pub(super) unhandled: Unhandled,
     pub(super) retry: RetryPolicy,
     pub(super) dedup: Arc<dyn DedupStore>,
@@ -109,9 +129,8 @@ impl Processor {
         };
         let event_type = framed.writer.full_name().unwrap_or_default();
         metrics::counter!(telemetry::CONSUMED, "topic" => topic.to_owned(), "type" => event_type.clone()).increment(1);
-        let route = (topic.to_owned(), event_type.clone());
-        let Some(handler) = self.handlers.get(&route) else {
-            if self.ignored.contains(&route) || self.unhandled == Unhandled::Skip {
+        let Some(handler) = self.handlers.get(topic, &event_type) else {
+            if self.ignored.get(topic, &event_type).is_some() || self.unhandled == Unhandled::Skip {
                 return Outcome::Done;
             }
             return self
@@ -132,10 +151,16 @@ impl Processor {
                     .await;
             }
         };
-        if !envelope.id.is_empty() && self.dedup.seen(handler.name(), &envelope.id).await {
+        // The envelope goes into the first attempt's context as it is; a retry reads it from
+        // the headers again (read once already, so it reads). Cloned per attempt, its eight
+        // strings were copied for every record.
+        let event_id = envelope.id.clone();
+        let record_trace = envelope.traceparent;
+        let mut first_envelope = Some(envelope);
+        if !event_id.is_empty() && self.dedup.seen(handler.name(), &event_id).await {
             metrics::counter!(telemetry::DUPLICATES, "handler" => handler.name().to_owned())
                 .increment(1);
-            tracing::debug!(event_id = %envelope.id, correlation_id = %key, "duplicate dropped");
+            tracing::debug!(event_id = %event_id, correlation_id = %key, "duplicate dropped");
             return Outcome::Done;
         }
         let breaker = self.breakers.get(handler.name());
@@ -165,7 +190,7 @@ impl Processor {
                 messaging.destination.partition.id = msg.partition(),
                 messaging.kafka.message.offset = msg.offset(),
                 messaging.kafka.message.key = %key,
-                messaging.message.id = %envelope.id,
+                messaging.message.id = %event_id,
                 correlation_id = %key,
                 event_type = %event_type,
                 handler = handler.name(),
@@ -174,14 +199,25 @@ impl Processor {
                 span_id = tracing::field::Empty,
             );
             // A child of the record's traceparent: the handler's effects carry this span's id.
-            let trace = trace::join(&span, envelope.traceparent);
+            let trace = trace::join(&span, record_trace);
             span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
             span.record(
                 "span_id",
                 tracing::field::display(format_args!("{:016x}", trace.span_id)),
             );
+            let envelope = match first_envelope.take() {
+                Some(e) => e,
+                None => match Envelope::read(msg.headers(), Some(&key)) {
+                    Ok(e) => e,
+                    Err(invalid) => {
+                        return self
+                            .poison(msg, invalid, Some(handler.name()), attempt, stop)
+                            .await;
+                    }
+                },
+            };
             let ctx = Context {
-                envelope: envelope.clone(),
+                envelope,
                 topic: topic.to_owned(),
                 partition: msg.partition(),
                 offset: msg.offset(),
@@ -221,8 +257,8 @@ impl Processor {
                     if let Some(b) = breaker {
                         b.success();
                     }
-                    if !envelope.id.is_empty() {
-                        self.dedup.mark(handler.name(), &envelope.id).await;
+                    if !event_id.is_empty() {
+                        self.dedup.mark(handler.name(), &event_id).await;
                     }
                     return Outcome::Done;
                 }
