@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use choreo_bus::wire::codec::encode_body;
-use choreo_bus::wire::envelope::{Envelope, random_event_id};
+use choreo_bus::wire::envelope::Envelope;
 use choreo_bus::wire::framing::frame;
 use choreo_bus::{Bus, BusConfig, EmbeddedBroker, Event, HandlerError, PublishOptions};
 use choreo_schemas::MemoryRegistry;
@@ -271,7 +271,7 @@ async fn baseline(
             let body = encode_body(PaymentAuthorized::schema(), &e).map_err(|e| anyhow!(e))?;
             let headers = args.baseline_headers.then(|| {
                 Envelope::new(
-                    random_event_id(),
+                    uuid::Uuid::new_v4().to_string(),
                     "/throughput",
                     PaymentAuthorized::TYPE,
                     e.order_id.clone(),
@@ -448,7 +448,7 @@ async fn through_bus(
     .await?;
 
     let start = Instant::now();
-    let (window, events, per_key) = (args.window, args.events, args.events_per_key.max(1));
+    let (window, events) = (args.window, args.events);
     let publishing = {
         let (bus, topic) = (bus.clone(), topic.clone());
         tokio::spawn(async move {

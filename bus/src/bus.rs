@@ -153,7 +153,7 @@ impl Bus {
         let envelope = Envelope::new(
             options
                 .id
-                .unwrap_or_else(crate::wire::envelope::random_event_id),
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             self.inner.config.source.clone(),
             T::TYPE,
             event.correlation_id(),

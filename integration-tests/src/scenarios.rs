@@ -33,6 +33,54 @@ pub struct Env {
     pub embedded: Option<Arc<EmbeddedBroker>>,
 }
 
+/// The real tier's setting: the binary's shared Apache Kafka (see [`crate::broker`]) and a
+/// registry served over the Confluent REST API, for as long as this is kept.
+#[derive(Debug)]
+pub struct Real {
+    /// Where the scenarios run.
+    pub env: Env,
+    /// The registry's URL.
+    pub registry_url: String,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Real {
+    /// Starts (or joins) the shared broker and serves a fresh registry.
+    pub async fn start() -> anyhow::Result<Self> {
+        let bootstrap = crate::broker::shared_real_broker()
+            .await
+            .context("a real broker for the real tier (this tier never skips)")?;
+        let (addr, server) = choreo_schemas::server::serve(
+            Arc::new(choreo_schemas::MemoryRegistry::new()),
+            "127.0.0.1:0".parse()?,
+        )
+        .await
+        .context("registry server")?;
+        let registry_url = format!("http://{addr}");
+        Ok(Self {
+            env: Env {
+                bootstrap,
+                registry: Arc::new(choreo_schemas::ConfluentRegistry::new(&registry_url)),
+                embedded: None,
+            },
+            registry_url,
+            _server: server,
+        })
+    }
+}
+
+impl Env {
+    /// The in-process tier: librdkafka's mock cluster (one broker) and an in-memory registry.
+    pub fn embedded() -> anyhow::Result<Self> {
+        let broker = EmbeddedBroker::start(1)?;
+        Ok(Self {
+            bootstrap: broker.bootstrap_servers().to_owned(),
+            registry: Arc::new(choreo_schemas::MemoryRegistry::new()),
+            embedded: Some(Arc::new(broker)),
+        })
+    }
+}
+
 /// How long a scenario waits for something that should happen (a liveness bound, not a speed
 /// target: on a healthy broker everything happens in a small fraction of it).
 pub const PATIENCE: Duration = Duration::from_secs(90);
@@ -754,5 +802,90 @@ pub async fn v1_event_read_by_v2_reader(env: &Env) -> anyhow::Result<()> {
         e.order_id == "o-v1" && e.channel == "web",
         "v1 read as v2 with the default: {e:?}"
     );
+    Ok(())
+}
+
+/// The offset committed for a partition is never past a record still being handled. Two
+/// records of one partition, different keys, run at once: the first is held in its handler, the
+/// second finishes. After two auto-commit intervals the group's committed offset is still at
+/// most the held record's (a crash now replays it); once it is released, the commit moves past
+/// both. Storing each finished record's own offset instead fails the first check.
+pub async fn an_unfinished_record_holds_the_committed_offset_below_it(
+    env: &Env,
+) -> anyhow::Result<()> {
+    use rdkafka::TopicPartitionList;
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::topic_partition_list::Offset;
+
+    let topic = env.topic("held", 1).await?;
+    let bus = env.bus("/tests/held")?;
+    let group = format!("held-{}", uuid::Uuid::new_v4().simple());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let fast_done = Arc::new(AtomicU32::new(0));
+    let (r, f) = (Arc::clone(&release), Arc::clone(&fast_done));
+    let sub = bus
+        .subscriber(&group)
+        .client_setting("session.timeout.ms", "6000")
+        .max_in_flight(2)
+        .handle_on(&topic, "held", move |e: PaymentAuthorized, _ctx| {
+            let (r, f) = (Arc::clone(&r), Arc::clone(&f));
+            async move {
+                if e.order_id == "slow" {
+                    r.notified().await;
+                } else {
+                    f.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(())
+            }
+        })
+        .start()?;
+    let slow = bus
+        .publish_with(
+            &payment("slow", 1),
+            PublishOptions::default().with_topic(&topic),
+        )
+        .await?;
+    bus.publish_with(
+        &payment("fast", 2),
+        PublishOptions::default().with_topic(&topic),
+    )
+    .await?;
+    eventually("the second record handled", || {
+        fast_done.load(Ordering::SeqCst) == 1
+    })
+    .await?;
+    let committed = || -> anyhow::Result<Option<i64>> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &env.bootstrap)
+            .set("group.id", &group)
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&topic, 0);
+        let got = c.committed_offsets(tpl, Duration::from_secs(10))?;
+        Ok(match got.find_partition(&topic, 0).map(|p| p.offset()) {
+            Some(Offset::Offset(n)) => Some(n),
+            _ => None,
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let held = committed()?;
+    ensure!(
+        held.is_none_or(|n| n <= slow.offset),
+        "committed {held:?} past the record still in its handler (offset {})",
+        slow.offset
+    );
+    release.notify_one();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if committed()?.is_some_and(|n| n > slow.offset + 1) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the commit never moved past both records"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sub.shutdown().await?;
     Ok(())
 }

@@ -14,10 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use choreo_bus::{EmbeddedBroker, PublishOptions};
-use choreo_integration_tests::broker::shared_real_broker;
-use choreo_integration_tests::scenarios::{Env, eventually, payment};
-use choreo_schemas::{ConfluentRegistry, MemoryRegistry};
+use choreo_bus::PublishOptions;
+use choreo_integration_tests::scenarios::{Env, Real, eventually, payment};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
 /// Records in the test: with a queue of 4 they fill it many times over.
@@ -114,30 +112,12 @@ async fn a_full_queue_whose_worker_keeps_taking_records_is_not_paused(env: &Env)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mock_a_full_queue_whose_worker_keeps_taking_records_is_not_paused() {
-    let broker = EmbeddedBroker::start(1).expect("mock cluster starts");
-    let env = Env {
-        bootstrap: broker.bootstrap_servers().to_owned(),
-        registry: Arc::new(MemoryRegistry::new()),
-        embedded: Some(Arc::new(broker)),
-    };
+    let env = Env::embedded().expect("mock cluster starts");
     a_full_queue_whose_worker_keeps_taking_records_is_not_paused(&env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn real_a_full_queue_whose_worker_keeps_taking_records_is_not_paused() {
-    let bootstrap = shared_real_broker()
-        .await
-        .expect("a real broker for the real tier (this tier never skips)");
-    let (addr, _server) = choreo_schemas::server::serve(
-        Arc::new(MemoryRegistry::new()),
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("registry server");
-    let env = Env {
-        bootstrap,
-        registry: Arc::new(ConfluentRegistry::new(&format!("http://{addr}"))),
-        embedded: None,
-    };
-    a_full_queue_whose_worker_keeps_taking_records_is_not_paused(&env).await;
+    let real = Real::start().await.expect("the real tier");
+    a_full_queue_whose_worker_keeps_taking_records_is_not_paused(&real.env).await;
 }

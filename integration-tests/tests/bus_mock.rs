@@ -1,21 +1,14 @@
 //! The in-process tier: every bus scenario against librdkafka's mock cluster in this process,
 //! plus fault injection only the mock cluster offers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use choreo_bus::{EmbeddedBroker, PublishOptions};
+use choreo_bus::PublishOptions;
 use choreo_integration_tests::scenarios::{self, Env};
-use choreo_schemas::MemoryRegistry;
 use choreo_schemas::event::{Money, PaymentAuthorized};
 
 fn env() -> Env {
-    let broker = EmbeddedBroker::start(1).expect("mock cluster starts");
-    Env {
-        bootstrap: broker.bootstrap_servers().to_owned(),
-        registry: Arc::new(MemoryRegistry::new()),
-        embedded: Some(Arc::new(broker)),
-    }
+    Env::embedded().expect("mock cluster starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -140,4 +133,11 @@ async fn a_run_of_one_key_does_not_hold_up_the_keys_behind_it() {
         .await
         .expect("scenario");
     assert_eq!(order, vec![0, 1, 2, 3, 4], "the hot key's records in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unfinished_record_holds_the_committed_offset_below_it() {
+    scenarios::an_unfinished_record_holds_the_committed_offset_below_it(&env())
+        .await
+        .expect("scenario");
 }

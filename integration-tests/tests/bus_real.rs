@@ -9,36 +9,12 @@ use std::time::{Duration, Instant};
 
 use choreo_bus::PublishOptions;
 use choreo_integration_tests::broker::shared_real_broker;
-use choreo_integration_tests::scenarios::{self, Env, PATIENCE};
+use choreo_integration_tests::scenarios::{self, Env, PATIENCE, Real};
 use choreo_schemas::event::{Money, PaymentAuthorized};
 use choreo_schemas::{ConfluentRegistry, MemoryRegistry};
 
-struct Real {
-    env: Env,
-    registry_url: String,
-    _server: tokio::task::JoinHandle<()>,
-}
-
 async fn real() -> Real {
-    let bootstrap = shared_real_broker()
-        .await
-        .expect("a real broker for the real tier (this tier never skips)");
-    let (addr, server) = choreo_schemas::server::serve(
-        Arc::new(MemoryRegistry::new()),
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("registry server");
-    let registry_url = format!("http://{addr}");
-    Real {
-        env: Env {
-            bootstrap,
-            registry: Arc::new(ConfluentRegistry::new(&registry_url)),
-            embedded: None,
-        },
-        registry_url,
-        _server: server,
-    }
+    Real::start().await.expect("the real tier")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -701,4 +677,11 @@ async fn keys_of_one_partition_run_concurrently_in_order_per_key() {
         .await
         .expect("scenario");
     assert_eq!(serial, 1, "max_in_flight(1): one record at a time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unfinished_record_holds_the_committed_offset_below_it() {
+    scenarios::an_unfinished_record_holds_the_committed_offset_below_it(&real().await.env)
+        .await
+        .expect("scenario");
 }

@@ -50,7 +50,7 @@ use crate::error::{BusError, HandlerError};
 use crate::retry::RetryPolicy;
 use dispatch::dispatch;
 use handler::{Handler, TypedHandler};
-use process::{Processor, Routes};
+use process::Processor;
 use rebalance::{SubscriberContext, commit_stored};
 use worker::{Shared, Worker, lock};
 
@@ -276,13 +276,8 @@ impl SubscriberBuilder {
             ),
             bus: self.bus,
             group: self.group.clone(),
-            handlers: Routes::from(self.handlers),
-            ignored: Routes::from(
-                self.ignored
-                    .into_iter()
-                    .map(|route| (route, ()))
-                    .collect::<HashMap<_, _>>(),
-            ),
+            handlers: self.handlers.into_iter().collect(),
+            ignored: self.ignored.into_iter().map(|route| (route, ())).collect(),
             unhandled: self.unhandled,
             retry: self.retry,
             dedup: self.dedup,

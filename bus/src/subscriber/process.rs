@@ -29,10 +29,10 @@ use crate::wire::trace;
 /// nothing (a map keyed by `(String, String)` needs both copied for every lookup).
 pub(super) struct Routes<V>(HashMap<String, HashMap<String, V>>);
 
-impl<V> From<HashMap<(String, String), V>> for Routes<V> {
-    fn from(flat: HashMap<(String, String), V>) -> Self {
+impl<V> FromIterator<((String, String), V)> for Routes<V> {
+    fn from_iter<I: IntoIterator<Item = ((String, String), V)>>(routes: I) -> Self {
         let mut nested: HashMap<String, HashMap<String, V>> = HashMap::new();
-        for ((topic, event_type), v) in flat {
+        for ((topic, event_type), v) in routes {
             nested.entry(topic).or_default().insert(event_type, v);
         }
         Self(nested)

@@ -238,14 +238,6 @@ impl Envelope {
     }
 }
 
-/// A random (version 4) UUID for an event id, from the thread's random number generator: the
-/// `uuid` crate's own asks the kernel for every id, a system call per published event.
-pub fn random_event_id() -> String {
-    uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>())
-        .into_uuid()
-        .to_string()
-}
-
 /// The current time as RFC 3339 with millisecond precision, UTC.
 pub fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()

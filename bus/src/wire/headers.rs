@@ -24,24 +24,22 @@ pub trait Readable {
     fn has(&self, key: &str) -> bool;
 }
 
+/// The readable headers of `h`, in order, one at a time.
+fn readable_iter<H: Headers>(h: &H) -> impl Iterator<Item = Header<'_, &[u8]>> {
+    (0..h.count()).filter_map(|idx| {
+        catch_unwind(AssertUnwindSafe(|| h.try_get(idx)))
+            .ok()
+            .flatten()
+    })
+}
+
 impl<H: Headers> Readable for H {
     fn readable(&self) -> Vec<Header<'_, &[u8]>> {
-        (0..self.count())
-            .filter_map(|idx| {
-                catch_unwind(AssertUnwindSafe(|| self.try_get(idx)))
-                    .ok()
-                    .flatten()
-            })
-            .collect()
+        readable_iter(self).collect()
     }
 
     fn has(&self, key: &str) -> bool {
-        (0..self.count()).any(|idx| {
-            catch_unwind(AssertUnwindSafe(|| self.try_get(idx)))
-                .ok()
-                .flatten()
-                .is_some_and(|h| h.key == key)
-        })
+        readable_iter(self).any(|h| h.key == key)
     }
 }
 
