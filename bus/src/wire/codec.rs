@@ -278,10 +278,7 @@ impl Codec {
                 &framed.writer.schema,
                 &info.latest().schema,
             )
-            .and_then(|p| p.read_value(framed.body))
-            .and_then(|v| {
-                serde_json::Value::try_from(v).map_err(|e| DecodeError::Malformed(e.to_string()))
-            })
+            .and_then(|d| d.decode_json(framed.body))
             .map_err(poison)?;
         Ok(Some((
             JsonEvent {

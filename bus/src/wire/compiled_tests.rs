@@ -78,7 +78,122 @@ fn round_trip<T: Event + PartialEq + std::fmt::Debug>(event: &T) -> String {
     let back: T = compiled_read(T::schema(), T::schema(), &ours).expect("decodes");
     assert_eq!(&back, event, "{}", T::TYPE);
     assert_eq!(&avro_read::<T>(T::schema(), T::schema(), &ours), event);
+    assert_eq!(
+        compiled_json(T::schema(), T::schema(), &ours),
+        Ok(avro_json(T::schema(), T::schema(), &ours).expect("apache-avro reads it")),
+        "{}: as JSON",
+        T::TYPE
+    );
     T::TYPE.to_owned()
+}
+
+/// What apache-avro reads as JSON: its generic value (resolved when the schemas differ),
+/// converted.
+fn avro_json(writer: &Schema, reader: &Schema, body: &[u8]) -> Result<serde_json::Value, String> {
+    let reader = (writer.canonical_form() != reader.canonical_form()).then_some(reader);
+    let value = decode_value(writer, reader, body).map_err(|e| e.to_string())?;
+    serde_json::Value::try_from(value).map_err(|e| e.to_string())
+}
+
+fn compiled_json(
+    writer: &Schema,
+    reader: &Schema,
+    body: &[u8],
+) -> Result<serde_json::Value, DecodeError> {
+    Decoder::new(writer, reader)
+        .expect("plans")
+        .decode_json(body)
+}
+
+/// Every kind of Avro value, read as JSON by the compiled decoder and by apache-avro (its
+/// generic value converted), also across schema versions: the same JSON; and a float JSON
+/// cannot hold is an error of both.
+#[test]
+fn one_json_decode_agrees_with_apache_avros_value_turned_to_json() {
+    use apache_avro::types::Value as V;
+    let all = schema(
+        r#"{"type": "record", "name": "All", "fields": [
+        {"name": "n", "type": "null"},
+        {"name": "b", "type": "boolean"},
+        {"name": "i", "type": "int"},
+        {"name": "l", "type": "long"},
+        {"name": "f", "type": "float"},
+        {"name": "d", "type": "double"},
+        {"name": "by", "type": "bytes"},
+        {"name": "s", "type": "string"},
+        {"name": "e", "type": {"type": "enum", "name": "Suit", "symbols": ["Hearts", "Spades"]}},
+        {"name": "arr", "type": {"type": "array", "items": "long"}},
+        {"name": "m", "type": {"type": "map", "values": "int"}},
+        {"name": "rec", "type": {"type": "record", "name": "Inner", "fields": [
+            {"name": "x", "type": "int"}, {"name": "y", "type": "string"}]}},
+        {"name": "fx", "type": {"type": "fixed", "name": "F2", "size": 2}},
+        {"name": "u", "type": ["null", "string", "long"]},
+        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "dt", "type": {"type": "int", "logicalType": "date"}}]}"#,
+    );
+    let value = |d: f64| {
+        V::Record(vec![
+            ("n".into(), V::Null),
+            ("b".into(), V::Boolean(true)),
+            ("i".into(), V::Int(-7)),
+            ("l".into(), V::Long(1 << 40)),
+            ("f".into(), V::Float(1.5)),
+            ("d".into(), V::Double(d)),
+            ("by".into(), V::Bytes(vec![255, 0, b'A'])),
+            ("s".into(), V::String("dé".into())),
+            ("e".into(), V::Enum(1, "Spades".into())),
+            ("arr".into(), V::Array(vec![V::Long(1), V::Long(-2)])),
+            (
+                "m".into(),
+                V::Map([("k".to_owned(), V::Int(3))].into_iter().collect()),
+            ),
+            (
+                "rec".into(),
+                V::Record(vec![
+                    ("x".into(), V::Int(4)),
+                    ("y".into(), V::String("why".into())),
+                ]),
+            ),
+            ("fx".into(), V::Fixed(2, vec![1, 2])),
+            ("u".into(), V::Union(2, Box::new(V::Long(5)))),
+            ("ts".into(), V::TimestampMillis(86_400_000)),
+            ("dt".into(), V::Date(19_000)),
+        ])
+    };
+    let write = |v| {
+        GenericDatumWriter::builder(&all)
+            .build()
+            .and_then(|w| w.write_value_to_vec(v))
+            .expect("apache-avro writes it")
+    };
+    let body = write(value(-2.25));
+    let json = compiled_json(&all, &all, &body).expect("decodes");
+    assert_eq!(Ok(json.clone()), avro_json(&all, &all, &body));
+    assert_eq!(json["by"], serde_json::json!([255, 0, 65]));
+    assert_eq!(json["u"], serde_json::json!(5));
+    assert_eq!(json["e"], serde_json::json!("Spades"));
+
+    // A reader one version on: a field promoted, one dropped, one added with a default.
+    let later = schema(
+        r#"{"type": "record", "name": "All", "fields": [
+        {"name": "i", "type": "long"},
+        {"name": "s", "type": "string"},
+        {"name": "e", "type": {"type": "enum", "name": "Suit", "symbols": ["Spades", "Clubs"]}},
+        {"name": "u", "type": ["null", "string", "long"]},
+        {"name": "added", "type": {"type": "array", "items": "string"}, "default": ["a"]},
+        {"name": "f", "type": "double"}]}"#,
+    );
+    let json = compiled_json(&all, &later, &body).expect("decodes");
+    assert_eq!(Ok(json.clone()), avro_json(&all, &later, &body));
+    assert_eq!(json["added"], serde_json::json!(["a"]));
+    assert!(json.get("by").is_none(), "a dropped field is not read");
+
+    let nan = write(value(f64::NAN));
+    assert!(avro_json(&all, &all, &nan).is_err());
+    assert!(
+        matches!(compiled_json(&all, &all, &nan), Err(DecodeError::Malformed(m)) if m.contains("NaN")),
+        "a NaN is no JSON number"
+    );
 }
 
 #[test]
@@ -261,6 +376,96 @@ fn fields_are_written_in_schema_order_whatever_the_struct_order() {
         .expect("encodes");
     assert_eq!(ours, avro_bytes(&s, &none));
     assert_eq!(compiled_read::<Shuffled>(&s, &s, &ours), Ok(none));
+}
+
+/// One encoder and one decoder of a schema, used alternately for a struct declared in the
+/// schema's order (written field by field in turn, read by position) and for one declared in
+/// another order (written aside and moved, read by name): neither answer is mistaken for the
+/// other's, whichever comes first.
+#[test]
+fn one_codec_serves_structs_in_and_out_of_schema_order_alternately() {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct InOrder {
+        a: i64,
+        b: Vec<i32>,
+        c: Option<String>,
+    }
+    let s = schema(SHUFFLED);
+    let encoder = Encoder::new(&s).expect("compiles");
+    let decoder = Decoder::new(&s, &s).expect("plans");
+    for i in 0..4 {
+        let shuffled = Shuffled {
+            c: (i % 2 == 0).then(|| format!("x{i}")),
+            a: -i,
+            b: (0..i)
+                .map(|n| i32::try_from(n * 1000).expect("small"))
+                .collect(),
+        };
+        let in_order = InOrder {
+            a: shuffled.a,
+            b: shuffled.b.clone(),
+            c: shuffled.c.clone(),
+        };
+        let (first, second) = if i % 2 == 0 {
+            let one = encoder.encode(&shuffled).expect("encodes");
+            (one, encoder.encode(&in_order).expect("encodes"))
+        } else {
+            let two = encoder.encode(&in_order).expect("encodes");
+            (encoder.encode(&shuffled).expect("encodes"), two)
+        };
+        assert_eq!(first, avro_bytes(&s, &in_order), "round {i}");
+        assert_eq!(second, first, "round {i}");
+        if i % 2 == 0 {
+            assert_eq!(decoder.decode::<Shuffled>(&first), Ok(shuffled.clone()));
+            assert_eq!(decoder.decode::<InOrder>(&first), Ok(in_order.clone()));
+        } else {
+            assert_eq!(decoder.decode::<InOrder>(&first), Ok(in_order.clone()));
+            assert_eq!(decoder.decode::<Shuffled>(&first), Ok(shuffled.clone()));
+        }
+    }
+}
+
+/// A writer with fields the reader lacks between those it has, and a reader field the writer
+/// lacks at the end: a struct in the reader's order is handed the values it has, skipping the
+/// others, then the default, by position.
+#[test]
+fn a_struct_read_by_position_skips_writer_fields_and_gets_defaults() {
+    let writer = schema(
+        r#"{"type": "record", "name": "R", "fields": [
+        {"name": "gone", "type": "string"},
+        {"name": "a", "type": "long"},
+        {"name": "also_gone", "type": {"type": "array", "items": "double"}},
+        {"name": "b", "type": "string"}]}"#,
+    );
+    let reader = schema(
+        r#"{"type": "record", "name": "R", "fields": [
+        {"name": "a", "type": "long"},
+        {"name": "b", "type": "string"},
+        {"name": "c", "type": "int", "default": 42}]}"#,
+    );
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct R {
+        a: i64,
+        b: String,
+        c: i32,
+    }
+    let mut body = vec![2, b'g'];
+    long(&mut body, -7);
+    body.extend([2, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0, 4, b'h', b'i']);
+    let want = R {
+        a: -7,
+        b: "hi".into(),
+        c: 42,
+    };
+    assert_eq!(compiled_read::<R>(&writer, &reader, &body), Ok(want));
+    assert_eq!(
+        avro_read::<R>(&writer, &reader, &body),
+        R {
+            a: -7,
+            b: "hi".into(),
+            c: 42
+        }
+    );
 }
 
 #[test]

@@ -1,12 +1,8 @@
-//! Codecs planned once: for each writer schema id and reader, the decoder (typed: a compiled
-//! [`Decoder`] of the writer schema resolved against the Rust type's; JSON: apache-avro's reader,
-//! with the catalog's latest schema attached only when the writer's differs); for each Rust
-//! type, its compiled [`Encoder`]. The work that does not depend on the record is done the first
-//! time a pair is met, and every later record pays only for its bytes.
-//!
-//! The JSON readers borrow their schemas for the life of the process: each writer schema (and
-//! each catalog reader schema it is resolved to) is copied once and kept, as the registry cache
-//! keeps it. That is bounded by the schemas the registry knows, not by the records read.
+//! Codecs planned once: for each writer schema id and reader, the compiled [`Decoder`] of the
+//! writer schema resolved against the reader's (typed: the Rust type's schema; JSON: the
+//! catalog's latest schema of the record's type); for each Rust type, its compiled [`Encoder`].
+//! The work that does not depend on the record is done the first time a pair is met, and every
+//! later record pays only for its bytes.
 
 use std::sync::Arc;
 
@@ -19,17 +15,6 @@ use std::any::TypeId;
 use super::compiled::{Decoder, EncodeError, Encoder};
 use crate::error::DecodeError;
 
-/// One planned JSON reader: with the reader's schema attached only when the writer's differs.
-pub(crate) struct Planned {
-    reader: GenericDatumReader<'static>,
-}
-
-impl std::fmt::Debug for Planned {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Planned").finish_non_exhaustive()
-    }
-}
-
 /// The planned codecs of one codec (shared by its clones).
 #[derive(Debug, Default)]
 pub(crate) struct Plans {
@@ -37,8 +22,9 @@ pub(crate) struct Plans {
     decoders: DashMap<(u32, TypeId), Arc<Decoder>>,
     /// Per Rust type: its compiled encoder.
     encoders: DashMap<TypeId, Arc<Encoder>>,
-    /// Per writer schema id: its JSON reader against the catalog's latest schema of its type.
-    readers: DashMap<u32, Arc<Planned>>,
+    /// Per writer schema id: its compiled decoder into the catalog's latest schema of its type,
+    /// for JSON.
+    readers: DashMap<u32, Arc<Decoder>>,
     /// Per (event type, catalog version): the compiled encoder of JSON data.
     json_encoders: DashMap<(String, u32), Arc<Encoder>>,
 }
@@ -86,40 +72,19 @@ impl Plans {
         Ok(Arc::clone(&self.json_encoders.entry(key).or_insert(built)))
     }
 
-    /// The JSON reader of records written with schema `writer_id` (`writer`) and read as the
-    /// catalog's latest schema of their type (`reader`), planned on first use.
+    /// The decoder of records written with schema `writer_id` (`writer`) and read as the
+    /// catalog's latest schema of their type (`reader`), as JSON; compiled on first use.
     pub(crate) fn latest(
         &self,
         writer_id: u32,
         writer: &Schema,
         reader: &Schema,
-    ) -> Result<Arc<Planned>, DecodeError> {
-        if let Some(p) = self.readers.get(&writer_id) {
-            return Ok(Arc::clone(&p));
+    ) -> Result<Arc<Decoder>, DecodeError> {
+        if let Some(d) = self.readers.get(&writer_id) {
+            return Ok(Arc::clone(&d));
         }
-        let writer: &'static Schema = Box::leak(Box::new(writer.clone()));
-        let built = if same_schema(writer, reader) {
-            GenericDatumReader::builder(writer).build()
-        } else {
-            let reader: &'static Schema = Box::leak(Box::new(reader.clone()));
-            GenericDatumReader::builder(writer)
-                .reader_schema(reader)
-                .build()
-        };
-        let planned = Arc::new(Planned {
-            reader: built.map_err(|e| DecodeError::Malformed(e.to_string()))?,
-        });
-        // Two threads planning the same pair at once each leak one copy; the first one kept wins.
-        Ok(Arc::clone(
-            &self.readers.entry(writer_id).or_insert(planned),
-        ))
-    }
-}
-
-impl Planned {
-    /// Reads `body` into a generic value of the reader's schema.
-    pub(crate) fn read_value(&self, body: &[u8]) -> Result<Value, DecodeError> {
-        read_whole(&self.reader, body)
+        let built = Arc::new(Decoder::new(writer, reader)?);
+        Ok(Arc::clone(&self.readers.entry(writer_id).or_insert(built)))
     }
 }
 

@@ -15,8 +15,8 @@ use apache_avro::schema::RecordSchema;
 use super::defaults::{Dv, from_json};
 use super::out::{EncodeError, bytes, count, err, long};
 use super::plan::{
-    FieldWrite, Num, Read, ReadPlan, RecordRead, RecordWrite, Skip, Step, UnionWrite, Write,
-    WritePlan, describe as describe_write,
+    FieldWrite, Num, Read, ReadPlan, RecordRead, RecordWrite, Skip, StaticKey, Step, UnionWrite,
+    Write, WritePlan, describe as describe_write,
 };
 use super::schema::{Base, Names, aliased, describe, describe_union, names_match};
 
@@ -369,6 +369,7 @@ impl<'s> WriteCompiler<'s, '_> {
                         name: f.name.as_str().into(),
                         plan: self.compile(&f.schema)?,
                         default: None,
+                        key: StaticKey::default(),
                     });
                 }
                 self.records[index] = RecordWrite {

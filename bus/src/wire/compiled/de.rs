@@ -4,8 +4,9 @@
 //!
 //! The plan says what comes next, so the format is self-describing to serde: every
 //! `deserialize_*` call is answered by the plan's node (`deserialize_any`), except an `Option`
-//! (a null union branch is `None`), an enum (its symbol, or a union branch by index) and an
-//! ignored value (skipped by type).
+//! (a null union branch is `None`), an enum (its symbol, or a union branch by index), a struct
+//! whose fields are the record's in order (a sequence, by position) and an ignored value
+//! (skipped by type).
 
 use serde::de::{self, DeserializeSeed, Visitor};
 
@@ -31,7 +32,15 @@ impl<'p, 'de> De<'p, '_, 'de> {
     }
 
     /// Follows a writer union to its branch (reading the index), repeatedly.
+    #[inline]
     fn branch(&mut self) -> Result<&'p Read, DecodeError> {
+        match self.node {
+            Read::WriterUnion(_) => self.branch_of_union(),
+            node => Ok(node),
+        }
+    }
+
+    fn branch_of_union(&mut self) -> Result<&'p Read, DecodeError> {
         let mut node = self.node;
         while let Read::WriterUnion(branches) = node {
             node = &branches[self.input.branch(branches.len())?];
@@ -144,6 +153,37 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, 'de> {
         }
     }
 
+    fn deserialize_struct<V: Visitor<'de>>(
+        mut self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DecodeError> {
+        match self.branch()? {
+            Read::Record(i) if self.plan.records[*i].in_order(fields) => {
+                let record = &self.plan.records[*i];
+                if let Some(why) = &record.fail {
+                    return Err(malformed(why.as_ref()));
+                }
+                self.input.enter()?;
+                let mut fields = InOrder {
+                    plan: self.plan,
+                    input: &mut *self.input,
+                    steps: record.steps.iter(),
+                    defaults: record.defaults.iter(),
+                };
+                let v = visitor.visit_seq(&mut fields)?;
+                fields.rest()?;
+                self.input.leave();
+                Ok(v)
+            }
+            Read::ReaderUnion { inner, .. } => {
+                self.at(inner).deserialize_struct(name, fields, visitor)
+            }
+            node => self.at(node).deserialize_any(visitor),
+        }
+    }
+
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
         _name: &'static str,
@@ -212,7 +252,7 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, 'de> {
 
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char
-        unit unit_struct tuple_struct map struct identifier
+        unit unit_struct tuple_struct map identifier
     }
 }
 
@@ -428,6 +468,63 @@ impl<'de> de::MapAccess<'de> for Fields<'_, '_, 'de> {
             }),
             Next::Default(dv) => seed.deserialize(DvDe(dv)),
             Next::None => Err(malformed("a record value asked for before its field")),
+        }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.steps.len() + self.defaults.len())
+    }
+}
+
+/// A record's values as a sequence, in the order of the struct's fields (which
+/// [`RecordRead::in_order`](super::plan::RecordRead::in_order) has checked): the writer's in
+/// order (skipping those the reader lacks), then the reader's defaults.
+struct InOrder<'p, 'i, 'de> {
+    plan: &'p ReadPlan,
+    input: &'i mut Input<'de>,
+    steps: std::slice::Iter<'p, Step>,
+    defaults: std::slice::Iter<'p, (Box<str>, super::defaults::Dv)>,
+}
+
+impl InOrder<'_, '_, '_> {
+    /// Reads past the writer's fields the struct did not take (the writer fields the reader
+    /// lacks after its last one).
+    fn rest(&mut self) -> Result<(), DecodeError> {
+        for step in self.steps.by_ref() {
+            match step {
+                Step::Skip(s) => skip(self.plan, s, self.input)?,
+                Step::Read(_, node) => skip_read(self.plan, node, self.input)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> de::SeqAccess<'de> for InOrder<'_, '_, 'de> {
+    type Error = DecodeError;
+
+    #[inline]
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DecodeError> {
+        for step in self.steps.by_ref() {
+            match step {
+                Step::Skip(s) => skip(self.plan, s, self.input)?,
+                Step::Read(_, node) => {
+                    return seed
+                        .deserialize(De {
+                            plan: self.plan,
+                            node,
+                            input: self.input,
+                        })
+                        .map(Some);
+                }
+            }
+        }
+        match self.defaults.next() {
+            Some((_, dv)) => seed.deserialize(DvDe(dv)).map(Some),
+            None => Ok(None),
         }
     }
 

@@ -23,12 +23,36 @@ pub(crate) struct Input<'de> {
     depth: u32,
 }
 
+#[cold]
+#[inline(never)]
 fn truncated(what: &str) -> DecodeError {
     DecodeError::Truncated(format!("the Avro body ended inside {what}"))
 }
 
+#[cold]
 pub(crate) fn malformed(msg: impl Into<String>) -> DecodeError {
     DecodeError::Malformed(msg.into())
+}
+
+#[cold]
+#[inline(never)]
+fn bad_length(n: i64) -> DecodeError {
+    if n < 0 {
+        malformed(format!("a negative length {n}"))
+    } else {
+        malformed(format!(
+            "a length of {n} bytes, over the limit of {MAX_AVRO_ALLOCATION}"
+        ))
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn not_utf8(b: &[u8]) -> DecodeError {
+    match std::str::from_utf8(b) {
+        Err(e) => malformed(format!("a string that is not UTF-8: {e}")),
+        Ok(_) => malformed("a string that is not UTF-8"),
+    }
 }
 
 impl<'de> Input<'de> {
@@ -69,6 +93,18 @@ impl<'de> Input<'de> {
     /// A zig-zag varint `long`.
     #[inline]
     pub(crate) fn long(&mut self) -> Result<i64, DecodeError> {
+        // One byte: every small number, length and index.
+        if let Some(&b) = self.rest.first()
+            && b < 0x80
+        {
+            self.rest = &self.rest[1..];
+            return Ok(i64::from(b >> 1) ^ -i64::from(b & 1));
+        }
+        self.long_slow()
+    }
+
+    #[inline(never)]
+    fn long_slow(&mut self) -> Result<i64, DecodeError> {
         let mut raw: u64 = 0;
         for (i, &b) in self.rest.iter().enumerate().take(10) {
             raw |= u64::from(b & 0x7f) << (7 * i);
@@ -119,13 +155,10 @@ impl<'de> Input<'de> {
     #[inline]
     pub(crate) fn len(&mut self) -> Result<usize, DecodeError> {
         let n = self.long()?;
-        let n = usize::try_from(n).map_err(|_| malformed(format!("a negative length {n}")))?;
-        if n > MAX_AVRO_ALLOCATION {
-            return Err(malformed(format!(
-                "a length of {n} bytes, over the limit of {MAX_AVRO_ALLOCATION}"
-            )));
+        match usize::try_from(n) {
+            Ok(n) if n <= MAX_AVRO_ALLOCATION => Ok(n),
+            _ => Err(bad_length(n)),
         }
-        Ok(n)
     }
 
     /// `bytes`: a length, then that many bytes.
@@ -140,7 +173,7 @@ impl<'de> Input<'de> {
     pub(crate) fn str(&mut self) -> Result<&'de str, DecodeError> {
         let n = self.len()?;
         let b = self.take(n, "a string")?;
-        std::str::from_utf8(b).map_err(|e| malformed(format!("a string that is not UTF-8: {e}")))
+        std::str::from_utf8(b).map_err(|_| not_utf8(b))
     }
 
     /// A union branch index, checked against the union's `branches`.

@@ -10,6 +10,12 @@
 //! read as their underlying type — and the Rust type's name never has to match the record's.
 //! Encoding writes what apache-avro writes for the same value and schema.
 //!
+//! A struct whose `Deserialize` asks for exactly the fields the record hands over, in the same
+//! order (the writer's fields it has, then the defaults), is handed them as a sequence, by
+//! position, as a derived `Deserialize` takes them; any other is handed a map, by name. A
+//! struct's `Serialize` that gives its fields in schema order has each written straight in turn,
+//! the field recognised by its key's address after the first record.
+//!
 //! Every input is checked ([`input`]): a body that ends early is
 //! [`DecodeError::Truncated`], bytes left over, a bad length, union or enum index, or invalid
 //! UTF-8 are [`DecodeError::Malformed`]; nothing is allocated by a length before it is checked
@@ -20,6 +26,7 @@ mod de;
 mod default_de;
 mod defaults;
 mod input;
+mod json;
 mod key;
 mod out;
 mod plan;
@@ -113,8 +120,23 @@ impl Decoder {
         &self,
         body: &'de [u8],
     ) -> Result<T, DecodeError> {
+        self.decode_seed(body, std::marker::PhantomData::<T>)
+    }
+
+    /// Reads the whole of `body` as JSON: the reader's value as apache-avro's generic value
+    /// converts to JSON (bytes and fixed values as arrays of numbers, a union as its branch's
+    /// value, an enum as its symbol; a float JSON cannot hold is an error).
+    pub fn decode_json(&self, body: &[u8]) -> Result<serde_json::Value, DecodeError> {
+        self.decode_seed(body, json::Json)
+    }
+
+    fn decode_seed<'de, S: serde::de::DeserializeSeed<'de>>(
+        &self,
+        body: &'de [u8],
+        seed: S,
+    ) -> Result<S::Value, DecodeError> {
         let mut input = input::Input::new(body);
-        let value = T::deserialize(de::De {
+        let value = seed.deserialize(de::De {
             plan: &self.plan,
             node: &self.plan.root,
             input: &mut input,

@@ -3,6 +3,8 @@
 //! made once by [`super::compile`]. A named type is an index into its plan's table of records,
 //! so a recursive type refers to its own plan.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use super::defaults::Dv;
 
 /// What serde is handed for a number.
@@ -72,6 +74,52 @@ pub(crate) struct RecordRead {
     /// Why the writer's record cannot be read as the reader's (a reader field without a default
     /// that the writer lacks).
     pub(crate) fail: Option<Box<str>>,
+    /// Which struct field lists this record hands over in their order (see
+    /// [`RecordRead::in_order`]).
+    pub(crate) order: FieldOrder,
+}
+
+/// The last struct field list (by address) found to be, and not to be, the order in which a
+/// record hands over its fields.
+#[derive(Debug, Default)]
+pub(crate) struct FieldOrder {
+    yes: AtomicUsize,
+    no: AtomicUsize,
+}
+
+impl RecordRead {
+    /// Whether this record hands over exactly `fields`, in that order: its read steps in the
+    /// writer's order, then its defaults. A struct whose `Deserialize` lists its fields so is
+    /// given them as a sequence (by position, as a derived `Deserialize` takes them) instead of
+    /// as a map whose every key is matched by name. The answer is remembered by the list's
+    /// address (a derived `Deserialize` passes the same static list every time).
+    #[inline]
+    pub(crate) fn in_order(&self, fields: &'static [&'static str]) -> bool {
+        let at = fields.as_ptr() as usize;
+        if !fields.is_empty() {
+            if self.order.yes.load(Ordering::Relaxed) == at {
+                return true;
+            }
+            if self.order.no.load(Ordering::Relaxed) == at {
+                return false;
+            }
+        }
+        let names = self
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Read(name, _) => Some(&**name),
+                Step::Skip(_) => None,
+            })
+            .chain(self.defaults.iter().map(|(name, _)| &**name));
+        let same = names.eq(fields.iter().copied());
+        if same {
+            self.order.yes.store(at, Ordering::Relaxed);
+        } else {
+            self.order.no.store(at, Ordering::Relaxed);
+        }
+        same
+    }
 }
 
 /// How to skip a writer value the reader does not want (checked, never allocated).
@@ -149,6 +197,31 @@ pub(crate) struct FieldWrite {
     pub(crate) plan: Write,
     /// The field's default, as Avro (written when the value does not have the field).
     pub(crate) default: Option<Box<[u8]>>,
+    /// The address of a `&'static str` key a serializer has already passed for this field
+    /// (0: none yet): the same key comes again without comparing its text.
+    pub(crate) key: StaticKey,
+}
+
+/// The address of a `&'static str` already found equal to a name, so that the same key (a
+/// derived `Serialize` passes the same literal every time) is recognised by its address alone.
+#[derive(Debug, Default)]
+pub(crate) struct StaticKey(AtomicUsize);
+
+impl StaticKey {
+    /// Whether `key` is `name`: by address when `key` was seen before, else by text (and then
+    /// remembered).
+    #[inline]
+    pub(crate) fn is(&self, name: &str, key: &'static str) -> bool {
+        let at = key.as_ptr() as usize;
+        if self.0.load(Ordering::Relaxed) == at && key.len() == name.len() {
+            return true;
+        }
+        let same = name == key;
+        if same {
+            self.0.store(at, Ordering::Relaxed);
+        }
+        same
+    }
 }
 
 /// An encode plan of one schema.

@@ -13,7 +13,7 @@ use serde::ser::{self, Serialize};
 
 use super::key::Key;
 use super::out::{EncodeError, bytes, count, err, long};
-use super::plan::{RecordWrite, UnionWrite, Write, WritePlan, describe};
+use super::plan::{FieldWrite, RecordWrite, UnionWrite, Write, WritePlan, describe};
 
 /// The kinds of serde call a union branch is chosen by.
 #[derive(Clone, Copy, Debug)]
@@ -41,10 +41,15 @@ pub(crate) struct Ser<'p, 'o> {
 impl<'p, 'o> Ser<'p, 'o> {
     /// The node to write a value of `kind` with: a union writes the index of the first branch
     /// that takes it, and that branch is the node.
+    #[inline]
     fn node(&mut self, kind: Kind<'_>) -> Result<&'p Write, EncodeError> {
-        let Write::Union(u) = self.node else {
-            return Ok(self.node);
-        };
+        match self.node {
+            Write::Union(u) => self.branch(u, kind),
+            node => Ok(node),
+        }
+    }
+
+    fn branch(&mut self, u: &'p UnionWrite, kind: Kind<'_>) -> Result<&'p Write, EncodeError> {
         let i = pick(self.plan, u, kind)
             .ok_or_else(|| EncodeError(format!("no branch of the union takes a {kind:?}")))?;
         long(self.out, i64::from(i));
@@ -554,19 +559,58 @@ impl<'p, 'o> Fields<'p, 'o> {
         }
     }
 
+    /// A field passed with a `&'static str` key (a struct's): the field in its turn is
+    /// recognised by the key's address after the first record.
+    #[inline]
+    fn static_field<T: ?Sized + Serialize>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), EncodeError> {
+        if let Some(f) = self.record.fields.get(self.next)
+            && f.key.is(&f.name, key)
+        {
+            return self.in_turn(f, value);
+        }
+        self.out_of_turn(key, value)
+    }
+
+    /// A field passed with any key (a map's).
     fn field<T: ?Sized + Serialize>(&mut self, key: &str, value: &T) -> Result<(), EncodeError> {
-        let fields = &self.record.fields;
-        if let Some(f) = fields.get(self.next)
+        if let Some(f) = self.record.fields.get(self.next)
             && &*f.name == key
         {
-            value.serialize(Ser {
-                plan: self.plan,
-                node: &f.plan,
-                out: self.out,
-            })?;
-            self.next += 1;
-            return self.catch_up();
+            return self.in_turn(f, value);
         }
+        self.out_of_turn(key, value)
+    }
+
+    /// Writes the field whose turn it is straight to the output.
+    #[inline]
+    fn in_turn<T: ?Sized + Serialize>(
+        &mut self,
+        f: &'p FieldWrite,
+        value: &T,
+    ) -> Result<(), EncodeError> {
+        value.serialize(Ser {
+            plan: self.plan,
+            node: &f.plan,
+            out: self.out,
+        })?;
+        self.next += 1;
+        if self.early.is_empty() {
+            return Ok(());
+        }
+        self.catch_up()
+    }
+
+    /// Writes a field that came before its turn aside.
+    fn out_of_turn<T: ?Sized + Serialize>(
+        &mut self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), EncodeError> {
+        let fields = &self.record.fields;
         let Some(i) = fields.iter().position(|f| &*f.name == key) else {
             return err(format!(
                 "field {key} is not in the schema of record {}",
@@ -590,6 +634,7 @@ impl<'p, 'o> Fields<'p, 'o> {
     }
 
     /// Writes the fields written aside whose turn has come.
+    #[cold]
     fn catch_up(&mut self) -> Result<(), EncodeError> {
         if self.early.is_empty() {
             return Ok(());
@@ -601,7 +646,17 @@ impl<'p, 'o> Fields<'p, 'o> {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(), EncodeError> {
+    #[inline]
+    fn finish(self) -> Result<(), EncodeError> {
+        if self.next == self.record.fields.len() {
+            return Ok(());
+        }
+        self.fill()
+    }
+
+    /// Writes the fields that have not come: those written aside, and the defaults of the rest.
+    #[cold]
+    fn fill(mut self) -> Result<(), EncodeError> {
         self.catch_up()?;
         while let Some(f) = self.record.fields.get(self.next) {
             match &f.default {
@@ -629,7 +684,7 @@ impl ser::SerializeStruct for Fields<'_, '_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), EncodeError> {
-        self.field(key, value)
+        self.static_field(key, value)
     }
 
     fn skip_field(&mut self, _key: &'static str) -> Result<(), EncodeError> {
@@ -651,7 +706,7 @@ impl ser::SerializeStructVariant for Fields<'_, '_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), EncodeError> {
-        self.field(key, value)
+        self.static_field(key, value)
     }
 
     fn end(self) -> Result<(), EncodeError> {

@@ -12,7 +12,7 @@
 //!    the same partition count, receive the same number of records with the same encoded
 //!    values, keys and publishing pattern. A plain consume → produce pipe with no saga logic
 //!    copies every input to the output: one Kafka transaction per batch (up to 500 records or
-//!    10 ms linger, like the coordinator) with `send_offsets_to_transaction`; with
+//!    `--batch-linger-ms`, like the coordinator) with `send_offsets_to_transaction`; with
 //!    `effectively_once`, an idempotent producer and offsets committed after the deliveries.
 //!    A read_committed consumer on the output waits for each key's four outputs.
 //!
@@ -113,7 +113,11 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
             |ms| ms.to_string()
         )
     );
-    println!("  batches      up to 500 records or 10 ms linger (coordinator and baseline pipe)");
+    println!(
+        "  batches      up to {} records or {} ms linger (coordinator and baseline pipe)",
+        baseline::BATCH_MAX_RECORDS,
+        args.batch_linger_ms
+    );
     println!(
         "  baseline     {}",
         match (
