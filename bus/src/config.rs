@@ -177,6 +177,12 @@ pub const READ_BACK_PREFETCH_KIB: u32 = 2048;
 /// `config` with the settings of a consumer that reads a topic back from its start: a changelog
 /// restore, the operator view, a dedup store's restore, a history or dead-letter scan.
 ///
+/// - `group.id` is `group`, and nothing is committed (`enable.auto.commit` false): a read-back
+///   consumer assigns its partitions and offsets itself and keeps no group offsets.
+/// - It reads committed records only (`isolation.level` read_committed; set it again after for
+///   a reader that must see what is not committed yet), is told when it reaches a partition's
+///   end (`enable.partition.eof`), and starts from the earliest record when the offset it asks
+///   for is gone (`auto.offset.reset` earliest: compaction or retention removed it).
 /// - Its prefetch is bounded to [`READ_BACK_PREFETCH_KIB`] (`queued.max.messages.kbytes`).
 ///   librdkafka's default of 64 MiB let a restore hold as much of the topic as it could fetch
 ///   ahead of the reader, and the process kept that memory after the restore: a coordinator's
@@ -191,7 +197,13 @@ pub const READ_BACK_PREFETCH_KIB: u32 = 2048;
 /// The prefetch settings the configuration already holds (`kafka.consumer` in choreo's
 /// configuration) are kept as they are; `fetch.wait.max.ms`, a latency setting for consumers
 /// that follow a topic, is not taken over by one that reads to an end.
-pub fn read_back(mut config: ClientConfig, how: ReadBack) -> ClientConfig {
+pub fn read_back(mut config: ClientConfig, how: ReadBack, group: &str) -> ClientConfig {
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
     let prefetch = READ_BACK_PREFETCH_KIB.to_string();
     for (key, value) in [
         ("queued.max.messages.kbytes", prefetch.as_str()),
@@ -213,13 +225,28 @@ mod read_back_tests {
 
     #[test]
     fn a_read_back_consumer_bounds_its_prefetch_and_does_not_wait_at_the_end() {
-        let restore = read_back(BusConfig::new("k:9092").consumer_config(), ReadBack::ToEnd);
+        let restore = read_back(
+            BusConfig::new("k:9092").consumer_config(),
+            ReadBack::ToEnd,
+            "g",
+        );
         assert_eq!(restore.get("queued.max.messages.kbytes"), Some("2048"));
         assert_eq!(restore.get("fetch.queue.backoff.ms"), Some("10"));
         assert_eq!(restore.get("fetch.wait.max.ms"), Some("10"));
-        let view = read_back(BusConfig::new("k:9092").consumer_config(), ReadBack::Follow);
+        let view = read_back(
+            BusConfig::new("k:9092").consumer_config(),
+            ReadBack::Follow,
+            "g",
+        );
         assert_eq!(view.get("queued.max.messages.kbytes"), Some("2048"));
         assert_eq!(view.get("fetch.wait.max.ms"), None, "a follower long-polls");
+        for c in [&restore, &view] {
+            assert_eq!(c.get("group.id"), Some("g"));
+            assert_eq!(c.get("enable.auto.commit"), Some("false"));
+            assert_eq!(c.get("isolation.level"), Some("read_committed"));
+            assert_eq!(c.get("enable.partition.eof"), Some("true"));
+            assert_eq!(c.get("auto.offset.reset"), Some("earliest"));
+        }
     }
 
     #[test]
@@ -227,14 +254,14 @@ mod read_back_tests {
         let config = BusConfig::new("k:9092")
             .with_consumer_setting("queued.max.messages.kbytes", "16384")
             .with_consumer_setting("fetch.wait.max.ms", "100");
-        let restore = read_back(config.consumer_config(), ReadBack::ToEnd);
+        let restore = read_back(config.consumer_config(), ReadBack::ToEnd, "g");
         assert_eq!(restore.get("queued.max.messages.kbytes"), Some("16384"));
         assert_eq!(
             restore.get("fetch.wait.max.ms"),
             Some("10"),
             "never waits at the end"
         );
-        let view = read_back(config.consumer_config(), ReadBack::Follow);
+        let view = read_back(config.consumer_config(), ReadBack::Follow, "g");
         assert_eq!(view.get("fetch.wait.max.ms"), Some("100"));
     }
 }

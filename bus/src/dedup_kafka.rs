@@ -170,16 +170,11 @@ impl DedupStore for KafkaDedup {
 
 fn reader(kafka: &BusConfig, opts: &KafkaDedupOptions) -> Result<BaseConsumer, BusError> {
     // Read to its end, then followed: the same consumer does both.
-    let consumer: BaseConsumer = crate::read_back(kafka.consumer_config(), crate::ReadBack::Follow)
-        .set(
-            "group.id",
-            format!("dedup-reader-{}", uuid::Uuid::new_v4().simple()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()
-        .map_err(|e| BusError::kafka("creating the dedup reader", e))?;
+    let group = format!("dedup-reader-{}", uuid::Uuid::new_v4().simple());
+    let consumer: BaseConsumer =
+        crate::read_back(kafka.consumer_config(), crate::ReadBack::Follow, &group)
+            .create()
+            .map_err(|e| BusError::kafka("creating the dedup reader", e))?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..opts.partitions.max(1) {
         tpl.add_partition_offset(&opts.topic, p, Offset::Beginning)

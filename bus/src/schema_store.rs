@@ -450,14 +450,8 @@ fn is_fenced(e: &KafkaError) -> bool {
 }
 
 fn reader(cfg: &SchemaTopic, how: crate::ReadBack) -> Result<BaseConsumer, RegistryError> {
-    crate::read_back(cfg.kafka.consumer_config(), how)
-        .set(
-            "group.id",
-            format!("schema-reader-{}", uuid::Uuid::new_v4().simple()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
+    let group = format!("schema-reader-{}", uuid::Uuid::new_v4().simple());
+    crate::read_back(cfg.kafka.consumer_config(), how, &group)
         .create()
         .map_err(|e| transport("creating a reader", e))
 }

@@ -453,13 +453,12 @@ fn read_all(
     partitions: i32,
 ) -> anyhow::Result<(Duration, u64)> {
     // Fetched as the restore fetches, so that the two differ only in what they do with records.
-    let consumer: BaseConsumer<QuietEof> =
-        choreo_bus::read_back(client.clone(), choreo_bus::ReadBack::ToEnd)
-            .set("group.id", "restore-bench-baseline")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
-            .create_with_context(QuietEof)?;
+    let consumer: BaseConsumer<QuietEof> = choreo_bus::read_back(
+        client.clone(),
+        choreo_bus::ReadBack::ToEnd,
+        "restore-bench-baseline",
+    )
+    .create_with_context(QuietEof)?;
     let started = Instant::now();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {

@@ -221,14 +221,13 @@ impl KafkaHistory {
     }
 
     fn consumer(&self) -> Result<BaseConsumer<QuietEof>, String> {
-        choreo_bus::read_back(self.client.clone(), choreo_bus::ReadBack::ToEnd)
-            .set("group.id", "choreo-history")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest")
-            .create_with_context(QuietEof)
-            .map_err(|e| format!("creating the history consumer: {e}"))
+        choreo_bus::read_back(
+            self.client.clone(),
+            choreo_bus::ReadBack::ToEnd,
+            "choreo-history",
+        )
+        .create_with_context(QuietEof)
+        .map_err(|e| format!("creating the history consumer: {e}"))
     }
 
     fn partition_count(

@@ -68,14 +68,14 @@ impl ChangelogReader {
         transaction_timeout: Duration,
     ) -> Result<Self, CoordinatorError> {
         let make = |isolation: &str| {
-            choreo_bus::read_back(client.clone(), choreo_bus::ReadBack::ToEnd)
-                .set("group.id", "choreo-restore")
-                .set("enable.auto.commit", "false")
-                .set("isolation.level", isolation)
-                .set("enable.partition.eof", "true")
-                .set("auto.offset.reset", "earliest")
-                .create_with_context(QuietEof)
-                .map_err(|e| CoordinatorError::kafka("creating the restore consumer", e))
+            choreo_bus::read_back(
+                client.clone(),
+                choreo_bus::ReadBack::ToEnd,
+                "choreo-restore",
+            )
+            .set("isolation.level", isolation)
+            .create_with_context(QuietEof)
+            .map_err(|e| CoordinatorError::kafka("creating the restore consumer", e))
         };
         Ok(Self {
             committed: make("read_committed")?,
@@ -257,12 +257,8 @@ pub(crate) async fn tail_changelog(
     let consumer: StreamConsumer<QuietEof> = match choreo_bus::read_back(
         client.clone(),
         choreo_bus::ReadBack::Follow,
+        "choreo-view",
     )
-    .set("group.id", "choreo-view")
-    .set("enable.auto.commit", "false")
-    .set("isolation.level", "read_committed")
-    .set("enable.partition.eof", "true")
-    .set("auto.offset.reset", "earliest")
     .create_with_context(QuietEof)
     {
         Ok(c) => c,

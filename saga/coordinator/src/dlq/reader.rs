@@ -54,14 +54,13 @@ struct Backwards {
 
 impl Reader {
     pub(crate) fn new(client: &ClientConfig, timeout: Duration) -> Result<Self, ReadError> {
-        let consumer = choreo_bus::read_back(client.clone(), choreo_bus::ReadBack::ToEnd)
-            .set("group.id", "choreo-dlq-reader")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest")
-            .create_with_context(QuietEof)
-            .map_err(|e| kafka("creating a dead-letter reader", &e))?;
+        let consumer = choreo_bus::read_back(
+            client.clone(),
+            choreo_bus::ReadBack::ToEnd,
+            "choreo-dlq-reader",
+        )
+        .create_with_context(QuietEof)
+        .map_err(|e| kafka("creating a dead-letter reader", &e))?;
         Ok(Self { consumer, timeout })
     }
 

@@ -70,12 +70,8 @@ pub(crate) async fn tail(
     let consumer: StreamConsumer<QuietEof> = match choreo_bus::read_back(
         client.clone(),
         choreo_bus::ReadBack::Follow,
+        "choreo-dlq-redrives",
     )
-    .set("group.id", "choreo-dlq-redrives")
-    .set("enable.auto.commit", "false")
-    .set("isolation.level", "read_committed")
-    .set("enable.partition.eof", "true")
-    .set("auto.offset.reset", "earliest")
     .create_with_context(QuietEof)
     {
         Ok(c) => c,
