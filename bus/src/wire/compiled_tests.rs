@@ -33,10 +33,19 @@ fn avro_bytes<T: Serialize>(schema: &Schema, value: &T) -> Vec<u8> {
         .expect("apache-avro writes it")
 }
 
-/// What apache-avro reads: the generic value, resolved when the schemas differ, then serde.
-fn avro_read<T: DeserializeOwned>(writer: &Schema, reader: &Schema, body: &[u8]) -> T {
+/// apache-avro's generic value of `body`, resolved when the schemas differ.
+fn avro_value(
+    writer: &Schema,
+    reader: &Schema,
+    body: &[u8],
+) -> Result<apache_avro::types::Value, DecodeError> {
     let reader = (writer.canonical_form() != reader.canonical_form()).then_some(reader);
-    let value = decode_value(writer, reader, body).expect("apache-avro reads it");
+    decode_value(writer, reader, body)
+}
+
+/// What apache-avro reads: the generic value, then serde.
+fn avro_read<T: DeserializeOwned>(writer: &Schema, reader: &Schema, body: &[u8]) -> T {
+    let value = avro_value(writer, reader, body).expect("apache-avro reads it");
     apache_avro::from_value(&value).expect("apache-avro converts it")
 }
 
@@ -90,8 +99,7 @@ fn round_trip<T: Event + PartialEq + std::fmt::Debug>(event: &T) -> String {
 /// What apache-avro reads as JSON: its generic value (resolved when the schemas differ),
 /// converted.
 fn avro_json(writer: &Schema, reader: &Schema, body: &[u8]) -> Result<serde_json::Value, String> {
-    let reader = (writer.canonical_form() != reader.canonical_form()).then_some(reader);
-    let value = decode_value(writer, reader, body).map_err(|e| e.to_string())?;
+    let value = avro_value(writer, reader, body).map_err(|e| e.to_string())?;
     serde_json::Value::try_from(value).map_err(|e| e.to_string())
 }
 
@@ -423,6 +431,108 @@ fn one_codec_serves_structs_in_and_out_of_schema_order_alternately() {
             assert_eq!(decoder.decode::<Shuffled>(&first), Ok(shuffled.clone()));
         }
     }
+}
+
+/// How a struct asked for its fields was handed them: `seq` (by position) or `map` (by name).
+#[derive(Debug, PartialEq)]
+struct HandedAs(&'static str);
+
+/// Asks for a struct with `FIELDS` and notes how the fields came.
+fn handed_as<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    fields: &'static [&'static str],
+) -> Result<HandedAs, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = HandedAs;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a struct")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<HandedAs, A::Error> {
+            while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(HandedAs("seq"))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<HandedAs, A::Error> {
+            while a
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(HandedAs("map"))
+        }
+    }
+    d.deserialize_struct("S", fields, V)
+}
+
+/// A struct is handed the record's fields by position only when it lists them as the record
+/// hands them over (the writer's it has, in order, then the defaults); any other order, or a
+/// list with a field more or less, is handed them by name. Asked alternately, each list keeps
+/// its own answer.
+#[test]
+fn a_struct_is_handed_its_fields_by_position_only_when_it_lists_them_in_order() {
+    struct InOrder(HandedAs);
+    impl<'de> Deserialize<'de> for InOrder {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            handed_as(d, &["a", "b", "c"]).map(InOrder)
+        }
+    }
+    struct OtherOrder(HandedAs);
+    impl<'de> Deserialize<'de> for OtherOrder {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            handed_as(d, &["c", "a", "b"]).map(OtherOrder)
+        }
+    }
+    struct Fewer(HandedAs);
+    impl<'de> Deserialize<'de> for Fewer {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            handed_as(d, &["a", "b"]).map(Fewer)
+        }
+    }
+    let s = schema(SHUFFLED);
+    let body = Encoder::new(&s)
+        .expect("compiles")
+        .encode(&Shuffled {
+            c: Some("x".into()),
+            a: 1,
+            b: vec![2],
+        })
+        .expect("encodes");
+    let decoder = Decoder::new(&s, &s).expect("plans");
+    for _ in 0..2 {
+        assert_eq!(
+            decoder.decode::<InOrder>(&body).map(|v| v.0),
+            Ok(HandedAs("seq"))
+        );
+        assert_eq!(
+            decoder.decode::<OtherOrder>(&body).map(|v| v.0),
+            Ok(HandedAs("map"))
+        );
+        assert_eq!(
+            decoder.decode::<Fewer>(&body).map(|v| v.0),
+            Ok(HandedAs("map"))
+        );
+    }
+    // A reader field the writer lacks comes last, with its default.
+    let writer = schema(
+        r#"{"type": "record", "name": "Unrelated", "fields": [
+        {"name": "a", "type": "long"},
+        {"name": "b", "type": {"type": "array", "items": "int"}}]}"#,
+    );
+    let reader = schema(
+        r#"{"type": "record", "name": "Unrelated", "fields": [
+        {"name": "c", "type": ["null", "string"], "default": null},
+        {"name": "a", "type": "long"},
+        {"name": "b", "type": {"type": "array", "items": "int"}}]}"#,
+    );
+    let body = [2, 2, 4, 0];
+    let decoder = Decoder::new(&writer, &reader).expect("plans");
+    assert_eq!(
+        decoder.decode::<InOrder>(&body).map(|v| v.0),
+        Ok(HandedAs("seq"))
+    );
+    assert_eq!(
+        decoder.decode::<OtherOrder>(&body).map(|v| v.0),
+        Ok(HandedAs("map"))
+    );
 }
 
 /// A writer with fields the reader lacks between those it has, and a reader field the writer

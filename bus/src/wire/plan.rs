@@ -29,6 +29,23 @@ pub(crate) struct Plans {
     json_encoders: DashMap<(String, u32), Arc<Encoder>>,
 }
 
+/// The value `map` holds for `key`, built by `build` and kept on first use (two threads building
+/// the same one at once each build it; the first kept wins).
+fn kept<K, V, E>(
+    map: &DashMap<K, Arc<V>>,
+    key: K,
+    build: impl FnOnce() -> Result<V, E>,
+) -> Result<Arc<V>, E>
+where
+    K: std::hash::Hash + Eq,
+{
+    if let Some(v) = map.get(&key) {
+        return Ok(Arc::clone(&v));
+    }
+    let built = Arc::new(build()?);
+    Ok(Arc::clone(&map.entry(key).or_insert(built)))
+}
+
 impl Plans {
     /// The decoder of records written with schema `writer_id` (`writer`) into `T`, whose schema
     /// is `reader`, compiled on first use.
@@ -38,22 +55,14 @@ impl Plans {
         writer: &Schema,
         reader: &Schema,
     ) -> Result<Arc<Decoder>, DecodeError> {
-        let key = (writer_id, TypeId::of::<T>());
-        if let Some(d) = self.decoders.get(&key) {
-            return Ok(Arc::clone(&d));
-        }
-        let built = Arc::new(Decoder::new(writer, reader)?);
-        Ok(Arc::clone(&self.decoders.entry(key).or_insert(built)))
+        kept(&self.decoders, (writer_id, TypeId::of::<T>()), || {
+            Decoder::new(writer, reader)
+        })
     }
 
     /// The encoder of `T`, whose schema is `schema`, compiled on first use.
     pub(crate) fn encoder<T: 'static>(&self, schema: &Schema) -> Result<Arc<Encoder>, EncodeError> {
-        let key = TypeId::of::<T>();
-        if let Some(e) = self.encoders.get(&key) {
-            return Ok(Arc::clone(&e));
-        }
-        let built = Arc::new(Encoder::new(schema)?);
-        Ok(Arc::clone(&self.encoders.entry(key).or_insert(built)))
+        kept(&self.encoders, TypeId::of::<T>(), || Encoder::new(schema))
     }
 
     /// The compiled encoder of JSON data of `event_type` at catalog `version` (whose schema is
@@ -64,12 +73,11 @@ impl Plans {
         version: u32,
         schema: &Schema,
     ) -> Result<Arc<Encoder>, EncodeError> {
-        let key = (event_type.to_owned(), version);
-        if let Some(e) = self.json_encoders.get(&key) {
-            return Ok(Arc::clone(&e));
-        }
-        let built = Arc::new(Encoder::new(schema)?);
-        Ok(Arc::clone(&self.json_encoders.entry(key).or_insert(built)))
+        kept(
+            &self.json_encoders,
+            (event_type.to_owned(), version),
+            || Encoder::new(schema),
+        )
     }
 
     /// The decoder of records written with schema `writer_id` (`writer`) and read as the
@@ -80,11 +88,7 @@ impl Plans {
         writer: &Schema,
         reader: &Schema,
     ) -> Result<Arc<Decoder>, DecodeError> {
-        if let Some(d) = self.readers.get(&writer_id) {
-            return Ok(Arc::clone(&d));
-        }
-        let built = Arc::new(Decoder::new(writer, reader)?);
-        Ok(Arc::clone(&self.readers.entry(writer_id).or_insert(built)))
+        kept(&self.readers, writer_id, || Decoder::new(writer, reader))
     }
 }
 

@@ -31,6 +31,38 @@ impl<'p, 'de> De<'p, '_, 'de> {
         }
     }
 
+    /// Reads record `i` of the plan: its fields as a sequence, by position (`by_position`: the
+    /// struct's fields are the record's, in order, see
+    /// [`RecordRead::in_order`](super::plan::RecordRead::in_order)), or as a map, by name.
+    fn record<V: Visitor<'de>>(
+        self,
+        i: usize,
+        by_position: bool,
+        visitor: V,
+    ) -> Result<V::Value, DecodeError> {
+        let record = &self.plan.records[i];
+        if let Some(why) = &record.fail {
+            return Err(malformed(why.as_ref()));
+        }
+        self.input.enter()?;
+        let mut fields = Fields {
+            plan: self.plan,
+            input: &mut *self.input,
+            steps: record.steps.iter(),
+            defaults: record.defaults.iter(),
+            next: Next::None,
+        };
+        let v = if by_position {
+            visitor
+                .visit_seq(&mut fields)
+                .and_then(|v| fields.rest().map(|()| v))
+        } else {
+            visitor.visit_map(fields)
+        };
+        self.input.leave();
+        v
+    }
+
     /// Follows a writer union to its branch (reading the index), repeatedly.
     #[inline]
     fn branch(&mut self) -> Result<&'p Read, DecodeError> {
@@ -96,22 +128,7 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, 'de> {
                 self.input.leave();
                 v
             }
-            Read::Record(i) => {
-                let record = &self.plan.records[*i];
-                if let Some(why) = &record.fail {
-                    return Err(malformed(why.as_ref()));
-                }
-                input.enter()?;
-                let v = visitor.visit_map(Fields {
-                    plan: self.plan,
-                    input,
-                    steps: record.steps.iter(),
-                    defaults: record.defaults.iter(),
-                    next: Next::None,
-                });
-                self.input.leave();
-                v
-            }
+            Read::Record(i) => self.record(*i, false, visitor),
             Read::ReaderUnion { inner, .. } => self.at(inner).deserialize_any(visitor),
             Read::Fail(why) => Err(malformed(why.as_ref())),
             Read::WriterUnion(_) => Err(malformed("a union directly inside a union")),
@@ -160,22 +177,9 @@ impl<'de> de::Deserializer<'de> for De<'_, '_, 'de> {
         visitor: V,
     ) -> Result<V::Value, DecodeError> {
         match self.branch()? {
-            Read::Record(i) if self.plan.records[*i].in_order(fields) => {
-                let record = &self.plan.records[*i];
-                if let Some(why) = &record.fail {
-                    return Err(malformed(why.as_ref()));
-                }
-                self.input.enter()?;
-                let mut fields = InOrder {
-                    plan: self.plan,
-                    input: &mut *self.input,
-                    steps: record.steps.iter(),
-                    defaults: record.defaults.iter(),
-                };
-                let v = visitor.visit_seq(&mut fields)?;
-                fields.rest()?;
-                self.input.leave();
-                Ok(v)
+            Read::Record(i) => {
+                let by_position = self.plan.records[*i].in_order(fields);
+                self.record(*i, by_position, visitor)
             }
             Read::ReaderUnion { inner, .. } => {
                 self.at(inner).deserialize_struct(name, fields, visitor)
@@ -419,7 +423,8 @@ enum Next<'p> {
 }
 
 /// A record's fields: the writer's in order (skipping those the reader lacks), then the
-/// reader's defaults.
+/// reader's defaults; handed over as a map (by name) or, to a struct whose fields they are in
+/// order, as a sequence (by position).
 struct Fields<'p, 'i, 'de> {
     plan: &'p ReadPlan,
     input: &'i mut Input<'de>,
@@ -428,39 +433,29 @@ struct Fields<'p, 'i, 'de> {
     next: Next<'p>,
 }
 
-impl<'de> de::MapAccess<'de> for Fields<'_, '_, 'de> {
-    type Error = DecodeError;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DecodeError> {
+impl<'p, 'de> Fields<'p, '_, 'de> {
+    /// The next field the reader has: its name and where its value comes from (skipping the
+    /// writer fields before it that the reader lacks).
+    #[inline]
+    fn field(&mut self) -> Result<Option<(&'p str, Next<'p>)>, DecodeError> {
         for step in self.steps.by_ref() {
             match step {
                 Step::Skip(s) => skip(self.plan, s, self.input)?,
-                Step::Read(name, node) => {
-                    self.next = Next::Read(node);
-                    return seed
-                        .deserialize(de::value::StrDeserializer::new(name))
-                        .map(Some);
-                }
+                Step::Read(name, node) => return Ok(Some((name, Next::Read(node)))),
             }
         }
-        match self.defaults.next() {
-            Some((name, dv)) => {
-                self.next = Next::Default(dv);
-                seed.deserialize(de::value::StrDeserializer::new(name))
-                    .map(Some)
-            }
-            None => Ok(None),
-        }
+        Ok(self
+            .defaults
+            .next()
+            .map(|(name, dv)| (&**name, Next::Default(dv))))
     }
 
-    fn next_value_seed<V: DeserializeSeed<'de>>(
+    fn value<V: DeserializeSeed<'de>>(
         &mut self,
+        next: Next<'p>,
         seed: V,
     ) -> Result<V::Value, DecodeError> {
-        match std::mem::replace(&mut self.next, Next::None) {
+        match next {
             Next::Read(node) => seed.deserialize(De {
                 plan: self.plan,
                 node,
@@ -471,36 +466,47 @@ impl<'de> de::MapAccess<'de> for Fields<'_, '_, 'de> {
         }
     }
 
-    fn size_hint(&self) -> Option<usize> {
-        Some(self.steps.len() + self.defaults.len())
-    }
-}
-
-/// A record's values as a sequence, in the order of the struct's fields (which
-/// [`RecordRead::in_order`](super::plan::RecordRead::in_order) has checked): the writer's in
-/// order (skipping those the reader lacks), then the reader's defaults.
-struct InOrder<'p, 'i, 'de> {
-    plan: &'p ReadPlan,
-    input: &'i mut Input<'de>,
-    steps: std::slice::Iter<'p, Step>,
-    defaults: std::slice::Iter<'p, (Box<str>, super::defaults::Dv)>,
-}
-
-impl InOrder<'_, '_, '_> {
-    /// Reads past the writer's fields the struct did not take (the writer fields the reader
-    /// lacks after its last one).
+    /// Reads past the fields a struct read by position did not take (the writer fields the
+    /// reader lacks after its last one).
     fn rest(&mut self) -> Result<(), DecodeError> {
-        for step in self.steps.by_ref() {
-            match step {
-                Step::Skip(s) => skip(self.plan, s, self.input)?,
-                Step::Read(_, node) => skip_read(self.plan, node, self.input)?,
+        while let Some((_, next)) = self.field()? {
+            if let Next::Read(node) = next {
+                skip_read(self.plan, node, self.input)?;
             }
         }
         Ok(())
     }
 }
 
-impl<'de> de::SeqAccess<'de> for InOrder<'_, '_, 'de> {
+impl<'de> de::MapAccess<'de> for Fields<'_, '_, 'de> {
+    type Error = DecodeError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DecodeError> {
+        let Some((name, next)) = self.field()? else {
+            return Ok(None);
+        };
+        self.next = next;
+        seed.deserialize(de::value::StrDeserializer::new(name))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, DecodeError> {
+        let next = std::mem::replace(&mut self.next, Next::None);
+        self.value(next, seed)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.steps.len() + self.defaults.len())
+    }
+}
+
+impl<'de> de::SeqAccess<'de> for Fields<'_, '_, 'de> {
     type Error = DecodeError;
 
     #[inline]
@@ -508,22 +514,8 @@ impl<'de> de::SeqAccess<'de> for InOrder<'_, '_, 'de> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, DecodeError> {
-        for step in self.steps.by_ref() {
-            match step {
-                Step::Skip(s) => skip(self.plan, s, self.input)?,
-                Step::Read(_, node) => {
-                    return seed
-                        .deserialize(De {
-                            plan: self.plan,
-                            node,
-                            input: self.input,
-                        })
-                        .map(Some);
-                }
-            }
-        }
-        match self.defaults.next() {
-            Some((_, dv)) => seed.deserialize(DvDe(dv)).map(Some),
+        match self.field()? {
+            Some((_, next)) => self.value(next, seed).map(Some),
             None => Ok(None),
         }
     }
