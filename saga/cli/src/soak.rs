@@ -112,14 +112,24 @@ impl Proc {
     fn rss_kib(&self) -> Option<u64> {
         rss_kib(self.child.as_ref()?.id()?)
     }
+
+    /// The peak of its resident memory in this life so far (VmHWM), in KiB.
+    fn peak_kib(&self) -> Option<u64> {
+        status_kib(self.child.as_ref()?.id()?, "VmHWM:")
+    }
 }
 
 /// VmRSS of `pid`, in KiB (Linux).
 fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A KiB figure of `/proc/<pid>/status` (Linux).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
@@ -406,13 +416,15 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
     minute.tick().await;
     let (mut last_registry, mut last_coordinator) = (Instant::now(), Instant::now());
     println!(
-        "minute  placed  finished  running  dead-letters  garbage  rss-coordinator  rss-registry  rss-soak  restarts"
+        "minute  placed  finished  running  dead-letters  garbage  rss-coordinator  peak-coordinator  rss-registry  rss-soak  restarts"
     );
     let mut restarts = String::new();
     let mut rss_soak = Vec::new();
     // The coordinator's resident memory just before each kill: the end of a life, past its
     // start-up (restore and the catch-up after the previous kill).
     let mut rss_coordinator_lives = Vec::new();
+    // The peak of each life (VmHWM): its start-up included.
+    let mut peak_coordinator_lives = Vec::new();
     for m in 1..=args.minutes {
         minute.tick().await;
         if args.registry_restart_minutes > 0
@@ -429,6 +441,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
                 >= Duration::from_secs(60 * args.coordinator_restart_minutes)
         {
             rss_coordinator_lives.extend(coordinator.rss_kib());
+            peak_coordinator_lives.extend(coordinator.peak_kib());
             coordinator.kill().await;
             coordinator.start()?;
             last_coordinator = Instant::now();
@@ -443,11 +456,12 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
         let soak_rss = rss_kib(own_pid).unwrap_or(0);
         rss_soak.push(soak_rss);
         println!(
-            "{m:>6}  {:>6}  {finished:>8}  {running:>7}  {:>12}  {:>7}  {:>12} KiB  {:>9} KiB  {soak_rss:>5} KiB {restarts}",
+            "{m:>6}  {:>6}  {finished:>8}  {running:>7}  {:>12}  {:>7}  {:>12} KiB  {:>13} KiB  {:>9} KiB  {soak_rss:>5} KiB {restarts}",
             demo.orders_placed(),
             records_in(&bootstrap, "orders.dlq"),
             sent.load(Ordering::SeqCst),
             coordinator.rss_kib().unwrap_or(0),
+            coordinator.peak_kib().unwrap_or(0),
             registry.rss_kib().unwrap_or(0),
         );
         restarts.clear();
@@ -505,14 +519,20 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
             rss_soak.len().min(5)
         );
     }
-    if !rss_coordinator_lives.is_empty() {
-        let lives: Vec<String> = rss_coordinator_lives
-            .iter()
+    let mib = |kib: &[u64]| {
+        kib.iter()
             .map(|k| format!("{} MiB", k / 1024))
-            .collect();
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !rss_coordinator_lives.is_empty() {
         println!(
             "coordinator RSS at the end of each life (before its SIGKILL): {}",
-            lives.join(", ")
+            mib(&rss_coordinator_lives)
+        );
+        println!(
+            "coordinator peak RSS of each life (VmHWM, start-up included): {}",
+            mib(&peak_coordinator_lives)
         );
     }
     let mut ok = true;
