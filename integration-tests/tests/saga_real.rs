@@ -419,15 +419,89 @@ async fn coordinator_of(
     group: &str,
     changelog: Option<&str>,
 ) -> anyhow::Result<choreo_coordinator::CoordinatorHandle> {
-    let catalog = Catalog::reference();
-    let mut o = env.options(
-        saga_scenarios::slow_order_saga(&catalog)?,
-        &format!("{group}-0"),
-    )?;
-    o.group_id = group.to_owned();
+    let (_, mut o) = slow_order_group(env, group)?;
     o.changelog_topic = changelog.map(str::to_owned);
     o.commands_topic = changelog.map(|c| format!("{c}.commands"));
     Ok(choreo_coordinator::start(o).await?)
+}
+
+/// The slow order saga (its sagas wait), and the options of a coordinator of `group` running
+/// it (instance `<group>-0`).
+fn slow_order_group(
+    env: &SagaEnv,
+    group: &str,
+) -> anyhow::Result<(
+    choreo_saga::Definition,
+    choreo_coordinator::CoordinatorOptions,
+)> {
+    let def = saga_scenarios::slow_order_saga(&Catalog::reference())?;
+    let mut o = env.options(def.clone(), &format!("{group}-0"))?;
+    o.group_id = group.to_owned();
+    Ok((def, o))
+}
+
+/// Creates the topics a coordinator with `opts` needs, so that a test can write to its
+/// changelog before it starts; returns a client for the cluster.
+async fn with_topics(
+    env: &SagaEnv,
+    opts: &choreo_coordinator::CoordinatorOptions,
+) -> rdkafka::ClientConfig {
+    let client = choreo_bus::BusConfig::new(&env.bootstrap).client_config();
+    choreo_coordinator::topics::ensure_topics(
+        &client,
+        &opts.required_topics().expect("topics"),
+        None,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("topics");
+    client
+}
+
+/// The state an order saga's coordinator commits once the order is placed and, with `paid`,
+/// its payment authorized (the inventory step then running), all at the present time.
+fn order_state(def: &choreo_saga::Definition, id: &str, paid: bool) -> choreo_saga::SagaState {
+    use choreo_schemas::Event as _;
+    use choreo_schemas::event::{OrderPlaced, PaymentAuthorized};
+
+    let now = choreo_saga::Millis(
+        u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_millis(),
+        )
+        .expect("ms"),
+    );
+    let order = saga_scenarios::order(id);
+    let payment = PaymentAuthorized {
+        order_id: id.into(),
+        payment_id: format!("pay-{id}"),
+        amount: order.total.clone(),
+    };
+    let mut inputs = vec![(
+        OrderPlaced::TYPE,
+        serde_json::to_value(&order).expect("json"),
+    )];
+    if paid {
+        inputs.push((
+            PaymentAuthorized::TYPE,
+            serde_json::to_value(&payment).expect("json"),
+        ));
+    }
+    let mut state = choreo_saga::SagaState::new(def, id, now);
+    for (n, (ty, data)) in inputs.into_iter().enumerate() {
+        let input = choreo_saga::Input::Event(choreo_saga::Event {
+            id: format!("{id}-{n}"),
+            event_type: ty.into(),
+            correlation_id: id.into(),
+            time: now,
+            data,
+        });
+        choreo_saga::apply(def, &mut state, &input, now);
+    }
+    assert_eq!(state.status(), choreo_saga::Status::Running);
+    state
 }
 
 async fn wait_for_saga(c: &choreo_coordinator::CoordinatorHandle, saga: &str) {
@@ -687,8 +761,7 @@ async fn an_input_too_large_to_dead_letter_whole_does_not_stop_the_coordinator()
 /// shows it, and the inputs after the restart find no saga.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_saga_stored_as_json_by_the_previous_release_is_restored_and_completes() {
-    use choreo_schemas::Event as _;
-    use choreo_schemas::event::{InventoryReserved, OrderPlaced, PaymentAuthorized};
+    use choreo_schemas::event::InventoryReserved;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::{FutureProducer, FutureRecord};
     use rdkafka::{Message, Offset, TopicPartitionList};
@@ -698,62 +771,13 @@ async fn a_saga_stored_as_json_by_the_previous_release_is_restored_and_completes
     let bus = env.bus("/tests/driver").expect("bus");
     let services = start_services(&bus).expect("services");
     let collector = Collector::start(&world.broker.bootstrap).expect("collector");
-    let catalog = Catalog::reference();
-    let def = saga_scenarios::slow_order_saga(&catalog).expect("definition");
-    let mut opts = env.options(def.clone(), "json-0").expect("options");
-    opts.group_id = "json-upgrade".into();
+    let (def, opts) = slow_order_group(&env, "json-upgrade").expect("options");
     let changelog = opts.changelog_topic();
-    let client = choreo_bus::BusConfig::new(&env.bootstrap).client_config();
-    choreo_coordinator::topics::ensure_topics(
-        &client,
-        &opts.required_topics().expect("topics"),
-        None,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("topics");
+    let client = with_topics(&env, &opts).await;
 
     // The state the previous release committed: placed, payment authorized, inventory running.
     let id = "json-1";
-    let now = choreo_saga::Millis(
-        u64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock")
-                .as_millis(),
-        )
-        .expect("ms"),
-    );
-    let mut state = choreo_saga::SagaState::new(&def, id, now);
-    let placed = saga_scenarios::order(id);
-    let paid = PaymentAuthorized {
-        order_id: id.into(),
-        payment_id: format!("pay-{id}"),
-        amount: placed.total.clone(),
-    };
-    for (n, (ty, data)) in [
-        (
-            OrderPlaced::TYPE,
-            serde_json::to_value(&placed).expect("json"),
-        ),
-        (
-            PaymentAuthorized::TYPE,
-            serde_json::to_value(&paid).expect("json"),
-        ),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let input = choreo_saga::Input::Event(choreo_saga::Event {
-            id: format!("before-upgrade-{n}"),
-            event_type: ty.into(),
-            correlation_id: id.into(),
-            time: now,
-            data,
-        });
-        choreo_saga::apply(&def, &mut state, &input, now);
-    }
-    assert_eq!(state.status(), choreo_saga::Status::Running);
+    let state = order_state(&def, id, true);
     let json = state.to_json().expect("json");
     assert_eq!(json.first(), Some(&b'{'));
     let partition = choreo_bus::wire::partition::partition_of(id.as_bytes(), env.partitions);
@@ -848,78 +872,22 @@ async fn a_saga_stored_as_json_by_the_previous_release_is_restored_and_completes
 /// and this test failed.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_aborted_transaction_in_the_changelog_is_neither_restored_nor_shown() {
-    use choreo_schemas::Event as _;
-    use choreo_schemas::event::{OrderPlaced, PaymentAuthorized};
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
     use rdkafka::{Message, Offset, TopicPartitionList};
 
     let world = real().await;
     let env = env_for(&world, Guarantee::ExactlyOnce);
-    let catalog = Catalog::reference();
-    let def = saga_scenarios::slow_order_saga(&catalog).expect("definition");
-    let mut opts = env.options(def.clone(), "aborted-0").expect("options");
-    opts.group_id = "aborted-changelog".into();
+    let (def, opts) = slow_order_group(&env, "aborted-changelog").expect("options");
     let changelog = opts.changelog_topic();
-    let client = choreo_bus::BusConfig::new(&env.bootstrap).client_config();
-    choreo_coordinator::topics::ensure_topics(
-        &client,
-        &opts.required_topics().expect("topics"),
-        None,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("topics");
-
-    let now = choreo_saga::Millis(
-        u64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock")
-                .as_millis(),
-        )
-        .expect("ms"),
-    );
-    let event = |id: &str, n: usize, ty: &str, data: serde_json::Value| {
-        choreo_saga::Input::Event(choreo_saga::Event {
-            id: format!("{id}-{n}"),
-            event_type: ty.into(),
-            correlation_id: id.into(),
-            time: now,
-            data,
-        })
-    };
-    let placed = |id: &str| {
-        let mut state = choreo_saga::SagaState::new(&def, id, now);
-        let order = serde_json::to_value(saga_scenarios::order(id)).expect("json");
-        choreo_saga::apply(
-            &def,
-            &mut state,
-            &event(id, 0, OrderPlaced::TYPE, order),
-            now,
-        );
-        assert_eq!(state.status(), choreo_saga::Status::Running);
-        state
-    };
-    let kept = placed("kept-1");
-    let mut kept_paid = kept.clone();
-    let paid = PaymentAuthorized {
-        order_id: "kept-1".into(),
-        payment_id: "pay-kept-1".into(),
-        amount: saga_scenarios::order("kept-1").total,
-    };
-    let paid = serde_json::to_value(&paid).expect("json");
-    choreo_saga::apply(
-        &def,
-        &mut kept_paid,
-        &event("kept-1", 1, PaymentAuthorized::TYPE, paid),
-        now,
-    );
+    let client = with_topics(&env, &opts).await;
+    let kept = order_state(&def, "kept-1", false);
+    let kept_paid = order_state(&def, "kept-1", true);
     assert_eq!(
         kept_paid.step("payment").map(|s| s.status),
         Some(choreo_saga::StepStatus::Completed)
     );
-    let ghost = placed("ghost-1");
+    let ghost = order_state(&def, "ghost-1", false);
     let record = |state: &choreo_saga::SagaState| {
         let partition = choreo_bus::wire::partition::partition_of(
             state.correlation_id.as_bytes(),
@@ -1044,9 +1012,9 @@ async fn an_aborted_transaction_in_the_changelog_is_neither_restored_nor_shown()
 /// its own per record), so a coordinator's start-up peak grew with its changelog's length and
 /// with every tombstone it keeps. Here the changelog holds 200 000 finished sagas (a 40-byte
 /// state and a tombstone each) and nothing live: the restarted replica's peak memory may exceed
-/// that of its first, empty start by at most 60 bytes per changelog record, 24 MB. (With the
-/// defaults librdkafka chose for the record count and fetch size it was 57–59 MB over; with
-/// `choreo_bus::read_back`'s bounds, about 8 MB.)
+/// that of its first, empty start by at most 60 bytes per changelog record, 24 MB. (With
+/// librdkafka's defaults for the record count and fetch size put back, it was 55–57 MB over
+/// and this test failed; with `choreo_bus::read_back`'s bounds, 7–9 MB.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restore_of_a_long_changelog_does_not_hold_it_in_memory() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};

@@ -469,24 +469,27 @@ fn handed_as<'de, D: serde::Deserializer<'de>>(
 /// its own answer.
 #[test]
 fn a_struct_is_handed_its_fields_by_position_only_when_it_lists_them_in_order() {
-    struct InOrder(HandedAs);
-    impl<'de> Deserialize<'de> for InOrder {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            handed_as(d, &["a", "b", "c"]).map(InOrder)
-        }
+    macro_rules! listing {
+        ($name:ident, $fields:expr) => {
+            struct $name(HandedAs);
+            impl<'de> Deserialize<'de> for $name {
+                fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                    handed_as(d, $fields).map($name)
+                }
+            }
+        };
     }
-    struct OtherOrder(HandedAs);
-    impl<'de> Deserialize<'de> for OtherOrder {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            handed_as(d, &["c", "a", "b"]).map(OtherOrder)
-        }
-    }
-    struct Fewer(HandedAs);
-    impl<'de> Deserialize<'de> for Fewer {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            handed_as(d, &["a", "b"]).map(Fewer)
-        }
-    }
+    listing!(InOrder, &["a", "b", "c"]);
+    listing!(OtherOrder, &["c", "a", "b"]);
+    listing!(Fewer, &["a", "b"]);
+    // How each of the three lists is handed the record `body`.
+    let handed = |decoder: &Decoder, body: &[u8]| {
+        (
+            decoder.decode::<InOrder>(body).map(|v| v.0.0),
+            decoder.decode::<OtherOrder>(body).map(|v| v.0.0),
+            decoder.decode::<Fewer>(body).map(|v| v.0.0),
+        )
+    };
     let s = schema(SHUFFLED);
     let body = Encoder::new(&s)
         .expect("compiles")
@@ -498,18 +501,7 @@ fn a_struct_is_handed_its_fields_by_position_only_when_it_lists_them_in_order() 
         .expect("encodes");
     let decoder = Decoder::new(&s, &s).expect("plans");
     for _ in 0..2 {
-        assert_eq!(
-            decoder.decode::<InOrder>(&body).map(|v| v.0),
-            Ok(HandedAs("seq"))
-        );
-        assert_eq!(
-            decoder.decode::<OtherOrder>(&body).map(|v| v.0),
-            Ok(HandedAs("map"))
-        );
-        assert_eq!(
-            decoder.decode::<Fewer>(&body).map(|v| v.0),
-            Ok(HandedAs("map"))
-        );
+        assert_eq!(handed(&decoder, &body), (Ok("seq"), Ok("map"), Ok("map")));
     }
     // A reader field the writer lacks comes last, with its default.
     let writer = schema(
@@ -525,14 +517,7 @@ fn a_struct_is_handed_its_fields_by_position_only_when_it_lists_them_in_order() 
     );
     let body = [2, 2, 4, 0];
     let decoder = Decoder::new(&writer, &reader).expect("plans");
-    assert_eq!(
-        decoder.decode::<InOrder>(&body).map(|v| v.0),
-        Ok(HandedAs("seq"))
-    );
-    assert_eq!(
-        decoder.decode::<OtherOrder>(&body).map(|v| v.0),
-        Ok(HandedAs("map"))
-    );
+    assert_eq!(handed(&decoder, &body), (Ok("seq"), Ok("map"), Ok("map")));
 }
 
 /// A writer with fields the reader lacks between those it has, and a reader field the writer
