@@ -662,6 +662,29 @@ async fn the_changelog_is_compacted_and_a_deleting_one_is_refused() {
             "{k} of the changelog"
         );
     }
+    // What keeps compaction up, written out here so that dropping one from the settings fails:
+    // a segment that rolls hourly (the broker's default is a week) left a restore reading an
+    // hour of superseded states, and tombstones must outlive any restore.
+    let setting = |k: &str| -> f64 {
+        resource
+            .get(k)
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{k} of the changelog is not a number"))
+    };
+    assert!(setting("segment.ms") <= 600_000.0, "segment.ms");
+    assert!(
+        setting("min.cleanable.dirty.ratio") <= 0.1,
+        "min.cleanable.dirty.ratio"
+    );
+    assert!(
+        setting("max.compaction.lag.ms") <= 6.0 * 3_600_000.0,
+        "max.compaction.lag.ms"
+    );
+    assert!(
+        setting("delete.retention.ms") >= 86_400_000.0,
+        "delete.retention.ms"
+    );
 
     let topic = NewTopic::new(
         "deleting.saga-state",

@@ -649,9 +649,23 @@ fn asyncapi(args: AsyncapiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    choreo_cli::memory::no_transparent_huge_pages();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(why) => {
+            eprintln!("choreo: starting the async runtime: {why}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(Box::pin(choreo(Cli::parse())))
+}
+
+async fn choreo(cli: Cli) -> std::process::ExitCode {
+    choreo_cli::memory::give_back_periodically();
     let result = match cli.command {
         Cmd::Schemas(args) => {
             init_logs("warn", LogFormat::Text);

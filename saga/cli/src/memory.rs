@@ -1,0 +1,126 @@
+//! The process's memory choices, which belong to the binary and not to the libraries: no
+//! transparent huge pages, and glibc's freed memory given back to the system every minute.
+//! (The allocator itself, mimalloc, is declared in `main.rs`.)
+
+use std::time::Duration;
+
+/// How often [`give_back_freed_memory`] runs in a long-running command.
+pub const GIVE_BACK_EVERY: Duration = Duration::from_secs(60);
+
+/// Transparent huge pages off for this process and its children (Linux). mimalloc asked the
+/// kernel for them (`madvise(MADV_HUGEPAGE)`), and a huge page is resident as a whole, 2 MiB, as
+/// soon as one byte of it is used: an idle coordinator held 38–40 MB with them, 27 MB without,
+/// and a soak's coordinator ended its lives at 52–63 MiB with them, 34–42 MiB without. Call it
+/// before the first thread starts. A kernel without the call (before 3.15) keeps its setting.
+pub fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
+}
+
+/// Gives the system back the memory glibc's allocator keeps after it was freed
+/// (`malloc_trim(0)`): librdkafka allocates through glibc's malloc on its own threads, and glibc
+/// returns a thread arena's memory only from its top, so a burst (a restore, a catch-up after a
+/// restart) stayed resident — 4.5 of a soak coordinator's 42 MiB. Returns whether anything was
+/// given back; elsewhere than glibc it does nothing and returns false.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn give_back_freed_memory() -> bool {
+    // SAFETY: malloc_trim takes no pointers and has no preconditions; glibc locks each arena
+    // while it walks it, as it does for every other allocator call.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+/// Elsewhere than glibc: nothing to do (musl and the other systems' allocators have no such
+/// call).
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn give_back_freed_memory() -> bool {
+    false
+}
+
+/// Runs [`give_back_freed_memory`] every [`GIVE_BACK_EVERY`] on a blocking thread (it walks every
+/// arena), for as long as the runtime runs.
+pub fn give_back_periodically() {
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(GIVE_BACK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            match tokio::task::spawn_blocking(give_back_freed_memory).await {
+                Ok(gave) => tracing::debug!(gave, "freed memory given back to the system"),
+                Err(_) => return,
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resident anonymous memory of this process, in KiB (Linux).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn anonymous_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("RssAnon in /proc/self/status")
+    }
+
+    /// 64 MiB freed on a thread of its own stays resident under glibc (below a chunk still in
+    /// use, so not at the arena's top) until it is given back.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn memory_a_thread_freed_is_given_back_to_the_system() {
+        const ALONE: &str = "CHOREO_MEMORY_TEST_ALONE";
+        const NAME: &str = "memory::tests::memory_a_thread_freed_is_given_back_to_the_system";
+        if std::env::var_os(ALONE).is_none() {
+            // In a process of its own: the other tests' allocations and frees would move its
+            // figures.
+            let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+                .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                .env(ALONE, "1")
+                .output()
+                .expect("the test binary runs");
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.success() && said.contains("test result: ok. 1 passed"),
+                "{said}"
+            );
+            return;
+        }
+        const CHUNK: usize = 64 * 1024; // under glibc's mmap threshold: from the thread's arena
+        const CHUNKS: usize = 1024;
+        let (kept, before, after_free) = std::thread::spawn(|| {
+            // glibc's malloc, as librdkafka calls it: the test binary's Rust allocator is
+            // glibc's too, so a Vec is enough.
+            let before = anonymous_kib();
+            let chunks: Vec<Vec<u8>> = (0..CHUNKS).map(|i| vec![i as u8; CHUNK]).collect();
+            let kept = vec![1u8; 1024]; // above the freed chunks: the arena's top stays in use
+            drop(chunks);
+            (kept, before, anonymous_kib())
+        })
+        .join()
+        .expect("the thread");
+        let held = after_free.saturating_sub(before);
+        assert!(
+            held > 32 * 1024,
+            "glibc gave the freed 64 MiB back by itself ({held} KiB still held): the test \
+             cannot tell whether give_back_freed_memory works"
+        );
+        give_back_freed_memory();
+        let after = anonymous_kib();
+        assert!(
+            after + 32 * 1024 < after_free,
+            "still {after} KiB resident after giving back, {after_free} KiB before: the freed \
+             64 MiB were not given back"
+        );
+        drop(kept);
+    }
+}
