@@ -4,14 +4,27 @@
 
 use std::time::Duration;
 
-/// How often [`give_back_freed_memory`] runs in a long-running command.
+/// A number of `/proc/<pid>/status` (Linux): `field` names its line with the colon, e.g.
+/// `"VmRSS:"` (KiB) or `"THP_enabled:"`; `None` when the process or the line is not there.
+pub fn status_figure(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// How often [`give_back_periodically`] gives memory back: its first time is a minute after the
+/// start, so a command that ends sooner never does.
 pub const GIVE_BACK_EVERY: Duration = Duration::from_secs(60);
 
 /// Transparent huge pages off for this process and its children (Linux). mimalloc asked the
 /// kernel for them (`madvise(MADV_HUGEPAGE)`), and a huge page is resident as a whole, 2 MiB, as
 /// soon as one byte of it is used: an idle coordinator held 38–40 MB with them, 27 MB without,
-/// and a soak's coordinator ended its lives at 52–63 MiB with them, 34–42 MiB without. Call it
-/// before the first thread starts. A kernel without the call (before 3.15) keeps its setting.
+/// and a soak's coordinator ended its lives at 52–63 MiB with them, 34–42 MiB without. The
+/// setting is the whole process's, but a page already faulted in as a huge one stays so: call it
+/// first, before the runtime allocates. A kernel without the call (before 3.15) keeps its
+/// setting.
 pub fn no_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
@@ -61,12 +74,7 @@ mod tests {
     /// Resident anonymous memory of this process, in KiB (Linux).
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn anonymous_kib() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("RssAnon:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("RssAnon in /proc/self/status")
+        status_figure(std::process::id(), "RssAnon:").expect("RssAnon in /proc/self/status")
     }
 
     /// 64 MiB freed on a thread of its own stays resident under glibc (below a chunk still in

@@ -31,6 +31,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use crate::demo::{Demo, DemoOptions};
+use crate::memory::status_figure;
 
 mod outcomes;
 
@@ -115,22 +116,13 @@ impl Proc {
 
     /// The peak of its resident memory in this life so far (VmHWM), in KiB.
     fn peak_kib(&self) -> Option<u64> {
-        status_kib(self.child.as_ref()?.id()?, "VmHWM:")
+        status_figure(self.child.as_ref()?.id()?, "VmHWM:")
     }
 }
 
 /// VmRSS of `pid`, in KiB (Linux).
 fn rss_kib(pid: u32) -> Option<u64> {
-    status_kib(pid, "VmRSS:")
-}
-
-/// A KiB figure of `/proc/<pid>/status` (Linux).
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    status_figure(pid, "VmRSS:")
 }
 
 fn free_port() -> anyhow::Result<u16> {
