@@ -114,6 +114,12 @@ impl Proc {
         rss_kib(self.child.as_ref()?.id()?)
     }
 
+    /// Its anonymous resident memory (RssAnon), in KiB: what it allocated, without the pages of
+    /// its binary and libraries that the kernel maps in as more of the code runs.
+    fn anon_kib(&self) -> Option<u64> {
+        status_figure(self.child.as_ref()?.id()?, "RssAnon:")
+    }
+
     /// The peak of its resident memory in this life so far (VmHWM), in KiB.
     fn peak_kib(&self) -> Option<u64> {
         status_figure(self.child.as_ref()?.id()?, "VmHWM:")
@@ -408,13 +414,14 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
     minute.tick().await;
     let (mut last_registry, mut last_coordinator) = (Instant::now(), Instant::now());
     println!(
-        "minute  placed  finished  running  dead-letters  garbage  rss-coordinator  peak-coordinator  rss-registry  rss-soak  restarts"
+        "minute  placed  finished  running  dead-letters  garbage  rss-coordinator  anon-coordinator  peak-coordinator  rss-registry  rss-soak  restarts"
     );
     let mut restarts = String::new();
     let mut rss_soak = Vec::new();
     // The coordinator's resident memory just before each kill: the end of a life, past its
     // start-up (restore and the catch-up after the previous kill).
     let mut rss_coordinator_lives = Vec::new();
+    let mut anon_coordinator_lives = Vec::new();
     // The peak of each life (VmHWM): its start-up included.
     let mut peak_coordinator_lives = Vec::new();
     for m in 1..=args.minutes {
@@ -433,6 +440,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
                 >= Duration::from_secs(60 * args.coordinator_restart_minutes)
         {
             rss_coordinator_lives.extend(coordinator.rss_kib());
+            anon_coordinator_lives.extend(coordinator.anon_kib());
             peak_coordinator_lives.extend(coordinator.peak_kib());
             coordinator.kill().await;
             coordinator.start()?;
@@ -448,11 +456,12 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
         let soak_rss = rss_kib(own_pid).unwrap_or(0);
         rss_soak.push(soak_rss);
         println!(
-            "{m:>6}  {:>6}  {finished:>8}  {running:>7}  {:>12}  {:>7}  {:>12} KiB  {:>13} KiB  {:>9} KiB  {soak_rss:>5} KiB {restarts}",
+            "{m:>6}  {:>6}  {finished:>8}  {running:>7}  {:>12}  {:>7}  {:>12} KiB  {:>13} KiB  {:>13} KiB  {:>9} KiB  {soak_rss:>5} KiB {restarts}",
             demo.orders_placed(),
             records_in(&bootstrap, "orders.dlq"),
             sent.load(Ordering::SeqCst),
             coordinator.rss_kib().unwrap_or(0),
+            coordinator.anon_kib().unwrap_or(0),
             coordinator.peak_kib().unwrap_or(0),
             registry.rss_kib().unwrap_or(0),
         );
@@ -521,6 +530,10 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<u8> {
         println!(
             "coordinator RSS at the end of each life (before its SIGKILL): {}",
             mib(&rss_coordinator_lives)
+        );
+        println!(
+            "coordinator anonymous RSS at the end of each life (RssAnon): {}",
+            mib(&anon_coordinator_lives)
         );
         println!(
             "coordinator peak RSS of each life (VmHWM, start-up included): {}",

@@ -2,7 +2,7 @@
 //! deadline of every owned saga, ordered by due time, plus the retention expiry of finished
 //! sagas. Rebuilt from the saga states on restore; changed only after a transaction commits.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use choreo_saga::{DeadlineKind, Millis};
@@ -34,43 +34,76 @@ pub struct Entry {
 /// Every operation is logarithmic in the number of entries, or linear in one saga's few entries
 /// (a saga has at most one entry per deadline kind and one expiry): a tombstone forgetting a saga
 /// does not scan the index. The saga id is stored once per saga, and a step name once for the
-/// whole index: an entry names its step by a number (8 bytes for what is due, against 24 with a
-/// shared name), which keeps an entry of the time order at 40 bytes.
+/// whole index: an entry names its step by a number, packed with its kind into 4 bytes (24 with
+/// a shared name), which keeps an entry of the time order at 32 bytes and a saga's entry of the
+/// other order at 16.
 #[derive(Debug, Default)]
 pub struct DeadlineIndex {
     by_time: BTreeSet<(Millis, i32, Arc<str>, Kept)>,
-    by_saga: HashMap<Arc<str>, Vec<(Kept, Millis, i32)>>,
-    /// Step names by number, each kept once (they come from the definitions, so they are few).
-    steps: Vec<Arc<str>>,
-    /// The number of each step name.
-    step_numbers: HashMap<Arc<str>, u32>,
+    /// A saga's entries, sized exactly (a `Vec` would add 8 bytes to every slot of the map).
+    by_saga: HashMap<Arc<str>, Box<[SagaEntry]>>,
+    /// Step names by number.
+    steps: Names,
 }
 
-/// `name` kept once in `names`: the one there, or a new one added.
-pub(crate) fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
-    if let Some(n) = names.get(name) {
-        return Arc::clone(n);
+/// Names kept once each and numbered in the order first seen: the step names of the index, the
+/// definition names of the view and the owned store. They come from the definitions, so they
+/// are few; what holds one names it by its number.
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    all: Vec<Arc<str>>,
+    numbers: HashMap<Arc<str>, u32>,
+}
+
+impl Names {
+    /// `name`'s number and the name as kept (a new name gets the next number).
+    pub(crate) fn keep(&mut self, name: &str) -> (u32, Arc<str>) {
+        if let Some((kept, n)) = self.numbers.get_key_value(name) {
+            return (*n, Arc::clone(kept));
+        }
+        let n = u32::try_from(self.all.len()).expect("fewer than 2^32 names");
+        let kept: Arc<str> = name.into();
+        self.all.push(Arc::clone(&kept));
+        self.numbers.insert(Arc::clone(&kept), n);
+        (n, kept)
     }
-    let n: Arc<str> = name.into();
-    names.insert(Arc::clone(&n));
-    n
+
+    /// `name`'s number, if it is kept.
+    pub(crate) fn number(&self, name: &str) -> Option<u32> {
+        self.numbers.get(name).copied()
+    }
+
+    /// The name numbered `n`.
+    pub(crate) fn name(&self, n: u32) -> Option<&Arc<str>> {
+        self.all.get(n as usize)
+    }
+
+    /// How many are kept.
+    pub(crate) fn len(&self) -> usize {
+        self.all.len()
+    }
 }
 
-/// [`Due`] as the index keeps it: its kind, and the number of its step name (0 for a kind
-/// without one).
+/// An entry as a saga's own list keeps it: what, when, and the owning partition (16 bytes).
+type SagaEntry = (Kept, Millis, i32);
+
+/// [`Due`] as the index keeps it: its kind in the top two bits, and the number of its step
+/// name (0 for a kind without one) in the other 30, so that it orders by kind, then step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Kept {
-    kind: Kind,
-    step: u32,
-}
+struct Kept(u32);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Kind {
-    Saga,
-    Step,
-    CompensationAck,
-    Expiry,
+    Saga = 0,
+    Step = 1,
+    CompensationAck = 2,
+    Expiry = 3,
 }
+
+/// The bits of [`Kept`] that number a step.
+const STEP_BITS: u32 = 30;
+/// How many step names the index can number.
+const MAX_STEPS: u32 = 1 << STEP_BITS;
 
 impl Kept {
     /// `due`, with its step's number as `number` gives it (none: no `Kept`).
@@ -81,7 +114,20 @@ impl Kept {
             Due::Deadline(DeadlineKind::CompensationAck(s)) => (Kind::CompensationAck, number(s)?),
             Due::Expiry => (Kind::Expiry, 0),
         };
-        Some(Kept { kind, step })
+        (step < MAX_STEPS).then_some(Kept(((kind as u32) << STEP_BITS) | step))
+    }
+
+    fn kind(self) -> Kind {
+        match self.0 >> STEP_BITS {
+            0 => Kind::Saga,
+            1 => Kind::Step,
+            2 => Kind::CompensationAck,
+            _ => Kind::Expiry,
+        }
+    }
+
+    fn step(self) -> u32 {
+        self.0 & (MAX_STEPS - 1)
     }
 }
 
@@ -96,38 +142,36 @@ impl DeadlineIndex {
         };
         self.by_time.insert((at, partition, Arc::clone(&key), due));
         let entries = self.by_saga.entry(key).or_default();
-        // Sized exactly: a saga has one or two entries, and `push` would make room for four.
-        entries.reserve_exact(1);
-        entries.push((due, at, partition));
+        let mut grown = Vec::with_capacity(entries.len() + 1);
+        grown.extend_from_slice(entries);
+        grown.push((due, at, partition));
+        *entries = grown.into_boxed_slice();
     }
 
     /// `due` as kept, its step name numbered (a new name gets the next number).
     fn keep(&mut self, due: &Due) -> Kept {
-        let (steps, numbers) = (&mut self.steps, &mut self.step_numbers);
-        Kept::of(due, |s| {
-            Some(match numbers.get(s) {
-                Some(n) => *n,
-                None => {
-                    let n = u32::try_from(steps.len()).expect("fewer than 2^32 step names");
-                    let name: Arc<str> = s.into();
-                    steps.push(Arc::clone(&name));
-                    numbers.insert(name, n);
-                    n
-                }
-            })
-        })
-        .expect("every step name is numbered")
+        let steps = &mut self.steps;
+        assert!(
+            steps.len() < MAX_STEPS as usize,
+            "fewer than 2^30 step names"
+        );
+        Kept::of(due, |s| Some(steps.keep(s).0)).expect("every step name is numbered")
     }
 
     /// `due` as kept, if the index can hold it (its step name is known).
     fn kept(&self, due: &Due) -> Option<Kept> {
-        Kept::of(due, |s| self.step_numbers.get(s).copied())
+        Kept::of(due, |s| self.steps.number(s))
     }
 
     /// What a kept entry is due for.
     fn due_of(&self, kept: Kept) -> Due {
-        let step = || self.steps[kept.step as usize].to_string();
-        match kept.kind {
+        let step = || {
+            self.steps
+                .name(kept.step())
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        };
+        match kept.kind() {
             Kind::Saga => Due::Deadline(DeadlineKind::Saga),
             Kind::Step => Due::Deadline(DeadlineKind::Step(step())),
             Kind::CompensationAck => Due::Deadline(DeadlineKind::CompensationAck(step())),
@@ -146,9 +190,13 @@ impl DeadlineIndex {
         };
         let key = Arc::clone(key);
         let entries = self.by_saga.get_mut(saga_id).expect("present");
-        let (due, at, partition) = entries.swap_remove(i);
-        if entries.is_empty() {
+        let (due, at, partition) = entries[i];
+        if entries.len() == 1 {
             self.by_saga.remove(saga_id);
+        } else {
+            let mut left = std::mem::take(entries).into_vec();
+            left.swap_remove(i);
+            *entries = left.into_boxed_slice();
         }
         self.by_time.remove(&(at, partition, key, due));
     }
@@ -156,7 +204,7 @@ impl DeadlineIndex {
     /// Removes every entry of a saga.
     pub fn forget_saga(&mut self, saga_id: &str) {
         if let Some((key, entries)) = self.by_saga.remove_entry(saga_id) {
-            for (due, at, partition) in entries {
+            for &(due, at, partition) in &entries {
                 self.by_time.remove(&(at, partition, Arc::clone(&key), due));
             }
         }
@@ -166,7 +214,11 @@ impl DeadlineIndex {
     pub fn forget_partition(&mut self, partition: i32) {
         self.by_time.retain(|(_, p, _, _)| *p != partition);
         self.by_saga.retain(|_, entries| {
-            entries.retain(|(_, _, p)| *p != partition);
+            if entries.iter().any(|(_, _, p)| *p == partition) {
+                let mut left = std::mem::take(entries).into_vec();
+                left.retain(|(_, _, p)| *p != partition);
+                *entries = left.into_boxed_slice();
+            }
             !entries.is_empty()
         });
     }
@@ -279,9 +331,10 @@ mod tests {
         assert_eq!(ix.due(Millis(1), 10), vec![]);
         assert_eq!(
             size_of::<(Millis, i32, Arc<str>, Kept)>(),
-            40,
+            32,
             "an entry of the time order"
         );
+        assert_eq!(size_of::<SagaEntry>(), 16, "an entry of a saga's own");
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //!   ([`Changes::reset`]). [`SagaView::subscribe`] wakes readers when the number moves.
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -28,6 +28,8 @@ use choreo_saga::{SagaState, Status, StepStatus};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+use crate::index::Names;
 
 /// Every status, in the order a saga goes through them.
 pub const ALL_STATUSES: [Status; 6] = [
@@ -366,8 +368,8 @@ struct Feed {
 #[derive(Debug)]
 pub struct SagaView {
     sagas: DashMap<Arc<str>, Arc<Viewed>>,
-    /// Definition names, each kept once for all its sagas.
-    definitions: Mutex<HashSet<Arc<str>>>,
+    /// Definition names, each kept once for all its sagas (and numbered for the owned store).
+    definitions: Mutex<Names>,
     handoff: Handoff,
     /// Per definition, the number of sagas in each status (indexed like [`ALL_STATUSES`]).
     counts: Mutex<BTreeMap<Arc<str>, [usize; ALL_STATUSES.len()]>>,
@@ -445,7 +447,17 @@ impl SagaView {
 
     /// The definition name, kept once (for the view's sagas and the owned store's).
     pub(crate) fn definition(&self, name: &str) -> Arc<str> {
-        crate::index::intern(&mut lock(&self.definitions), name)
+        lock(&self.definitions).keep(name).1
+    }
+
+    /// The definition name's number (the owned store names a saga's definition by it).
+    pub(crate) fn definition_number(&self, name: &str) -> u32 {
+        lock(&self.definitions).keep(name).0
+    }
+
+    /// The definition name numbered `n`.
+    pub(crate) fn definition_named(&self, n: u32) -> Option<Arc<str>> {
+        lock(&self.definitions).name(n).cloned()
     }
 
     /// The value the owning replica keeps for `saga_id` (after a commit, or restored), shared

@@ -611,25 +611,31 @@ impl Runtime {
             return;
         }
         self.last_gauge = Instant::now();
-        let mut per_def: std::collections::BTreeMap<&str, u64> = Default::default();
+        let mut per_def: std::collections::BTreeMap<Arc<str>, u64> = Default::default();
         for d in self.opts.definitions.iter() {
-            per_def.entry(d.name()).or_insert(0);
+            per_def.entry(d.name().into()).or_insert(0);
         }
+        let mut per_number: HashMap<u32, u64> = HashMap::new();
         let mut pending = 0;
         for states in self.owned.values() {
             for s in states.values() {
                 if !s.status.is_terminal() {
-                    *per_def.entry(&s.definition).or_insert(0) += 1;
+                    *per_number.entry(s.definition).or_insert(0) += 1;
                 }
                 if s.status == choreo_saga::Status::Pending {
                     pending += 1;
                 }
             }
         }
+        for (number, n) in per_number {
+            if let Some(name) = self.view.definition_named(number) {
+                *per_def.entry(name).or_insert(0) += n;
+            }
+        }
         self.pending_sagas = pending;
         metrics::gauge!(m::SAGAS_PENDING).set(pending as f64);
         for (d, n) in per_def {
-            metrics::gauge!(m::SAGAS_IN_FLIGHT, m::LABEL_DEFINITION => d.to_owned()).set(n as f64);
+            metrics::gauge!(m::SAGAS_IN_FLIGHT, m::LABEL_DEFINITION => d.to_string()).set(n as f64);
         }
     }
 }

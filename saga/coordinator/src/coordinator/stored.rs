@@ -9,11 +9,13 @@ use choreo_saga::{SagaState, StateDecodeError, Status};
 
 use crate::view::SagaView;
 
-/// One owned saga's state.
+/// One owned saga's state: 24 bytes beside its saga id in the owned map (a unit test holds the
+/// size), since every owned saga has one.
 #[derive(Debug, Clone)]
 pub(crate) struct Stored {
-    /// The definition's name (the in-flight gauge, per definition), shared by its sagas.
-    pub(crate) definition: Arc<str>,
+    /// The definition's number ([`SagaView::definition_named`] has its name), for the in-flight
+    /// gauge per definition.
+    pub(crate) definition: u32,
     pub(crate) status: Status,
     /// The changelog value (the operator view keeps the same bytes: [`SagaView::share`]).
     value: Arc<[u8]>,
@@ -25,7 +27,7 @@ impl Stored {
     pub(crate) fn new(state: &SagaState, value: Vec<u8>, view: &SagaView) -> (Arc<str>, Self) {
         let (id, value) = view.share(&state.saga_id, value);
         let stored = Self {
-            definition: view.definition(&state.definition),
+            definition: view.definition_number(&state.definition),
             status: state.status,
             value,
         };
@@ -40,5 +42,15 @@ impl Stored {
     /// The state, decoded.
     pub(crate) fn state(&self) -> Result<SagaState, StateDecodeError> {
         SagaState::decode(&self.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owned_saga_holds_24_bytes_beside_its_id() {
+        assert_eq!(size_of::<Stored>(), 24);
     }
 }
