@@ -70,23 +70,59 @@ fn trim_glibc() -> bool {
 /// Runs [`give_back_freed_memory`] every [`GIVE_BACK_EVERY`] on a blocking thread (it walks every
 /// arena), for as long as the runtime runs.
 pub fn give_back_periodically() {
-    tokio::spawn(async {
-        let mut every = tokio::time::interval(GIVE_BACK_EVERY);
+    every(GIVE_BACK_EVERY, give_back_freed_memory);
+}
+
+/// Runs `work` every `period` (the first time one period after now) on a blocking thread, for
+/// as long as the runtime runs.
+fn every(period: Duration, work: fn() -> bool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await;
         loop {
             every.tick().await;
-            match tokio::task::spawn_blocking(give_back_freed_memory).await {
+            match tokio::task::spawn_blocking(work).await {
                 Ok(gave) => tracing::debug!(gave, "freed memory given back to the system"),
                 Err(_) => return,
             }
         }
-    });
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    fn counted() -> bool {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
+    /// The give-back runs once a minute, the first time a minute after the start (virtual clock).
+    #[tokio::test(start_paused = true)]
+    async fn freed_memory_is_given_back_once_a_minute() {
+        let task = every(GIVE_BACK_EVERY, counted);
+        let runs_at = |secs: u64| async move {
+            let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+            tokio::time::sleep_until(until).await;
+            // The run itself is on a blocking thread: let it finish.
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            RUNS.load(Ordering::SeqCst)
+        };
+        assert_eq!(runs_at(59).await, 0, "not before a minute");
+        assert_eq!(runs_at(2).await, 1, "once after a minute");
+        assert_eq!(runs_at(57).await, 1, "not again within the minute");
+        assert_eq!(runs_at(2).await, 2, "again after the second minute");
+        task.abort();
+    }
 
     /// Resident anonymous memory of this process, in KiB (Linux).
     #[cfg(target_os = "linux")]
