@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use choreo_bus::wire::headers::Readable as _;
 use choreo_bus::{Bus, BusConfig};
+use choreo_coordinator::QuietEof;
 use choreo_schemas::ConfluentRegistry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -206,7 +207,8 @@ fn dead_letters_of(bootstrap: &str, topic: &str, group: &str) -> (u64, u64) {
         )
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .create::<BaseConsumer>()
+        // The end of a partition is how the read stops, not an error to log.
+        .create_with_context::<_, BaseConsumer<QuietEof>>(QuietEof)
     else {
         return (0, 0);
     };
