@@ -20,8 +20,8 @@
 //! - [`registry`]: the schema registry `run`, `ingest`, `demo` and `registry` use (a URL, or
 //!   choreo's own in memory or in Kafka).
 //! - [`loadgen`]: the saga load generator, its baseline pipe and its watcher.
-//! - [`memory`]: the process's memory choices: no transparent huge pages, and glibc's freed
-//!   memory given back every minute.
+//! - [`memory`]: the process's memory choices: no transparent huge pages, and the allocators'
+//!   freed memory given back every minute.
 //! - [`ingest_bench`]: the HTTP ingest benchmark (`choreo bench-ingest`) and its rdkafka baseline.
 //! - [`schemas_cmd`]: `choreo schemas check|register`, a catalog against a registry, for CI.
 //! - [`restore_bench`]: the restore benchmark (`choreo bench-restore`) and its baseline.

@@ -70,19 +70,19 @@ fn trim_glibc() -> bool {
 /// Runs [`give_back_freed_memory`] every [`GIVE_BACK_EVERY`] on a blocking thread (it walks every
 /// arena), for as long as the runtime runs.
 pub fn give_back_periodically() {
-    every(GIVE_BACK_EVERY, give_back_freed_memory);
+    give_back_every(GIVE_BACK_EVERY, give_back_freed_memory);
 }
 
-/// Runs `work` every `period` (the first time one period after now) on a blocking thread, for
-/// as long as the runtime runs.
-fn every(period: Duration, work: fn() -> bool) -> tokio::task::JoinHandle<()> {
+/// Runs `give_back` every `period` (the first time one period after now) on a blocking thread,
+/// for as long as the runtime runs.
+fn give_back_every(period: Duration, give_back: fn() -> bool) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await;
         loop {
             every.tick().await;
-            match tokio::task::spawn_blocking(work).await {
+            match tokio::task::spawn_blocking(give_back).await {
                 Ok(gave) => tracing::debug!(gave, "freed memory given back to the system"),
                 Err(_) => return,
             }
@@ -106,8 +106,8 @@ mod tests {
     /// The give-back runs once a minute, the first time a minute after the start (virtual clock).
     #[tokio::test(start_paused = true)]
     async fn freed_memory_is_given_back_once_a_minute() {
-        let task = every(GIVE_BACK_EVERY, counted);
-        let runs_at = |secs: u64| async move {
+        let task = give_back_every(GIVE_BACK_EVERY, counted);
+        let runs_after = |secs: u64| async move {
             let until = tokio::time::Instant::now() + Duration::from_secs(secs);
             tokio::time::sleep_until(until).await;
             // The run itself is on a blocking thread: let it finish.
@@ -117,10 +117,10 @@ mod tests {
             }
             RUNS.load(Ordering::SeqCst)
         };
-        assert_eq!(runs_at(59).await, 0, "not before a minute");
-        assert_eq!(runs_at(2).await, 1, "once after a minute");
-        assert_eq!(runs_at(57).await, 1, "not again within the minute");
-        assert_eq!(runs_at(2).await, 2, "again after the second minute");
+        assert_eq!(runs_after(59).await, 0, "not before a minute");
+        assert_eq!(runs_after(2).await, 1, "once after a minute");
+        assert_eq!(runs_after(57).await, 1, "not again within the minute");
+        assert_eq!(runs_after(2).await, 2, "again after the second minute");
         task.abort();
     }
 
@@ -155,6 +155,25 @@ mod tests {
         false
     }
 
+    /// Checks that `allocator`'s freed 64 MiB were still resident (`before` → `after_free`, in
+    /// KiB), so that the test can tell, and that [`give_back_freed_memory`] gives them back.
+    #[cfg(target_os = "linux")]
+    fn freed_64_mib_are_given_back(allocator: &str, before: u64, after_free: u64) {
+        let held = after_free.saturating_sub(before);
+        assert!(
+            held > 32 * 1024,
+            "{allocator} gave the freed 64 MiB back by itself ({held} KiB still held): the test \
+             cannot tell whether give_back_freed_memory works"
+        );
+        give_back_freed_memory();
+        let after = anonymous_kib();
+        assert!(
+            after + 32 * 1024 < after_free,
+            "still {after} KiB resident after giving back, {after_free} KiB before: {allocator}'s \
+             freed 64 MiB were not given back"
+        );
+    }
+
     /// 64 MiB freed on a thread of its own stays resident under glibc (below a chunk still in
     /// use, so not at the arena's top) until it is given back.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -178,19 +197,7 @@ mod tests {
         })
         .join()
         .expect("the thread");
-        let held = after_free.saturating_sub(before);
-        assert!(
-            held > 32 * 1024,
-            "glibc gave the freed 64 MiB back by itself ({held} KiB still held): the test \
-             cannot tell whether give_back_freed_memory works"
-        );
-        give_back_freed_memory();
-        let after = anonymous_kib();
-        assert!(
-            after + 32 * 1024 < after_free,
-            "still {after} KiB resident after giving back, {after_free} KiB before: the freed \
-             64 MiB were not given back"
-        );
+        freed_64_mib_are_given_back("glibc", before, after_free);
         drop(kept);
     }
 
@@ -237,18 +244,6 @@ mod tests {
         let layout = Layout::from_size_align(16, 8).expect("a layout");
         // SAFETY: a non-zero size, freed at once with the same layout.
         unsafe { mimalloc::MiMalloc.dealloc(mimalloc::MiMalloc.alloc(layout), layout) };
-        let held = after_free.saturating_sub(before);
-        assert!(
-            held > 32 * 1024,
-            "mimalloc gave the freed 64 MiB back by itself ({held} KiB still held): the test \
-             cannot tell whether give_back_freed_memory works"
-        );
-        give_back_freed_memory();
-        let after = anonymous_kib();
-        assert!(
-            after + 32 * 1024 < after_free,
-            "still {after} KiB resident after giving back, {after_free} KiB before: mimalloc's \
-             freed 64 MiB were not given back"
-        );
+        freed_64_mib_are_given_back("mimalloc", before, after_free);
     }
 }

@@ -111,19 +111,24 @@ impl Proc {
         }
     }
 
+    /// A KiB figure of its `/proc/<pid>/status`, while it runs.
+    fn status_kib(&self, field: &str) -> Option<u64> {
+        status_figure(self.child.as_ref()?.id()?, field)
+    }
+
     fn rss_kib(&self) -> Option<u64> {
-        rss_kib(self.child.as_ref()?.id()?)
+        self.status_kib("VmRSS:")
     }
 
     /// Its anonymous resident memory (RssAnon), in KiB: what it allocated, without the pages of
     /// its binary and libraries that the kernel maps in as more of the code runs.
     fn anon_kib(&self) -> Option<u64> {
-        status_figure(self.child.as_ref()?.id()?, "RssAnon:")
+        self.status_kib("RssAnon:")
     }
 
     /// The peak of its resident memory in this life so far (VmHWM), in KiB.
     fn peak_kib(&self) -> Option<u64> {
-        status_figure(self.child.as_ref()?.id()?, "VmHWM:")
+        self.status_kib("VmHWM:")
     }
 }
 

@@ -57,15 +57,18 @@ pub(crate) struct Names {
 
 impl Names {
     /// `name`'s number and the name as kept (a new name gets the next number).
-    pub(crate) fn keep(&mut self, name: &str) -> (u32, Arc<str>) {
-        if let Some((kept, n)) = self.numbers.get_key_value(name) {
-            return (*n, Arc::clone(kept));
-        }
-        let n = u32::try_from(self.all.len()).expect("fewer than 2^32 names");
-        let kept: Arc<str> = name.into();
-        self.all.push(Arc::clone(&kept));
-        self.numbers.insert(Arc::clone(&kept), n);
-        (n, kept)
+    pub(crate) fn keep(&mut self, name: &str) -> (u32, &Arc<str>) {
+        let n = match self.numbers.get(name) {
+            Some(n) => *n,
+            None => {
+                let n = u32::try_from(self.all.len()).expect("fewer than 2^32 names");
+                let kept: Arc<str> = name.into();
+                self.all.push(Arc::clone(&kept));
+                self.numbers.insert(kept, n);
+                n
+            }
+        };
+        (n, &self.all[n as usize])
     }
 
     /// `name`'s number, if it is kept.
@@ -79,6 +82,7 @@ impl Names {
     }
 
     /// How many are kept.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.all.len()
     }
@@ -134,28 +138,38 @@ impl Kept {
 impl DeadlineIndex {
     /// Adds or moves an entry (one per saga and kind).
     pub fn set(&mut self, partition: i32, saga_id: &str, due: Due, at: Millis) {
-        self.cancel(saga_id, &due);
         let due = self.keep(&due);
-        let key: Arc<str> = match self.by_saga.get_key_value(saga_id) {
-            Some((k, _)) => Arc::clone(k),
-            None => Arc::from(saga_id),
-        };
-        self.by_time.insert((at, partition, Arc::clone(&key), due));
-        let entries = self.by_saga.entry(key).or_default();
-        let mut grown = Vec::with_capacity(entries.len() + 1);
-        grown.extend_from_slice(entries);
-        grown.push((due, at, partition));
-        *entries = grown.into_boxed_slice();
+        if let Some(key) = self
+            .by_saga
+            .get_key_value(saga_id)
+            .map(|(k, _)| Arc::clone(k))
+        {
+            let entries = self.by_saga.get_mut(saga_id).expect("present");
+            if let Some(entry) = entries.iter_mut().find(|(d, _, _)| *d == due) {
+                // Moved: in place, so that the saga's slice is not made again.
+                let (_, old_at, old_partition) = *entry;
+                self.by_time
+                    .remove(&(old_at, old_partition, Arc::clone(&key), due));
+                *entry = (due, at, partition);
+                self.by_time.insert((at, partition, key, due));
+                return;
+            }
+            let mut grown = Vec::with_capacity(entries.len() + 1);
+            grown.extend_from_slice(entries);
+            grown.push((due, at, partition));
+            *entries = grown.into_boxed_slice();
+            self.by_time.insert((at, partition, key, due));
+        } else {
+            let key: Arc<str> = Arc::from(saga_id);
+            self.by_time.insert((at, partition, Arc::clone(&key), due));
+            self.by_saga.insert(key, Box::new([(due, at, partition)]));
+        }
     }
 
     /// `due` as kept, its step name numbered (a new name gets the next number).
     fn keep(&mut self, due: &Due) -> Kept {
         let steps = &mut self.steps;
-        assert!(
-            steps.len() < MAX_STEPS as usize,
-            "fewer than 2^30 step names"
-        );
-        Kept::of(due, |s| Some(steps.keep(s).0)).expect("every step name is numbered")
+        Kept::of(due, |s| Some(steps.keep(s).0)).expect("fewer than 2^30 step names")
     }
 
     /// `due` as kept, if the index can hold it (its step name is known).

@@ -447,7 +447,7 @@ impl SagaView {
 
     /// The definition name, kept once (for the view's sagas and the owned store's).
     pub(crate) fn definition(&self, name: &str) -> Arc<str> {
-        lock(&self.definitions).keep(name).1
+        Arc::clone(lock(&self.definitions).keep(name).1)
     }
 
     /// The definition name's number (the owned store names a saga's definition by it).
