@@ -7,15 +7,16 @@
 //!
 //! Groups are `<event>/<operation>`, each with a `choreo` and a `serde_json` function, so the
 //! report reads side by side. The choreo figures are the per-record codec work of the hot path
-//! (the registry lookup is cached and not included): the type's compiled `Encoder` (as
-//! `Codec::encode` keeps it) writing behind the framing to encode, `unframe` +
-//! `Codec::decode_framed` (the bus's and the coordinator's typed path, its decoder compiled once
-//! per writer schema and type) to decode; `<event>/encode+decode` is one of each.
+//! (the registry lookup is cached and not included): `Codec::encode_with_id` (what
+//! `Codec::encode` does once it knows the schema id: the type's specific coder writing behind
+//! the framing) to encode, `unframe` + `Codec::decode_framed` (the bus's typed path, planned once
+//! per writer schema and type: the specific coder for the pairs it takes) to decode;
+//! `<event>/encode+decode` is one of each.
 //! `OrderPlaced/decode` also has `choreo v1→v2`: a v1 body resolved into the v2 type (the default
 //! `channel` filled in), through the same path, against which `choreo` is the same-version
 //! baseline; and `compile + decode v1→v2`, a decoder compiled for the one call.
-//! `<event>/choreo breakdown` has the steps of the compiled codec (compiling, encoding, decoding)
-//! and, for comparison, those of apache-avro's generic path the codec used before (a writer or
+//! `<event>/choreo breakdown` has the steps of the compiled codec (compiling, encoding, decoding:
+//! the general codec, which reads the pairs the specific coder leaves) and, for comparison, those of apache-avro's generic path the codec used before (a writer or
 //! reader per call, a generic `Value`, `Value::resolve`, `from_value`).
 //!
 //! At the end the run prints the ratios the issue sets targets for, each timed in this run
@@ -96,15 +97,11 @@ fn order() -> OrderPlaced {
 }
 
 /// What `Codec::encode` does once the schema id is known: the framing, then the body written by
-/// the type's compiled encoder.
-fn choreo_encode<T: Event>(encoder: &Encoder, event: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + encoder.capacity_hint());
-    out.push(0);
-    out.extend_from_slice(&SCHEMA_ID.to_be_bytes());
-    encoder
-        .encode_into(event, &mut out)
-        .expect("the event encodes with its schema");
-    out
+/// the type's specific coder (or its compiled encoder, for a type without one).
+fn choreo_encode<T: Event>(event: &T) -> Vec<u8> {
+    CODEC
+        .encode_with_id(SCHEMA_ID, event)
+        .expect("the event encodes with its schema")
 }
 
 /// The writer schema of each id, as the registry cache holds it.
@@ -132,8 +129,7 @@ fn bench_event<T: Event + Serialize + DeserializeOwned + PartialEq + std::fmt::D
     name: &str,
     event: &T,
 ) {
-    let encoder = Encoder::new(T::schema()).expect("the schema compiles");
-    let avro = choreo_encode(&encoder, event);
+    let avro = choreo_encode(event);
     let own = Arc::new(T::schema().clone());
     let json = serde_json::to_vec(event).expect("serde_json encodes");
     assert_eq!(&choreo_decode::<T>(&avro, &own), event, "choreo round trip");
@@ -150,9 +146,7 @@ fn bench_event<T: Event + Serialize + DeserializeOwned + PartialEq + std::fmt::D
 
     let mut g = c.benchmark_group(format!("{name}/encode"));
     g.throughput(Throughput::Elements(1));
-    g.bench_function("choreo", |b| {
-        b.iter(|| choreo_encode(&encoder, black_box(event)))
-    });
+    g.bench_function("choreo", |b| b.iter(|| choreo_encode(black_box(event))));
     g.bench_function("serde_json", |b| {
         b.iter(|| serde_json::to_vec(black_box(event)).expect("serde_json encodes"));
     });
@@ -200,7 +194,7 @@ fn bench_event<T: Event + Serialize + DeserializeOwned + PartialEq + std::fmt::D
 
     let mut g = c.benchmark_group(format!("{name}/encode+decode"));
     g.throughput(Throughput::Elements(1));
-    let choreo_both = || choreo_decode::<T>(&choreo_encode(&encoder, black_box(event)), &own);
+    let choreo_both = || choreo_decode::<T>(&choreo_encode(black_box(event)), &own);
     let json_both = || {
         let bytes = serde_json::to_vec(black_box(event)).expect("serde_json encodes");
         serde_json::from_slice::<T>(&bytes).expect("serde_json decodes")
@@ -218,6 +212,7 @@ fn bench_event<T: Event + Serialize + DeserializeOwned + PartialEq + std::fmt::D
     // codec did before: a writer per encode call, a generic `Value` read, resolved against the
     // reader schema, then converted to `T` through serde).
     let schema = T::schema();
+    let encoder = Encoder::new(schema).expect("the schema compiles");
     let decoder = Decoder::new(schema, schema).expect("the schema compiles");
     let writer = GenericDatumWriter::builder(schema)
         .build()

@@ -175,3 +175,12 @@ impl DecodeError {
         }
     }
 }
+
+impl From<choreo_schemas::binary::BinaryError> for DecodeError {
+    fn from(e: choreo_schemas::binary::BinaryError) -> Self {
+        match e {
+            choreo_schemas::binary::BinaryError::Truncated(m) => DecodeError::Truncated(m),
+            choreo_schemas::binary::BinaryError::Malformed(m) => DecodeError::Malformed(m),
+        }
+    }
+}

@@ -6,6 +6,8 @@
 //! every type through its schema.
 
 use apache_avro::Schema;
+
+use crate::binary::Coder;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// A versioned domain event that travels through the bus.
@@ -20,6 +22,10 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn schema_text() -> &'static str;
     /// The correlation id: the record key, e.g. the order id.
     fn correlation_id(&self) -> &str;
+    /// The type's specific coder ([`crate::binary::specific`]): code made for the type, used by
+    /// the bus in place of its general codec for every writer schema the coder can plan.
+    /// `None` (the default): the general codec only.
+    const SPECIFIC: Option<Coder<Self>> = None;
 }
 
 /// Implements [`Event`] for a type backed by an `.avsc` text.
@@ -28,10 +34,28 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// choreo_schemas::avro_event!(MyEvent, "com.acme.MyEvent", "my-topic",
 ///     include_str!("my_event.avsc"), |e| &e.order_id);
 /// ```
+///
+/// With `specific` first, the type also has its specific coder ([`Event::SPECIFIC`]), which
+/// [`specific_record!`](crate::specific_record) implements:
+///
+/// ```text
+/// choreo_schemas::specific_record!(MyEvent { order_id: String, amount: i64 });
+/// choreo_schemas::avro_event!(specific MyEvent, "com.acme.MyEvent", "my-topic",
+///     include_str!("my_event.avsc"), |e| &e.order_id);
+/// ```
 #[macro_export]
 macro_rules! avro_event {
+    (specific $ty:ty, $name:expr, $topic:expr, $text:expr, |$e:ident| $key:expr) => {
+        $crate::avro_event!(@impl $ty, $name, $topic, $text, |$e| $key,
+            const SPECIFIC: ::std::option::Option<$crate::binary::Coder<Self>> =
+                ::std::option::Option::Some($crate::binary::Coder::of()););
+    };
     ($ty:ty, $name:expr, $topic:expr, $text:expr, |$e:ident| $key:expr) => {
+        $crate::avro_event!(@impl $ty, $name, $topic, $text, |$e| $key,);
+    };
+    (@impl $ty:ty, $name:expr, $topic:expr, $text:expr, |$e:ident| $key:expr, $($specific:tt)*) => {
         impl $crate::Event for $ty {
+            $($specific)*
             const TYPE: &'static str = $name;
             const TOPIC: &'static str = $topic;
             fn schema() -> &'static $crate::apache_avro::Schema {
@@ -62,6 +86,11 @@ pub struct Money {
     pub currency: String,
 }
 
+crate::specific_record!(Money {
+    amount_minor: i64,
+    currency: String
+});
+
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineItem {
@@ -73,6 +102,12 @@ pub struct LineItem {
     pub unit_price: Money,
 }
 
+crate::specific_record!(LineItem {
+    sku: String,
+    quantity: i32,
+    unit_price: Money
+});
+
 /// A reserved quantity of one SKU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReservedItem {
@@ -81,6 +116,11 @@ pub struct ReservedItem {
     /// How many.
     pub quantity: i32,
 }
+
+crate::specific_record!(ReservedItem {
+    sku: String,
+    quantity: i32
+});
 
 macro_rules! order_event {
     ($(#[$m:meta])* $ty:ident, $topic:literal, $file:literal { $($body:tt)* }) => {
@@ -92,7 +132,8 @@ macro_rules! order_event {
         pub struct $ty {
             $($(#[$fm])* pub $f: $t,)*
         }
-        avro_event!($ty, concat!("io.choreo.orders.", stringify!($name)), $topic,
+        $crate::specific_record!($ty { $($f: $t),* });
+        avro_event!(specific $ty, concat!("io.choreo.orders.", stringify!($name)), $topic,
             include_str!(concat!("../avro/", $file)), |e| &e.order_id);
     };
 }

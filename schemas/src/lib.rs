@@ -5,6 +5,8 @@
 //!
 //! ## Layout
 //!
+//! - [`binary`]: Avro binary's checked reads and writes, and the specific records that
+//!   [`specific_record!`] makes (code per type, planned once per writer and reader schema).
 //! - [`catalog`]: which event types exist, on which topic, with which schema versions
 //!   (`schemas/catalog.toml` and `schemas/avro/*.avsc`).
 //! - [`compat`]: the Confluent compatibility levels and the checks behind them.
@@ -14,6 +16,7 @@
 //! - `server` (feature `server`): the in-process registry served over the Confluent REST API.
 //! - [`error`]: the crate's errors.
 
+pub mod binary;
 pub mod catalog;
 pub mod compat;
 pub mod error;

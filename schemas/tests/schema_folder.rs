@@ -10,6 +10,7 @@ use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
+use choreo_schemas::binary::BinaryError;
 use choreo_schemas::event::*;
 use choreo_schemas::{Catalog, Compatibility, Event};
 
@@ -177,6 +178,41 @@ fn typed_roundtrip<T: Event + PartialEq + std::fmt::Debug>(event: T) {
     let back: T =
         apache_avro::from_value(&value).unwrap_or_else(|e| panic!("{} maps: {e}", T::TYPE));
     assert_eq!(back, event);
+    // The specific coder writes the same bytes and reads them back; every shorter body and a
+    // longer one are errors, not values or panics.
+    let coder = T::SPECIFIC.unwrap_or_else(|| panic!("{} has a specific coder", T::TYPE));
+    let mut written = Vec::new();
+    (coder.write)(&event, &mut written);
+    assert_eq!(
+        written,
+        bytes,
+        "{}: the specific coder writes apache-avro's bytes",
+        T::TYPE
+    );
+    let plan = coder
+        .plan(T::schema(), T::schema())
+        .unwrap_or_else(|e| panic!("{} plans its own schema: {e}", T::TYPE));
+    assert_eq!(
+        coder.read_whole(&bytes, &plan).as_ref(),
+        Ok(&event),
+        "{}",
+        T::TYPE
+    );
+    for end in 0..bytes.len() {
+        assert!(
+            coder.read_whole(&bytes[..end], &plan).is_err(),
+            "{}: a body cut at {end} of {} bytes is an error",
+            T::TYPE,
+            bytes.len()
+        );
+    }
+    let mut longer = bytes;
+    longer.push(0);
+    assert!(
+        matches!(coder.read_whole(&longer, &plan), Err(BinaryError::Malformed(m)) if m.contains("left over")),
+        "{}: a byte left over is malformed",
+        T::TYPE
+    );
     let catalog = Catalog::reference();
     let info = catalog
         .event(T::TYPE)
@@ -312,6 +348,22 @@ fn a_v1_record_reads_as_v2_with_the_default() {
     let new: OrderPlaced = apache_avro::from_value(&value).expect("maps");
     assert_eq!(new.channel, "web");
     assert_eq!(new.order_id, "o");
+
+    // The specific coder plans the pair (the default written once) and reads the same value.
+    let coder = OrderPlaced::SPECIFIC.expect("a specific coder");
+    let plan = coder
+        .plan(OrderPlacedV1::schema(), OrderPlaced::schema())
+        .expect("v1 → v2 is planned");
+    assert_eq!(coder.read_whole(&bytes, &plan), Ok(new.clone()));
+
+    // And the other way: a v1 reader skips the v2 writer's channel.
+    let mut v2_bytes = Vec::new();
+    (coder.write)(&new, &mut v2_bytes);
+    let v1 = OrderPlacedV1::SPECIFIC.expect("a specific coder");
+    let plan = v1
+        .plan(OrderPlaced::schema(), OrderPlacedV1::schema())
+        .expect("v2 → v1 is planned");
+    assert_eq!(v1.read_whole(&v2_bytes, &plan), Ok(old));
 }
 
 #[test]

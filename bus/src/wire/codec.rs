@@ -95,11 +95,17 @@ impl Codec {
             topic: topic.to_owned(),
             reason: e.to_string(),
         };
-        let encoder = self.plans.encoder::<T>(T::schema()).map_err(encode_err)?;
+        self.encode_with_id(id, event).map_err(encode_err)
+    }
+
+    /// Encodes `event` framed with schema id `id`, which must be the registry's id of
+    /// `T::schema()` (what [`Codec::encode`] does once it knows the id).
+    pub fn encode_with_id<T: Event>(&self, id: u32, event: &T) -> Result<Vec<u8>, EncodeError> {
+        let encoder = self.plans.encoder::<T>(T::schema())?;
         let mut out = Vec::with_capacity(5 + encoder.capacity_hint());
         out.push(super::framing::MAGIC_BYTE);
         out.extend_from_slice(&id.to_be_bytes());
-        encoder.encode_into(event, &mut out).map_err(encode_err)?;
+        encoder.encode_into(event, &mut out)?;
         Ok(out)
     }
 
@@ -210,11 +216,15 @@ impl Codec {
     }
 
     /// Decodes a value already [read](Self::read) into `T`, resolving the writer schema to
-    /// `T`'s (compiled once per schema id and type, see [`super::compiled`]).
+    /// `T`'s (planned once per schema id and type: by `T`'s specific coder when it has one that
+    /// takes the pair, else compiled, see [`super::compiled`]).
     pub fn decode_framed<T: Event>(&self, framed: &Framed<'_>) -> Result<T, DecodeError> {
-        self.plans
-            .decoder::<T>(framed.writer.id, &framed.writer.schema, T::schema())?
-            .decode(framed.body)
+        self.plans.with_decoder::<T, _>(
+            framed.writer.id,
+            &framed.writer.schema,
+            T::schema(),
+            |decoder| decoder.decode::<T>(framed.body),
+        )
     }
 
     /// Decodes a framed value into `T`, resolving the writer schema to `T`'s.

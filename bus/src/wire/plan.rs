@@ -1,27 +1,40 @@
 //! Codecs planned once: for each writer schema id and reader, the compiled [`Decoder`] of the
 //! writer schema resolved against the reader's (typed: the Rust type's schema; JSON: the
 //! catalog's latest schema of the record's type); for each Rust type, its compiled [`Encoder`].
+//! A Rust type with a specific coder (`Event::SPECIFIC`, code made for the type) has that used
+//! instead for every writer schema the coder plans, and to encode when it writes the type's own
+//! schema; the compiled codec takes the rest.
 //! The work that does not depend on the record is done the first time a pair is met, and every
 //! later record pays only for its bytes.
 
+use std::cell::RefCell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
 use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
 use std::any::TypeId;
+
+use choreo_schemas::Event;
+use choreo_schemas::binary::Plan as SpecificPlan;
 
 use super::compiled::{Decoder, EncodeError, Encoder};
 use crate::error::DecodeError;
 
 /// The planned codecs of one codec (shared by its clones).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Plans {
-    /// Per (writer schema id, Rust type): its compiled decoder.
-    decoders: DashMap<(u32, TypeId), Arc<Decoder>>,
-    /// Per Rust type: its compiled encoder.
-    encoders: DashMap<TypeId, Arc<Encoder>>,
+    /// This instance among every `Plans` the process made (what a thread's last decoder is
+    /// kept under, see [`Plans::with_decoder`]).
+    id: u64,
+    /// Per (writer schema id, Rust type): how its records are read. (Looked up for every
+    /// record: hashed with Fx, not SipHash, as the keys are not chosen by senders.)
+    decoders: DashMap<(u32, TypeId), Arc<TypedDecoder>, FxBuildHasher>,
+    /// Per Rust type: how it is written.
+    encoders: DashMap<TypeId, Arc<TypedEncoder>, FxBuildHasher>,
     /// Per writer schema id: its compiled decoder into the catalog's latest schema of its type,
     /// for JSON.
     readers: DashMap<u32, Arc<Decoder>>,
@@ -31,13 +44,14 @@ pub(crate) struct Plans {
 
 /// The value `map` holds for `key`, built by `build` and kept on first use (two threads building
 /// the same one at once each build it; the first kept wins).
-fn kept<K, V, E>(
-    map: &DashMap<K, Arc<V>>,
+fn kept<K, V, E, S>(
+    map: &DashMap<K, Arc<V>, S>,
     key: K,
     build: impl FnOnce() -> Result<V, E>,
 ) -> Result<Arc<V>, E>
 where
     K: std::hash::Hash + Eq,
+    S: std::hash::BuildHasher + Clone,
 {
     if let Some(v) = map.get(&key) {
         return Ok(Arc::clone(&v));
@@ -46,23 +60,169 @@ where
     Ok(Arc::clone(&map.entry(key).or_insert(built)))
 }
 
+/// How records of one writer schema are read into one Rust type.
+#[derive(Debug)]
+pub(crate) enum TypedDecoder {
+    /// By the type's specific coder, as planned.
+    Specific(SpecificPlan),
+    /// By the compiled codec.
+    Compiled(Decoder),
+}
+
+impl TypedDecoder {
+    /// Reads the whole of `body` as a `T`.
+    #[inline]
+    pub(crate) fn decode<T: Event>(&self, body: &[u8]) -> Result<T, DecodeError> {
+        match (self, T::SPECIFIC) {
+            (TypedDecoder::Specific(plan), Some(coder)) => Ok(coder.read_whole(body, plan)?),
+            (TypedDecoder::Compiled(d), _) => d.decode(body),
+            (TypedDecoder::Specific(_), None) => Err(DecodeError::Malformed(
+                "a specific plan kept for a type without a specific coder".into(),
+            )),
+        }
+    }
+
+    /// Whether the type's specific coder reads these records.
+    #[cfg(test)]
+    pub(crate) fn is_specific(&self) -> bool {
+        matches!(self, TypedDecoder::Specific(_))
+    }
+}
+
+/// How one Rust type is written: its compiled encoder, and whether its specific coder writes
+/// its schema (then used instead).
+#[derive(Debug)]
+pub(crate) struct TypedEncoder {
+    compiled: Encoder,
+    specific: bool,
+    /// The longest body the specific coder wrote so far (at least 64).
+    longest: AtomicUsize,
+}
+
+impl TypedEncoder {
+    /// Appends `value`'s Avro body to `out`.
+    #[inline]
+    pub(crate) fn encode_into<T: Event>(
+        &self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        match T::SPECIFIC {
+            Some(coder) if self.specific => {
+                let start = out.len();
+                (coder.write)(value, out);
+                self.longest.fetch_max(out.len() - start, Ordering::Relaxed);
+                Ok(())
+            }
+            _ => self.compiled.encode_into(value, out),
+        }
+    }
+
+    /// The longest body written so far: a good capacity for the next one's output.
+    pub(crate) fn capacity_hint(&self) -> usize {
+        if self.specific {
+            self.longest.load(Ordering::Relaxed)
+        } else {
+            self.compiled.capacity_hint()
+        }
+    }
+}
+
+impl Default for Plans {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Plans {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            decoders: DashMap::default(),
+            encoders: DashMap::default(),
+            readers: DashMap::default(),
+            json_encoders: DashMap::default(),
+        }
+    }
+}
+
+/// A thread's last typed decoder: (which `Plans`, writer schema id, Rust type), and it.
+type LastDecoder = Option<(u64, u32, TypeId, Arc<TypedDecoder>)>;
+
+thread_local! {
+    /// Consecutive records of one type and writer schema (nearly all of them) find their
+    /// decoder here, with no lock and no reference count touched.
+    static LAST_DECODER: RefCell<LastDecoder> = const { RefCell::new(None) };
+}
+
 impl Plans {
-    /// The decoder of records written with schema `writer_id` (`writer`) into `T`, whose schema
-    /// is `reader`, compiled on first use.
-    pub(crate) fn decoder<T: 'static>(
+    /// Runs `f` with the decoder of records written with schema `writer_id` into `T` (see
+    /// [`Plans::decoder`]): the thread's last one when it is that, else the shared map's.
+    #[inline]
+    pub(crate) fn with_decoder<T: Event, R>(
         &self,
         writer_id: u32,
         writer: &Schema,
         reader: &Schema,
-    ) -> Result<Arc<Decoder>, DecodeError> {
-        kept(&self.decoders, (writer_id, TypeId::of::<T>()), || {
-            Decoder::new(writer, reader)
+        f: impl FnOnce(&TypedDecoder) -> Result<R, DecodeError>,
+    ) -> Result<R, DecodeError> {
+        let key = (self.id, writer_id, TypeId::of::<T>());
+        LAST_DECODER.with(|last| {
+            if let Ok(last) = last.try_borrow()
+                && let Some((id, w, t, decoder)) = &*last
+                && (*id, *w, *t) == key
+            {
+                return f(decoder);
+            }
+            let decoder = self.decoder::<T>(writer_id, writer, reader)?;
+            if let Ok(mut last) = last.try_borrow_mut() {
+                *last = Some((key.0, key.1, key.2, Arc::clone(&decoder)));
+            }
+            f(&decoder)
         })
     }
 
-    /// The encoder of `T`, whose schema is `schema`, compiled on first use.
-    pub(crate) fn encoder<T: 'static>(&self, schema: &Schema) -> Result<Arc<Encoder>, EncodeError> {
-        kept(&self.encoders, TypeId::of::<T>(), || Encoder::new(schema))
+    /// How records written with schema `writer_id` (`writer`) are read into `T`, whose schema is
+    /// `reader`: planned on first use, by `T`'s specific coder when it takes the pair, else
+    /// compiled.
+    pub(crate) fn decoder<T: Event>(
+        &self,
+        writer_id: u32,
+        writer: &Schema,
+        reader: &Schema,
+    ) -> Result<Arc<TypedDecoder>, DecodeError> {
+        kept(
+            &self.decoders,
+            (writer_id, TypeId::of::<T>()),
+            || match T::SPECIFIC.map(|coder| coder.plan(writer, reader)) {
+                Some(Ok(plan)) => Ok(TypedDecoder::Specific(plan)),
+                not_specific => {
+                    if let Some(Err(why)) = not_specific {
+                        tracing::debug!(event_type = T::TYPE, writer_id, %why,
+                            "the compiled codec reads this writer schema");
+                    }
+                    Decoder::new(writer, reader).map(TypedDecoder::Compiled)
+                }
+            },
+        )
+    }
+
+    /// How `T`, whose schema is `schema`, is written: planned on first use.
+    pub(crate) fn encoder<T: Event>(
+        &self,
+        schema: &Schema,
+    ) -> Result<Arc<TypedEncoder>, EncodeError> {
+        kept(&self.encoders, TypeId::of::<T>(), || {
+            let specific = match T::SPECIFIC.map(|coder| coder.writes(schema)) {
+                Some(Ok(())) => true,
+                Some(Err(why)) => {
+                    tracing::warn!(event_type = T::TYPE, %why,
+                        "the type's specific coder does not write its schema; the compiled codec does");
+                    false
+                }
+                None => false,
+            };
+            Encoder::new(schema).map(|compiled| TypedEncoder {
+                compiled,
+                specific,
+                longest: AtomicUsize::new(64),
+            })
+        })
     }
 
     /// The compiled encoder of JSON data of `event_type` at catalog `version` (whose schema is
@@ -157,4 +317,109 @@ fn whole(rest: &[u8]) -> Result<(), DecodeError> {
 /// Whether two schemas describe the same data (same Parsing Canonical Form).
 pub fn same_schema(a: &Schema, b: &Schema) -> bool {
     std::ptr::eq(a, b) || a.canonical_form() == b.canonical_form()
+}
+
+#[cfg(test)]
+mod tests {
+    use choreo_schemas::event::{LineItem, Money, OrderPlaced, OrderPlacedV1};
+
+    use super::*;
+
+    fn order() -> OrderPlaced {
+        OrderPlaced {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            items: vec![LineItem {
+                sku: "s-1".into(),
+                quantity: 3,
+                unit_price: Money {
+                    amount_minor: 250,
+                    currency: "EUR".into(),
+                },
+            }],
+            total: Money {
+                amount_minor: 750,
+                currency: "EUR".into(),
+            },
+            shipping_address: "1 Main St".into(),
+            channel: "store".into(),
+        }
+    }
+
+    /// The same writer schema's records, the typed way and the compiled way.
+    fn both_ways(plans: &Plans, id: u32, writer: &Schema, body: &[u8]) -> (OrderPlaced, bool) {
+        let typed = plans
+            .decoder::<OrderPlaced>(id, writer, OrderPlaced::schema())
+            .expect("planned");
+        let compiled = Decoder::new(writer, OrderPlaced::schema()).expect("compiled");
+        let value = typed.decode::<OrderPlaced>(body).expect("decodes");
+        assert_eq!(
+            compiled.decode::<OrderPlaced>(body).expect("decodes"),
+            value,
+            "the specific coder and the compiled codec read the same value"
+        );
+        let through_the_thread_cache = plans
+            .with_decoder::<OrderPlaced, _>(id, writer, OrderPlaced::schema(), |d| {
+                d.decode::<OrderPlaced>(body)
+            })
+            .expect("decodes");
+        assert_eq!(through_the_thread_cache, value);
+        (value, typed.is_specific())
+    }
+
+    #[test]
+    fn the_specific_coder_reads_the_pairs_it_plans_and_the_compiled_codec_the_rest() {
+        let plans = Plans::default();
+        let encoder = plans
+            .encoder::<OrderPlaced>(OrderPlaced::schema())
+            .expect("planned");
+        assert!(encoder.specific, "OrderPlaced's coder writes its schema");
+        let mut body = Vec::new();
+        encoder.encode_into(&order(), &mut body).expect("encodes");
+        assert_eq!(
+            body,
+            Encoder::new(OrderPlaced::schema())
+                .expect("compiled")
+                .encode(&order())
+                .expect("encodes"),
+            "the specific coder writes the compiled encoder's bytes"
+        );
+
+        // The same schema: specific.
+        let (same, specific) = both_ways(&plans, 1, OrderPlaced::schema(), &body);
+        assert_eq!(same, order());
+        assert!(specific);
+
+        // v1 → v2: specific, the default filled in.
+        let v1 = OrderPlacedV1 {
+            order_id: "o-2".into(),
+            customer_id: "c".into(),
+            items: vec![],
+            total: order().total,
+            shipping_address: "a".into(),
+        };
+        let v1_body = Encoder::new(OrderPlacedV1::schema())
+            .expect("compiled")
+            .encode(&v1)
+            .expect("encodes");
+        let (from_v1, specific) = both_ways(&plans, 2, OrderPlacedV1::schema(), &v1_body);
+        assert_eq!(from_v1.channel, "web");
+        assert!(specific);
+
+        // A writer whose amounts are ints: a promotion, read by the compiled codec.
+        let text = OrderPlaced::schema_text().replace(r#""type": "long""#, r#""type": "int""#);
+        let int_writer = Schema::parse_str(&text).expect("a schema");
+        let (promoted, specific) = both_ways(&plans, 3, &int_writer, &body);
+        assert_eq!(
+            promoted,
+            order(),
+            "small longs are the same varints as ints"
+        );
+        assert!(!specific);
+
+        // The thread's last decoder is kept per writer id: switching back reads with the right
+        // one.
+        let (again, _) = both_ways(&plans, 2, OrderPlacedV1::schema(), &v1_body);
+        assert_eq!(again, from_v1);
+    }
 }

@@ -18,7 +18,7 @@ use super::plan::{
     FieldWrite, Num, Read, ReadPlan, RecordRead, RecordWrite, Skip, StaticKey, Step, UnionWrite,
     Write, WritePlan, describe as describe_write,
 };
-use super::schema::{Base, Names, aliased, describe, describe_union, names_match};
+use choreo_schemas::binary::names::{Base, Names, aliased, describe, describe_union, names_match};
 
 /// Compiles `writer` resolved against `reader` into a decode plan.
 pub(crate) fn read_plan(writer: &Schema, reader: &Schema) -> Result<ReadPlan, String> {

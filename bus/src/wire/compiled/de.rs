@@ -11,9 +11,10 @@
 use serde::de::{self, DeserializeSeed, Visitor};
 
 use super::default_de::{DvDe, byte_seq};
-use super::input::{Input, malformed};
+use super::malformed;
 use super::plan::{Num, Read, ReadPlan, Skip, Step};
 use crate::error::DecodeError;
+use choreo_schemas::binary::Input;
 
 /// Deserializes one value of `node` from `input`.
 pub(crate) struct De<'p, 'i, 'de> {

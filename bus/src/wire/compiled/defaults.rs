@@ -10,7 +10,7 @@
 use apache_avro::Schema;
 use serde_json::Value as Json;
 
-use super::schema::{Base, Names};
+use choreo_schemas::binary::names::{Base, Names};
 
 /// A default value, typed by its schema.
 #[derive(Debug, Clone, PartialEq)]

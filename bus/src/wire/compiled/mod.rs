@@ -16,7 +16,7 @@
 //! struct's `Serialize` that gives its fields in schema order has each written straight in turn,
 //! the field recognised by its key's address after the first record.
 //!
-//! Every input is checked ([`input`]): a body that ends early is
+//! Every input is checked ([`choreo_schemas::binary::Input`]): a body that ends early is
 //! [`DecodeError::Truncated`], bytes left over, a bad length, union or enum index, or invalid
 //! UTF-8 are [`DecodeError::Malformed`]; nothing is allocated by a length before it is checked
 //! against [`super::codec::MAX_AVRO_ALLOCATION`].
@@ -25,12 +25,10 @@ mod compile;
 mod de;
 mod default_de;
 mod defaults;
-mod input;
 mod json;
 mod key;
 mod out;
 mod plan;
-mod schema;
 mod ser;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,11 +36,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use apache_avro::Schema;
 use serde::Serialize;
 
-pub use input::MAX_AVRO_ALLOCATION;
+pub use choreo_schemas::binary::MAX_AVRO_ALLOCATION;
 
 pub use out::EncodeError;
 
 use crate::error::DecodeError;
+
+/// A malformed-body error saying `msg`.
+#[cold]
+pub(crate) fn malformed(msg: impl Into<String>) -> DecodeError {
+    DecodeError::Malformed(msg.into())
+}
 
 impl serde::de::Error for DecodeError {
     fn custom<T: std::fmt::Display>(msg: T) -> Self {
@@ -135,7 +139,7 @@ impl Decoder {
         body: &'de [u8],
         seed: S,
     ) -> Result<S::Value, DecodeError> {
-        let mut input = input::Input::new(body);
+        let mut input = choreo_schemas::binary::Input::new(body);
         let value = seed.deserialize(de::De {
             plan: &self.plan,
             node: &self.plan.root,

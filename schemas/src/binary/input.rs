@@ -1,11 +1,11 @@
 //! An Avro body being read: the primitive reads every decode plan is made of, each checked.
 //!
-//! A read past the end is [`DecodeError::Truncated`]; a varint longer than 10 bytes, an `int`
+//! A read past the end is [`BinaryError::Truncated`]; a varint longer than 10 bytes, an `int`
 //! out of range, a negative length, a length over [`MAX_AVRO_ALLOCATION`], a boolean other than
-//! 0 or 1 and a string that is not UTF-8 are [`DecodeError::Malformed`]. Nothing is allocated
+//! 0 or 1 and a string that is not UTF-8 are [`BinaryError::Malformed`]. Nothing is allocated
 //! here: bytes and strings are borrowed from the body.
 
-use crate::error::DecodeError;
+use super::BinaryError;
 
 /// The most one Avro length prefix (a string, bytes or array) may claim: a record whose prefix
 /// claims more is malformed, refused before anything that large is allocated. (apache-avro's
@@ -15,28 +15,31 @@ pub const MAX_AVRO_ALLOCATION: usize = 16 * 1024 * 1024;
 
 /// How deep records, arrays, maps and unions may nest in one body (a recursive schema lets a
 /// body nest as deep as it is long; each level costs stack).
-pub(crate) const MAX_DEPTH: u32 = 128;
+pub const MAX_DEPTH: u32 = 128;
 
 /// The unread rest of a body.
-pub(crate) struct Input<'de> {
-    pub(crate) rest: &'de [u8],
+#[derive(Debug)]
+pub struct Input<'de> {
+    /// The bytes not read yet.
+    pub rest: &'de [u8],
     depth: u32,
 }
 
 #[cold]
 #[inline(never)]
-fn truncated(what: &str) -> DecodeError {
-    DecodeError::Truncated(format!("the Avro body ended inside {what}"))
+fn truncated(what: &str) -> BinaryError {
+    BinaryError::Truncated(format!("the Avro body ended inside {what}"))
 }
 
+/// A malformed-body error saying `msg`.
 #[cold]
-pub(crate) fn malformed(msg: impl Into<String>) -> DecodeError {
-    DecodeError::Malformed(msg.into())
+pub fn malformed(msg: impl Into<String>) -> BinaryError {
+    BinaryError::Malformed(msg.into())
 }
 
 #[cold]
 #[inline(never)]
-fn bad_length(n: i64) -> DecodeError {
+fn bad_length(n: i64) -> BinaryError {
     if n < 0 {
         malformed(format!("a negative length {n}"))
     } else {
@@ -48,7 +51,7 @@ fn bad_length(n: i64) -> DecodeError {
 
 #[cold]
 #[inline(never)]
-fn not_utf8(b: &[u8]) -> DecodeError {
+fn not_utf8(b: &[u8]) -> BinaryError {
     match std::str::from_utf8(b) {
         Err(e) => malformed(format!("a string that is not UTF-8: {e}")),
         Ok(_) => malformed("a string that is not UTF-8"),
@@ -56,7 +59,8 @@ fn not_utf8(b: &[u8]) -> DecodeError {
 }
 
 impl<'de> Input<'de> {
-    pub(crate) fn new(body: &'de [u8]) -> Self {
+    /// The whole of `body`, unread.
+    pub fn new(body: &'de [u8]) -> Self {
         Input {
             rest: body,
             depth: 0,
@@ -65,7 +69,7 @@ impl<'de> Input<'de> {
 
     /// Goes one level deeper into nested values (malformed past [`MAX_DEPTH`]).
     #[inline]
-    pub(crate) fn enter(&mut self) -> Result<(), DecodeError> {
+    pub fn enter(&mut self) -> Result<(), BinaryError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return Err(malformed(format!("values nested over {MAX_DEPTH} deep")));
@@ -75,13 +79,13 @@ impl<'de> Input<'de> {
 
     /// Comes back from one level of [`Input::enter`].
     #[inline]
-    pub(crate) fn leave(&mut self) {
+    pub fn leave(&mut self) {
         self.depth -= 1;
     }
 
     /// The next `n` bytes (`what` names them in the error when the body is shorter).
     #[inline]
-    pub(crate) fn take(&mut self, n: usize, what: &str) -> Result<&'de [u8], DecodeError> {
+    pub fn take(&mut self, n: usize, what: &str) -> Result<&'de [u8], BinaryError> {
         if n > self.rest.len() {
             return Err(truncated(what));
         }
@@ -92,7 +96,7 @@ impl<'de> Input<'de> {
 
     /// A zig-zag varint `long`.
     #[inline]
-    pub(crate) fn long(&mut self) -> Result<i64, DecodeError> {
+    pub fn long(&mut self) -> Result<i64, BinaryError> {
         // One byte: every small number, length and index.
         if let Some(&b) = self.rest.first()
             && b < 0x80
@@ -104,7 +108,7 @@ impl<'de> Input<'de> {
     }
 
     #[inline(never)]
-    fn long_slow(&mut self) -> Result<i64, DecodeError> {
+    fn long_slow(&mut self) -> Result<i64, BinaryError> {
         let mut raw: u64 = 0;
         for (i, &b) in self.rest.iter().enumerate().take(10) {
             raw |= u64::from(b & 0x7f) << (7 * i);
@@ -123,13 +127,14 @@ impl<'de> Input<'de> {
 
     /// A zig-zag varint `int`.
     #[inline]
-    pub(crate) fn int(&mut self) -> Result<i32, DecodeError> {
+    pub fn int(&mut self) -> Result<i32, BinaryError> {
         let v = self.long()?;
         i32::try_from(v).map_err(|_| malformed(format!("{v} is out of range for an int")))
     }
 
+    /// A boolean: one byte, 0 or 1.
     #[inline]
-    pub(crate) fn boolean(&mut self) -> Result<bool, DecodeError> {
+    pub fn boolean(&mut self) -> Result<bool, BinaryError> {
         match self.take(1, "a boolean")?[0] {
             0 => Ok(false),
             1 => Ok(true),
@@ -137,14 +142,16 @@ impl<'de> Input<'de> {
         }
     }
 
+    /// A `float`: 4 bytes, little-endian.
     #[inline]
-    pub(crate) fn float(&mut self) -> Result<f32, DecodeError> {
+    pub fn float(&mut self) -> Result<f32, BinaryError> {
         let b = self.take(4, "a float")?;
         Ok(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    /// A `double`: 8 bytes, little-endian.
     #[inline]
-    pub(crate) fn double(&mut self) -> Result<f64, DecodeError> {
+    pub fn double(&mut self) -> Result<f64, BinaryError> {
         let b = self.take(8, "a double")?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
@@ -153,7 +160,7 @@ impl<'de> Input<'de> {
 
     /// A length prefix: not negative, at most [`MAX_AVRO_ALLOCATION`].
     #[inline]
-    pub(crate) fn len(&mut self) -> Result<usize, DecodeError> {
+    pub fn length(&mut self) -> Result<usize, BinaryError> {
         let n = self.long()?;
         match usize::try_from(n) {
             Ok(n) if n <= MAX_AVRO_ALLOCATION => Ok(n),
@@ -163,22 +170,22 @@ impl<'de> Input<'de> {
 
     /// `bytes`: a length, then that many bytes.
     #[inline]
-    pub(crate) fn bytes(&mut self) -> Result<&'de [u8], DecodeError> {
-        let n = self.len()?;
+    pub fn bytes(&mut self) -> Result<&'de [u8], BinaryError> {
+        let n = self.length()?;
         self.take(n, "bytes")
     }
 
     /// `string`: bytes that are UTF-8.
     #[inline]
-    pub(crate) fn str(&mut self) -> Result<&'de str, DecodeError> {
-        let n = self.len()?;
+    pub fn str(&mut self) -> Result<&'de str, BinaryError> {
+        let n = self.length()?;
         let b = self.take(n, "a string")?;
         std::str::from_utf8(b).map_err(|_| not_utf8(b))
     }
 
     /// A union branch index, checked against the union's `branches`.
     #[inline]
-    pub(crate) fn branch(&mut self, branches: usize) -> Result<usize, DecodeError> {
+    pub fn branch(&mut self, branches: usize) -> Result<usize, BinaryError> {
         let i = self.long()?;
         usize::try_from(i)
             .ok()
@@ -190,7 +197,7 @@ impl<'de> Input<'de> {
     /// when the count is negative. `total` is the count read so far, kept at most
     /// [`MAX_AVRO_ALLOCATION`] items.
     #[inline]
-    pub(crate) fn block(&mut self, total: &mut usize) -> Result<usize, DecodeError> {
+    pub fn block(&mut self, total: &mut usize) -> Result<usize, BinaryError> {
         let n = self.long()?;
         let count = if n < 0 {
             self.long()?;

@@ -8,7 +8,8 @@ use apache_avro::schema::{
 };
 
 /// A schema with its logical type reduced to the underlying type and its `Ref` followed.
-pub(crate) enum Base<'s> {
+#[derive(Debug)]
+pub enum Base<'s> {
     Null,
     Bool,
     Int,
@@ -26,17 +27,19 @@ pub(crate) enum Base<'s> {
 }
 
 /// The named types of one schema, by full name.
-pub(crate) struct Names<'s>(NamesRef<'s>);
+#[derive(Debug, Clone)]
+pub struct Names<'s>(NamesRef<'s>);
 
 impl<'s> Names<'s> {
-    pub(crate) fn of(schema: &'s Schema) -> Result<Self, String> {
+    /// The named types of `schema` (an error when a name does not resolve).
+    pub fn of(schema: &'s Schema) -> Result<Self, String> {
         ResolvedSchema::new(schema)
             .map(|r| Names(r.get_names().clone()))
             .map_err(|e| format!("the schema's names do not resolve: {e}"))
     }
 
     /// `schema` reduced to its underlying type, a reference followed.
-    pub(crate) fn base(&self, schema: &'s Schema) -> Result<Base<'s>, String> {
+    pub fn base(&self, schema: &'s Schema) -> Result<Base<'s>, String> {
         Ok(match schema {
             Schema::Null => Base::Null,
             Schema::Boolean => Base::Bool,
@@ -81,15 +84,17 @@ impl<'s> Names<'s> {
 
 /// Whether a reader named type takes a writer named type of `name`: the same unqualified name,
 /// or one of the reader's aliases.
-pub(crate) fn names_match(writer: &Name, reader: &Name) -> bool {
+pub fn names_match(writer: &Name, reader: &Name) -> bool {
     writer == reader || writer.name() == reader.name()
 }
 
-pub(crate) fn aliased(writer: &Name, aliases: Option<&Vec<Alias>>) -> bool {
+/// Whether `writer` is one of a reader type's `aliases`.
+pub fn aliased(writer: &Name, aliases: Option<&Vec<Alias>>) -> bool {
     aliases.is_some_and(|a| a.iter().any(|a| a.name() == writer.name()))
 }
 
-pub(crate) fn describe(b: &Base<'_>) -> String {
+/// The type's name, for errors.
+pub fn describe(b: &Base<'_>) -> String {
     match b {
         Base::Null => "null".into(),
         Base::Bool => "boolean".into(),
@@ -108,6 +113,7 @@ pub(crate) fn describe(b: &Base<'_>) -> String {
     }
 }
 
-pub(crate) fn describe_union(branches: &[Schema]) -> String {
+/// A union, for errors.
+pub fn describe_union(branches: &[Schema]) -> String {
     format!("of {} branches", branches.len())
 }
