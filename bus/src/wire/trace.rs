@@ -76,11 +76,25 @@ impl TraceParent {
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        )
+        // `00-{trace_id:032x}-{span_id:016x}-{flags:02x}`, written digit by digit: every
+        // published event carries one, and `write!` of three hex numbers took a tenth of the
+        // publishing path's time.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 55];
+        out[0] = b'0';
+        out[1] = b'0';
+        for (at, value, digits) in [
+            (3, self.trace_id, 32),
+            (36, u128::from(self.span_id), 16),
+            (53, u128::from(self.flags), 2),
+        ] {
+            for i in 0..digits {
+                #[allow(clippy::cast_possible_truncation)]
+                let nibble = (value >> (4 * (digits - 1 - i))) as usize & 0xf;
+                out[at + i] = HEX[nibble];
+            }
+        }
+        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -168,6 +182,30 @@ fn nonzero_u128() -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_written_as_the_w3c_format_writes_it() {
+        for (trace_id, span_id, flags) in [
+            (0, 0, 0),
+            (u128::MAX, u64::MAX, 0xff),
+            (
+                0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c,
+                0xb7ad_6b71_6920_3331,
+                1,
+            ),
+            (1, 0x10, 0x0f),
+        ] {
+            let tp = TraceParent {
+                trace_id,
+                span_id,
+                flags,
+            };
+            assert_eq!(
+                tp.to_string(),
+                format!("00-{trace_id:032x}-{span_id:016x}-{flags:02x}")
+            );
+        }
+    }
 
     #[test]
     fn round_trips_and_rejects_garbage() {
