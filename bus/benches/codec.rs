@@ -15,7 +15,8 @@
 //! `OrderPlaced/decode` also has `choreo v1→v2`: a v1 body resolved into the v2 type (the default
 //! `channel` filled in), through the same path, against which `choreo` is the same-version
 //! baseline; and `compile + decode v1→v2`, a decoder compiled for the one call.
-//! `<event>/choreo breakdown` has the steps of the compiled codec (compiling, encoding, decoding:
+//! `<event>/choreo breakdown` has the specific coder alone (no framing, no cache lookup), the
+//! steps of the compiled codec (compiling, encoding, decoding:
 //! the general codec, which reads the pairs the specific coder leaves) and, for comparison, those of apache-avro's generic path the codec used before (a writer or
 //! reader per call, a generic `Value`, `Value::resolve`, `from_value`).
 //!
@@ -237,6 +238,21 @@ fn bench_event<T: Event + Serialize + DeserializeOwned + PartialEq + std::fmt::D
             b.iter(|| Decoder::new(black_box(schema), schema).expect("compiles"));
         },
     );
+    if let Some(coder) = T::SPECIFIC {
+        let plan = coder
+            .plan(schema, schema)
+            .expect("the type plans its schema");
+        g.bench_function("specific: write (the coder alone)", |b| {
+            b.iter(|| {
+                let mut out = Vec::with_capacity(body.len());
+                (coder.write)(black_box(event), &mut out);
+                out
+            });
+        });
+        g.bench_function("specific: read_whole (the coder alone)", |b| {
+            b.iter(|| coder.read_whole(black_box(body), &plan).expect("decodes"));
+        });
+    }
     g.bench_function("compiled: Encoder::encode", |b| {
         b.iter(|| encoder.encode(black_box(event)).expect("encodes"));
     });
