@@ -27,6 +27,9 @@
 //! (`--max-in-flight`, default 64), with `--events-per-key` events per key (order checked per
 //! key).
 //!
+//! Both sides run with mimalloc, the allocator the `choreo` binary uses (with glibc's, the bus
+//! side ran about a third slower on the embedded broker, waiting on the allocator's locks).
+//!
 //! Both publish with the same number of sends in flight (`--window`). The clock runs from the
 //! first send to the last receipt. Publish → receipt latency is measured from a send timestamp
 //! carried in the record (the first 8 payload bytes in the baseline, `amount.amount_minor` in
@@ -52,6 +55,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message};
 use tokio::sync::mpsc;
+
+/// The allocator `choreo` runs with, for both sides: glibc's, with librdkafka's threads and the
+/// runtime's allocating at once, waits on its arena locks (BENCHMARKS.md, "Bus").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Publish → handle throughput of the choreo bus against plain rdkafka.
 #[derive(Debug, Parser)]
