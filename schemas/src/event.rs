@@ -7,7 +7,7 @@
 
 use apache_avro::Schema;
 
-use crate::binary::Coder;
+use crate::binary::{Coder, SpecificWriter};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// A versioned domain event that travels through the bus.
@@ -26,6 +26,12 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// the bus in place of its general codec for every writer schema the coder can plan.
     /// `None` (the default): the general codec only.
     const SPECIFIC: Option<Coder<Self>> = None;
+    /// [`Event::SPECIFIC`] checked, once per type, to write the type's own schema: what
+    /// publishing writes with. `None`: the type has no specific coder, or it does not write the
+    /// schema (logged once).
+    fn specific_writer() -> Option<&'static SpecificWriter<Self>> {
+        None
+    }
 }
 
 /// Implements [`Event`] for a type backed by an `.avsc` text.
@@ -48,7 +54,22 @@ macro_rules! avro_event {
     (specific $ty:ty, $name:expr, $topic:expr, $text:expr, |$e:ident| $key:expr) => {
         $crate::avro_event!(@impl $ty, $name, $topic, $text, |$e| $key,
             const SPECIFIC: ::std::option::Option<$crate::binary::Coder<Self>> =
-                ::std::option::Option::Some($crate::binary::Coder::of()););
+                ::std::option::Option::Some($crate::binary::Coder::of());
+            fn specific_writer(
+            ) -> ::std::option::Option<&'static $crate::binary::SpecificWriter<Self>> {
+                static WRITER: ::std::sync::OnceLock<
+                    ::std::option::Option<$crate::binary::SpecificWriter<$ty>>,
+                > = ::std::sync::OnceLock::new();
+                WRITER
+                    .get_or_init(|| {
+                        $crate::binary::SpecificWriter::checked(
+                            $crate::binary::Coder::of(),
+                            <$ty as $crate::Event>::schema(),
+                            <$ty as $crate::Event>::TYPE,
+                        )
+                    })
+                    .as_ref()
+            });
     };
     ($ty:ty, $name:expr, $topic:expr, $text:expr, |$e:ident| $key:expr) => {
         $crate::avro_event!(@impl $ty, $name, $topic, $text, |$e| $key,);

@@ -148,3 +148,27 @@ fn a_string_that_is_not_utf8_is_malformed() {
         Err(BinaryError::Malformed(m)) if m.contains("UTF-8")
     ));
 }
+
+/// An event whose fields are declared out of its schema's order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct SwappedEvent {
+    note: String,
+    order_id: String,
+}
+choreo_schemas::specific_record!(SwappedEvent {
+    note: String,
+    order_id: String
+});
+choreo_schemas::avro_event!(specific SwappedEvent, "test.SwappedEvent", "test",
+    r#"{"type": "record", "name": "SwappedEvent", "namespace": "test", "fields": [
+        {"name": "order_id", "type": "string"}, {"name": "note", "type": "string"}]}"#,
+    |e| &e.order_id);
+
+#[test]
+fn publishing_writes_with_the_specific_coder_only_when_it_writes_the_types_schema() {
+    assert!(OrderPlaced::specific_writer().is_some());
+    assert!(
+        SwappedEvent::specific_writer().is_none(),
+        "fields out of the schema's order are left to the general codec"
+    );
+}

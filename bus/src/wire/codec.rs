@@ -101,10 +101,19 @@ impl Codec {
     /// Encodes `event` framed with schema id `id`, which must be the registry's id of
     /// `T::schema()` (what [`Codec::encode`] does once it knows the id).
     pub fn encode_with_id<T: Event>(&self, id: u32, event: &T) -> Result<Vec<u8>, EncodeError> {
+        let framed = |capacity: usize| {
+            let mut out = Vec::with_capacity(5 + capacity);
+            out.push(super::framing::MAGIC_BYTE);
+            out.extend_from_slice(&id.to_be_bytes());
+            out
+        };
+        if let Some(writer) = T::specific_writer() {
+            let mut out = framed(writer.capacity_hint());
+            writer.write(event, &mut out);
+            return Ok(out);
+        }
         let encoder = self.plans.encoder::<T>(T::schema())?;
-        let mut out = Vec::with_capacity(5 + encoder.capacity_hint());
-        out.push(super::framing::MAGIC_BYTE);
-        out.extend_from_slice(&id.to_be_bytes());
+        let mut out = framed(encoder.capacity_hint());
         encoder.encode_into(event, &mut out)?;
         Ok(out)
     }

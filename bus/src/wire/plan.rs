@@ -2,14 +2,14 @@
 //! writer schema resolved against the reader's (typed: the Rust type's schema; JSON: the
 //! catalog's latest schema of the record's type); for each Rust type, its compiled [`Encoder`].
 //! A Rust type with a specific coder (`Event::SPECIFIC`, code made for the type) has that used
-//! instead for every writer schema the coder plans, and to encode when it writes the type's own
-//! schema; the compiled codec takes the rest.
+//! instead for every writer schema the coder plans (and to encode, through the type's own
+//! `Event::specific_writer`, with no lookup here); the compiled codec takes the rest.
 //! The work that does not depend on the record is done the first time a pair is met, and every
 //! later record pays only for its bytes.
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
@@ -33,8 +33,8 @@ pub(crate) struct Plans {
     /// Per (writer schema id, Rust type): how its records are read. (Looked up for every
     /// record: hashed with Fx, not SipHash, as the keys are not chosen by senders.)
     decoders: DashMap<(u32, TypeId), Arc<TypedDecoder>, FxBuildHasher>,
-    /// Per Rust type: how it is written.
-    encoders: DashMap<TypeId, Arc<TypedEncoder>, FxBuildHasher>,
+    /// Per Rust type without a specific writer: its compiled encoder.
+    encoders: DashMap<TypeId, Arc<Encoder>, FxBuildHasher>,
     /// Per writer schema id: its compiled decoder into the catalog's latest schema of its type,
     /// for JSON.
     readers: DashMap<u32, Arc<Decoder>>,
@@ -86,45 +86,6 @@ impl TypedDecoder {
     #[cfg(test)]
     pub(crate) fn is_specific(&self) -> bool {
         matches!(self, TypedDecoder::Specific(_))
-    }
-}
-
-/// How one Rust type is written: its compiled encoder, and whether its specific coder writes
-/// its schema (then used instead).
-#[derive(Debug)]
-pub(crate) struct TypedEncoder {
-    compiled: Encoder,
-    specific: bool,
-    /// The longest body the specific coder wrote so far (at least 64).
-    longest: AtomicUsize,
-}
-
-impl TypedEncoder {
-    /// Appends `value`'s Avro body to `out`.
-    #[inline]
-    pub(crate) fn encode_into<T: Event>(
-        &self,
-        value: &T,
-        out: &mut Vec<u8>,
-    ) -> Result<(), EncodeError> {
-        match T::SPECIFIC {
-            Some(coder) if self.specific => {
-                let start = out.len();
-                (coder.write)(value, out);
-                self.longest.fetch_max(out.len() - start, Ordering::Relaxed);
-                Ok(())
-            }
-            _ => self.compiled.encode_into(value, out),
-        }
-    }
-
-    /// The longest body written so far: a good capacity for the next one's output.
-    pub(crate) fn capacity_hint(&self) -> usize {
-        if self.specific {
-            self.longest.load(Ordering::Relaxed)
-        } else {
-            self.compiled.capacity_hint()
-        }
     }
 }
 
@@ -202,27 +163,10 @@ impl Plans {
         )
     }
 
-    /// How `T`, whose schema is `schema`, is written: planned on first use.
-    pub(crate) fn encoder<T: Event>(
-        &self,
-        schema: &Schema,
-    ) -> Result<Arc<TypedEncoder>, EncodeError> {
-        kept(&self.encoders, TypeId::of::<T>(), || {
-            let specific = match T::SPECIFIC.map(|coder| coder.writes(schema)) {
-                Some(Ok(())) => true,
-                Some(Err(why)) => {
-                    tracing::warn!(event_type = T::TYPE, %why,
-                        "the type's specific coder does not write its schema; the compiled codec does");
-                    false
-                }
-                None => false,
-            };
-            Encoder::new(schema).map(|compiled| TypedEncoder {
-                compiled,
-                specific,
-                longest: AtomicUsize::new(64),
-            })
-        })
+    /// The compiled encoder of `T`, whose schema is `schema`, compiled on first use (for a type
+    /// without a specific writer, see `Event::specific_writer`).
+    pub(crate) fn encoder<T: Event>(&self, schema: &Schema) -> Result<Arc<Encoder>, EncodeError> {
+        kept(&self.encoders, TypeId::of::<T>(), || Encoder::new(schema))
     }
 
     /// The compiled encoder of JSON data of `event_type` at catalog `version` (whose schema is
@@ -370,12 +314,9 @@ mod tests {
     #[test]
     fn the_specific_coder_reads_the_pairs_it_plans_and_the_compiled_codec_the_rest() {
         let plans = Plans::default();
-        let encoder = plans
-            .encoder::<OrderPlaced>(OrderPlaced::schema())
-            .expect("planned");
-        assert!(encoder.specific, "OrderPlaced's coder writes its schema");
+        let writer = OrderPlaced::specific_writer().expect("OrderPlaced's coder writes its schema");
         let mut body = Vec::new();
-        encoder.encode_into(&order(), &mut body).expect("encodes");
+        writer.write(&order(), &mut body);
         assert_eq!(
             body,
             Encoder::new(OrderPlaced::schema())
@@ -421,5 +362,46 @@ mod tests {
         // one.
         let (again, _) = both_ways(&plans, 2, OrderPlacedV1::schema(), &v1_body);
         assert_eq!(again, from_v1);
+    }
+
+    /// An event whose fields are declared out of its schema's order.
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct SwappedEvent {
+        note: String,
+        order_id: String,
+    }
+    choreo_schemas::specific_record!(SwappedEvent {
+        note: String,
+        order_id: String
+    });
+    choreo_schemas::avro_event!(specific SwappedEvent, "test.SwappedEvent", "test",
+        r#"{"type": "record", "name": "SwappedEvent", "namespace": "test", "fields": [
+            {"name": "order_id", "type": "string"}, {"name": "note", "type": "string"}]}"#,
+        |e| &e.order_id);
+
+    #[test]
+    fn a_type_whose_specific_coder_does_not_fit_its_schema_is_written_and_read_by_the_compiled_codec()
+     {
+        let codec = crate::wire::codec::Codec::new(Arc::new(choreo_schemas::MemoryRegistry::new()));
+        let event = SwappedEvent {
+            note: "n".into(),
+            order_id: "o".into(),
+        };
+        let value = codec.encode_with_id(7, &event).expect("encodes");
+        let compiled = Encoder::new(SwappedEvent::schema())
+            .expect("compiled")
+            .encode(&event)
+            .expect("encodes");
+        assert_eq!(
+            &value[5..],
+            &compiled[..],
+            "the schema's order: order_id, then note"
+        );
+        let plans = Plans::default();
+        let decoder = plans
+            .decoder::<SwappedEvent>(7, SwappedEvent::schema(), SwappedEvent::schema())
+            .expect("planned");
+        assert!(!decoder.is_specific());
+        assert_eq!(decoder.decode::<SwappedEvent>(&value[5..]), Ok(event));
     }
 }

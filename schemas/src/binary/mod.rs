@@ -7,7 +7,7 @@ pub mod names;
 pub mod specific;
 
 pub use input::{Input, MAX_AVRO_ALLOCATION, MAX_DEPTH, malformed};
-pub use specific::{Coder, Plan, Specific};
+pub use specific::{Coder, Plan, Specific, SpecificWriter};
 
 /// Why an Avro body could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

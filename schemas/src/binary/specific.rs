@@ -21,6 +21,7 @@
 //! never a panic, and nothing is allocated by a length before it is checked.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use apache_avro::Schema;
 use serde::de::DeserializeOwned;
@@ -455,6 +456,49 @@ impl<T> Coder<T> {
             )));
         }
         Ok(value)
+    }
+}
+
+/// A type's specific coder checked to write the type's own schema, kept once per type (see
+/// [`Event::specific_writer`](crate::Event::specific_writer)): what publishing uses with no
+/// lookup at all.
+#[derive(Debug)]
+pub struct SpecificWriter<T> {
+    coder: Coder<T>,
+    /// The longest body written so far (at least 64): the next output's capacity.
+    longest: AtomicUsize,
+}
+
+impl<T> SpecificWriter<T> {
+    /// `coder`, when it writes `schema` (the type's fields are the schema's in name, order and
+    /// type); `None`, with a warning naming `event_type` and why, when it does not (the general
+    /// codec then writes the type).
+    pub fn checked(coder: Coder<T>, schema: &Schema, event_type: &str) -> Option<Self> {
+        match coder.writes(schema) {
+            Ok(()) => Some(SpecificWriter {
+                coder,
+                longest: AtomicUsize::new(64),
+            }),
+            Err(why) => {
+                tracing::warn!(event_type, %why,
+                    "the type's specific coder does not write its schema; the general codec does");
+                None
+            }
+        }
+    }
+
+    /// Appends `value`'s Avro body to `out`.
+    #[inline]
+    pub fn write(&self, value: &T, out: &mut Vec<u8>) {
+        let start = out.len();
+        (self.coder.write)(value, out);
+        self.longest.fetch_max(out.len() - start, Ordering::Relaxed);
+    }
+
+    /// The longest body written so far (at least 64): a good capacity for the next one.
+    #[inline]
+    pub fn capacity_hint(&self) -> usize {
+        self.longest.load(Ordering::Relaxed)
     }
 }
 
