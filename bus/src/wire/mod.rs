@@ -3,9 +3,12 @@
 //! - [`framing`]: the Confluent framing of a value (magic byte, schema id, Avro body), without
 //!   I/O.
 //! - [`codec`]: Avro bodies against the schema registry, typed and JSON entry points, one cache.
+//!   A type with a specific coder (`choreo_schemas::binary::specific`, code made for the type)
+//!   is written and read by it; every other pair by the compiled codec.
 //! - [`compiled`]: the compiled Avro codec, straight between Avro binary and serde (encoders per
 //!   schema, decoders per writer and reader schema).
-//! - `plan`: the codec's cache of compiled encoders and decoders, and of its JSON readers.
+//! - `plan`: the codec's cache: typed decoders (specific plans or compiled) per writer schema
+//!   id and type, compiled encoders, JSON readers.
 //! - [`envelope`]: the CloudEvents Kafka binary headers, correlation and causation ids.
 //! - [`headers`]: a consumed record's headers, read without panicking on a name that is not
 //!   UTF-8.
