@@ -387,6 +387,12 @@ mod tests {
             note: "n".into(),
             order_id: "o".into(),
         };
+        // Publishing writes with a type's specific coder only when it writes the type's schema.
+        assert!(OrderPlaced::specific_writer().is_some());
+        assert!(
+            SwappedEvent::specific_writer().is_none(),
+            "fields out of the schema's order are left to the general codec"
+        );
         let value = codec.encode_with_id(7, &event).expect("encodes");
         let compiled = Encoder::new(SwappedEvent::schema())
             .expect("compiled")

@@ -217,4 +217,26 @@ impl<'de> Input<'de> {
             ))),
         }
     }
+
+    /// Reads an array's (or, `map`, a map's) blocks to their end, calling `item` for each item
+    /// (after reading a map entry's key, checked as a string): what passing over one takes.
+    pub fn each_item<E: From<BinaryError>>(
+        &mut self,
+        map: bool,
+        mut item: impl FnMut(&mut Self) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut total = 0;
+        loop {
+            let n = self.block(&mut total)?;
+            if n == 0 {
+                return Ok(());
+            }
+            for _ in 0..n {
+                if map {
+                    self.str()?;
+                }
+                item(self)?;
+            }
+        }
+    }
 }

@@ -156,19 +156,7 @@ impl Skip {
                     .map_err(|_| malformed("enum index out of range"))?;
             }
             Skip::Array(item) | Skip::Map(item) => {
-                let mut total = 0;
-                loop {
-                    let n = input.block(&mut total)?;
-                    if n == 0 {
-                        break;
-                    }
-                    for _ in 0..n {
-                        if matches!(self, Skip::Map(_)) {
-                            input.str()?;
-                        }
-                        item.skip(input)?;
-                    }
-                }
+                input.each_item(matches!(self, Skip::Map(_)), |input| item.skip(input))?;
             }
             Skip::Union(branches) => {
                 let i = input.branch(branches.len())?;

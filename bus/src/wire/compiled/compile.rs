@@ -13,12 +13,13 @@ use apache_avro::Schema;
 use apache_avro::schema::RecordSchema;
 
 use super::defaults::{Dv, from_json};
-use super::out::{EncodeError, bytes, count, err, long};
+use super::out::{EncodeError, err};
 use super::plan::{
     FieldWrite, Num, Read, ReadPlan, RecordRead, RecordWrite, Skip, StaticKey, Step, UnionWrite,
     Write, WritePlan, describe as describe_write,
 };
 use choreo_schemas::binary::names::{Base, Names, aliased, describe, describe_union, names_match};
+use choreo_schemas::binary::{write_bytes as bytes, write_count as count, write_long as long};
 
 /// Compiles `writer` resolved against `reader` into a decode plan.
 pub(crate) fn read_plan(writer: &Schema, reader: &Schema) -> Result<ReadPlan, String> {

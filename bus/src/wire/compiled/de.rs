@@ -567,20 +567,7 @@ fn skip_in(plan: &ReadPlan, s: &Skip, input: &mut Input<'_>) -> Result<(), Decod
                 .map_err(|_| malformed("enum index out of range"))?;
         }
         Skip::Array(item) | Skip::Map(item) => {
-            let is_map = matches!(s, Skip::Map(_));
-            let mut total = 0;
-            loop {
-                let n = input.block(&mut total)?;
-                if n == 0 {
-                    break;
-                }
-                for _ in 0..n {
-                    if is_map {
-                        input.str()?;
-                    }
-                    skip(plan, item, input)?;
-                }
-            }
+            input.each_item(matches!(s, Skip::Map(_)), |input| skip(plan, item, input))?;
         }
         Skip::Union(branches) => {
             let i = input.branch(branches.len())?;
@@ -618,20 +605,9 @@ fn skip_read_in(plan: &ReadPlan, node: &Read, input: &mut Input<'_>) -> Result<(
             symbol(input, symbols)?;
         }
         Read::Array(item) | Read::Map(item) => {
-            let is_map = matches!(node, Read::Map(_));
-            let mut total = 0;
-            loop {
-                let n = input.block(&mut total)?;
-                if n == 0 {
-                    break;
-                }
-                for _ in 0..n {
-                    if is_map {
-                        input.str()?;
-                    }
-                    skip_read(plan, item, input)?;
-                }
-            }
+            input.each_item(matches!(node, Read::Map(_)), |input| {
+                skip_read(plan, item, input)
+            })?;
         }
         Read::Record(i) => {
             let record = &plan.records[*i];

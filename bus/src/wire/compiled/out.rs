@@ -1,5 +1,5 @@
-//! The encoder's output: zig-zag varints, length-prefixed bytes (`choreo_schemas::binary`'s
-//! writes), and its error.
+//! The encoder's error (its output's varints and lengths are `choreo_schemas::binary`'s
+//! writes).
 
 use serde::ser;
 
@@ -24,7 +24,3 @@ impl ser::Error for EncodeError {
 pub(crate) fn err<T>(msg: impl Into<String>) -> Result<T, EncodeError> {
     Err(EncodeError(msg.into()))
 }
-
-pub(crate) use choreo_schemas::binary::{
-    write_bytes as bytes, write_count as count, write_long as long,
-};

@@ -12,8 +12,9 @@
 use serde::ser::{self, Serialize};
 
 use super::key::Key;
-use super::out::{EncodeError, bytes, count, err, long};
+use super::out::{EncodeError, err};
 use super::plan::{FieldWrite, RecordWrite, UnionWrite, Write, WritePlan, describe};
+use choreo_schemas::binary::{write_bytes as bytes, write_count as count, write_long as long};
 
 /// The kinds of serde call a union branch is chosen by.
 #[derive(Clone, Copy, Debug)]
