@@ -80,7 +80,7 @@ pub struct Reason {
 }
 
 /// The headers of a dead letter: the source record's own, then the `choreo_dlq_*` ones.
-pub fn headers_for(msg: &OwnedMessage, reason: &Reason, group: &str) -> OwnedHeaders {
+pub fn headers_for<M: Message>(msg: &M, reason: &Reason, group: &str) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
     if let Some(h) = msg.headers() {
         for x in h.readable() {
@@ -118,8 +118,8 @@ pub fn headers_for(msg: &OwnedMessage, reason: &Reason, group: &str) -> OwnedHea
 
 /// The headers of a dead letter for a record too large to be dead-lettered whole: only the
 /// `choreo_dlq_*` ones, and [`header::PAYLOAD_OMITTED`] (the dead letter then has no value).
-pub fn headers_for_oversize(
-    msg: &OwnedMessage,
+pub fn headers_for_oversize<M: Message>(
+    msg: &M,
     reason: &Reason,
     group: &str,
     bytes: usize,

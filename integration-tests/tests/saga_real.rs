@@ -236,6 +236,58 @@ async fn two_replicas_both_decide_and_both_answer_for_every_saga() {
     services.shutdown().await.expect("services stop");
 }
 
+/// An aborted commit loses nothing and repeats nothing, although the next batch was staged on
+/// the aborted batch's states (a batch commits while the next is staged): the replica restores
+/// its partitions from the changelog and reads their inputs again from the committed offsets.
+/// Three transactions are aborted where they would commit, as a broker refusing the commit
+/// makes them, while 60 orders run; a read_committed consumer then finds every saga's effects
+/// exactly once. Kept in memory instead, the aborted batch's states take its replayed inputs
+/// for seen ones: their commands are never sent, and the sagas run into their deadlines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_aborted_commit_is_restored_from_the_changelog_and_loses_no_input() {
+    use std::sync::atomic::Ordering;
+    let world = real().await;
+    let env = env_for(&world, Guarantee::ExactlyOnce);
+    let catalog = Catalog::reference();
+    let def = choreo_saga::Definition::from_toml(
+        "order-aborted-commits.toml",
+        &saga_scenarios::fast_order_saga_toml(10),
+        &catalog,
+    )
+    .expect("definition");
+    let opts = env.options(def, "aborted-commits-0").expect("options");
+    let aborts = std::sync::Arc::clone(&opts.faults.abort_commits);
+    let coordinator = choreo_coordinator::start(opts).await.expect("starts");
+    let ready = coordinator.readiness();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "coordinator ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bus = world.bus().expect("bus");
+    let services = start_services(&bus).expect("services");
+    let collector = Collector::start(&world.broker.bootstrap).expect("collector");
+    aborts.store(3, Ordering::Release);
+    let orders = plan(60);
+    drive(bus.clone(), orders.clone(), 100)
+        .await
+        .expect("published");
+    let ids: Vec<String> = orders.iter().map(|(o, _)| o.clone()).collect();
+    collector
+        .wait_terminal(&ids, Duration::from_secs(120))
+        .await
+        .expect("every saga terminal");
+    assert_eq!(
+        aborts.load(Ordering::Acquire),
+        0,
+        "three transactions were aborted"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    check_exact(&collector, &orders).expect("every effect exactly once across the aborts");
+    services.shutdown().await.expect("services stop");
+    coordinator.shutdown().await.expect("stops");
+}
+
 /// A deadline that comes due while the only replica is down fires after the restart, once.
 /// Apache Kafka stores the offsets committed in the transaction, so the restarted replica does
 /// not read the saga's inputs again: the deadline can only come from the changelog it restores.

@@ -38,7 +38,7 @@ pub mod topics;
 pub mod view;
 
 pub use coordinator::{
-    CommandPublisher, CoordinatorHandle, CoordinatorOptions, Guarantee, MAX_STATE_BYTES, QuietEof,
-    start,
+    CommandPublisher, CoordinatorHandle, CoordinatorOptions, Faults, Guarantee, MAX_STATE_BYTES,
+    QuietEof, start,
 };
 pub use error::CoordinatorError;

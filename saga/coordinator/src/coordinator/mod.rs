@@ -142,6 +142,28 @@ pub struct CoordinatorOptions {
     /// The process's shutdown signal: the coordinator stops on it (as on
     /// [`CoordinatorHandle::shutdown`]) through a child token; a fresh token by default.
     pub shutdown: CancellationToken,
+    /// Faults a test injects into the running coordinator; none by default.
+    #[doc(hidden)]
+    pub faults: Faults,
+}
+
+/// Faults a test injects into a running coordinator, to watch it recover (none by default).
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// The next this many transactions are aborted where they would commit, as a broker
+    /// answering the commit with an abortable error makes them.
+    pub abort_commits: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Faults {
+    /// Whether to abort this commit (one fewer to abort after it).
+    pub(crate) fn abort_commit(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.abort_commits
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
 /// `<group>.<suffix>`, with every character a topic name may not hold (`[A-Za-z0-9._-]` only)
@@ -241,6 +263,7 @@ impl CoordinatorOptions {
             transaction_timeout: defaults::TRANSACTION_TIMEOUT,
             drain_timeout: defaults::DRAIN_TIMEOUT,
             shutdown: CancellationToken::new(),
+            faults: Faults::default(),
         }
     }
 
@@ -724,7 +747,7 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         partitions: changelog_partitions,
         codec,
         opts: Arc::clone(&opts),
-        consumer,
+        consumer: Arc::new(consumer),
         producer,
         owned: HashMap::new(),
         view: Arc::clone(&view),
@@ -740,6 +763,7 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         pending_sagas: 0,
         denied: None,
         unknown_ids: BTreeSet::new(),
+        in_flight: None,
     };
     let task = tokio::spawn(runtime.run(cancel.clone()));
     Ok(CoordinatorHandle {

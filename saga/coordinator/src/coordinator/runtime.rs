@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::stage::Record;
 use choreo_bus::wire::codec::Codec;
 use choreo_saga::{Millis, SagaState, StateDecodeError};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, Producer, PurgeConfig};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,7 @@ use super::CoordinatorOptions;
 use super::Guarantee;
 use super::changelog::ChangelogReader;
 use super::stored::Stored;
+use super::transaction::InFlight;
 use crate::error::CoordinatorError;
 use crate::index::{DeadlineIndex, Due};
 use crate::telemetry as m;
@@ -83,11 +84,35 @@ pub(crate) fn now_millis() -> Millis {
 pub(crate) enum BatchError {
     /// Aborted (or never begun): rewind and try again.
     Retry(String),
+    /// A batch aborted after its states were applied to memory (its commit ran while the next
+    /// batch was staged): restore the owned partitions from the changelog and read their
+    /// inputs again from the committed offsets.
+    Resync(String),
     /// The transactional producer cannot go on (fenced, or a fatal error): recreate it and
     /// restore the owned partitions from what is committed.
     Recover(String),
     /// Stop the coordinator.
     Fatal(CoordinatorError),
+}
+
+impl BatchError {
+    /// How much of the replica the failure takes down: a stop over a new producer over a
+    /// restore over a rewind.
+    fn gravity(&self) -> u8 {
+        match self {
+            Self::Retry(_) => 0,
+            Self::Resync(_) => 1,
+            Self::Recover(_) => 2,
+            Self::Fatal(_) => 3,
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            Self::Retry(why) | Self::Resync(why) | Self::Recover(why) => why.clone(),
+            Self::Fatal(e) => e.to_string(),
+        }
+    }
 }
 
 /// Consecutive failed batches after which `/readyz` says the replica is not ready.
@@ -111,7 +136,8 @@ pub(crate) struct Runtime {
     pub(crate) rekey_topic: String,
     /// The partition count of the saga topics (co-partitioned, the changelog's).
     pub(crate) partitions: i32,
-    pub(crate) consumer: StreamConsumer<RebalanceContext>,
+    /// Shared with the loop, whose batches borrow their records from it.
+    pub(crate) consumer: Arc<StreamConsumer<RebalanceContext>>,
     pub(crate) producer: FutureProducer,
     pub(crate) codec: Codec,
     /// The states of the sagas of each owned partition, as their changelog values.
@@ -140,6 +166,9 @@ pub(crate) struct Runtime {
     /// Writer schema ids the registry did not know when the current batch was looked up
     /// (before its transaction began): its records with them are dead-lettered as unknown.
     pub(crate) unknown_ids: BTreeSet<u32>,
+    /// The batch committing in the background (exactly-once), settled before the next one
+    /// begins its transaction, before a rebalance or a recovery is handled, and at shutdown.
+    pub(crate) in_flight: Option<InFlight>,
 }
 
 impl Runtime {
@@ -158,7 +187,16 @@ impl Runtime {
                 break;
             }
             let iteration = Instant::now();
-            let (mut batch, stale) = self.collect(cancel).await;
+            let consumer = Arc::clone(&self.consumer);
+            let (mut batch, stale) = self.collect(&consumer, cancel).await;
+            // A rebalance, a denial or a stop is handled with nothing in flight.
+            if self.in_flight.is_some()
+                && (self.rebalanced() || self.denied.is_some() || cancel.is_cancelled())
+                && let Err(e) = self.settle().await
+            {
+                self.failed(e, &[], &mut failures).await?;
+                continue;
+            }
             if let Some(e) = self.denied.take() {
                 tracing::error!(error = %e, "coordinator stopping");
                 return Err(e);
@@ -191,6 +229,10 @@ impl Runtime {
             self.pending_restore.extend(assigned);
             if !self.pending_restore.is_empty() {
                 self.ready.store(false, Ordering::Release);
+                if let Err(e) = self.settle().await {
+                    self.failed(e, &[], &mut failures).await?;
+                    continue;
+                }
                 let partitions = std::mem::take(&mut self.pending_restore);
                 if let Err(e) = self.restore(&partitions).await {
                     tracing::error!(error = %e, "restore failed");
@@ -204,6 +246,10 @@ impl Runtime {
             let now = now_millis();
             let due = self.index.due(now, self.opts.batch_max_records);
             if batch.is_empty() && due.is_empty() {
+                // Idle: the batch in flight is settled (its metrics and offsets taken).
+                if let Err(e) = self.settle().await {
+                    self.failed(e, &[], &mut failures).await?;
+                }
                 self.update_gauges();
                 continue;
             }
@@ -220,34 +266,82 @@ impl Runtime {
                     failures = 0;
                     self.healthy.store(true, Ordering::Release);
                 }
-                Err(BatchError::Fatal(e)) => {
-                    tracing::error!(error = %e, "coordinator stopping");
-                    return Err(e);
-                }
-                Err(BatchError::Recover(why)) => {
-                    metrics::counter!(m::TRANSACTION_ABORTS).increment(1);
-                    if let Err(e) = self.recover(&why).await {
-                        tracing::error!(error = %e, "recovery failed; coordinator stopping");
-                        return Err(e);
-                    }
-                }
-                Err(BatchError::Retry(why)) => {
-                    self.replace_producer_if_fatal()?;
-                    failures += 1;
-                    if failures >= UNHEALTHY_AFTER {
-                        self.healthy.store(false, Ordering::Release);
-                    }
-                    metrics::counter!(m::TRANSACTION_ABORTS).increment(1);
-                    tracing::warn!(reason = %why, failures, "batch aborted; rewinding and retrying");
-                    self.rewind(&batch)?;
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50))))
-                        .await;
-                }
+                Err(e) => self.failed(e, &batch, &mut failures).await?,
             }
             self.update_gauges();
         }
+        // Stopping: the batch in flight commits (or aborts) before the replica leaves.
+        if let Err(e) = self.settle().await {
+            tracing::warn!(reason = %e.reason(), "the last batch did not commit; its inputs will be read again");
+        }
         tracing::info!("coordinator stopped");
         Ok(())
+    }
+
+    /// Handles a failed batch (`batch`: its records, for a rewind): the batch in flight is
+    /// settled first, and the graver of the two failures is handled. An error stops the
+    /// replica.
+    async fn failed(
+        &mut self,
+        error: BatchError,
+        batch: &[Record<'_>],
+        failures: &mut u32,
+    ) -> Result<(), CoordinatorError> {
+        let error = match self.settle().await {
+            Ok(()) => error,
+            Err(earlier) if earlier.gravity() >= error.gravity() => earlier,
+            Err(_) => error,
+        };
+        match error {
+            BatchError::Fatal(e) => {
+                tracing::error!(error = %e, "coordinator stopping");
+                Err(e)
+            }
+            BatchError::Recover(why) => {
+                metrics::counter!(m::TRANSACTION_ABORTS).increment(1);
+                if let Err(e) = self.recover(&why).await {
+                    tracing::error!(error = %e, "recovery failed; coordinator stopping");
+                    return Err(e);
+                }
+                Ok(())
+            }
+            BatchError::Retry(why) => {
+                self.replace_producer_if_fatal()?;
+                self.count_failure(failures);
+                tracing::warn!(reason = %why, failures = *failures, "batch aborted; rewinding and retrying");
+                self.rewind(batch)?;
+                self.back_off(*failures).await;
+                Ok(())
+            }
+            BatchError::Resync(why) => {
+                self.count_failure(failures);
+                tracing::warn!(reason = %why, failures = *failures, "batch aborted after the next one was staged on it; restoring the owned partitions from the changelog and reading again from the committed offsets");
+                self.forget_owned();
+                self.seek_to_committed()?;
+                self.back_off(*failures).await;
+                Ok(())
+            }
+        }
+    }
+
+    fn count_failure(&self, failures: &mut u32) {
+        *failures += 1;
+        if *failures >= UNHEALTHY_AFTER {
+            self.healthy.store(false, Ordering::Release);
+        }
+        metrics::counter!(m::TRANSACTION_ABORTS).increment(1);
+    }
+
+    async fn back_off(&self, failures: u32) {
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50)))).await;
+    }
+
+    /// Whether a rebalance callback ran since the last [`Self::take_rebalance`].
+    fn rebalanced(&self) -> bool {
+        self.rebalance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .changed
     }
 
     fn generation(&self) -> u64 {
@@ -277,7 +371,11 @@ impl Runtime {
     /// Collects up to `batch_max_records` records: waits for the first until the next deadline
     /// (at most 100 ms), then lingers `batch_linger` for more. A rebalance ends the batch; the
     /// second value counts the records at its front that were received before it.
-    async fn collect(&mut self, cancel: &CancellationToken) -> (Vec<OwnedMessage>, usize) {
+    async fn collect<'c>(
+        &mut self,
+        consumer: &'c StreamConsumer<RebalanceContext>,
+        cancel: &CancellationToken,
+    ) -> (Vec<Record<'c>>, usize) {
         let mut batch = Vec::new();
         let seen = self.generation();
         let now = now_millis();
@@ -289,10 +387,10 @@ impl Runtime {
             });
         let first = tokio::select! {
             () = cancel.cancelled() => return (batch, 0),
-            r = tokio::time::timeout(until_deadline, self.consumer.recv()) => r,
+            r = tokio::time::timeout(until_deadline, consumer.recv()) => r,
         };
         match first {
-            Ok(Ok(m)) => batch.push(m.detach()),
+            Ok(Ok(m)) => batch.push(m),
             Ok(Err(e)) => {
                 self.consumer_error(e);
                 return (batch, 0);
@@ -304,14 +402,14 @@ impl Runtime {
         }
         let linger_until = tokio::time::Instant::now() + self.opts.batch_linger;
         while batch.len() < self.opts.batch_max_records {
-            match tokio::time::timeout_at(linger_until, self.consumer.recv()).await {
+            match tokio::time::timeout_at(linger_until, consumer.recv()).await {
                 Ok(Ok(m)) => {
                     if self.generation() != seen {
                         let stale = batch.len();
-                        batch.push(m.detach());
+                        batch.push(m);
                         return (batch, stale);
                     }
-                    batch.push(m.detach());
+                    batch.push(m);
                 }
                 Ok(Err(e)) => {
                     self.consumer_error(e);
@@ -464,7 +562,7 @@ impl Runtime {
     /// Puts the consumer back at the first record of an aborted batch. A partition that is no
     /// longer ours needs nothing; one that is ours and cannot be rewound stops the replica,
     /// since going on would skip the batch's records.
-    fn rewind(&mut self, batch: &[OwnedMessage]) -> Result<(), CoordinatorError> {
+    fn rewind(&mut self, batch: &[Record<'_>]) -> Result<(), CoordinatorError> {
         let mut first: std::collections::BTreeMap<(String, i32), i64> = Default::default();
         for msg in batch {
             first
@@ -560,13 +658,7 @@ impl Runtime {
             .purge(PurgeConfig::default().queue().inflight());
         // A broker just back may not answer yet: keep trying (the replica is not ready
         // meanwhile) rather than stop; only the session of tries has a bound.
-        let partitions: BTreeSet<i32> = self.owned.keys().copied().collect();
-        for p in &partitions {
-            self.index.forget_partition(*p);
-        }
-        self.owned.clear();
-        self.positions.clear();
-        self.pending_restore.extend(partitions);
+        self.forget_owned();
         let mut attempt = 0u32;
         loop {
             match self.renew().await {
@@ -592,6 +684,23 @@ impl Runtime {
                 .create()
                 .map_err(|e| CoordinatorError::kafka("re-creating the producer", e))?,
         };
+        self.seek_to_committed()
+    }
+
+    /// Forgets the owned sagas and their deadlines: every owned partition is restored from the
+    /// changelog before its next batch.
+    fn forget_owned(&mut self) {
+        let partitions: BTreeSet<i32> = self.owned.keys().copied().collect();
+        for p in &partitions {
+            self.index.forget_partition(*p);
+        }
+        self.owned.clear();
+        self.positions.clear();
+        self.pending_restore.extend(partitions);
+    }
+
+    /// Puts the consumer back at the committed offsets of its assignment.
+    fn seek_to_committed(&mut self) -> Result<(), CoordinatorError> {
         let assignment = self
             .consumer
             .assignment()

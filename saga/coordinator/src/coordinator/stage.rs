@@ -1,7 +1,8 @@
 //! Batch staging: each input of a batch (an event, an operator command, a fired deadline)
 //! through the pure state machine, and the actions it returns turned into records of the
-//! batch's transaction. Nothing here commits, and nothing here changes the runtime's memory:
-//! what a batch changes is collected in [`Staged`] and applied only after the commit.
+//! batch's transaction. Nothing here sends, commits or changes the runtime's memory: the
+//! records and what the batch changes are collected in [`Staged`], sent once the batch's
+//! transaction has begun. So a batch can be staged while the previous one commits.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,8 +16,8 @@ use choreo_saga::{
     Action, EmitKind, Event, Input, Millis, SagaState, Status, apply, apply_command,
 };
 use rdkafka::Message;
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureRecord};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::DeliveryFuture;
 
 use super::runtime::{BatchError, Runtime};
 use crate::command::CommandRecord;
@@ -37,7 +38,11 @@ pub(crate) const REKEY_FOR_HEADER: &str = "choreo_rekey_for";
 /// (its identity when it carries no `ce_id`).
 pub(crate) const REKEYED_FROM_HEADER: &str = "choreo_rekeyed_from";
 
-fn header_text(msg: &OwnedMessage, name: &str) -> Option<String> {
+/// A record of a batch, as the consumer handed it over: read in place, never copied (it holds
+/// its fetch buffer until the batch is done).
+pub(crate) type Record<'c> = BorrowedMessage<'c>;
+
+fn header_text(msg: &Record<'_>, name: &str) -> Option<String> {
     msg.headers()?
         .readable()
         .into_iter()
@@ -47,9 +52,25 @@ fn header_text(msg: &OwnedMessage, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// What one batch changes; applied to memory only after its commit.
+/// A record of the batch's transaction, built while staging and sent once the transaction has
+/// begun.
+pub(crate) struct Outgoing {
+    pub(crate) topic: String,
+    /// `None`: the producer's partitioner places it by key.
+    pub(crate) partition: Option<i32>,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) headers: OwnedHeaders,
+    /// A dead letter's headers without its value, sent instead when the whole dead letter is
+    /// over the record limit.
+    pub(crate) slim: Option<OwnedHeaders>,
+}
+
+/// What one batch changes: its records, sent once its transaction has begun, and its states,
+/// applied to memory once they are sent (see `transaction.rs`).
 #[derive(Default)]
 pub(crate) struct Staged {
+    pub(crate) records: Vec<Outgoing>,
     pub(crate) states: HashMap<String, (i32, SagaState)>,
     /// The changelog values of `states`, as the transaction wrote them.
     pub(crate) encoded: HashMap<String, Vec<u8>>,
@@ -94,7 +115,7 @@ impl Runtime {
 
     pub(crate) async fn stage(
         &mut self,
-        batch: &[OwnedMessage],
+        batch: &[Record<'_>],
         due: &[crate::index::Entry],
         now: Millis,
         staged: &mut Staged,
@@ -206,7 +227,7 @@ impl Runtime {
 
     async fn stage_command(
         &mut self,
-        msg: &OwnedMessage,
+        msg: &Record<'_>,
         now: Millis,
         staged: &mut Staged,
     ) -> Result<(), BatchError> {
@@ -246,7 +267,7 @@ impl Runtime {
 
     async fn stage_event(
         &mut self,
-        msg: &OwnedMessage,
+        msg: &Record<'_>,
         now: Millis,
         staged: &mut Staged,
     ) -> Result<(), BatchError> {
@@ -347,7 +368,7 @@ impl Runtime {
             // partitioner) goes there through the re-keying topic, in this transaction.
             let owner = partition_of(correlation_id.as_bytes(), self.partitions);
             if owner != msg.partition() && !rekeyed {
-                self.forward(msg, &name, &correlation_id, owner, staged)?;
+                self.forward(msg, &name, &correlation_id, owner, staged);
                 continue;
             }
             let saga_id = format!("{name}/{correlation_id}");
@@ -414,12 +435,12 @@ impl Runtime {
     /// by its correlation id, with its value and headers (and where it first arrived).
     fn forward(
         &self,
-        msg: &OwnedMessage,
+        msg: &Record<'_>,
         name: &str,
         correlation_id: &str,
         owner: i32,
         staged: &mut Staged,
-    ) -> Result<(), BatchError> {
+    ) {
         let mut headers = OwnedHeaders::new();
         if let Some(h) = msg.headers() {
             for x in h
@@ -446,15 +467,14 @@ impl Runtime {
         }
         tracing::debug!(saga = %name, correlation_id, from = %from, to_partition = owner, "input forwarded to the partition that owns its saga");
         *staged.inputs.entry("forwarded").or_default() += 1;
-        let sent = self.send(
-            &self.rekey_topic,
-            Some(owner),
-            correlation_id,
-            msg.payload(),
+        staged.records.push(Outgoing {
+            topic: self.rekey_topic.clone(),
+            partition: Some(owner),
+            key: Some(correlation_id.as_bytes().to_vec()),
+            value: msg.payload().map(<[u8]>::to_vec),
             headers,
-        )?;
-        staged.deliveries.push(sent);
-        Ok(())
+            slim: None,
+        });
     }
 
     async fn perform(
@@ -503,8 +523,14 @@ impl Runtime {
                     // With OpenTelemetry the event names the saga's span, else a child id in
                     // the cause's trace.
                     let headers = envelope.to_headers_traced(recorded.or(envelope.traceparent));
-                    let sent = self.send(&e.topic, None, &e.key, Some(&bytes), headers)?;
-                    staged.deliveries.push(sent);
+                    staged.records.push(Outgoing {
+                        topic: e.topic,
+                        partition: None,
+                        key: Some(e.key.into_bytes()),
+                        value: Some(bytes),
+                        headers,
+                        slim: None,
+                    });
                 }
                 Action::SetDeadline(d) => staged.index_sets.push((
                     partition,
@@ -537,7 +563,7 @@ impl Runtime {
     /// larger than [`MAX_STATE_BYTES`] (inputs under [`MEASURE_INPUTS_FROM`] are not measured).
     fn refuse_oversize(
         &self,
-        msg: &OwnedMessage,
+        msg: &Record<'_>,
         state: &SagaState,
         staged: &mut Staged,
     ) -> Option<Result<(), BatchError>> {
@@ -561,7 +587,7 @@ impl Runtime {
     /// Sends a poison input to `<topic>.dlq`, in the same transaction as the batch.
     fn dead_letter(
         &self,
-        msg: &OwnedMessage,
+        msg: &Record<'_>,
         kind: &'static str,
         reason: &str,
         staged: &mut Staged,
@@ -573,61 +599,23 @@ impl Runtime {
             attempts: 1,
         };
         let headers = choreo_bus::dead_letter::headers_for(msg, &why, &self.opts.group_id);
-        let key = msg
-            .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_default();
-        tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), correlation_id = %key, kind, reason, "input dead-lettered");
-        let dlq_topic = format!("{}.dlq", msg.topic());
-        let mut rec = FutureRecord::<[u8], [u8]>::to(&dlq_topic).headers(headers);
-        if let Some(p) = msg.payload() {
-            rec = rec.payload(p);
-        }
-        if let Some(k) = msg.key() {
-            rec = rec.key(k);
-        }
-        let result = match self.producer.send_result(rec) {
-            Ok(f) => {
-                staged.deliveries.push(f);
-                Ok(())
-            }
-            // Too large with the dead-letter headers (an input near the record limit): a dead
-            // letter that says where the input is, without its value — never a batch retried
-            // forever.
-            Err((e, _))
-                if e.rdkafka_error_code()
-                    == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) =>
-            {
-                let size = msg.payload().map_or(0, <[u8]>::len);
-                let headers = choreo_bus::dead_letter::headers_for_oversize(
-                    msg,
-                    &why,
-                    &self.opts.group_id,
-                    size,
-                );
-                let mut slim = FutureRecord::<[u8], [u8]>::to(&dlq_topic).headers(headers);
-                if let Some(k) = msg.key() {
-                    slim = slim.key(k);
-                }
-                tracing::warn!(
-                    topic = msg.topic(),
-                    partition = msg.partition(),
-                    offset = msg.offset(),
-                    bytes = size,
-                    "the input is too large to be dead-lettered whole; its dead letter holds where it is, not its value"
-                );
-                match self.producer.send_result(slim) {
-                    Ok(f) => {
-                        staged.deliveries.push(f);
-                        Ok(())
-                    }
-                    Err((e, _)) => Err(BatchError::Retry(format!("enqueue dead letter: {e}"))),
-                }
-            }
-            Err((e, _)) => Err(BatchError::Retry(format!("enqueue dead letter: {e}"))),
-        };
+        // Too large with the dead-letter headers (an input near the record limit), it is sent
+        // as a dead letter that says where the input is, without its value — never a batch
+        // retried forever.
+        let size = msg.payload().map_or(0, <[u8]>::len);
+        let slim =
+            choreo_bus::dead_letter::headers_for_oversize(msg, &why, &self.opts.group_id, size);
+        tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), correlation_id = %String::from_utf8_lossy(msg.key().unwrap_or_default()), kind, reason, "input dead-lettered");
+        staged.records.push(Outgoing {
+            topic: format!("{}.dlq", msg.topic()),
+            partition: None,
+            key: msg.key().map(<[u8]>::to_vec),
+            value: msg.payload().map(<[u8]>::to_vec),
+            headers,
+            slim: Some(slim),
+        });
         staged.dead_lettered += 1;
-        result
+        Ok(())
     }
 }
 
