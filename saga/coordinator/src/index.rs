@@ -41,7 +41,7 @@ pub struct Entry {
 pub struct DeadlineIndex {
     by_time: BTreeSet<(Millis, i32, Arc<str>, Kept)>,
     /// A saga's entries, sized exactly (a `Vec` would add 8 bytes to every slot of the map).
-    by_saga: HashMap<Arc<str>, Box<[SagaEntry]>>,
+    by_saga: HashMap<Arc<str>, Box<[SagaEntry]>, crate::Ids>,
     /// Step names by number.
     steps: Names,
 }
@@ -52,7 +52,7 @@ pub struct DeadlineIndex {
 #[derive(Debug, Default)]
 pub(crate) struct Names {
     all: Vec<Arc<str>>,
-    numbers: HashMap<Arc<str>, u32>,
+    numbers: HashMap<Arc<str>, u32, crate::Ids>,
 }
 
 impl Names {

@@ -42,3 +42,7 @@ pub use coordinator::{
     QuietEof, start,
 };
 pub use error::CoordinatorError;
+
+/// The hasher of the maps keyed by saga ids: seeded per process (ids come from events), and
+/// several times faster than the standard library's SipHash on such short keys.
+pub(crate) type Ids = foldhash::fast::RandomState;

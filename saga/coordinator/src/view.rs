@@ -307,7 +307,7 @@ impl Viewed {
 #[derive(Debug, Default)]
 struct Handoff {
     /// By saga id (the owner's, which the view keeps too when it takes the value).
-    values: DashMap<Arc<str>, (Arc<[u8]>, Instant)>,
+    values: DashMap<Arc<str>, (Arc<[u8]>, Instant), crate::Ids>,
     /// Upserts since the last sweep of entries the view never matched.
     since_sweep: AtomicUsize,
 }
@@ -367,7 +367,7 @@ struct Feed {
 /// Every saga's latest committed state, by saga id.
 #[derive(Debug)]
 pub struct SagaView {
-    sagas: DashMap<Arc<str>, Arc<Viewed>>,
+    sagas: DashMap<Arc<str>, Arc<Viewed>, crate::Ids>,
     /// Definition names, each kept once for all its sagas (and numbered for the owned store).
     definitions: Mutex<Names>,
     handoff: Handoff,
@@ -381,7 +381,7 @@ pub struct SagaView {
 impl Default for SagaView {
     fn default() -> Self {
         Self {
-            sagas: DashMap::new(),
+            sagas: DashMap::default(),
             handoff: Handoff::default(),
             definitions: Mutex::default(),
             counts: Mutex::default(),

@@ -141,7 +141,7 @@ pub(crate) struct Runtime {
     pub(crate) producer: FutureProducer,
     pub(crate) codec: Codec,
     /// The states of the sagas of each owned partition, as their changelog values.
-    pub(crate) owned: HashMap<i32, HashMap<Arc<str>, Stored>>,
+    pub(crate) owned: HashMap<i32, HashMap<Arc<str>, Stored, crate::Ids>>,
     /// The operator view, which keeps the owned sagas' values with the store (shared bytes).
     pub(crate) view: Arc<SagaView>,
     pub(crate) index: DeadlineIndex,
@@ -504,7 +504,7 @@ impl Runtime {
         .map_err(|e| CoordinatorError::Startup(format!("restore task: {e}")))??;
         for (p, values, took) in restored {
             self.index.forget_partition(p);
-            let mut states = HashMap::with_capacity(values.len());
+            let mut states = HashMap::with_capacity_and_hasher(values.len(), crate::Ids::default());
             for (key, value) in values {
                 let s = match SagaState::decode(&value) {
                     Ok(s) => s,

@@ -71,9 +71,9 @@ pub(crate) struct Outgoing {
 #[derive(Default)]
 pub(crate) struct Staged {
     pub(crate) records: Vec<Outgoing>,
-    pub(crate) states: HashMap<String, (i32, SagaState)>,
+    pub(crate) states: HashMap<String, (i32, SagaState), crate::Ids>,
     /// The changelog values of `states`, as the transaction wrote them.
-    pub(crate) encoded: HashMap<String, Vec<u8>>,
+    pub(crate) encoded: HashMap<String, Vec<u8>, crate::Ids>,
     pub(crate) tombstones: Vec<(i32, String)>,
     pub(crate) index_sets: Vec<(i32, String, Due, Millis)>,
     pub(crate) index_cancels: Vec<(String, Due)>,
@@ -124,7 +124,11 @@ impl Runtime {
             staged
                 .next_offsets
                 .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
-            if choreo_bus::wire::envelope::is_transaction_sweep(msg.headers()) {
+            // A sweep record is a tombstone: only those have their headers read here (most
+            // records' are read once, by the envelope, and only if a saga wants the event).
+            if msg.payload().is_none()
+                && choreo_bus::wire::envelope::is_transaction_sweep(msg.headers())
+            {
                 continue;
             }
             if msg.topic() == self.commands_topic {
