@@ -131,3 +131,70 @@ async fn a_saga_needing_an_operator_nobody_acts_on_is_deleted_after_its_retentio
     services.shutdown().await.expect("services stop");
     coordinator.shutdown().await.expect("stops");
 }
+
+/// A replica whose commits keep failing says so: `/readyz` (the handle's readiness) turns false
+/// after three failed batches in a row, and stays so, although each batch is handed to the
+/// background commit without an error; once commits succeed again it is ready again and a saga
+/// completes. (Had the hand-over counted as a success, the count would restart at every batch
+/// and the replica would look ready, but for a blink at each restore, while nothing commits.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_whose_commits_keep_failing_is_not_ready_until_one_commits() {
+    use choreo_integration_tests::saga_scenarios::{Collector, Path, start_services};
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    let env = env();
+    let catalog = choreo_schemas::Catalog::reference();
+    let opts = env
+        .options(
+            saga_scenarios::fast_order_saga(&catalog).expect("def"),
+            "failing-commits-0",
+        )
+        .expect("options");
+    let aborts = Arc::clone(&opts.faults.abort_commits);
+    let coordinator = choreo_coordinator::start(opts).await.expect("starts");
+    let ready = coordinator.readiness();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(Instant::now() < deadline, "ready at first");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    aborts.store(u32::MAX, Ordering::Release);
+    let bus = env.bus("/tests/driver").expect("bus");
+    let services = start_services(&bus).expect("services");
+    let collector = Collector::start(&env.bootstrap).expect("collector");
+    Path::Happy
+        .drive(&bus, "happy-failing-commits-1")
+        .await
+        .expect("inputs");
+    // Not ready for two seconds straight (a restore alone, after each abort, is a blink).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut down_since: Option<Instant> = None;
+    loop {
+        if ready() {
+            down_since = None;
+        } else if down_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready, for two seconds straight, while every commit fails"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    aborts.store(0, Ordering::Release);
+    collector
+        .wait_terminal(
+            &["happy-failing-commits-1".to_owned()],
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("the saga completes once commits succeed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < deadline, "ready again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    services.shutdown().await.expect("services stop");
+    coordinator.shutdown().await.expect("stops");
+}

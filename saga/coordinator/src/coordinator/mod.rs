@@ -764,6 +764,7 @@ pub async fn start(opts: CoordinatorOptions) -> Result<CoordinatorHandle, Coordi
         denied: None,
         unknown_ids: BTreeSet::new(),
         in_flight: None,
+        failures: 0,
     };
     let task = tokio::spawn(runtime.run(cancel.clone()));
     Ok(CoordinatorHandle {

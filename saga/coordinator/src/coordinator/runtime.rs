@@ -169,6 +169,8 @@ pub(crate) struct Runtime {
     /// The batch committing in the background (exactly-once), settled before the next one
     /// begins its transaction, before a rebalance or a recovery is handled, and at shutdown.
     pub(crate) in_flight: Option<InFlight>,
+    /// Batches failed in a row: three make the replica unhealthy; a commit resets it.
+    pub(crate) failures: u32,
 }
 
 impl Runtime {
@@ -180,7 +182,6 @@ impl Runtime {
     }
 
     async fn run_loop(&mut self, cancel: &CancellationToken) -> Result<(), CoordinatorError> {
-        let mut failures = 0u32;
         let session = self.opts.session_timeout();
         loop {
             if cancel.is_cancelled() {
@@ -194,7 +195,7 @@ impl Runtime {
                 && (self.rebalanced() || self.denied.is_some() || cancel.is_cancelled())
                 && let Err(e) = self.settle().await
             {
-                self.failed(e, &[], &mut failures).await?;
+                self.failed(e, &[]).await?;
                 continue;
             }
             if let Some(e) = self.denied.take() {
@@ -230,7 +231,7 @@ impl Runtime {
             if !self.pending_restore.is_empty() {
                 self.ready.store(false, Ordering::Release);
                 if let Err(e) = self.settle().await {
-                    self.failed(e, &[], &mut failures).await?;
+                    self.failed(e, &[]).await?;
                     continue;
                 }
                 let partitions = std::mem::take(&mut self.pending_restore);
@@ -248,7 +249,7 @@ impl Runtime {
             if batch.is_empty() && due.is_empty() {
                 // Idle: the batch in flight is settled (its metrics and offsets taken).
                 if let Err(e) = self.settle().await {
-                    self.failed(e, &[], &mut failures).await?;
+                    self.failed(e, &[]).await?;
                 }
                 self.update_gauges();
                 continue;
@@ -261,12 +262,10 @@ impl Runtime {
                     "fenced: this batch took longer than the group session timeout (the replica stalled, or the broker was unreachable), so its partitions may have gone to another replica; the batch was aborted and nothing of it is visible; it rejoins the group"
                 );
             }
-            match result {
-                Ok(()) => {
-                    failures = 0;
-                    self.healthy.store(true, Ordering::Release);
-                }
-                Err(e) => self.failed(e, &batch, &mut failures).await?,
+            // A batch that commits makes the replica healthy again (`committed_batch`): under
+            // exactly-once, when it is settled.
+            if let Err(e) = result {
+                self.failed(e, &batch).await?;
             }
             self.update_gauges();
         }
@@ -285,7 +284,6 @@ impl Runtime {
         &mut self,
         error: BatchError,
         batch: &[Record<'_>],
-        failures: &mut u32,
     ) -> Result<(), CoordinatorError> {
         let error = match self.settle().await {
             Ok(()) => error,
@@ -307,33 +305,36 @@ impl Runtime {
             }
             BatchError::Retry(why) => {
                 self.replace_producer_if_fatal()?;
-                self.count_failure(failures);
-                tracing::warn!(reason = %why, failures = *failures, "batch aborted; rewinding and retrying");
+                self.count_failure();
+                tracing::warn!(reason = %why, failures = self.failures, "batch aborted; rewinding and retrying");
                 self.rewind(batch)?;
-                self.back_off(*failures).await;
+                self.back_off().await;
                 Ok(())
             }
             BatchError::Resync(why) => {
-                self.count_failure(failures);
-                tracing::warn!(reason = %why, failures = *failures, "batch aborted after the next one was staged on it; restoring the owned partitions from the changelog and reading again from the committed offsets");
+                self.count_failure();
+                tracing::warn!(reason = %why, failures = self.failures, "batch aborted; restoring the owned partitions from the changelog and reading again from the committed offsets (the next batch was staged on it)");
                 self.forget_owned();
                 self.seek_to_committed()?;
-                self.back_off(*failures).await;
+                self.back_off().await;
                 Ok(())
             }
         }
     }
 
-    fn count_failure(&self, failures: &mut u32) {
-        *failures += 1;
-        if *failures >= UNHEALTHY_AFTER {
+    fn count_failure(&mut self) {
+        self.failures += 1;
+        if self.failures >= UNHEALTHY_AFTER {
             self.healthy.store(false, Ordering::Release);
         }
         metrics::counter!(m::TRANSACTION_ABORTS).increment(1);
     }
 
-    async fn back_off(&self, failures: u32) {
-        tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50)))).await;
+    async fn back_off(&self) {
+        tokio::time::sleep(Duration::from_millis(
+            100 * u64::from(self.failures.min(50)),
+        ))
+        .await;
     }
 
     /// Whether a rebalance callback ran since the last [`Self::take_rebalance`].

@@ -241,6 +241,9 @@ impl Runtime {
         metrics::histogram!(m::BATCH_RECORDS).record(records as f64);
         self.positions.extend(next_offsets);
         tally.record();
+        self.failures = 0;
+        self.healthy
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Looks up the writer schema of every record of the batch before its transaction begins,
