@@ -124,19 +124,35 @@ pub fn headers_for_oversize<M: Message>(
     group: &str,
     bytes: usize,
 ) -> OwnedHeaders {
-    let own = headers_for(msg, reason, group);
+    slimmed(&headers_for(msg, reason, group), bytes)
+}
+
+/// [`headers_for_oversize`] from a dead letter's own headers ([`headers_for`]), which say where
+/// its record is: for a dead letter refused as too large once built.
+pub fn slimmed(dead_letter: &OwnedHeaders, bytes: usize) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
-    for h in own.iter().filter(|h| h.key.starts_with("choreo_dlq_")) {
+    let mut at = [""; 3];
+    for h in dead_letter
+        .iter()
+        .filter(|h| h.key.starts_with("choreo_dlq_"))
+    {
+        let text = h.value.and_then(|v| std::str::from_utf8(v).ok());
+        for (slot, name) in at
+            .iter_mut()
+            .zip([header::TOPIC, header::PARTITION, header::OFFSET])
+        {
+            if h.key == name {
+                *slot = text.unwrap_or_default();
+            }
+        }
         out = out.insert(Header {
             key: h.key,
             value: h.value,
         });
     }
+    let [topic, partition, offset] = at;
     let omitted = format!(
-        "{bytes} bytes: too large to be dead-lettered whole; the record is at {}/{}/{}",
-        msg.topic(),
-        msg.partition(),
-        msg.offset()
+        "{bytes} bytes: too large to be dead-lettered whole; the record is at {topic}/{partition}/{offset}"
     );
     out.insert(Header {
         key: header::PAYLOAD_OMITTED,
@@ -253,6 +269,51 @@ impl DeadLetters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The slim dead letter keeps the `choreo_dlq_*` headers only, and says where the record is
+    /// from the dead letter's own headers.
+    #[test]
+    fn a_slim_dead_letter_says_where_its_record_is() {
+        let msg = OwnedMessage::new(
+            Some(vec![1; 10]),
+            Some(b"k".to_vec()),
+            "orders".into(),
+            rdkafka::Timestamp::CreateTime(1_000),
+            2,
+            41,
+            Some(OwnedHeaders::new().insert(Header {
+                key: "ce_id",
+                value: Some("e-1"),
+            })),
+        );
+        let reason = Reason {
+            kind: "malformed",
+            message: "bad".into(),
+            handler: None,
+            attempts: 1,
+        };
+        let slim = headers_for_oversize(&msg, &reason, "g", 10);
+        let read: Vec<(String, String)> = slim
+            .iter()
+            .map(|h| {
+                let v = String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
+                (h.key.to_owned(), v)
+            })
+            .collect();
+        assert!(
+            read.iter().all(|(k, _)| k.starts_with("choreo_dlq_")),
+            "{read:?}"
+        );
+        assert!(read.contains(&(header::KIND.to_owned(), "malformed".to_owned())));
+        assert_eq!(
+            read.last(),
+            Some(&(
+                header::PAYLOAD_OMITTED.to_owned(),
+                "10 bytes: too large to be dead-lettered whole; the record is at orders/2/41"
+                    .to_owned()
+            ))
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_flood_is_held_to_the_rate() {

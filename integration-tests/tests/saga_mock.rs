@@ -153,12 +153,10 @@ async fn a_replica_whose_commits_keep_failing_is_not_ready_until_one_commits() {
         .expect("options");
     let aborts = Arc::clone(&opts.faults.abort_commits);
     let coordinator = choreo_coordinator::start(opts).await.expect("starts");
+    saga_scenarios::wait_ready(&coordinator, Duration::from_secs(60))
+        .await
+        .expect("ready at first");
     let ready = coordinator.readiness();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready() {
-        assert!(Instant::now() < deadline, "ready at first");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     aborts.store(u32::MAX, Ordering::Release);
     let bus = env.bus("/tests/driver").expect("bus");
     let services = start_services(&bus).expect("services");
@@ -190,11 +188,9 @@ async fn a_replica_whose_commits_keep_failing_is_not_ready_until_one_commits() {
         )
         .await
         .expect("the saga completes once commits succeed");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        assert!(Instant::now() < deadline, "ready again");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    saga_scenarios::wait_ready(&coordinator, Duration::from_secs(30))
+        .await
+        .expect("ready again");
     services.shutdown().await.expect("services stop");
     coordinator.shutdown().await.expect("stops");
 }

@@ -258,12 +258,9 @@ async fn an_aborted_commit_is_restored_from_the_changelog_and_loses_no_input() {
     let opts = env.options(def, "aborted-commits-0").expect("options");
     let aborts = std::sync::Arc::clone(&opts.faults.abort_commits);
     let coordinator = choreo_coordinator::start(opts).await.expect("starts");
-    let ready = coordinator.readiness();
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while !ready() {
-        assert!(std::time::Instant::now() < deadline, "coordinator ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    saga_scenarios::wait_ready(&coordinator, Duration::from_secs(90))
+        .await
+        .expect("coordinator ready");
     let bus = world.bus().expect("bus");
     let services = start_services(&bus).expect("services");
     let collector = Collector::start(&world.broker.bootstrap).expect("collector");

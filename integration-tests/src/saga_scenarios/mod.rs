@@ -25,6 +25,21 @@ pub use checks::{
 pub use collector::{Collector, Emitted};
 pub use paths::{Path, SAGA_TOPICS, inventory_reserved, order, payment_authorized};
 
+/// Waits until an in-process coordinator is ready (its group joined, its partitions restored,
+/// its view caught up), or `patience` is over.
+pub async fn wait_ready(coordinator: &CoordinatorHandle, patience: Duration) -> anyhow::Result<()> {
+    let ready = coordinator.readiness();
+    let deadline = Instant::now() + patience;
+    while !ready() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the coordinator was not ready within {patience:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// The reference order saga with short deadlines: steps 2 s, shipping 4 s, saga 8 s,
 /// acknowledgements 3 s with one re-emission.
 pub fn fast_order_saga(catalog: &Catalog) -> anyhow::Result<Definition> {

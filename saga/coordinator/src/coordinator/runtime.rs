@@ -190,12 +190,11 @@ impl Runtime {
             let iteration = Instant::now();
             let consumer = Arc::clone(&self.consumer);
             let (mut batch, stale) = self.collect(&consumer, cancel).await;
-            // A rebalance, a denial or a stop is handled with nothing in flight.
-            if self.in_flight.is_some()
-                && (self.rebalanced() || self.denied.is_some() || cancel.is_cancelled())
-                && let Err(e) = self.settle().await
+            // A rebalance (and the restore it brings), a denial or a stop is handled with
+            // nothing in flight.
+            if (self.rebalanced() || self.denied.is_some() || cancel.is_cancelled())
+                && !self.settled().await?
             {
-                self.failed(e, &[]).await?;
                 continue;
             }
             if let Some(e) = self.denied.take() {
@@ -230,10 +229,8 @@ impl Runtime {
             self.pending_restore.extend(assigned);
             if !self.pending_restore.is_empty() {
                 self.ready.store(false, Ordering::Release);
-                if let Err(e) = self.settle().await {
-                    self.failed(e, &[]).await?;
-                    continue;
-                }
+                // Nothing is in flight here: a rebalance settled it above, and a failure that
+                // forgets the owned sagas settled it in `failed`.
                 let partitions = std::mem::take(&mut self.pending_restore);
                 if let Err(e) = self.restore(&partitions).await {
                     tracing::error!(error = %e, "restore failed");
@@ -248,9 +245,7 @@ impl Runtime {
             let due = self.index.due(now, self.opts.batch_max_records);
             if batch.is_empty() && due.is_empty() {
                 // Idle: the batch in flight is settled (its metrics and offsets taken).
-                if let Err(e) = self.settle().await {
-                    self.failed(e, &[]).await?;
-                }
+                self.settled().await?;
                 self.update_gauges();
                 continue;
             }
@@ -319,6 +314,15 @@ impl Runtime {
                 self.back_off().await;
                 Ok(())
             }
+        }
+    }
+
+    /// Settles the batch in flight, handling its failure ([`Self::failed`]): whether it
+    /// committed (or nothing was in flight).
+    async fn settled(&mut self) -> Result<bool, CoordinatorError> {
+        match self.settle().await {
+            Ok(()) => Ok(true),
+            Err(e) => self.failed(e, &[]).await.map(|()| false),
         }
     }
 

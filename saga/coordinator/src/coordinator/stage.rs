@@ -61,9 +61,9 @@ pub(crate) struct Outgoing {
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) value: Option<Vec<u8>>,
     pub(crate) headers: OwnedHeaders,
-    /// A dead letter's headers without its value, sent instead when the whole dead letter is
-    /// over the record limit.
-    pub(crate) slim: Option<OwnedHeaders>,
+    /// A dead letter: sent without its value, with headers that say where the input is
+    /// (`dead_letter::slimmed`), when it is over the record limit whole.
+    pub(crate) dead_letter: bool,
 }
 
 /// What one batch changes: its records, sent once its transaction has begun, and its states,
@@ -239,9 +239,13 @@ impl Runtime {
         {
             Some(Ok(r)) => r,
             Some(Err(e)) => {
-                return self.dead_letter(msg, "malformed_command", &e.to_string(), staged);
+                self.dead_letter(msg, "malformed_command", &e.to_string(), staged);
+                return Ok(());
             }
-            None => return self.dead_letter(msg, "malformed_command", "empty value", staged),
+            None => {
+                self.dead_letter(msg, "malformed_command", "empty value", staged);
+                return Ok(());
+            }
         };
         let saga_id = format!("{}/{}", record.definition, record.correlation_id);
         let Some(mut state) = self.current(staged, msg.partition(), &saga_id)? else {
@@ -255,8 +259,8 @@ impl Runtime {
         let _ = trace::join(&span, None);
         // Applied once per command id, however often it is delivered.
         let actions = apply_command(&def, &mut state, &record.id, &record.command, now);
-        if let Some(refused) = self.refuse_oversize(msg, &state, staged) {
-            return refused;
+        if self.refuse_oversize(msg, &state, staged) {
+            return Ok(());
         }
         if let [Action::Rejected { reason }] = actions.as_slice() {
             tracing::info!(saga_id = %saga_id, correlation_id = %record.correlation_id, command_id = %record.id, command = ?record.command, reason = %reason, "operator command refused");
@@ -276,14 +280,20 @@ impl Runtime {
         staged: &mut Staged,
     ) -> Result<(), BatchError> {
         let Some(value) = msg.payload() else {
-            return self.dead_letter(msg, "truncated", "no value", staged);
+            {
+                self.dead_letter(msg, "truncated", "no value", staged);
+                return Ok(());
+            }
         };
         // Asked before the transaction began (see `look_up_writer_schemas`): not again inside it.
         if let Ok((id, _)) = choreo_bus::wire::framing::unframe(value)
             && self.unknown_ids.contains(&id)
         {
             let unknown = DecodeError::UnknownSchemaId(id);
-            return self.dead_letter(msg, unknown.kind(), &unknown.to_string(), staged);
+            {
+                self.dead_letter(msg, unknown.kind(), &unknown.to_string(), staged);
+                return Ok(());
+            }
         }
         let definitions = &self.opts.definitions;
         let inputs = &mut staged.inputs;
@@ -313,7 +323,8 @@ impl Runtime {
             // Another service's event (or one the coordinator emitted).
             Ok(None) => return Ok(()),
             Err(WriterSchemaError::Poison(decode)) => {
-                return self.dead_letter(msg, decode.kind(), &decode.to_string(), staged);
+                self.dead_letter(msg, decode.kind(), &decode.to_string(), staged);
+                return Ok(());
             }
             Err(WriterSchemaError::Unavailable(registry)) => {
                 return Err(BatchError::Retry(format!("schema registry: {registry}")));
@@ -323,14 +334,18 @@ impl Runtime {
             Some(Ok(k)) => Some(k.to_owned()),
             Some(Err(_)) => {
                 let invalid = DecodeError::InvalidKey(msg.key().map_or(0, <[u8]>::len));
-                return self.dead_letter(msg, invalid.kind(), &invalid.to_string(), staged);
+                {
+                    self.dead_letter(msg, invalid.kind(), &invalid.to_string(), staged);
+                    return Ok(());
+                }
             }
             None => None,
         };
         let envelope = match Envelope::read(msg.headers(), key.as_deref()) {
             Ok(e) => e,
             Err(invalid) => {
-                return self.dead_letter(msg, invalid.kind(), &invalid.to_string(), staged);
+                self.dead_letter(msg, invalid.kind(), &invalid.to_string(), staged);
+                return Ok(());
             }
         };
         // A record forwarded through the re-keying topic is for one definition, and keeps the
@@ -360,12 +375,15 @@ impl Runtime {
                 continue;
             };
             let Some(correlation_id) = latest.correlation_id(key.as_deref(), &data) else {
-                return self.dead_letter(
-                    msg,
-                    "missing_key",
-                    "no correlation id: the record has no key and no correlation field",
-                    staged,
-                );
+                {
+                    self.dead_letter(
+                        msg,
+                        "missing_key",
+                        "no correlation id: the record has no key and no correlation field",
+                        staged,
+                    );
+                    return Ok(());
+                }
             };
             // The saga lives on its correlation id's partition: an input that arrived on
             // another (keyed otherwise, correlated by a field, or produced with another
@@ -389,7 +407,8 @@ impl Runtime {
                     if self.pending_sagas >= self.opts.max_pending_sagas
                         && !matches!(latest.role_of(&event_type), Some(choreo_saga::Role::Start))
                     {
-                        return self.dead_letter(
+                        {
+                            self.dead_letter(
                             msg,
                             "no_saga",
                             &format!(
@@ -398,6 +417,8 @@ impl Runtime {
                             ),
                             staged,
                         );
+                            return Ok(());
+                        }
                     }
                     SagaState::new(&latest, correlation_id.clone(), now)
                 }
@@ -418,8 +439,8 @@ impl Runtime {
             span.record("event_type", event_type.as_str());
             let _ = trace::join(&span, envelope.traceparent);
             let actions = apply(&def, &mut state, &input, now);
-            if let Some(refused) = self.refuse_oversize(msg, &state, staged) {
-                return refused;
+            if self.refuse_oversize(msg, &state, staged) {
+                return Ok(());
             }
             self.perform(
                 msg.partition(),
@@ -477,7 +498,7 @@ impl Runtime {
             key: Some(correlation_id.as_bytes().to_vec()),
             value: msg.payload().map(<[u8]>::to_vec),
             headers,
-            slim: None,
+            dead_letter: false,
         });
     }
 
@@ -533,7 +554,7 @@ impl Runtime {
                         key: Some(e.key.into_bytes()),
                         value: Some(bytes),
                         headers,
-                        slim: None,
+                        dead_letter: false,
                     });
                 }
                 Action::SetDeadline(d) => staged.index_sets.push((
@@ -565,37 +586,28 @@ impl Runtime {
 
     /// Dead-letters `msg` instead of staging `state` when a large input would make the state
     /// larger than [`MAX_STATE_BYTES`] (inputs under [`MEASURE_INPUTS_FROM`] are not measured).
-    fn refuse_oversize(
-        &self,
-        msg: &Record<'_>,
-        state: &SagaState,
-        staged: &mut Staged,
-    ) -> Option<Result<(), BatchError>> {
+    fn refuse_oversize(&self, msg: &Record<'_>, state: &SagaState, staged: &mut Staged) -> bool {
         if msg.payload().map_or(0, <[u8]>::len) < MEASURE_INPUTS_FROM {
-            return None;
+            return false;
         }
         let size = state.encode().len();
-        (size > MAX_STATE_BYTES).then(|| {
-            self.dead_letter(
-                msg,
-                "state_too_large",
-                &format!(
-                    "saga {} would grow to {size} bytes, over the {MAX_STATE_BYTES}-byte limit",
-                    state.saga_id
-                ),
-                staged,
-            )
-        })
+        if size <= MAX_STATE_BYTES {
+            return false;
+        }
+        self.dead_letter(
+            msg,
+            "state_too_large",
+            &format!(
+                "saga {} would grow to {size} bytes, over the {MAX_STATE_BYTES}-byte limit",
+                state.saga_id
+            ),
+            staged,
+        );
+        true
     }
 
     /// Sends a poison input to `<topic>.dlq`, in the same transaction as the batch.
-    fn dead_letter(
-        &self,
-        msg: &Record<'_>,
-        kind: &'static str,
-        reason: &str,
-        staged: &mut Staged,
-    ) -> Result<(), BatchError> {
+    fn dead_letter(&self, msg: &Record<'_>, kind: &'static str, reason: &str, staged: &mut Staged) {
         let why = choreo_bus::dead_letter::Reason {
             kind,
             message: reason.to_owned(),
@@ -603,12 +615,6 @@ impl Runtime {
             attempts: 1,
         };
         let headers = choreo_bus::dead_letter::headers_for(msg, &why, &self.opts.group_id);
-        // Too large with the dead-letter headers (an input near the record limit), it is sent
-        // as a dead letter that says where the input is, without its value — never a batch
-        // retried forever.
-        let size = msg.payload().map_or(0, <[u8]>::len);
-        let slim =
-            choreo_bus::dead_letter::headers_for_oversize(msg, &why, &self.opts.group_id, size);
         tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), correlation_id = %String::from_utf8_lossy(msg.key().unwrap_or_default()), kind, reason, "input dead-lettered");
         staged.records.push(Outgoing {
             topic: format!("{}.dlq", msg.topic()),
@@ -616,10 +622,9 @@ impl Runtime {
             key: msg.key().map(<[u8]>::to_vec),
             value: msg.payload().map(<[u8]>::to_vec),
             headers,
-            slim: Some(slim),
+            dead_letter: true,
         });
         staged.dead_lettered += 1;
-        Ok(())
     }
 }
 

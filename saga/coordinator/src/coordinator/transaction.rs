@@ -170,14 +170,22 @@ impl Runtime {
             } else {
                 None
             };
-            let task = tokio::spawn(finish(
+            let (faults, producer, timeout) = (
                 self.opts.faults.clone(),
                 self.producer.clone(),
-                std::mem::take(&mut staged.deliveries),
-                offsets,
-                group,
                 self.opts.kafka_timeout,
-            ));
+            );
+            let deliveries = std::mem::take(&mut staged.deliveries);
+            let task = tokio::task::spawn_blocking(move || {
+                finish(
+                    &faults,
+                    &producer,
+                    deliveries,
+                    &offsets,
+                    group.as_ref(),
+                    timeout,
+                )
+            });
             self.apply_states(staged);
             self.in_flight = Some(InFlight {
                 task,
@@ -187,7 +195,7 @@ impl Runtime {
             });
             return Ok(());
         }
-        Self::acknowledged(&mut staged.deliveries).await?;
+        acknowledged(std::mem::take(&mut staged.deliveries)).await?;
         let started = Instant::now();
         if offsets.count() > 0 {
             let consumer = &self.consumer;
@@ -291,7 +299,7 @@ impl Runtime {
         }
         if self.opts.guarantee != Guarantee::ExactlyOnce {
             // Effects before the state that records them (see the module docs).
-            Self::acknowledged(&mut staged.deliveries).await?;
+            acknowledged(std::mem::take(&mut staged.deliveries)).await?;
         }
         // The saga states, once per saga per batch, to the partition the saga's inputs live on.
         let changelog = self.changelog_topic.clone();
@@ -314,12 +322,6 @@ impl Runtime {
             staged.deliveries.push(sent);
         }
         self.offsets(staged)
-    }
-
-    /// Waits for every delivery in `deliveries` (and empties it); the first failure fails the
-    /// batch.
-    async fn acknowledged(deliveries: &mut Vec<DeliveryFuture>) -> Result<(), BatchError> {
-        acknowledged(std::mem::take(deliveries)).await
     }
 
     /// The batch's consumed offsets, plus the last committed offset of every other owned input
@@ -349,71 +351,48 @@ impl Runtime {
         value: Option<&[u8]>,
         headers: OwnedHeaders,
     ) -> Result<DeliveryFuture, BatchError> {
-        let mut rec = FutureRecord::<str, [u8]>::to(topic)
-            .key(key)
-            .headers(headers);
-        if let Some(v) = value {
-            rec = rec.payload(v);
-        }
-        if let Some(p) = partition {
-            rec = rec.partition(p);
-        }
         self.producer
-            .send_result(rec)
+            .send_result(record(
+                topic,
+                partition,
+                Some(key.as_bytes()),
+                value,
+                headers,
+            ))
             .map_err(|(e, _)| classify(&e, &format!("enqueue to {topic}")))
     }
 
     /// Sends a staged record. A dead letter over the record limit with its value goes without
-    /// it (its slim headers say where the input is): never a batch retried forever.
-    fn send_outgoing(&self, record: Outgoing) -> Result<DeliveryFuture, BatchError> {
-        let Outgoing {
-            topic,
-            partition,
+    /// it, with headers that say where the input is: never a batch retried forever.
+    fn send_outgoing(&self, out: Outgoing) -> Result<DeliveryFuture, BatchError> {
+        let (key, value) = (out.key.as_deref(), out.value.as_deref());
+        let refused = match self.producer.send_result(record(
+            &out.topic,
+            out.partition,
             key,
             value,
-            headers,
-            slim,
-        } = record;
-        fn build<'a>(
-            topic: &'a str,
-            partition: Option<i32>,
-            key: Option<&'a [u8]>,
-            value: Option<&'a [u8]>,
-            headers: OwnedHeaders,
-        ) -> FutureRecord<'a, [u8], [u8]> {
-            let mut rec = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
-            if let Some(v) = value {
-                rec = rec.payload(v);
-            }
-            if let Some(k) = key {
-                rec = rec.key(k);
-            }
-            if let Some(p) = partition {
-                rec = rec.partition(p);
-            }
-            rec
-        }
-        let (key, value) = (key.as_deref(), value.as_deref());
-        match self
-            .producer
-            .send_result(build(&topic, partition, key, value, headers))
-        {
-            Ok(f) => Ok(f),
-            Err((e, _))
-                if slim.is_some()
+            out.headers,
+        )) {
+            Ok(f) => return Ok(f),
+            Err((e, rec)) => (e, rec.headers),
+        };
+        match refused {
+            (e, Some(headers))
+                if out.dead_letter
                     && e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
             {
+                let bytes = value.map_or(0, <[u8]>::len);
                 tracing::warn!(
-                    topic = %topic,
-                    bytes = value.map_or(0, <[u8]>::len),
+                    topic = %out.topic,
+                    bytes,
                     "the input is too large to be dead-lettered whole; its dead letter holds where it is, not its value"
                 );
-                let slim = slim.unwrap_or_default();
+                let slim = choreo_bus::dead_letter::slimmed(&headers, bytes);
                 self.producer
-                    .send_result(build(&topic, partition, key, None, slim))
+                    .send_result(record(&out.topic, out.partition, key, None, slim))
                     .map_err(|(e, _)| BatchError::Retry(format!("enqueue dead letter: {e}")))
             }
-            Err((e, _)) => Err(classify(&e, &format!("enqueue to {topic}"))),
+            (e, _) => Err(classify(&e, &format!("enqueue to {}", out.topic))),
         }
     }
 
@@ -447,41 +426,58 @@ impl Runtime {
 
 /// The rest of an exactly-once batch, in the background: every acknowledgement, the offsets
 /// with the group metadata, the commit. Any failure before the commit aborts. Returns how long
-/// the commit took.
-async fn finish(
-    faults: super::Faults,
-    producer: FutureProducer,
+/// the commit took. The acknowledgements come first: `commit_transaction` would otherwise
+/// flush the records in flight itself, and rdkafka's flush then waits out its whole poll
+/// interval (100 ms), because the delivery reports go to the producer's own thread. Blocks:
+/// it runs on the blocking pool.
+fn finish(
+    faults: &super::Faults,
+    producer: &FutureProducer,
     deliveries: Vec<DeliveryFuture>,
-    offsets: TopicPartitionList,
-    group: Option<ConsumerGroupMetadata>,
+    offsets: &TopicPartitionList,
+    group: Option<&ConsumerGroupMetadata>,
     timeout: Duration,
 ) -> Result<Duration, Failure> {
-    let acked = acknowledged(deliveries).await;
-    tokio::task::spawn_blocking(move || {
-        let sent = acked.map_err(Failure::Batch).and_then(|()| match &group {
-            Some(g) => send_offsets(&producer, &offsets, g, timeout),
+    let sent = futures::executor::block_on(acknowledged(deliveries))
+        .map_err(Failure::Batch)
+        .and_then(|()| match group {
+            Some(g) => send_offsets(producer, offsets, g, timeout),
             None => Ok(()),
         });
-        if let Err(e) = sent {
-            abort(&producer, timeout).map_err(Failure::Batch)?;
-            return Err(e);
-        }
-        if faults.abort_commit() {
-            abort(&producer, timeout).map_err(Failure::Batch)?;
-            return Err(Failure::Batch(BatchError::Retry(
-                "commit_transaction: aborted by an injected fault".into(),
-            )));
-        }
-        let started = Instant::now();
-        commit(&producer, timeout).map_err(Failure::Batch)?;
-        Ok(started.elapsed())
-    })
-    .await
-    .unwrap_or_else(|e| {
-        Err(Failure::Batch(BatchError::Recover(format!(
-            "the commit task ended: {e}"
-        ))))
-    })
+    if let Err(e) = sent {
+        abort(producer, timeout).map_err(Failure::Batch)?;
+        return Err(e);
+    }
+    if faults.abort_commit() {
+        abort(producer, timeout).map_err(Failure::Batch)?;
+        return Err(Failure::Batch(BatchError::Retry(
+            "commit_transaction: aborted by an injected fault".into(),
+        )));
+    }
+    let started = Instant::now();
+    commit(producer, timeout).map_err(Failure::Batch)?;
+    Ok(started.elapsed())
+}
+
+/// A record to `topic` (`partition`: `None`, the partitioner places it by key).
+fn record<'a>(
+    topic: &'a str,
+    partition: Option<i32>,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    headers: OwnedHeaders,
+) -> FutureRecord<'a, [u8], [u8]> {
+    let mut rec = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
+    if let Some(k) = key {
+        rec = rec.key(k);
+    }
+    if let Some(v) = value {
+        rec = rec.payload(v);
+    }
+    if let Some(p) = partition {
+        rec = rec.partition(p);
+    }
+    rec
 }
 
 /// Waits for every delivery; the first failure fails the batch.
