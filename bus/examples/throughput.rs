@@ -27,8 +27,10 @@
 //! (`--max-in-flight`, default 64), with `--events-per-key` events per key (order checked per
 //! key).
 //!
-//! Both sides run with mimalloc, the allocator the `choreo` binary uses (with glibc's, the bus
+//! Both sides run with mimalloc, the allocator the `choreo` binary uses, built as the workspace
+//! builds it, with `override`: librdkafka's `malloc` is mimalloc's too (with glibc's, the bus
 //! side ran about a third slower on the embedded broker, waiting on the allocator's locks).
+//! Both record each receipt the same way (`Receipts`).
 //!
 //! Both publish with the same number of sends in flight (`--window`). The clock runs from the
 //! first send to the last receipt. Publish → receipt latency is measured from a send timestamp
@@ -54,7 +56,6 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Message};
-use tokio::sync::mpsc;
 
 /// The allocator `choreo` runs with, for both sides: glibc's, with librdkafka's threads and the
 /// runtime's allocating at once, waits on its arena locks (BENCHMARKS.md, "Bus").
@@ -204,25 +205,60 @@ fn payment_keyed(i: usize, key: usize, amount_minor: i64) -> PaymentAuthorized {
 /// A send-timestamp-sized amount (a few seconds in ns) so both phases carry the same value size.
 const TYPICAL_NS: i64 = 5_000_000_000;
 
-/// Receives `n` latencies, or fails at `deadline`.
-async fn collect(
-    rx: &mut mpsc::UnboundedReceiver<u64>,
-    n: usize,
-    deadline: tokio::time::Instant,
-    what: &str,
-) -> anyhow::Result<Vec<u64>> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(ns)) => out.push(ns),
-            Ok(None) => bail!(
-                "{what}: the consumer stopped after {} of {n} records",
-                out.len()
-            ),
-            Err(_) => bail!("{what}: timed out after {} of {n} records", out.len()),
+/// Where a phase's consumer records each receipt: the latency is pushed onto a shared vector,
+/// and the phase's waiter is woken only once the awaited count is reached.
+///
+/// A channel to a collector task instead woke a runtime thread for nearly every record: the bus's
+/// handlers run on both threads, and those wake-ups were over a quarter of its handler's samples —
+/// the instrument's cost, not the bus's. Both phases record through this.
+#[derive(Default)]
+struct Receipts {
+    latencies: std::sync::Mutex<Vec<u64>>,
+    awaited: std::sync::atomic::AtomicUsize,
+    reached: tokio::sync::Notify,
+}
+
+impl Receipts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u64>> {
+        self.latencies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records one receipt, `ns` after its send.
+    fn record(&self, ns: u64) {
+        let mut latencies = self.lock();
+        latencies.push(ns);
+        if latencies.len() == self.awaited.load(std::sync::atomic::Ordering::Acquire) {
+            self.reached.notify_one();
         }
     }
-    Ok(out)
+
+    /// Waits until `n` receipts are recorded (counting from the last [`Receipts::take`]) and
+    /// takes them, or fails at `deadline`.
+    async fn take(
+        &self,
+        n: usize,
+        deadline: tokio::time::Instant,
+        what: &str,
+    ) -> anyhow::Result<Vec<u64>> {
+        self.awaited.store(n, std::sync::atomic::Ordering::Release);
+        loop {
+            let reached = self.reached.notified();
+            {
+                let mut latencies = self.lock();
+                if latencies.len() >= n {
+                    return Ok(std::mem::take(&mut *latencies));
+                }
+            }
+            if tokio::time::timeout_at(deadline, reached).await.is_err() {
+                bail!(
+                    "{what}: timed out after {} of {n} records",
+                    self.lock().len()
+                );
+            }
+        }
+    }
 }
 
 fn producer_config(bootstrap: &str) -> ClientConfig {
@@ -293,7 +329,8 @@ async fn baseline(
         .collect::<anyhow::Result<_>>()?;
 
     let t0 = Instant::now();
-    let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
+    let receipts = std::sync::Arc::new(Receipts::default());
+    let recorder = std::sync::Arc::clone(&receipts);
     let consuming = tokio::spawn(async move {
         loop {
             match consumer.recv().await {
@@ -306,9 +343,7 @@ async fn baseline(
                     if let Err(e) = consumer.store_offset_from_message(&m) {
                         tracing::warn!(error = %e, "baseline: offset not stored");
                     }
-                    if tx.send(now.saturating_sub(sent)).is_err() {
-                        break;
-                    }
+                    recorder.record(now.saturating_sub(sent));
                 }
                 Err(e) => tracing::warn!(error = %e, "baseline: consumer error"),
             }
@@ -328,13 +363,9 @@ async fn baseline(
         )
         .await
         .map_err(|(e, _)| anyhow!("baseline warm-up: {e}"))?;
-    collect(
-        &mut rx,
-        1,
-        tokio::time::Instant::now() + timeout,
-        "baseline warm-up",
-    )
-    .await?;
+    receipts
+        .take(1, tokio::time::Instant::now() + timeout, "baseline warm-up")
+        .await?;
 
     let start = Instant::now();
     let window = args.window;
@@ -362,8 +393,7 @@ async fn baseline(
             .await?;
         anyhow::Ok(start.elapsed())
     });
-    let received = collect(
-        &mut rx,
+    let received = receipts.take(
         args.events,
         tokio::time::Instant::now() + timeout,
         "baseline",
@@ -397,7 +427,8 @@ async fn through_bus(
     )?;
 
     let t0 = Instant::now();
-    let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
+    let receipts = std::sync::Arc::new(Receipts::default());
+    let recorder = std::sync::Arc::clone(&receipts);
     let mut subscriber = bus
         .subscriber(&format!("{topic}-group"))
         .max_in_flight(max_in_flight);
@@ -415,7 +446,7 @@ async fn through_bus(
     }
     let subscription = subscriber
         .handle_on(&topic, "count", move |e: PaymentAuthorized, _ctx| {
-            let tx = tx.clone();
+            let recorder = std::sync::Arc::clone(&recorder);
             let seen = std::sync::Arc::clone(&seen);
             async move {
                 if !delay.is_zero() {
@@ -432,11 +463,8 @@ async fn through_bus(
                 }
                 let now = nanos_since(t0);
                 let sent = u64::try_from(e.amount.amount_minor).unwrap_or(now);
-                if tx.send(now.saturating_sub(sent)).is_ok() {
-                    Ok(())
-                } else {
-                    Err(HandlerError::Permanent("no collector".into()))
-                }
+                recorder.record(now.saturating_sub(sent));
+                Ok::<(), HandlerError>(())
             }
         })
         .start()?;
@@ -447,13 +475,9 @@ async fn through_bus(
     bus.publish_with(&warm, PublishOptions::default().with_topic(topic.clone()))
         .await
         .context("bus warm-up")?;
-    collect(
-        &mut rx,
-        1,
-        tokio::time::Instant::now() + timeout,
-        "bus warm-up",
-    )
-    .await?;
+    receipts
+        .take(1, tokio::time::Instant::now() + timeout, "bus warm-up")
+        .await?;
 
     let start = Instant::now();
     let (window, events) = (args.window, args.events);
@@ -478,12 +502,7 @@ async fn through_bus(
             anyhow::Ok(start.elapsed())
         })
     };
-    let received = collect(
-        &mut rx,
-        args.events,
-        tokio::time::Instant::now() + timeout,
-        "bus",
-    );
+    let received = receipts.take(args.events, tokio::time::Instant::now() + timeout, "bus");
     let mut latencies_ns = received.await?;
     let elapsed = start.elapsed();
     let acked = publishing.await.context("the bus publisher task")??;

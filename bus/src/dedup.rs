@@ -32,10 +32,14 @@ pub struct MemoryDedup {
     inner: Mutex<Remembered>,
 }
 
+/// The hasher of the remembered ids: foldhash, seeded per process (SipHash, std's default, was
+/// 3 % of a fast subscriber's handling).
+type Ids = foldhash::fast::RandomState;
+
 #[derive(Debug, Default)]
 struct Remembered {
     /// Per scope, the ids remembered.
-    scopes: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    scopes: HashMap<Arc<str>, HashSet<Arc<str>, Ids>>,
     /// (scope, id), oldest first.
     order: VecDeque<(Arc<str>, Arc<str>)>,
 }

@@ -22,7 +22,8 @@ use crate::error::{DecodeError, HandlerError};
 use crate::retry::RetryPolicy;
 use crate::telemetry;
 use crate::wire::codec::WriterSchemaError;
-use crate::wire::envelope::Envelope;
+use crate::wire::envelope::{Envelope, is_transaction_sweep_readable};
+use crate::wire::headers::Readable;
 use crate::wire::trace;
 
 /// Values by (topic, event type), looked up by `&str`s: finding a record's handler allocates
@@ -70,7 +71,9 @@ pub(super) struct Processor {
 impl Processor {
     pub(super) async fn process(&self, msg: &OwnedMessage, stop: &CancellationToken) -> Outcome {
         let topic = msg.topic();
-        if crate::wire::envelope::is_transaction_sweep(msg.headers()) {
+        // Read from librdkafka once, for the sweep mark and the envelope.
+        let headers = msg.headers().map(Readable::readable).unwrap_or_default();
+        if is_transaction_sweep_readable(&headers) {
             return Outcome::Done;
         }
         let key = match msg.key().map(std::str::from_utf8) {
@@ -143,7 +146,7 @@ impl Processor {
                 )
                 .await;
         };
-        let envelope = match Envelope::read(msg.headers(), Some(&key)) {
+        let envelope = match Envelope::read_readable(&headers, Some(&key)) {
             Ok(e) => e,
             Err(invalid) => {
                 return self
@@ -151,6 +154,7 @@ impl Processor {
                     .await;
             }
         };
+        drop(headers);
         // The envelope goes into the first attempt's context as it is; a retry reads it from
         // the headers again (read once already, so it reads). Cloned per attempt, its eight
         // strings were copied for every record.
@@ -200,11 +204,14 @@ impl Processor {
             );
             // A child of the record's traceparent: the handler's effects carry this span's id.
             let trace = trace::join(&span, record_trace);
-            span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
-            span.record(
-                "span_id",
-                tracing::field::display(format_args!("{:016x}", trace.span_id)),
-            );
+            // Formatted only for a span that records them (the trace id's hex is a `format!`).
+            if !span.is_disabled() {
+                span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
+                span.record(
+                    "span_id",
+                    tracing::field::display(format_args!("{:016x}", trace.span_id)),
+                );
+            }
             let envelope = match first_envelope.take() {
                 Some(e) => e,
                 None => match Envelope::read(msg.headers(), Some(&key)) {

@@ -55,6 +55,12 @@ pub fn is_transaction_sweep<H: Readable>(headers: Option<&H>) -> bool {
     headers.is_some_and(|h| h.has(header::TRANSACTION_SWEEP))
 }
 
+/// [`is_transaction_sweep`] of headers already read with [`Readable::readable`] (a reader
+/// that goes on to [`Envelope::read_readable`] reads them once).
+pub fn is_transaction_sweep_readable(headers: &[Header<'_, &[u8]>]) -> bool {
+    headers.iter().any(|h| h.key == header::TRANSACTION_SWEEP)
+}
+
 /// The content type of a choreo record value.
 pub const AVRO_CONTENT_TYPE: &str = "application/avro";
 
@@ -184,7 +190,8 @@ impl Envelope {
     pub fn from_headers<H: Readable>(headers: Option<&H>, key: Option<&str>) -> Self {
         let lossy =
             |v: &[u8]| Ok::<_, std::convert::Infallible>(String::from_utf8_lossy(v).into_owned());
-        match Self::build(headers, key, lossy) {
+        let readable = headers.map(Readable::readable).unwrap_or_default();
+        match Self::build(&readable, key, lossy) {
             Ok(e) => e,
             Err((_, never)) => match never {},
         }
@@ -195,6 +202,15 @@ impl Envelope {
     /// converted lossily, two distinct event ids could become one, and the second be dropped as
     /// a duplicate.
     pub fn read<H: Readable>(headers: Option<&H>, key: Option<&str>) -> Result<Self, DecodeError> {
+        Self::read_readable(&headers.map(Readable::readable).unwrap_or_default(), key)
+    }
+
+    /// [`Envelope::read`] of headers already read with [`Readable::readable`]: a reader that
+    /// also looks for other headers (the transaction sweep) reads each from librdkafka once.
+    pub fn read_readable(
+        headers: &[Header<'_, &[u8]>],
+        key: Option<&str>,
+    ) -> Result<Self, DecodeError> {
         Self::build(headers, key, |v| {
             std::str::from_utf8(v).map(str::to_owned).map_err(|_| ())
         })
@@ -202,12 +218,11 @@ impl Envelope {
     }
 
     /// The envelope, each header read with `text`; an error names the header.
-    fn build<'n, H: Readable, E>(
-        headers: Option<&H>,
+    fn build<'n, E>(
+        readable: &[Header<'_, &[u8]>],
         key: Option<&str>,
         text: impl Fn(&[u8]) -> Result<String, E>,
     ) -> Result<Self, (&'n str, E)> {
-        let readable = headers.map(Readable::readable).unwrap_or_default();
         let get = |name: &'n str| -> Result<Option<String>, (&'n str, E)> {
             let value = readable
                 .iter()

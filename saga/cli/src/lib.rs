@@ -20,7 +20,7 @@
 //! - [`registry`]: the schema registry `run`, `ingest`, `demo` and `registry` use (a URL, or
 //!   choreo's own in memory or in Kafka).
 //! - [`loadgen`]: the saga load generator, its baseline pipe and its watcher.
-//! - [`memory`]: the process's memory choices: no transparent huge pages, and the allocators'
+//! - [`memory`]: the process's memory choices: no transparent huge pages, and the allocator's
 //!   freed memory given back every minute.
 //! - [`ingest_bench`]: the HTTP ingest benchmark (`choreo bench-ingest`) and its rdkafka baseline.
 //! - [`schemas_cmd`]: `choreo schemas check|register`, a catalog against a registry, for CI.

@@ -1,5 +1,5 @@
 //! The process's memory choices, which belong to the binary and not to the libraries: no
-//! transparent huge pages, and the allocators' freed memory given back to the system every
+//! transparent huge pages, and the allocator's freed memory given back to the system every
 //! minute.
 //! (The allocator itself, mimalloc, is declared in `main.rs`.)
 
@@ -31,40 +31,19 @@ pub fn no_transparent_huge_pages() {
     let _ = rustix::thread::disable_transparent_huge_pages(true);
 }
 
-/// Gives the system back the memory the process's two allocators keep after it was freed, and
-/// returns whether glibc gave any back:
-/// - mimalloc (the Rust code's allocator) purges freed pages of its arenas a second after they
-///   were freed, but only from a thread that calls the allocator again. A restore's transient
-///   memory (hash tables outgrown while they filled, the records read) stayed resident: a
-///   replica that restored 1 M sagas held 1 243 B per saga, 1 072 B with purges made at once
-///   (`MIMALLOC_PURGE_DELAY=0`). `mi_collect(true)` purges every arena now, from any thread.
-/// - glibc's malloc, which librdkafka uses on its own threads, returns a thread arena's memory
-///   only from its top, so a burst (a restore, a catch-up after a restart) stayed resident: 4.5
-///   of a soak coordinator's 42 MiB. `malloc_trim(0)` returns the rest. Elsewhere than glibc
-///   there is no such call.
-pub fn give_back_freed_memory() -> bool {
-    collect_mimalloc();
-    trim_glibc()
-}
-
+/// Gives the system back the memory the allocator keeps after it was freed. The allocator is
+/// mimalloc for the whole process: the Rust code's, and, because the workspace builds mimalloc
+/// with `override`, the C code's `malloc` too (librdkafka on its own threads; see
+/// the test `the_c_code_allocates_through_mimalloc`). mimalloc purges freed pages of its arenas
+/// a second after they were freed, but only from a thread that calls the allocator again. A
+/// restore's transient memory (hash tables outgrown while they filled, the records read) stayed
+/// resident: a replica that restored 1 M sagas held 1 243 B per saga, 1 072 B with purges made at
+/// once (`MIMALLOC_PURGE_DELAY=0`). `mi_collect(true)` purges every arena now, from any thread.
 #[allow(unsafe_code)]
-fn collect_mimalloc() {
+pub fn give_back_freed_memory() {
     // SAFETY: mi_collect takes no pointers and may be called from any thread at any time; it
     // collects the calling thread's heap and purges the arenas under their own locks.
     unsafe { libmimalloc_sys::mi_collect(true) }
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn trim_glibc() -> bool {
-    // SAFETY: malloc_trim takes no pointers and has no preconditions; glibc locks each arena
-    // while it walks it, as it does for every other allocator call.
-    unsafe { libc::malloc_trim(0) == 1 }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_glibc() -> bool {
-    false
 }
 
 /// Runs [`give_back_freed_memory`] every [`GIVE_BACK_EVERY`] on a blocking thread (it walks every
@@ -75,7 +54,7 @@ pub fn give_back_periodically() {
 
 /// Runs `give_back` every `period` (the first time one period after now) on a blocking thread,
 /// for as long as the runtime runs.
-fn give_back_every(period: Duration, give_back: fn() -> bool) -> tokio::task::JoinHandle<()> {
+fn give_back_every(period: Duration, give_back: fn()) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -83,7 +62,7 @@ fn give_back_every(period: Duration, give_back: fn() -> bool) -> tokio::task::Jo
         loop {
             every.tick().await;
             match tokio::task::spawn_blocking(give_back).await {
-                Ok(gave) => tracing::debug!(gave, "freed memory given back to the system"),
+                Ok(()) => tracing::debug!("freed memory given back to the system"),
                 Err(_) => return,
             }
         }
@@ -98,9 +77,8 @@ mod tests {
 
     static RUNS: AtomicUsize = AtomicUsize::new(0);
 
-    fn counted() -> bool {
+    fn counted() {
         RUNS.fetch_add(1, Ordering::SeqCst);
-        true
     }
 
     /// The give-back runs once a minute, the first time a minute after the start (virtual clock).
@@ -174,31 +152,24 @@ mod tests {
         );
     }
 
-    /// 64 MiB freed on a thread of its own stays resident under glibc (below a chunk still in
-    /// use, so not at the arena's top) until it is given back.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    /// The C code's `malloc` and `free` are mimalloc's (the `override` feature): librdkafka's
+    /// allocations are then as fast as the Rust code's (with glibc's, its threads and the
+    /// runtime's waited on the arena locks) and given back by [`give_back_freed_memory`].
+    /// Without the feature, glibc's `malloc` answers and this fails.
     #[test]
-    fn memory_a_thread_freed_is_given_back_to_the_system() {
-        if !in_a_process_of_its_own(
-            "memory::tests::memory_a_thread_freed_is_given_back_to_the_system",
-        ) {
-            return;
-        }
-        const CHUNK: usize = 64 * 1024; // under glibc's mmap threshold: from the thread's arena
-        const CHUNKS: usize = 1024;
-        let (kept, before, after_free) = std::thread::spawn(|| {
-            // glibc's malloc, as librdkafka calls it: the test binary's Rust allocator is
-            // glibc's too, so a Vec is enough.
-            let before = anonymous_kib();
-            let chunks: Vec<Vec<u8>> = (0..CHUNKS).map(|i| vec![i as u8; CHUNK]).collect();
-            let kept = vec![1u8; 1024]; // above the freed chunks: the arena's top stays in use
-            drop(chunks);
-            (kept, before, anonymous_kib())
-        })
-        .join()
-        .expect("the thread");
-        freed_64_mib_are_given_back("glibc", before, after_free);
-        drop(kept);
+    #[allow(unsafe_code)]
+    fn the_c_code_allocates_through_mimalloc() {
+        // SAFETY: a plain allocation of 64 bytes, checked for null, freed once below.
+        let p = unsafe { libc::malloc(64) };
+        assert!(!p.is_null(), "malloc gave a block");
+        // SAFETY: mi_is_in_heap_region only compares the address with mimalloc's regions.
+        let mimalloc_s = unsafe { libmimalloc_sys::mi_is_in_heap_region(p) };
+        // SAFETY: allocated above by malloc, freed once.
+        unsafe { libc::free(p) };
+        assert!(
+            mimalloc_s,
+            "the C code's malloc is glibc's, not mimalloc's: build mimalloc with `override`"
+        );
     }
 
     /// 64 MiB of small blocks that mimalloc handed out and took back on a thread that then ended
@@ -215,8 +186,8 @@ mod tests {
             return;
         }
         let (before, after_free) = std::thread::spawn(|| {
-            // The binary's allocator, called as `main.rs` declares it (this test binary's own
-            // allocator is glibc's).
+            // The binary's allocator, called as `main.rs` declares it (this test binary's Rust
+            // allocator is the system's, whose `malloc` is mimalloc's too, by the override).
             let layout = Layout::from_size_align(256, 8).expect("a layout");
             let before = anonymous_kib();
             let blocks: Vec<*mut u8> = (0..256 * 1024)
@@ -239,11 +210,6 @@ mod tests {
         })
         .join()
         .expect("the thread");
-        // mi_collect works from a thread that has used mimalloc, as every thread of the binary
-        // has (this one has not: the test binary's allocator is glibc's).
-        let layout = Layout::from_size_align(16, 8).expect("a layout");
-        // SAFETY: a non-zero size, freed at once with the same layout.
-        unsafe { mimalloc::MiMalloc.dealloc(mimalloc::MiMalloc.alloc(layout), layout) };
         freed_64_mib_are_given_back("mimalloc", before, after_free);
     }
 }

@@ -284,9 +284,9 @@ pub async fn run(args: RestoreBenchArgs) -> anyhow::Result<()> {
     );
 
     // The coordinator: start → ready (every partition restored, index rebuilt).
-    // Resident memory is read with the allocators' freed memory given back, before and after,
+    // Resident memory is read with the allocator's freed memory given back, before and after,
     // as `choreo run` gives it back every minute (`memory::give_back_periodically`): what the
-    // restored sagas hold, not what the restore freed and the allocators still keep.
+    // restored sagas hold, not what the restore freed and the allocator still keeps.
     tokio::task::spawn_blocking(crate::memory::give_back_freed_memory).await?;
     let rss_before = rss_bytes();
     let (restore, handle) = time_to_ready(opts).await?;
