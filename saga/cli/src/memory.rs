@@ -163,11 +163,11 @@ mod tests {
         let p = unsafe { libc::malloc(64) };
         assert!(!p.is_null(), "malloc gave a block");
         // SAFETY: mi_is_in_heap_region only compares the address with mimalloc's regions.
-        let mimalloc_s = unsafe { libmimalloc_sys::mi_is_in_heap_region(p) };
+        let from_mimalloc = unsafe { libmimalloc_sys::mi_is_in_heap_region(p) };
         // SAFETY: allocated above by malloc, freed once.
         unsafe { libc::free(p) };
         assert!(
-            mimalloc_s,
+            from_mimalloc,
             "the C code's malloc is glibc's, not mimalloc's: build mimalloc with `override`"
         );
     }
