@@ -131,26 +131,26 @@ pub fn headers_for_oversize<M: Message>(
 /// its record is: for a dead letter refused as too large once built.
 pub fn slimmed(dead_letter: &OwnedHeaders, bytes: usize) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
-    let mut at = [""; 3];
+    let (mut topic, mut partition, mut offset) = ("", "", "");
     for h in dead_letter
         .iter()
         .filter(|h| h.key.starts_with("choreo_dlq_"))
     {
-        let text = h.value.and_then(|v| std::str::from_utf8(v).ok());
-        for (slot, name) in at
-            .iter_mut()
-            .zip([header::TOPIC, header::PARTITION, header::OFFSET])
-        {
-            if h.key == name {
-                *slot = text.unwrap_or_default();
-            }
+        let text = h
+            .value
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .unwrap_or_default();
+        match h.key {
+            header::TOPIC => topic = text,
+            header::PARTITION => partition = text,
+            header::OFFSET => offset = text,
+            _ => {}
         }
         out = out.insert(Header {
             key: h.key,
             value: h.value,
         });
     }
-    let [topic, partition, offset] = at;
     let omitted = format!(
         "{bytes} bytes: too large to be dead-lettered whole; the record is at {topic}/{partition}/{offset}"
     );

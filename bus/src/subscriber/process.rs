@@ -154,6 +154,7 @@ impl Processor {
                     .await;
             }
         };
+        // Not kept across the handler's awaits: the envelope holds what is needed of them.
         drop(headers);
         // The envelope goes into the first attempt's context as it is; a retry reads it from
         // the headers again (read once already, so it reads). Cloned per attempt, its eight

@@ -133,21 +133,21 @@ mod tests {
         false
     }
 
-    /// Checks that `allocator`'s freed 64 MiB were still resident (`before` → `after_free`, in
+    /// Checks that mimalloc's freed 64 MiB were still resident (`before` → `after_free`, in
     /// KiB), so that the test can tell, and that [`give_back_freed_memory`] gives them back.
     #[cfg(target_os = "linux")]
-    fn freed_64_mib_are_given_back(allocator: &str, before: u64, after_free: u64) {
+    fn freed_64_mib_are_given_back(before: u64, after_free: u64) {
         let held = after_free.saturating_sub(before);
         assert!(
             held > 32 * 1024,
-            "{allocator} gave the freed 64 MiB back by itself ({held} KiB still held): the test \
+            "mimalloc gave the freed 64 MiB back by itself ({held} KiB still held): the test \
              cannot tell whether give_back_freed_memory works"
         );
         give_back_freed_memory();
         let after = anonymous_kib();
         assert!(
             after + 32 * 1024 < after_free,
-            "still {after} KiB resident after giving back, {after_free} KiB before: {allocator}'s \
+            "still {after} KiB resident after giving back, {after_free} KiB before: mimalloc's \
              freed 64 MiB were not given back"
         );
     }
@@ -210,6 +210,6 @@ mod tests {
         })
         .join()
         .expect("the thread");
-        freed_64_mib_are_given_back("mimalloc", before, after_free);
+        freed_64_mib_are_given_back(before, after_free);
     }
 }

@@ -280,20 +280,16 @@ impl Runtime {
         staged: &mut Staged,
     ) -> Result<(), BatchError> {
         let Some(value) = msg.payload() else {
-            {
-                self.dead_letter(msg, "truncated", "no value", staged);
-                return Ok(());
-            }
+            self.dead_letter(msg, "truncated", "no value", staged);
+            return Ok(());
         };
         // Asked before the transaction began (see `look_up_writer_schemas`): not again inside it.
         if let Ok((id, _)) = choreo_bus::wire::framing::unframe(value)
             && self.unknown_ids.contains(&id)
         {
             let unknown = DecodeError::UnknownSchemaId(id);
-            {
-                self.dead_letter(msg, unknown.kind(), &unknown.to_string(), staged);
-                return Ok(());
-            }
+            self.dead_letter(msg, unknown.kind(), &unknown.to_string(), staged);
+            return Ok(());
         }
         let definitions = &self.opts.definitions;
         let inputs = &mut staged.inputs;
@@ -334,10 +330,8 @@ impl Runtime {
             Some(Ok(k)) => Some(k.to_owned()),
             Some(Err(_)) => {
                 let invalid = DecodeError::InvalidKey(msg.key().map_or(0, <[u8]>::len));
-                {
-                    self.dead_letter(msg, invalid.kind(), &invalid.to_string(), staged);
-                    return Ok(());
-                }
+                self.dead_letter(msg, invalid.kind(), &invalid.to_string(), staged);
+                return Ok(());
             }
             None => None,
         };
@@ -375,15 +369,13 @@ impl Runtime {
                 continue;
             };
             let Some(correlation_id) = latest.correlation_id(key.as_deref(), &data) else {
-                {
-                    self.dead_letter(
-                        msg,
-                        "missing_key",
-                        "no correlation id: the record has no key and no correlation field",
-                        staged,
-                    );
-                    return Ok(());
-                }
+                self.dead_letter(
+                    msg,
+                    "missing_key",
+                    "no correlation id: the record has no key and no correlation field",
+                    staged,
+                );
+                return Ok(());
             };
             // The saga lives on its correlation id's partition: an input that arrived on
             // another (keyed otherwise, correlated by a field, or produced with another
@@ -407,8 +399,7 @@ impl Runtime {
                     if self.pending_sagas >= self.opts.max_pending_sagas
                         && !matches!(latest.role_of(&event_type), Some(choreo_saga::Role::Start))
                     {
-                        {
-                            self.dead_letter(
+                        self.dead_letter(
                             msg,
                             "no_saga",
                             &format!(
@@ -417,8 +408,7 @@ impl Runtime {
                             ),
                             staged,
                         );
-                            return Ok(());
-                        }
+                        return Ok(());
                     }
                     SagaState::new(&latest, correlation_id.clone(), now)
                 }
